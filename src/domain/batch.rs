@@ -1,0 +1,153 @@
+//! Durable send batches, their deliveries, and drafts.
+
+use serde::{Deserialize, Serialize};
+
+use super::{BatchId, CommunityId, DraftId, EmailAddress, Mailbox, OwnerId, Timestamp};
+use crate::invite::Invite;
+
+/// A saved invitation, to be reviewed and sent later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Draft {
+    /// Its id.
+    pub id: DraftId,
+    /// The invite as written (its `draft` field is this id).
+    pub invite: Invite,
+    /// When first saved.
+    pub created_at: Timestamp,
+    /// When last saved.
+    pub updated_at: Timestamp,
+}
+
+/// A batch as stored: everything a process needs to resume sending it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    /// Its id; part of every Message-ID it sends.
+    pub id: BatchId,
+    /// The community.
+    pub community: CommunityId,
+    /// The invite as written, with its attachments.
+    pub invite: Invite,
+    /// The From mailbox (kept so a resumed batch sends the same message).
+    pub sender: Mailbox,
+    /// The portal's registration URL the links are made from.
+    pub portal_url: String,
+    /// How long each link is valid, in seconds.
+    pub token_ttl_seconds: u64,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// Whether it is a resend to one owner.
+    pub resend: bool,
+}
+
+/// One owner's message in a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The batch.
+    pub batch: BatchId,
+    /// The owner.
+    pub owner: OwnerId,
+    /// The address it goes to, fixed when the batch was created.
+    pub to: EmailAddress,
+    /// Where it stands.
+    pub state: DeliveryState,
+    /// Transport attempts made so far, over every run.
+    pub attempts: u32,
+}
+
+/// A delivery's state. Pending → Claimed → Sent or Failed, each move once; only
+/// [`OwnerRepository::requeue_failed`](crate::repository::OwnerRepository::requeue_failed)
+/// moves Failed back to Pending, and a claim older than a run's lease may be taken
+/// over by another run (the process that held it is presumed dead).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Not sent yet.
+    Pending,
+    /// A sender has taken it and may be sending it now.
+    Claimed {
+        /// When it was claimed.
+        at: Timestamp,
+    },
+    /// The server accepted it.
+    Sent {
+        /// When.
+        at: Timestamp,
+    },
+    /// It could not be delivered.
+    Failed {
+        /// When.
+        at: Timestamp,
+        /// The transport's error, for the manager.
+        error: String,
+    },
+}
+
+impl DeliveryState {
+    /// Whether it is still to be sent (pending or claimed).
+    pub fn is_open(&self) -> bool {
+        matches!(self, DeliveryState::Pending | DeliveryState::Claimed { .. })
+    }
+}
+
+/// How a claimed delivery ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum DeliveryOutcome {
+    /// Accepted by the server. The owner becomes invited, the link valid until
+    /// `expires_at`.
+    Sent {
+        /// The link's expiry.
+        expires_at: Timestamp,
+        /// Transport attempts this run made.
+        attempts: u32,
+    },
+    /// Not delivered.
+    Failed {
+        /// Why.
+        error: String,
+        /// Transport attempts this run made.
+        attempts: u32,
+    },
+}
+
+/// Counts of a batch's deliveries by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryCounts {
+    /// Not sent yet.
+    pub pending: usize,
+    /// Taken by a sender.
+    pub claimed: usize,
+    /// Accepted.
+    pub sent: usize,
+    /// Failed.
+    pub failed: usize,
+}
+
+impl DeliveryCounts {
+    /// All deliveries.
+    pub fn total(&self) -> usize {
+        self.pending + self.claimed + self.sent + self.failed
+    }
+
+    /// Counts one state.
+    pub fn add(&mut self, state: &DeliveryState) {
+        match state {
+            DeliveryState::Pending => self.pending += 1,
+            DeliveryState::Claimed { .. } => self.claimed += 1,
+            DeliveryState::Sent { .. } => self.sent += 1,
+            DeliveryState::Failed { .. } => self.failed += 1,
+        }
+    }
+}
+
+/// A batch and its first activity entry and deliveries, stored in one atomic step by
+/// [`OwnerRepository::create_batch`](crate::repository::OwnerRepository::create_batch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewBatch {
+    /// The batch.
+    pub batch: Batch,
+    /// Its deliveries, all pending: (owner, address).
+    pub deliveries: Vec<(OwnerId, EmailAddress)>,
+    /// Its `BatchCreated` entry.
+    pub activity: super::ActivityEntry,
+}

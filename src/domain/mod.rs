@@ -1,0 +1,22 @@
+//! Plain data with no I/O: ids, addresses, communities, owners and their access status,
+//! batches and deliveries, tokens as stored, the activity feed.
+
+mod activity;
+mod batch;
+mod community;
+mod email;
+mod ids;
+mod invitation;
+mod owner;
+mod timestamp;
+
+pub use activity::{ActivityEntry, ActivityKind, Page};
+pub use batch::{Batch, Delivery, DeliveryCounts, DeliveryOutcome, DeliveryState, Draft, NewBatch};
+pub use community::Community;
+pub use email::{
+    EmailAddress, InvalidEmail, InvalidMailbox, MAX_ADDRESS_LEN, Mailbox, normalize_address,
+};
+pub use ids::{BatchId, CommunityId, DraftId, InvalidId, MAX_ID_LEN, OwnerId, PropertyId};
+pub use invitation::{TokenHash, TokenRecord, TokenRejection, TokenState};
+pub use owner::{AccessState, AccessStatus, Owner};
+pub use timestamp::Timestamp;

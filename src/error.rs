@@ -1,0 +1,104 @@
+//! The errors the workflow returns, and what each means to the caller.
+
+use crate::domain::{InvalidEmail, InvalidMailbox, OwnerId, TokenRejection};
+use crate::invite::Problem;
+use crate::repository::RepositoryError;
+use crate::transport::TransportError;
+
+/// Shorthand for workflow results.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One rejected row of a mass edit.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "problem", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum MassEditProblem {
+    /// No owner with this id (in this community).
+    UnknownOwner {
+        /// The id as given.
+        owner: OwnerId,
+    },
+    /// The new address is not valid.
+    InvalidEmail {
+        /// The owner.
+        owner: OwnerId,
+        /// The address as given.
+        email: String,
+        /// Why.
+        error: InvalidEmail,
+    },
+    /// The new address would be used by two owner records.
+    SharedEmail {
+        /// The owner.
+        owner: OwnerId,
+        /// The address as given.
+        email: String,
+        /// The other records that would use it.
+        with: Vec<OwnerId>,
+    },
+    /// The owner appears twice in the edit.
+    DuplicateRow {
+        /// The owner.
+        owner: OwnerId,
+    },
+}
+
+/// What went wrong in a workflow call. Every variant leaves stored data as it was
+/// unless its documentation says otherwise.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The invite has problems; nothing was sent or stored. Fix the invite and
+    /// review again.
+    #[error("the invitation cannot be sent: {}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    InvalidInvite {
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+    /// A mass edit was rejected as a whole; nothing changed. Every bad row is listed.
+    #[error("the mass edit was rejected: {} bad row(s)", problems.len())]
+    MassEditRejected {
+        /// Each bad row.
+        problems: Vec<MassEditProblem>,
+    },
+    /// A community, owner, draft or batch the call names does not exist.
+    #[error("{what} `{id}` not found")]
+    NotFound {
+        /// What kind of record.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// The owner cannot be sent an invitation (for `resend`); nothing was sent.
+    #[error("owner `{owner}` cannot be invited: {reason}")]
+    NotEligible {
+        /// The owner.
+        owner: OwnerId,
+        /// Why.
+        reason: crate::eligibility::Ineligible,
+    },
+    /// A registration token does not work. Show the owner one generic message (this
+    /// variant's `Display` is the same for every reason, so nothing can be probed);
+    /// `reason` is for logs.
+    #[error("this registration link is not valid")]
+    InvalidToken {
+        /// The precise reason, for logs only.
+        reason: TokenRejection,
+    },
+    /// A setting given to [`OwnerAccess`](crate::OwnerAccess)'s builder is invalid.
+    #[error("invalid configuration: {message}")]
+    Config {
+        /// What is wrong.
+        message: String,
+    },
+    /// The sender mailbox is invalid.
+    #[error("invalid sender: {0}")]
+    Sender(#[from] InvalidMailbox),
+    /// The repository failed; see its kind for whether to retry.
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+    /// The transport failed outside a batch (the Summary recap, a fatal error on a
+    /// single resend).
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}

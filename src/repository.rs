@@ -1,0 +1,316 @@
+//! The storage port: everything the workflow keeps, behind one object-safe async trait
+//! the host implements over its own database.
+//!
+//! Each method's `# Contract` says what every implementation MUST do; the suite in
+//! [`crate::testing`] (feature `testing`) checks it. Where uniqueness or single use
+//! matters, inserting and updating are separate methods, and the updates that race
+//! (claiming a delivery, redeeming a token, changing emails) are compare-and-set.
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::domain::{
+    ActivityEntry, Batch, BatchId, Community, CommunityId, Delivery, DeliveryCounts,
+    DeliveryOutcome, Draft, DraftId, NewBatch, Owner, OwnerId, Page, PropertyId, Timestamp,
+    TokenHash, TokenRecord, TokenRejection,
+};
+use crate::eligibility::OwnerFilter;
+
+/// What went wrong in a repository. Adapters map their private errors into these
+/// kinds so the workflow can react (retry, report a conflict, give up).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RepositoryError {
+    /// A record the call needs does not exist.
+    #[error("{what} `{id}` not found")]
+    NotFound {
+        /// What kind of record.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// An insert met an existing record with the same key.
+    #[error("{what} `{id}` already exists")]
+    AlreadyExists {
+        /// What kind of record.
+        what: &'static str,
+        /// Its key.
+        id: String,
+    },
+    /// A compare-and-set found the record in another state than required (a delivery
+    /// not claimed, an address taken meanwhile). Nothing was changed.
+    #[error("precondition failed: {message}")]
+    Precondition {
+        /// What did not hold.
+        message: String,
+    },
+    /// The stored data cannot be read (a corrupt or foreign file, a bad row).
+    #[error("stored data is corrupt: {message}")]
+    Corrupt {
+        /// What is wrong.
+        message: String,
+    },
+    /// The store cannot be reached or is busy; the same call may succeed later.
+    #[error("{store} is unavailable")]
+    Unavailable {
+        /// The adapter.
+        store: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Any other failure of the adapter.
+    #[error("{store} failed")]
+    Backend {
+        /// The adapter.
+        store: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Shorthand for repository results.
+pub type RepoResult<T> = Result<T, RepositoryError>;
+
+/// One row of a mass edit: the owner and their new primary email (`None` clears it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailEdit {
+    /// The owner.
+    pub owner: OwnerId,
+    /// The new address as typed (the service validates it before the repository sees
+    /// it).
+    pub email: Option<String>,
+}
+
+/// An owner holding a given address (see [`OwnerRepository::email_holders`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailHolder {
+    /// The comparison key of the address (trimmed, case-folded).
+    pub key: String,
+    /// The owner record.
+    pub owner: OwnerId,
+    /// Its property.
+    pub property: PropertyId,
+}
+
+/// The result of a redeem attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedeemOutcome {
+    /// This call won: the token is now used and the owner registered.
+    Redeemed {
+        /// The owner, as stored after the change.
+        owner: Box<Owner>,
+        /// The token, as stored after the change.
+        token: TokenRecord,
+    },
+    /// The token did not work; nothing changed.
+    Rejected(TokenRejection),
+}
+
+/// Storage for owners, drafts, batches, tokens and the activity feed.
+///
+/// Object safe: hold it as `Arc<dyn OwnerRepository>`. Implementations must be safe to
+/// call concurrently from many tasks and many processes sharing the store.
+#[async_trait]
+pub trait OwnerRepository: Send + Sync + fmt::Display {
+    /// Inserts or replaces a community.
+    ///
+    /// # Contract
+    /// - A later [`community`](Self::community) returns exactly what was stored.
+    async fn upsert_community(&self, community: &Community) -> RepoResult<()>;
+
+    /// A community by id.
+    ///
+    /// # Contract
+    /// - A missing community is `Ok(None)`, not an error.
+    async fn community(&self, id: &CommunityId) -> RepoResult<Option<Community>>;
+
+    /// Inserts or updates owners from host data, all or nothing.
+    ///
+    /// # Contract
+    /// - One atomic step: either every owner is stored or none is.
+    /// - Each stored record is [`Owner::merge_from_host`]`(stored, incoming)`: a
+    ///   registered owner stays registered, an invitation in progress is kept.
+    /// - When that merge reports a changed primary email, the owner's live tokens are
+    ///   revoked in the same step.
+    /// - Addresses are stored as given, even invalid or shared with another owner.
+    async fn upsert_owners(&self, owners: &[Owner], now: Timestamp) -> RepoResult<()>;
+
+    /// An owner by id.
+    ///
+    /// # Contract
+    /// - A missing owner is `Ok(None)`.
+    async fn owner(&self, id: &OwnerId) -> RepoResult<Option<Owner>>;
+
+    /// Several owners by id, in one round trip.
+    ///
+    /// # Contract
+    /// - Returns the owners that exist, in any order; missing ids are left out.
+    async fn owners(&self, ids: &[OwnerId]) -> RepoResult<Vec<Owner>>;
+
+    /// The owners of a community that pass a filter.
+    ///
+    /// # Contract
+    /// - Returns exactly the community's owners for which
+    ///   [`OwnerFilter::matches`]`(owner, now)` holds, in any order.
+    /// - A community with no owners (or that does not exist) gives an empty list.
+    async fn community_owners(
+        &self,
+        community: &CommunityId,
+        filter: &OwnerFilter,
+        now: Timestamp,
+    ) -> RepoResult<Vec<Owner>>;
+
+    /// Every owner in the whole repository (every community) whose primary email has
+    /// one of these comparison keys: what the "shared address" rule needs, for a whole
+    /// roster in one call.
+    ///
+    /// # Contract
+    /// - Keys are compared with [`normalize_address`](crate::domain::normalize_address)
+    ///   of each stored email (trimmed, case-folded), valid or not.
+    /// - Returns one [`EmailHolder`] per (key, owner) match, in any order.
+    async fn email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>>;
+
+    /// Changes primary emails, all or nothing (Mass Edit), and appends `activity`.
+    ///
+    /// # Contract
+    /// - Every owner must exist, else `NotFound` and nothing changes.
+    /// - Compare-and-set on uniqueness: if, with the edits applied, any edited owner's
+    ///   new non-blank address (normalised) would be held by an owner outside the
+    ///   edit, or by two edited owners, the call fails with `Precondition` and nothing
+    ///   changes. (Addresses already shared among *unedited* owners do not matter.)
+    /// - Owners whose normalised address changed get their live tokens revoked at
+    ///   `now`, in the same step.
+    /// - Returns the ids whose address changed.
+    async fn update_emails(
+        &self,
+        edits: &[EmailEdit],
+        activity: &ActivityEntry,
+        now: Timestamp,
+    ) -> RepoResult<Vec<OwnerId>>;
+
+    /// Inserts or replaces a draft.
+    ///
+    /// # Contract
+    /// - A later [`draft`](Self::draft) returns exactly what was stored, attachments
+    ///   included.
+    async fn save_draft(&self, draft: &Draft) -> RepoResult<()>;
+
+    /// A draft by id (`Ok(None)` when missing).
+    async fn draft(&self, id: &DraftId) -> RepoResult<Option<Draft>>;
+
+    /// The drafts of a community, newest first (by `updated_at`).
+    async fn drafts(&self, community: &CommunityId) -> RepoResult<Vec<Draft>>;
+
+    /// Deletes a draft.
+    ///
+    /// # Contract
+    /// - Returns whether it existed; deleting a missing draft is `Ok(false)`.
+    async fn delete_draft(&self, id: &DraftId) -> RepoResult<bool>;
+
+    /// Stores a batch, its first activity entry and all its deliveries as pending, in
+    /// one atomic step, before anything is sent.
+    ///
+    /// # Contract
+    /// - All or nothing: after a failure (or a crash) none of it is visible.
+    /// - `AlreadyExists` if the batch id is taken; nothing changes.
+    /// - One delivery per (batch, owner): a repeated owner in `deliveries` is an
+    ///   error (`Precondition`) and nothing changes.
+    async fn create_batch(&self, batch: &NewBatch) -> RepoResult<()>;
+
+    /// A batch by id (`Ok(None)` when missing).
+    async fn batch(&self, id: &BatchId) -> RepoResult<Option<Batch>>;
+
+    /// The batches of a community, newest first.
+    async fn batches(&self, community: &CommunityId) -> RepoResult<Vec<Batch>>;
+
+    /// Claims up to `limit` deliveries of a batch for sending.
+    ///
+    /// # Contract
+    /// - Compare-and-set: takes deliveries that are pending, or claimed at or before
+    ///   `stale_before` (their sender is presumed dead), and marks them claimed at
+    ///   `now`. Two concurrent callers never get the same delivery.
+    /// - Returns the claimed deliveries (state `Claimed`); an empty list when none is
+    ///   left. `NotFound` when the batch does not exist.
+    async fn claim_deliveries(
+        &self,
+        batch: &BatchId,
+        limit: usize,
+        now: Timestamp,
+        stale_before: Timestamp,
+    ) -> RepoResult<Vec<Delivery>>;
+
+    /// Records how a claimed delivery ended.
+    ///
+    /// # Contract
+    /// - Compare-and-set: only a delivery in state `Claimed` moves, to `Sent` or
+    ///   `Failed` at `now`; any other state gives `Precondition` and nothing changes.
+    /// - Adds `attempts` to the delivery's count.
+    /// - On `Sent`, the owner's access becomes
+    ///   [`AccessStatus::after_invitation`](crate::domain::AccessStatus::after_invitation)`(now, expires_at)`,
+    ///   in the same step.
+    async fn record_delivery(
+        &self,
+        batch: &BatchId,
+        owner: &OwnerId,
+        outcome: &DeliveryOutcome,
+        now: Timestamp,
+    ) -> RepoResult<()>;
+
+    /// Gives claimed deliveries back (a run that stops before sending them).
+    ///
+    /// # Contract
+    /// - Each listed delivery that is `Claimed` becomes `Pending`; others are left.
+    async fn release_deliveries(&self, batch: &BatchId, owners: &[OwnerId]) -> RepoResult<()>;
+
+    /// Every delivery of a batch, ordered by owner id.
+    async fn deliveries(&self, batch: &BatchId) -> RepoResult<Vec<Delivery>>;
+
+    /// Counts of a batch's deliveries by state.
+    async fn delivery_counts(&self, batch: &BatchId) -> RepoResult<DeliveryCounts>;
+
+    /// Moves every failed delivery of a batch back to pending ("retry the failed
+    /// owners").
+    ///
+    /// # Contract
+    /// - Returns how many moved. `NotFound` when the batch does not exist.
+    async fn requeue_failed(&self, batch: &BatchId) -> RepoResult<usize>;
+
+    /// Stores a token hash for a message about to be sent.
+    ///
+    /// # Contract
+    /// - Insert only: `AlreadyExists` when the hash is taken.
+    /// - In the same step, revokes (at `token.issued_at`) the owner's live tokens of
+    ///   *other* batches: a newer invitation replaces older ones. Live tokens of the
+    ///   same batch stay live (a copy of this batch's message may be in the owner's
+    ///   mailbox).
+    async fn issue_token(&self, token: &TokenRecord) -> RepoResult<()>;
+
+    /// A token by hash (`Ok(None)` when unknown). Read-only.
+    async fn token(&self, hash: &TokenHash) -> RepoResult<Option<TokenRecord>>;
+
+    /// Redeems a token: once, atomically.
+    ///
+    /// # Contract
+    /// - Compare-and-set: succeeds only if the token is live and expires after `now`
+    ///   and its owner is not registered; then, in one step, the token becomes
+    ///   redeemed, the owner's other live tokens revoked, the owner registered at
+    ///   `now`, and an [`ActivityKind::Registered`](crate::domain::ActivityKind::Registered)
+    ///   entry appended to the owner's community.
+    /// - Two concurrent calls with one token: exactly one gets `Redeemed`.
+    /// - Otherwise `Rejected` with the reason ([`TokenRecord::check`]; a registered
+    ///   owner's live token counts as `AlreadyUsed`) and nothing changes.
+    async fn redeem_token(&self, hash: &TokenHash, now: Timestamp) -> RepoResult<RedeemOutcome>;
+
+    /// Appends an activity entry.
+    async fn append_activity(&self, entry: &ActivityEntry) -> RepoResult<()>;
+
+    /// A page of a community's activity feed.
+    ///
+    /// # Contract
+    /// - Newest first (by `at`; entries with the same `at` newest-appended first).
+    async fn activity(&self, community: &CommunityId, page: Page)
+    -> RepoResult<Vec<ActivityEntry>>;
+}

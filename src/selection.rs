@@ -1,0 +1,121 @@
+//! Which owners an invitation goes to.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::OwnerId;
+
+/// The owners a manager picked: "Select All" on a filtered roster, then toggles, or a
+/// single owner. Ids are kept in order and without duplicates. An id that names no
+/// owner is not an error here: the review lists it as excluded
+/// ([`Ineligible::UnknownOwner`](crate::eligibility::Ineligible::UnknownOwner)).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selection {
+    owners: BTreeSet<OwnerId>,
+}
+
+impl Selection {
+    /// Nobody selected.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Exactly these owners.
+    pub fn of(owners: impl IntoIterator<Item = OwnerId>) -> Self {
+        Self {
+            owners: owners.into_iter().collect(),
+        }
+    }
+
+    /// One owner ("invite a single owner").
+    pub fn single(owner: OwnerId) -> Self {
+        Self::of([owner])
+    }
+
+    /// "Select All" of a roster as filtered: every row that is eligible. Rows that are
+    /// not eligible cannot be ticked in the product, so they are left out here.
+    pub fn all_eligible(roster: &crate::eligibility::Roster) -> Self {
+        Self::of(
+            roster
+                .rows
+                .iter()
+                .filter(|row| row.eligibility.is_eligible())
+                .map(|row| row.owner.id.clone()),
+        )
+    }
+
+    /// Every row of the roster, eligible or not (the review then lists the excluded
+    /// ones with their reasons).
+    pub fn all_rows(roster: &crate::eligibility::Roster) -> Self {
+        Self::of(roster.rows.iter().map(|row| row.owner.id.clone()))
+    }
+
+    /// Ticks an owner. Returns whether it was newly added.
+    pub fn select(&mut self, owner: OwnerId) -> bool {
+        self.owners.insert(owner)
+    }
+
+    /// Unticks an owner. Returns whether it was selected.
+    pub fn deselect(&mut self, owner: &OwnerId) -> bool {
+        self.owners.remove(owner)
+    }
+
+    /// Flips one owner.
+    pub fn toggle(&mut self, owner: OwnerId) {
+        if !self.owners.remove(&owner) {
+            self.owners.insert(owner);
+        }
+    }
+
+    /// Whether an owner is selected.
+    pub fn contains(&self, owner: &OwnerId) -> bool {
+        self.owners.contains(owner)
+    }
+
+    /// How many owners are selected (the count the Actions menu shows).
+    pub fn len(&self) -> usize {
+        self.owners.len()
+    }
+
+    /// Whether nobody is selected.
+    pub fn is_empty(&self) -> bool {
+        self.owners.is_empty()
+    }
+
+    /// The selected ids, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &OwnerId> {
+        self.owners.iter()
+    }
+}
+
+impl FromIterator<OwnerId> for Selection {
+    fn from_iter<I: IntoIterator<Item = OwnerId>>(iter: I) -> Self {
+        Self::of(iter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> OwnerId {
+        OwnerId::new(s).unwrap()
+    }
+
+    #[test]
+    fn select_toggle_and_count() {
+        let mut s = Selection::of([id("a"), id("b"), id("a")]);
+        assert_eq!(s.len(), 2);
+        s.toggle(id("b"));
+        assert!(!s.contains(&id("b")));
+        s.toggle(id("c"));
+        assert!(s.select(id("d")));
+        assert!(!s.select(id("d")));
+        assert!(s.deselect(&id("a")));
+        assert_eq!(
+            s.iter().cloned().collect::<Vec<_>>(),
+            vec![id("c"), id("d")]
+        );
+    }
+}

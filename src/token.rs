@@ -1,0 +1,128 @@
+//! Registration tokens: made from the OS random source, shown to the owner once (in
+//! their link), stored only as a SHA-256 hash.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+
+use crate::domain::TokenHash;
+
+/// Random bytes in a token: 256 bits.
+pub const TOKEN_BYTES: usize = 32;
+
+/// The length of a token's text: URL-safe base64 of 32 bytes, no padding.
+pub const TOKEN_CHARS: usize = 43;
+
+/// A registration token in clear. It exists only in memory, in the owner's message,
+/// and in the owner's hands; its `Debug` form hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistrationToken(String);
+
+impl RegistrationToken {
+    /// A fresh token: 256 bits from the operating system's random source.
+    ///
+    /// # Panics
+    /// When the OS random source fails, which leaves no safe way to go on.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+        Self(URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    /// The token's text, as it goes into the link.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The hash that is stored.
+    pub fn hash(&self) -> TokenHash {
+        hash_token(&self.0)
+    }
+}
+
+impl fmt::Debug for RegistrationToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RegistrationToken(…)")
+    }
+}
+
+/// The stored form of a token's text. Any string hashes; one that was never issued
+/// simply matches nothing.
+pub fn hash_token(token: &str) -> TokenHash {
+    TokenHash(Sha256::digest(token.as_bytes()).into())
+}
+
+/// Whether a string has the shape of a token we issue (43 URL-safe base64
+/// characters). Lets `verify` and `redeem` refuse junk without a store lookup.
+pub fn looks_like_token(token: &str) -> bool {
+    token.len() == TOKEN_CHARS
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The owner's personal link: `<portal url>?token=<TOKEN>`, or `&token=` when the URL
+/// already has a query. A fragment (`#...`) stays at the end.
+pub fn registration_link(portal_url: &str, token: &RegistrationToken) -> String {
+    let (base, fragment) = match portal_url.split_once('#') {
+        Some((base, fragment)) => (base, Some(fragment)),
+        None => (portal_url, None),
+    };
+    let separator = if !base.contains('?') {
+        "?"
+    } else if base.ends_with('?') || base.ends_with('&') {
+        ""
+    } else {
+        "&"
+    };
+    let mut link = format!("{base}{separator}token={}", token.expose());
+    if let Some(fragment) = fragment {
+        link.push('#');
+        link.push_str(fragment);
+    }
+    link
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_long_random_and_url_safe() {
+        let a = RegistrationToken::generate();
+        let b = RegistrationToken::generate();
+        assert_ne!(a, b);
+        assert!(looks_like_token(a.expose()));
+        assert_eq!(a.expose().len(), TOKEN_CHARS);
+        assert_eq!(a.hash(), hash_token(a.expose()));
+        assert_ne!(a.hash(), b.hash());
+        assert!(!format!("{a:?}").contains(a.expose()));
+    }
+
+    #[test]
+    fn junk_does_not_look_like_a_token() {
+        assert!(!looks_like_token(""));
+        assert!(!looks_like_token(&"a".repeat(42)));
+        assert!(!looks_like_token(&format!("{}=", "a".repeat(42))));
+    }
+
+    #[test]
+    fn links_add_the_token_as_a_query_parameter() {
+        let t = RegistrationToken::generate();
+        let tok = t.expose();
+        assert_eq!(
+            registration_link("https://p.example/register", &t),
+            format!("https://p.example/register?token={tok}")
+        );
+        assert_eq!(
+            registration_link("https://p.example/r?c=9", &t),
+            format!("https://p.example/r?c=9&token={tok}")
+        );
+        assert_eq!(
+            registration_link("https://p.example/r?c=9#top", &t),
+            format!("https://p.example/r?c=9&token={tok}#top")
+        );
+    }
+}
