@@ -10,20 +10,33 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod adapters;
 pub mod clock;
+pub mod dispatch;
 pub mod domain;
 pub mod eligibility;
 pub mod error;
 pub mod invite;
 pub mod mime;
+pub mod progress;
 pub mod repository;
+pub mod review;
 pub mod selection;
+pub mod service;
 pub mod template;
 pub mod token;
 pub mod transport;
 
+pub use adapters::outbox::FileOutbox;
 pub use async_trait::async_trait;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use dispatch::{RetryPolicy, SendOptions};
 pub use error::{Error, Result};
+pub use progress::{Progress, RunControl, StopReason, StopSignal};
 pub use repository::OwnerRepository;
+pub use review::{Excluded, Preview, Recipient, Review};
+pub use service::{
+    FailedDelivery, MassEditReport, OwnerAccess, OwnerAccessBuilder, Registration, SendReport,
+    Settings, SummaryOutcome, VerifiedToken,
+};
 pub use transport::MailTransport;

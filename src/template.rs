@@ -63,3 +63,10 @@ impl CompiledTemplate {
         todo!("template rendering")
     }
 }
+
+/// The default subject.
+pub const DEFAULT_SUBJECT: &str = "";
+/// The default text body.
+pub const DEFAULT_TEXT: &str = "";
+/// The default HTML body.
+pub const DEFAULT_HTML: &str = "";

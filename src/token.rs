@@ -31,6 +31,12 @@ impl RegistrationToken {
         Self(URL_SAFE_NO_PAD.encode(bytes))
     }
 
+    /// A stand-in shown in previews, where no token is minted. It has the shape of no
+    /// real token, so it can never be redeemed.
+    pub(crate) fn placeholder() -> Self {
+        Self("PREVIEW-no-token-is-minted-for-a-preview".into())
+    }
+
     /// The token's text, as it goes into the link.
     pub fn expose(&self) -> &str {
         &self.0

@@ -5,7 +5,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 
-use crate::domain::EmailAddress;
+use crate::domain::{BatchId, EmailAddress, OwnerId};
 
 /// The SMTP envelope: who the message is from and the one recipient. Always explicit,
 /// never derived from the message's headers.
@@ -15,6 +15,38 @@ pub struct Envelope {
     pub from: EmailAddress,
     /// RCPT TO: exactly one owner.
     pub to: EmailAddress,
+    /// Which batch and owner the message belongs to, when the send engine sends it.
+    /// Transports that store messages (the file outbox) name them by it; SMTP ignores
+    /// it.
+    pub tag: Option<DeliveryTag>,
+}
+
+impl Envelope {
+    /// An envelope without a tag.
+    pub fn new(from: EmailAddress, to: EmailAddress) -> Self {
+        Self {
+            from,
+            to,
+            tag: None,
+        }
+    }
+
+    /// Sets the tag.
+    pub fn with_tag(mut self, tag: DeliveryTag) -> Self {
+        self.tag = Some(tag);
+        self
+    }
+}
+
+/// Where a message comes from in the workflow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryTag {
+    /// The batch.
+    pub batch: BatchId,
+    /// The owner; `None` for the batch's Summary recap.
+    pub owner: Option<OwnerId>,
+    /// The message's Message-ID (without angle brackets), the same on every resend.
+    pub message_id: String,
 }
 
 /// The server took the message.

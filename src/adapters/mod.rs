@@ -1,0 +1,3 @@
+//! Reference adapters shipped with the crate.
+
+pub mod outbox;

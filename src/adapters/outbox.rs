@@ -1,0 +1,211 @@
+//! `FileOutbox`: a transport that writes one `.eml` file per message into a folder, for
+//! demos, for review by a person, and for hosts that hand files to another mailer.
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+
+use crate::transport::{Accepted, Envelope, MailTransport, TransportError};
+
+/// Writes each message to `<dir>/<batch>__<owner>.eml` (the recap: `<batch>__summary.eml`;
+/// an untagged message: `untagged-<n>-<hash>.eml`).
+///
+/// Each file is written to a temporary name, flushed to disk and renamed into place, so
+/// a reader never sees half a message. Resending the same message (same batch and
+/// owner, so the same Message-ID) replaces the file: the outbox holds each owner's
+/// message once.
+#[derive(Debug, Clone)]
+pub struct FileOutbox {
+    dir: PathBuf,
+    counter: std::sync::Arc<AtomicU64>,
+}
+
+impl FileOutbox {
+    /// An outbox in `dir`, created (with its parents) if missing.
+    ///
+    /// # Errors
+    /// When the folder cannot be created.
+    pub fn new(dir: impl Into<PathBuf>) -> std::io::Result<Self> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self {
+            dir,
+            counter: Default::default(),
+        })
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file a message with this envelope is written to.
+    pub fn path_for(&self, envelope: &Envelope, message: &[u8]) -> PathBuf {
+        let name = match &envelope.tag {
+            Some(tag) => {
+                let owner = tag
+                    .owner
+                    .as_ref()
+                    .map_or_else(|| "summary".to_owned(), |o| file_safe(o.as_str()));
+                format!("{}__{owner}.eml", file_safe(tag.batch.as_str()))
+            }
+            None => {
+                let n = self.counter.fetch_add(1, Ordering::Relaxed);
+                let hash = Sha256::digest(message);
+                let short: String = hash[..6].iter().map(|b| format!("{b:02x}")).collect();
+                format!("untagged-{n}-{short}.eml")
+            }
+        };
+        self.dir.join(name)
+    }
+}
+
+/// Keeps `[A-Za-z0-9._-]`; anything else becomes `_`, and then a short hash of the
+/// original is appended so two different ids never share a file name.
+fn file_safe(id: &str) -> String {
+    let cleaned: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if cleaned == id && !id.starts_with('.') {
+        return cleaned;
+    }
+    let hash = Sha256::digest(id.as_bytes());
+    let short: String = hash[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{short}", cleaned.trim_start_matches('.'))
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile_in(dir, path)?;
+    tmp.1.write_all(bytes)?;
+    tmp.1.sync_all()?;
+    drop(tmp.1);
+    std::fs::rename(&tmp.0, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp.0);
+    })
+}
+
+fn tempfile_in(dir: &Path, target: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let stem = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    loop {
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!(".{stem}.{}.{n}.tmp", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(file) => return Ok((path, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+impl fmt::Display for FileOutbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "file outbox at {}", self.dir.display())
+    }
+}
+
+#[async_trait]
+impl MailTransport for FileOutbox {
+    /// Writes the message. A missing folder, a full disk or a permission problem is
+    /// fatal: no other message would fare better.
+    async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<Accepted, TransportError> {
+        let path = self.path_for(envelope, message);
+        let bytes = message.to_vec();
+        let target = path.clone();
+        tokio::task::spawn_blocking(move || write_atomically(&target, &bytes))
+            .await
+            .map_err(|e| TransportError::transient(format!("the writer task failed: {e}")))?
+            .map_err(|e| {
+                TransportError::fatal(format!("cannot write {}: {e}", path.display()))
+                    .with_source(e)
+            })?;
+        Ok(Accepted {
+            response: Some(path.display().to_string()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{BatchId, EmailAddress, OwnerId};
+    use crate::transport::DeliveryTag;
+
+    fn envelope(owner: Option<&str>) -> Envelope {
+        Envelope::new(
+            EmailAddress::parse("from@example.org").unwrap(),
+            EmailAddress::parse("to@example.org").unwrap(),
+        )
+        .with_tag(DeliveryTag {
+            batch: BatchId::new("b-1").unwrap(),
+            owner: owner.map(|o| OwnerId::new(o).unwrap()),
+            message_id: "m@x".into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn writes_one_file_per_owner_and_replaces_on_resend() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = FileOutbox::new(dir.path().join("out")).unwrap();
+        outbox.send(&envelope(Some("o-1")), b"first").await.unwrap();
+        outbox
+            .send(&envelope(Some("o-1")), b"second")
+            .await
+            .unwrap();
+        outbox
+            .send(&envelope(Some("../evil/x")), b"third")
+            .await
+            .unwrap();
+        outbox.send(&envelope(None), b"recap").await.unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(outbox.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(names.contains(&"b-1__o-1.eml".to_owned()));
+        assert!(names.contains(&"b-1__summary.eml".to_owned()));
+        assert!(
+            names
+                .iter()
+                .all(|n| !n.contains('/') && !n.starts_with('.'))
+        );
+        let body = std::fs::read(outbox.dir().join("b-1__o-1.eml")).unwrap();
+        assert_eq!(body, b"second");
+    }
+
+    #[tokio::test]
+    async fn an_unwritable_folder_is_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = FileOutbox::new(dir.path().join("out")).unwrap();
+        std::fs::remove_dir(outbox.dir()).unwrap();
+        std::fs::write(outbox.dir(), b"a file where the folder was").unwrap();
+        let err = outbox.send(&envelope(Some("o")), b"x").await.unwrap_err();
+        assert!(err.is_fatal(), "{err:?}");
+    }
+
+    #[test]
+    fn distinct_ids_never_share_a_name() {
+        assert_ne!(file_safe("a/b"), file_safe("a_b"));
+        assert_eq!(file_safe("plain-id_1.x"), "plain-id_1.x");
+    }
+}

@@ -1,0 +1,170 @@
+//! What a send run reports while it runs, and how a host stops it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::channel::mpsc;
+
+use crate::domain::{BatchId, OwnerId};
+
+/// One thing that happened during a send run, in the order it happened. A host draws a
+/// progress bar from these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Progress {
+    /// The run started; `pending` deliveries are waiting.
+    Queued {
+        /// The batch.
+        batch: BatchId,
+        /// Deliveries still to send when the run started.
+        pending: usize,
+    },
+    /// The server accepted an owner's message.
+    Sent {
+        /// The owner.
+        owner: OwnerId,
+    },
+    /// A transient error; the message will be tried again after `delay`.
+    Retrying {
+        /// The owner.
+        owner: OwnerId,
+        /// The attempt that failed (1 for the first).
+        attempt: u32,
+        /// How long the engine waits before the next attempt.
+        delay: Duration,
+        /// The error.
+        error: String,
+    },
+    /// An owner's delivery failed for good in this run.
+    Failed {
+        /// The owner.
+        owner: OwnerId,
+        /// Why.
+        error: String,
+    },
+    /// The run stopped early; what was not sent stays pending for `resume`.
+    Stopped {
+        /// Why.
+        reason: StopReason,
+    },
+    /// The run ended (after `Stopped`, if it stopped).
+    Finished {
+        /// Sent by this batch so far, over all runs.
+        sent: usize,
+        /// Failed so far.
+        failed: usize,
+        /// Still pending.
+        pending: usize,
+    },
+}
+
+/// Why a run stopped before every delivery was settled.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "stop", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum StopReason {
+    /// The host asked it to stop ([`StopSignal::stop`]).
+    Cancelled,
+    /// The transport reported a fatal error (authentication, TLS, settings).
+    Fatal {
+        /// The error.
+        error: String,
+    },
+    /// Several deliveries in a row exhausted their retries on connection errors: the
+    /// server looks unreachable.
+    Unreachable {
+        /// The last error.
+        error: String,
+    },
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::Cancelled => f.write_str("stopped on request"),
+            StopReason::Fatal { error } => write!(f, "fatal transport error: {error}"),
+            StopReason::Unreachable { error } => write!(f, "mail server unreachable: {error}"),
+        }
+    }
+}
+
+/// Lets a host stop a run gracefully: no new message is started, the ones in flight
+/// finish, the rest stays pending. Cloning shares the signal. (Dropping the run's
+/// future also stops it, but then in-flight messages end in an unknown state and their
+/// claims are taken over by the next run only after the claim lease.)
+#[derive(Debug, Clone, Default)]
+pub struct StopSignal(Arc<AtomicBool>);
+
+impl StopSignal {
+    /// A signal not yet raised.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the run to stop.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether stop was asked.
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Receives progress events. Called from the run's task; keep it quick.
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// How a host watches and controls one run.
+#[derive(Clone, Default)]
+pub struct RunControl {
+    /// Called with every event, when set.
+    pub progress: Option<ProgressFn>,
+    /// Raised to stop the run.
+    pub stop: StopSignal,
+}
+
+impl RunControl {
+    /// No progress, never stopped.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Calls `f` with every event.
+    pub fn with_progress(mut self, f: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Arc::new(f));
+        self
+    }
+
+    /// Uses this stop signal.
+    pub fn with_stop(mut self, stop: StopSignal) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// Events as a `Stream`: returns the control to pass to the run and the receiving
+    /// end. The stream ends when the run is over.
+    pub fn channel() -> (Self, mpsc::UnboundedReceiver<Progress>) {
+        let (tx, rx) = mpsc::unbounded();
+        let control = Self::new().with_progress(move |p| {
+            let _ = tx.unbounded_send(p.clone());
+        });
+        (control, rx)
+    }
+
+    pub(crate) fn emit(&self, event: Progress) {
+        if let Some(f) = &self.progress {
+            f(&event);
+        }
+    }
+}
+
+impl std::fmt::Debug for RunControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunControl")
+            .field("progress", &self.progress.is_some())
+            .field("stop", &self.stop)
+            .finish()
+    }
+}

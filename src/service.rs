@@ -1,0 +1,1158 @@
+//! `OwnerAccess`: the workflow, step by step, over the two ports. The only place that
+//! knows the order of things.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::clock::{Clock, SystemClock};
+use crate::dispatch::{Engine, PreparedBatch, SendOptions};
+use crate::domain::{
+    ActivityEntry, ActivityKind, Batch, BatchId, Community, CommunityId, Delivery, DeliveryState,
+    Draft, DraftId, EmailAddress, Mailbox, NewBatch, Owner, OwnerId, Page, Timestamp, TokenRecord,
+    TokenRejection,
+};
+use crate::eligibility::{
+    Eligibility, Ineligible, OwnerFilter, Roster, RosterCounts, RosterRow, assess,
+};
+use crate::error::{Error, MassEditProblem, Result};
+use crate::invite::{AttachmentLimits, Invite};
+use crate::mime::{MessageFrame, message_id};
+use crate::progress::{RunControl, StopReason};
+use crate::repository::{EmailEdit, OwnerRepository, RedeemOutcome};
+use crate::review::{Excluded, Preview, Recipient, Review};
+use crate::selection::Selection;
+use crate::template::{CompiledTemplate, DEFAULT_HTML, DEFAULT_SUBJECT, DEFAULT_TEXT, MergeFields};
+use crate::token::{RegistrationToken, hash_token, looks_like_token, registration_link};
+use crate::transport::{Envelope, MailTransport};
+
+/// The default validity of a registration link: 14 days.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// Settings of an [`OwnerAccess`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The From of every message.
+    pub sender: Mailbox,
+    /// The portal's registration page; links are `<portal_url>?token=...`.
+    pub portal_url: String,
+    /// How long a link is valid (default 14 days).
+    pub token_ttl: Duration,
+    /// Attachment limits (default 10 MiB each, 25 MiB in all).
+    pub attachment_limits: AttachmentLimits,
+    /// How batches are sent.
+    pub send: SendOptions,
+}
+
+/// Builds an [`OwnerAccess`]; `build` checks the settings once.
+pub struct OwnerAccessBuilder {
+    repo: Arc<dyn OwnerRepository>,
+    transport: Arc<dyn MailTransport>,
+    clock: Arc<dyn Clock>,
+    sender: Option<String>,
+    portal_url: Option<String>,
+    token_ttl: Duration,
+    attachment_limits: AttachmentLimits,
+    send: SendOptions,
+}
+
+impl OwnerAccessBuilder {
+    /// The From mailbox, e.g. `Owner Portal <no-reply@example.com>` (required).
+    pub fn sender(mut self, sender: impl Into<String>) -> Self {
+        self.sender = Some(sender.into());
+        self
+    }
+
+    /// The portal's registration URL (required), `http` or `https`.
+    pub fn portal_url(mut self, url: impl Into<String>) -> Self {
+        self.portal_url = Some(url.into());
+        self
+    }
+
+    /// The clock (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// How long links are valid (default 14 days).
+    pub fn token_ttl(mut self, ttl: Duration) -> Self {
+        self.token_ttl = ttl;
+        self
+    }
+
+    /// Attachment limits.
+    pub fn attachment_limits(mut self, limits: AttachmentLimits) -> Self {
+        self.attachment_limits = limits;
+        self
+    }
+
+    /// Send options (concurrency, rate, retries...).
+    pub fn send_options(mut self, options: SendOptions) -> Self {
+        self.send = options;
+        self
+    }
+
+    /// Checks the settings and builds the service.
+    ///
+    /// # Errors
+    /// [`Error::Sender`] for an invalid sender; [`Error::Config`] for a missing sender
+    /// or portal URL, a portal URL that is not http(s) or has white space or control
+    /// characters, a zero TTL or a zero concurrency.
+    pub fn build(self) -> Result<OwnerAccess> {
+        let sender = self.sender.ok_or_else(|| Error::Config {
+            message: "a sender (From) is required".into(),
+        })?;
+        let sender = Mailbox::parse(&sender)?;
+        let portal_url = self.portal_url.ok_or_else(|| Error::Config {
+            message: "a portal URL is required".into(),
+        })?;
+        let portal_url = portal_url.trim().to_owned();
+        let scheme_ok = portal_url.starts_with("https://") || portal_url.starts_with("http://");
+        if !scheme_ok
+            || portal_url
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(Error::Config {
+                message: format!(
+                    "the portal URL `{portal_url}` must be an http(s) URL without spaces"
+                ),
+            });
+        }
+        if self.token_ttl.is_zero() {
+            return Err(Error::Config {
+                message: "the token lifetime must be positive".into(),
+            });
+        }
+        if self.send.concurrency == 0 {
+            return Err(Error::Config {
+                message: "the concurrency must be at least 1".into(),
+            });
+        }
+        Ok(OwnerAccess {
+            repo: self.repo,
+            transport: self.transport,
+            clock: self.clock,
+            settings: Settings {
+                sender,
+                portal_url,
+                token_ttl: self.token_ttl,
+                attachment_limits: self.attachment_limits,
+                send: self.send,
+            },
+        })
+    }
+}
+
+/// The result of a mass edit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MassEditReport {
+    /// Owners whose primary email changed (their outstanding links were revoked).
+    pub changed: Vec<OwnerId>,
+    /// Rows that set the address the owner already had.
+    pub unchanged: usize,
+}
+
+/// An owner's delivery that failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailedDelivery {
+    /// The owner.
+    pub owner: OwnerId,
+    /// Why.
+    pub error: String,
+}
+
+/// What happened to the Summary recap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "summary", rename_all = "snake_case")]
+pub enum SummaryOutcome {
+    /// Sent to this address.
+    Sent {
+        /// The Summary address.
+        to: String,
+    },
+    /// Could not be sent (the batch itself is unaffected).
+    Failed {
+        /// The Summary address.
+        to: String,
+        /// Why.
+        error: String,
+    },
+}
+
+/// The state of a batch after a send run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SendReport {
+    /// The batch (absent when nothing was to be sent and no batch was made).
+    pub batch: Option<BatchId>,
+    /// Deliveries in the batch.
+    pub recipients: usize,
+    /// Accepted by the server.
+    pub sent: usize,
+    /// Still to send (the run stopped, or another process holds them).
+    pub pending: usize,
+    /// Failed, with reasons.
+    pub failed: Vec<FailedDelivery>,
+    /// Selected owners who were not sent to, with reasons (from the review; empty for
+    /// `resume` and `retry_failed`).
+    pub excluded: Vec<Excluded>,
+    /// Why the run stopped early, if it did.
+    pub stopped: Option<StopReason>,
+    /// The Summary recap, if one was sent or tried in this run.
+    pub summary: Option<SummaryOutcome>,
+}
+
+impl SendReport {
+    /// Every recipient sent (or there were none), nothing pending.
+    pub fn is_complete(&self) -> bool {
+        self.failed.is_empty() && self.pending == 0 && self.stopped.is_none()
+    }
+}
+
+/// A valid registration link's owner, as `verify` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    /// The owner.
+    pub owner: Owner,
+    /// When the link expires.
+    pub expires_at: Timestamp,
+}
+
+/// A completed registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// The owner, now registered.
+    pub owner: Owner,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// The Owner Access workflow over a repository and a transport. Cheap to clone.
+#[derive(Clone)]
+pub struct OwnerAccess {
+    repo: Arc<dyn OwnerRepository>,
+    transport: Arc<dyn MailTransport>,
+    clock: Arc<dyn Clock>,
+    settings: Settings,
+}
+
+impl std::fmt::Debug for OwnerAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnerAccess")
+            .field("repository", &self.repo.to_string())
+            .field("transport", &self.transport.to_string())
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl OwnerAccess {
+    /// Starts building a service over a repository and a transport.
+    pub fn builder(
+        repo: Arc<dyn OwnerRepository>,
+        transport: Arc<dyn MailTransport>,
+    ) -> OwnerAccessBuilder {
+        OwnerAccessBuilder {
+            repo,
+            transport,
+            clock: Arc::new(SystemClock),
+            sender: None,
+            portal_url: None,
+            token_ttl: DEFAULT_TOKEN_TTL,
+            attachment_limits: AttachmentLimits::default(),
+            send: SendOptions::default(),
+        }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The repository.
+    pub fn repository(&self) -> &Arc<dyn OwnerRepository> {
+        &self.repo
+    }
+
+    async fn community(&self, id: &CommunityId) -> Result<Community> {
+        self.repo
+            .community(id)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: "community",
+                id: id.to_string(),
+            })
+    }
+
+    // ----- Mass edit -------------------------------------------------------------
+
+    /// Sets many owners' primary emails at once ("Mass Edit"), all or nothing.
+    ///
+    /// A blank email clears the address. Every row is checked first; if any owner is
+    /// unknown (or not in `community`), appears twice, gets an invalid address, or
+    /// would share an address with another owner record anywhere in the repository
+    /// (compared trimmed and case-insensitively), the whole edit is rejected with
+    /// [`Error::MassEditRejected`] naming every bad row, and nothing changes. Owners
+    /// whose address changes lose their outstanding links.
+    pub async fn mass_edit_emails(
+        &self,
+        community: &CommunityId,
+        edits: &[EmailEdit],
+    ) -> Result<MassEditReport> {
+        let ids: Vec<OwnerId> = edits.iter().map(|e| e.owner.clone()).collect();
+        let existing: HashMap<OwnerId, Owner> = self
+            .repo
+            .owners(&ids)
+            .await?
+            .into_iter()
+            .filter(|o| &o.community == community)
+            .map(|o| (o.id.clone(), o))
+            .collect();
+        let mut problems = Vec::new();
+        let mut seen = HashSet::new();
+        // Each edited owner's new comparison key, for the shared-address check.
+        let mut new_keys: BTreeMap<OwnerId, Option<String>> = BTreeMap::new();
+        for edit in edits {
+            if !seen.insert(edit.owner.clone()) {
+                problems.push(MassEditProblem::DuplicateRow {
+                    owner: edit.owner.clone(),
+                });
+                continue;
+            }
+            if !existing.contains_key(&edit.owner) {
+                problems.push(MassEditProblem::UnknownOwner {
+                    owner: edit.owner.clone(),
+                });
+                continue;
+            }
+            let raw = edit
+                .email
+                .as_deref()
+                .map(str::trim)
+                .filter(|e| !e.is_empty());
+            match raw.map(EmailAddress::parse) {
+                None => {
+                    new_keys.insert(edit.owner.clone(), None);
+                }
+                Some(Ok(address)) => {
+                    new_keys.insert(edit.owner.clone(), Some(address.normalized().to_owned()));
+                }
+                Some(Err(error)) => problems.push(MassEditProblem::InvalidEmail {
+                    owner: edit.owner.clone(),
+                    email: raw.unwrap_or_default().to_owned(),
+                    error,
+                }),
+            }
+        }
+        let keys: Vec<String> = new_keys.values().flatten().cloned().collect();
+        let holders = self.repo.email_holders(&keys).await?;
+        let mut users: HashMap<&str, Vec<OwnerId>> = HashMap::new();
+        for holder in &holders {
+            // An edited owner holds its old address no more.
+            if !new_keys.contains_key(&holder.owner) {
+                users
+                    .entry(holder.key.as_str())
+                    .or_default()
+                    .push(holder.owner.clone());
+            }
+        }
+        for (owner, key) in &new_keys {
+            if let Some(key) = key {
+                users.entry(key.as_str()).or_default().push(owner.clone());
+            }
+        }
+        for edit in edits {
+            let Some(Some(key)) = new_keys.get(&edit.owner) else {
+                continue;
+            };
+            let mut with: Vec<OwnerId> = users[key.as_str()]
+                .iter()
+                .filter(|o| **o != edit.owner)
+                .cloned()
+                .collect();
+            if !with.is_empty() && seen.remove(&edit.owner) {
+                with.sort();
+                with.dedup();
+                problems.push(MassEditProblem::SharedEmail {
+                    owner: edit.owner.clone(),
+                    email: edit.email.clone().unwrap_or_default(),
+                    with,
+                });
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Error::MassEditRejected { problems });
+        }
+        let changing = edits
+            .iter()
+            .filter(|e| existing[&e.owner].email_key() != new_keys[&e.owner])
+            .count();
+        let now = self.clock.now();
+        let activity = ActivityEntry {
+            community: community.clone(),
+            at: now,
+            kind: ActivityKind::MassEdit { changed: changing },
+        };
+        let edits: Vec<EmailEdit> = edits
+            .iter()
+            .map(|e| EmailEdit {
+                owner: e.owner.clone(),
+                email: e
+                    .email
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_owned),
+            })
+            .collect();
+        let changed = self.repo.update_emails(&edits, &activity, now).await?;
+        Ok(MassEditReport {
+            unchanged: edits.len() - changed.len(),
+            changed,
+        })
+    }
+
+    // ----- Roster and selection --------------------------------------------------
+
+    /// The Manage screen: the community's owners passing `filter`, each with their
+    /// access status and eligibility, and the community's counts per status.
+    ///
+    /// Eligibility takes the whole repository into account (an address shared with an
+    /// owner of another community counts as shared). One call for the owners and one
+    /// for the addresses, whatever the size of the community.
+    pub async fn roster(&self, community: &CommunityId, filter: &OwnerFilter) -> Result<Roster> {
+        self.community(community).await?;
+        let now = self.clock.now();
+        let owners = self
+            .repo
+            .community_owners(community, &OwnerFilter::all(), now)
+            .await?;
+        let counts = RosterCounts::tally(owners.iter().map(|o| o.access.state_at(now)));
+        let mut rows: Vec<Owner> = owners
+            .into_iter()
+            .filter(|o| filter.matches(o, now))
+            .collect();
+        rows.sort_by(|a, b| {
+            (&a.last_name, &a.first_name, &a.id).cmp(&(&b.last_name, &b.first_name, &b.id))
+        });
+        let holders = self.holders_of(&rows).await?;
+        let rows = rows
+            .into_iter()
+            .map(|owner| {
+                let eligibility = assess_with(&owner, &holders);
+                RosterRow {
+                    state: owner.access.state_at(now),
+                    owner,
+                    eligibility,
+                }
+            })
+            .collect();
+        Ok(Roster { rows, counts })
+    }
+
+    async fn holders_of(
+        &self,
+        owners: &[Owner],
+    ) -> Result<HashMap<String, Vec<(OwnerId, crate::domain::PropertyId)>>> {
+        let mut keys: Vec<String> = owners.iter().filter_map(Owner::email_key).collect();
+        keys.sort();
+        keys.dedup();
+        let mut map: HashMap<String, Vec<_>> = HashMap::new();
+        for holder in self.repo.email_holders(&keys).await? {
+            map.entry(holder.key)
+                .or_default()
+                .push((holder.owner, holder.property));
+        }
+        Ok(map)
+    }
+
+    // ----- Compose, drafts ---------------------------------------------------------
+
+    /// The Send Message page, prefilled: the default subject and bodies, Reply-To the
+    /// community's, for the selected owners.
+    pub async fn compose(&self, community: &CommunityId, selection: &Selection) -> Result<Invite> {
+        let community = self.community(community).await?;
+        Ok(Invite {
+            community: community.id,
+            selection: selection.clone(),
+            subject: DEFAULT_SUBJECT.to_owned(),
+            text_body: DEFAULT_TEXT.to_owned(),
+            html_body: Some(DEFAULT_HTML.to_owned()),
+            reply_to: community.reply_to.map(String::from),
+            summary_to: None,
+            attachments: Vec::new(),
+            draft: None,
+        })
+    }
+
+    /// "Resend to every invited owner who has not registered": an invite selecting
+    /// them, to review and send like any other.
+    pub async fn compose_resend_to_invited(&self, community: &CommunityId) -> Result<Invite> {
+        let now = self.clock.now();
+        let filter = OwnerFilter::all().with_access(crate::eligibility::AccessFilter::Invited);
+        let invited = self.repo.community_owners(community, &filter, now).await?;
+        let selection = invited.into_iter().map(|o| o.id).collect();
+        self.compose(community, &selection).await
+    }
+
+    /// Saves an invite as a draft (new, or updating the draft it came from) and notes
+    /// it in the activity feed. Returns the draft id; the invite is stored as written,
+    /// attachments included. Problems are not checked here: a draft may be unfinished.
+    pub async fn save_draft(&self, invite: &Invite) -> Result<DraftId> {
+        self.community(&invite.community).await?;
+        let now = self.clock.now();
+        let existing = match &invite.draft {
+            Some(id) => self.repo.draft(id).await?,
+            None => None,
+        };
+        let id = existing
+            .as_ref()
+            .map(|d| d.id.clone())
+            .unwrap_or_else(DraftId::generate);
+        let mut stored = invite.clone();
+        stored.draft = Some(id.clone());
+        let draft = Draft {
+            id: id.clone(),
+            invite: stored,
+            created_at: existing.map_or(now, |d| d.created_at),
+            updated_at: now,
+        };
+        self.repo.save_draft(&draft).await?;
+        self.repo
+            .append_activity(&ActivityEntry {
+                community: invite.community.clone(),
+                at: now,
+                kind: ActivityKind::DraftSaved {
+                    draft: id.clone(),
+                    selected: invite.selection.len(),
+                },
+            })
+            .await?;
+        Ok(id)
+    }
+
+    /// A saved draft's invite, to edit, review and send.
+    pub async fn load_draft(&self, id: &DraftId) -> Result<Invite> {
+        Ok(self.draft(id).await?.invite)
+    }
+
+    async fn draft(&self, id: &DraftId) -> Result<Draft> {
+        self.repo.draft(id).await?.ok_or_else(|| Error::NotFound {
+            what: "draft",
+            id: id.to_string(),
+        })
+    }
+
+    /// A community's drafts, newest first.
+    pub async fn drafts(&self, community: &CommunityId) -> Result<Vec<Draft>> {
+        Ok(self.repo.drafts(community).await?)
+    }
+
+    /// Discards a draft and notes it in the activity feed.
+    pub async fn discard_draft(&self, id: &DraftId) -> Result<()> {
+        let draft = self.draft(id).await?;
+        self.repo.delete_draft(id).await?;
+        self.repo
+            .append_activity(&ActivityEntry {
+                community: draft.invite.community,
+                at: self.clock.now(),
+                kind: ActivityKind::DraftDiscarded { draft: id.clone() },
+            })
+            .await?;
+        Ok(())
+    }
+
+    // ----- Review -------------------------------------------------------------------
+
+    /// Generate & Review: every recipient, every excluded owner with the reason, every
+    /// problem. Mints no token and changes nothing.
+    ///
+    /// # Errors
+    /// Only when the community does not exist or the repository fails; problems with
+    /// the invite are in [`Review::problems`].
+    pub async fn review(&self, invite: &Invite) -> Result<Review> {
+        let community = self.community(&invite.community).await?;
+        let mut problems = invite.check_envelope(&self.settings.attachment_limits);
+        let template = match CompiledTemplate::compile(
+            &invite.subject,
+            &invite.text_body,
+            invite.html_body.as_deref(),
+        ) {
+            Ok(t) => Some(Arc::new(t)),
+            Err(found) => {
+                for p in found {
+                    if !problems.contains(&p) {
+                        problems.push(p);
+                    }
+                }
+                None
+            }
+        };
+        let ids: Vec<OwnerId> = invite.selection.iter().cloned().collect();
+        let owners: HashMap<OwnerId, Owner> = self
+            .repo
+            .owners(&ids)
+            .await?
+            .into_iter()
+            .filter(|o| o.community == community.id)
+            .map(|o| (o.id.clone(), o))
+            .collect();
+        let found: Vec<Owner> = owners.values().cloned().collect();
+        let holders = self.holders_of(&found).await?;
+        let mut recipients = Vec::new();
+        let mut excluded = Vec::new();
+        for id in ids {
+            match owners.get(&id) {
+                None => excluded.push(Excluded {
+                    owner: id,
+                    reason: Ineligible::UnknownOwner,
+                }),
+                Some(owner) => match assess_with(owner, &holders) {
+                    Eligibility::Eligible { email } => recipients.push(Recipient {
+                        owner: owner.clone(),
+                        email,
+                    }),
+                    Eligibility::Excluded { reason } => {
+                        excluded.push(Excluded { owner: id, reason })
+                    }
+                },
+            }
+        }
+        Ok(Review {
+            invite: invite.clone(),
+            community,
+            recipients,
+            excluded,
+            problems,
+            reviewed_at: self.clock.now(),
+            template,
+        })
+    }
+
+    /// What one recipient of a review will receive, with a placeholder instead of the
+    /// personal link (previewing mints no token).
+    pub async fn preview(&self, review: &Review, owner: &OwnerId) -> Result<Preview> {
+        let Some(template) = &review.template else {
+            return Err(Error::InvalidInvite {
+                problems: review.problems.clone(),
+            });
+        };
+        let recipient = review
+            .recipients
+            .iter()
+            .find(|r| &r.owner.id == owner)
+            .ok_or_else(|| Error::NotFound {
+                what: "recipient",
+                id: owner.to_string(),
+            })?;
+        let now = self.clock.now();
+        let expires_at = now + self.settings.token_ttl;
+        let link = registration_link(&self.settings.portal_url, &RegistrationToken::placeholder());
+        let fields = merge_fields(
+            &recipient.owner,
+            &review.community.name,
+            link,
+            expires_at,
+            &self.settings.portal_url,
+        );
+        let parts = template
+            .render(&fields)
+            .map_err(|p| Error::InvalidInvite { problems: vec![p] })?;
+        let frame = MessageFrame::new(
+            &self.settings.sender,
+            review.invite.reply_to_address().as_ref(),
+            &review.invite.attachments,
+        );
+        let to =
+            Mailbox::new(Some(&fields.full_name), recipient.email.clone()).unwrap_or_else(|_| {
+                Mailbox {
+                    name: None,
+                    address: recipient.email.clone(),
+                }
+            });
+        let mut message = Vec::new();
+        frame.write_message(
+            &to,
+            &message_id(
+                &BatchId::new("preview").expect("a valid id"),
+                owner,
+                "preview.invalid",
+            ),
+            now,
+            &parts,
+            &mut message,
+        );
+        Ok(Preview {
+            subject: parts.subject,
+            text: parts.text,
+            html: parts.html,
+            message,
+        })
+    }
+
+    // ----- Send ---------------------------------------------------------------------
+
+    /// Sends a reviewed invite: stores the batch (with the invite as written, its
+    /// attachments, its activity entry and every delivery as pending) in one step,
+    /// then sends. See [`send_with`](Self::send_with).
+    pub async fn send(&self, review: Review) -> Result<SendReport> {
+        self.send_with(review, RunControl::new()).await
+    }
+
+    /// [`send`](Self::send) with progress events and a stop signal.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInvite`] when the review has problems (nothing is stored or
+    /// sent); repository errors. Delivery failures are not errors: they are in the
+    /// report.
+    pub async fn send_with(&self, review: Review, control: RunControl) -> Result<SendReport> {
+        if !review.is_sendable() {
+            return Err(Error::InvalidInvite {
+                problems: review.problems,
+            });
+        }
+        if review.recipients.is_empty() {
+            return Ok(SendReport {
+                batch: None,
+                recipients: 0,
+                sent: 0,
+                pending: 0,
+                failed: Vec::new(),
+                excluded: review.excluded,
+                stopped: None,
+                summary: None,
+            });
+        }
+        let batch = self.store_batch(&review, false).await?;
+        let mut report = self.run_batch(batch, control, None).await?;
+        report.excluded = review.excluded;
+        Ok(report)
+    }
+
+    async fn store_batch(&self, review: &Review, resend: bool) -> Result<Batch> {
+        let now = self.clock.now();
+        let batch = Batch {
+            id: BatchId::generate(),
+            community: review.community.id.clone(),
+            invite: review.invite.clone(),
+            sender: self.settings.sender.clone(),
+            portal_url: self.settings.portal_url.clone(),
+            token_ttl_seconds: self.settings.token_ttl.as_secs(),
+            created_at: now,
+            resend,
+        };
+        let new = NewBatch {
+            deliveries: review
+                .recipients
+                .iter()
+                .map(|r| (r.owner.id.clone(), r.email.clone()))
+                .collect(),
+            activity: ActivityEntry {
+                community: batch.community.clone(),
+                at: now,
+                kind: ActivityKind::BatchCreated {
+                    batch: batch.id.clone(),
+                    recipients: review.recipients.len(),
+                    excluded: review.excluded.len(),
+                    resend,
+                },
+            },
+            batch,
+        };
+        self.repo.create_batch(&new).await?;
+        Ok(new.batch)
+    }
+
+    /// Sends what is still pending in a batch (after a stop, or a crash once the
+    /// claims of the dead process are older than the claim lease), with the batch's
+    /// stored message.
+    pub async fn resume(&self, batch: &BatchId) -> Result<SendReport> {
+        self.resume_with(batch, RunControl::new()).await
+    }
+
+    /// [`resume`](Self::resume) with progress events and a stop signal.
+    pub async fn resume_with(&self, batch: &BatchId, control: RunControl) -> Result<SendReport> {
+        let batch = self.batch(batch).await?;
+        self.run_batch(batch, control, None).await
+    }
+
+    /// Resumes a batch after its sending process died, taking over every claim at
+    /// once instead of waiting for the claim lease. Only call it when no other process
+    /// is sending this batch: a message in flight there could go twice (with the same
+    /// Message-ID).
+    pub async fn resume_after_crash(
+        &self,
+        batch: &BatchId,
+        control: RunControl,
+    ) -> Result<SendReport> {
+        let batch = self.batch(batch).await?;
+        let now = self.clock.now();
+        self.run_batch(batch, control, Some(now)).await
+    }
+
+    /// Sends again to the owners of a batch whose delivery failed: one call.
+    pub async fn retry_failed(&self, batch: &BatchId, control: RunControl) -> Result<SendReport> {
+        let batch = self.batch(batch).await?;
+        self.repo.requeue_failed(&batch.id).await?;
+        self.run_batch(batch, control, None).await
+    }
+
+    async fn batch(&self, id: &BatchId) -> Result<Batch> {
+        self.repo.batch(id).await?.ok_or_else(|| Error::NotFound {
+            what: "batch",
+            id: id.to_string(),
+        })
+    }
+
+    async fn run_batch(
+        &self,
+        batch: Batch,
+        control: RunControl,
+        take_over_claims_before: Option<Timestamp>,
+    ) -> Result<SendReport> {
+        let template = CompiledTemplate::compile(
+            &batch.invite.subject,
+            &batch.invite.text_body,
+            batch.invite.html_body.as_deref(),
+        )
+        .map_err(|problems| Error::InvalidInvite { problems })?;
+        let community = self.community(&batch.community).await?;
+        let frame = MessageFrame::new(
+            &batch.sender,
+            batch.invite.reply_to_address().as_ref(),
+            &batch.invite.attachments,
+        );
+        let prepared = PreparedBatch {
+            message_id_domain: batch
+                .sender
+                .address
+                .smtp_form()
+                .rsplit('@')
+                .next()
+                .unwrap_or("localhost")
+                .to_owned(),
+            community_name: community.name,
+            template,
+            frame,
+            batch,
+        };
+        let engine = Engine {
+            repo: self.repo.as_ref(),
+            transport: self.transport.as_ref(),
+            clock: self.clock.as_ref(),
+            options: &self.settings.send,
+            control: &control,
+        };
+        let stale_before = take_over_claims_before
+            .unwrap_or_else(|| self.clock.now() - self.settings.send.claim_lease);
+        let before = self.repo.delivery_counts(&prepared.batch.id).await?;
+        let outcome = engine.run(&prepared, stale_before).await?;
+        let deliveries = self.repo.deliveries(&prepared.batch.id).await?;
+        let mut report = report_from(&prepared.batch.id, &deliveries, outcome.stopped.clone());
+        let settled_now = report.pending == 0 && (before.pending + before.claimed) > 0;
+        self.repo
+            .append_activity(&ActivityEntry {
+                community: prepared.batch.community.clone(),
+                at: self.clock.now(),
+                kind: ActivityKind::BatchFinished {
+                    batch: prepared.batch.id.clone(),
+                    sent: report.sent,
+                    failed: report.failed.len(),
+                    pending: report.pending,
+                    stopped: outcome.stopped.as_ref().map(ToString::to_string),
+                },
+            })
+            .await?;
+        if settled_now
+            && !prepared.batch.resend
+            && let Some(to) = prepared.batch.invite.summary_address()
+        {
+            report.summary = Some(self.send_summary(&prepared, &to, &deliveries).await);
+        }
+        Ok(report)
+    }
+
+    /// The recap for the Summary address: the message as written (templates, never a
+    /// live link) and every recipient with their outcome.
+    async fn send_summary(
+        &self,
+        prepared: &PreparedBatch,
+        to: &EmailAddress,
+        deliveries: &[Delivery],
+    ) -> SummaryOutcome {
+        let batch = &prepared.batch;
+        let mut text = format!(
+            "Owner Access invitations for {} (batch {})\n\n",
+            prepared.community_name, batch.id
+        );
+        let counts =
+            deliveries
+                .iter()
+                .fold(crate::domain::DeliveryCounts::default(), |mut c, d| {
+                    c.add(&d.state);
+                    c
+                });
+        text.push_str(&format!(
+            "Recipients: {}; sent: {}; failed: {}.\n\n",
+            counts.total(),
+            counts.sent,
+            counts.failed
+        ));
+        text.push_str("The message as written\n----------------------\n");
+        text.push_str(&format!(
+            "Subject: {}\n\n{}\n\n",
+            batch.invite.subject, batch.invite.text_body
+        ));
+        if !batch.invite.attachments.is_empty() {
+            let names: Vec<&str> = batch
+                .invite
+                .attachments
+                .iter()
+                .map(|a| a.file_name.as_str())
+                .collect();
+            text.push_str(&format!("Attachments: {}\n\n", names.join(", ")));
+        }
+        text.push_str("Recipients\n----------\n");
+        for d in deliveries {
+            let outcome = match &d.state {
+                DeliveryState::Sent { .. } => "sent".to_owned(),
+                DeliveryState::Failed { error, .. } => format!("failed: {error}"),
+                DeliveryState::Pending | DeliveryState::Claimed { .. } => "pending".to_owned(),
+            };
+            text.push_str(&format!("{} <{}>: {}\n", d.owner, d.to, outcome));
+        }
+        let subject = format!(
+            "Summary: Owner Access invitations for {}",
+            prepared.community_name
+        );
+        let mut message = Vec::new();
+        let id = format!("{}.summary@{}", batch.id, prepared.message_id_domain);
+        prepared
+            .frame
+            .write_plain(to, &id, self.clock.now(), &subject, &text, &mut message);
+        let envelope = Envelope::new(batch.sender.address.clone(), to.clone()).with_tag(
+            crate::transport::DeliveryTag {
+                batch: batch.id.clone(),
+                owner: None,
+                message_id: id.clone(),
+            },
+        );
+        match self.transport.send(&envelope, &message).await {
+            Ok(_) => SummaryOutcome::Sent { to: to.to_string() },
+            Err(e) => SummaryOutcome::Failed {
+                to: to.to_string(),
+                error: e.summary(),
+            },
+        }
+    }
+
+    // ----- Resend ---------------------------------------------------------------------
+
+    /// Resends the registration email to one owner: a fresh link (the old one is
+    /// revoked when the new message goes out), with the message of the owner's latest
+    /// batch, or the default invitation if there is none.
+    ///
+    /// # Errors
+    /// [`Error::NotEligible`] when the owner cannot be invited (registered, no valid
+    /// or a shared address); [`Error::NotFound`] for an unknown owner.
+    pub async fn resend(&self, owner: &OwnerId) -> Result<SendReport> {
+        self.resend_with(owner, None, RunControl::new()).await
+    }
+
+    /// [`resend`](Self::resend) with a message of your own (`invite`, whose selection
+    /// is ignored) and a run control.
+    pub async fn resend_with(
+        &self,
+        owner_id: &OwnerId,
+        invite: Option<Invite>,
+        control: RunControl,
+    ) -> Result<SendReport> {
+        let owner = self
+            .repo
+            .owner(owner_id)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: "owner",
+                id: owner_id.to_string(),
+            })?;
+        let invite = match invite {
+            Some(invite) => invite,
+            None => self.latest_invite_for(&owner).await?,
+        };
+        let invite = Invite {
+            community: owner.community.clone(),
+            selection: Selection::single(owner.id.clone()),
+            summary_to: None,
+            draft: None,
+            ..invite
+        };
+        let review = self.review(&invite).await?;
+        if let Some(excluded) = review.excluded.first() {
+            return Err(Error::NotEligible {
+                owner: owner.id,
+                reason: excluded.reason.clone(),
+            });
+        }
+        if !review.is_sendable() {
+            return Err(Error::InvalidInvite {
+                problems: review.problems,
+            });
+        }
+        let batch = self.store_batch(&review, true).await?;
+        self.run_batch(batch, control, None).await
+    }
+
+    async fn latest_invite_for(&self, owner: &Owner) -> Result<Invite> {
+        for batch in self.repo.batches(&owner.community).await? {
+            if batch.invite.selection.contains(&owner.id) {
+                return Ok(batch.invite);
+            }
+        }
+        self.compose(&owner.community, &Selection::single(owner.id.clone()))
+            .await
+    }
+
+    // ----- Tokens ---------------------------------------------------------------------
+
+    /// Checks a registration token without using it: for the page that shows the
+    /// registration form (mail scanners open links, so showing must not consume).
+    ///
+    /// # Errors
+    /// [`Error::InvalidToken`] for empty, malformed, unknown, expired, revoked and used
+    /// tokens alike (one public message; the reason is for logs).
+    pub async fn verify(&self, token: &str) -> Result<VerifiedToken> {
+        let record = self.live_token(token).await?;
+        let owner = self
+            .repo
+            .owner(&record.owner)
+            .await?
+            .ok_or(Error::InvalidToken {
+                reason: TokenRejection::Unknown,
+            })?;
+        if owner.is_registered() {
+            return Err(Error::InvalidToken {
+                reason: TokenRejection::AlreadyUsed,
+            });
+        }
+        Ok(VerifiedToken {
+            owner,
+            expires_at: record.expires_at,
+        })
+    }
+
+    async fn live_token(&self, token: &str) -> Result<TokenRecord> {
+        let token = token.trim();
+        if !looks_like_token(token) {
+            return Err(Error::InvalidToken {
+                reason: TokenRejection::Unknown,
+            });
+        }
+        let record = self
+            .repo
+            .token(&hash_token(token))
+            .await?
+            .ok_or(Error::InvalidToken {
+                reason: TokenRejection::Unknown,
+            })?;
+        record
+            .check(self.clock.now())
+            .map_err(|reason| Error::InvalidToken { reason })?;
+        Ok(record)
+    }
+
+    /// Completes registration with a token: once. Marks the owner registered, revokes
+    /// their other links and notes it in the activity feed, atomically; of two calls
+    /// at once with one token, exactly one succeeds.
+    ///
+    /// # Errors
+    /// [`Error::InvalidToken`] as for [`verify`](Self::verify).
+    pub async fn redeem(&self, token: &str) -> Result<Registration> {
+        let token = token.trim();
+        if !looks_like_token(token) {
+            return Err(Error::InvalidToken {
+                reason: TokenRejection::Unknown,
+            });
+        }
+        let now = self.clock.now();
+        match self.repo.redeem_token(&hash_token(token), now).await? {
+            RedeemOutcome::Redeemed { owner, .. } => Ok(Registration {
+                owner: *owner,
+                at: now,
+            }),
+            RedeemOutcome::Rejected(reason) => Err(Error::InvalidToken { reason }),
+        }
+    }
+
+    // ----- Activity ---------------------------------------------------------------------
+
+    /// A page of the community's activity feed, newest first.
+    pub async fn activity(
+        &self,
+        community: &CommunityId,
+        page: Page,
+    ) -> Result<Vec<ActivityEntry>> {
+        Ok(self.repo.activity(community, page).await?)
+    }
+}
+
+fn assess_with(
+    owner: &Owner,
+    holders: &HashMap<String, Vec<(OwnerId, crate::domain::PropertyId)>>,
+) -> Eligibility {
+    let empty = Vec::new();
+    let found = owner
+        .email_key()
+        .and_then(|k| holders.get(&k))
+        .unwrap_or(&empty);
+    assess(Some(owner), found)
+}
+
+pub(crate) fn merge_fields(
+    owner: &Owner,
+    community_name: &str,
+    registration_url: String,
+    expires_at: Timestamp,
+    portal_url: &str,
+) -> MergeFields {
+    MergeFields {
+        first_name: owner.first_name.clone(),
+        last_name: owner.last_name.clone(),
+        full_name: owner.full_name(),
+        property_address: owner.property_address.clone(),
+        community_name: community_name.to_owned(),
+        registration_url,
+        expires_on: expires_at.date_string(),
+        portal_url: portal_url.to_owned(),
+    }
+}
+
+fn report_from(
+    batch: &BatchId,
+    deliveries: &[Delivery],
+    stopped: Option<StopReason>,
+) -> SendReport {
+    let mut report = SendReport {
+        batch: Some(batch.clone()),
+        recipients: deliveries.len(),
+        sent: 0,
+        pending: 0,
+        failed: Vec::new(),
+        excluded: Vec::new(),
+        stopped,
+        summary: None,
+    };
+    for d in deliveries {
+        match &d.state {
+            DeliveryState::Sent { .. } => report.sent += 1,
+            DeliveryState::Failed { error, .. } => report.failed.push(FailedDelivery {
+                owner: d.owner.clone(),
+                error: error.clone(),
+            }),
+            DeliveryState::Pending | DeliveryState::Claimed { .. } => report.pending += 1,
+        }
+    }
+    report
+}
