@@ -1,12 +1,69 @@
 //! # owner-access
 //!
-//! The Owner Access invitation workflow of HOA and property-management software:
-//! a manager picks the unregistered owners of a community who have a usable primary
+//! The Owner Access invitation workflow of HOA and property-management software: a
+//! manager picks the unregistered owners of a community who have a usable primary
 //! email, writes (or keeps) the prefilled invitation, reviews it, and sends every owner
-//! a personal registration email; owners then register through their own link.
+//! a personal registration email; owners then register through their own link, once.
 //!
-//! The host owns storage and delivery and plugs them in through two ports:
-//! [`OwnerRepository`] and [`MailTransport`].
+//! The host owns storage and delivery and plugs them in through two object-safe async
+//! ports, [`OwnerRepository`] and [`MailTransport`]. The crate owns the rules: who is
+//! eligible, one message per owner with nobody else's address in it, a personal
+//! single-use link stored only as a hash, durable batches that resume after a crash
+//! without losing or doubling anyone.
+//!
+//! ## The workflow in one example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use owner_access::domain::{Community, CommunityId, Owner, OwnerId, PropertyId};
+//! use owner_access::eligibility::OwnerFilter;
+//! use owner_access::{InMemoryRepository, InMemoryTransport, OwnerAccess, OwnerRepository, Selection};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let repo = Arc::new(InMemoryRepository::new());
+//! let transport = Arc::new(InMemoryTransport::new());
+//! let service = OwnerAccess::builder(repo.clone(), transport.clone())
+//!     .sender("Owner Portal <no-reply@example.com>")
+//!     .portal_url("https://portal.example.com/register")
+//!     .build()?;
+//!
+//! // The host's data: a community and one record per property.
+//! let community = CommunityId::new("maple-grove")?;
+//! repo.upsert_community(&Community::new(community.clone(), "Maple Grove HOA")).await?;
+//! let owner = Owner::new(OwnerId::new("o-1")?, community.clone(), PropertyId::new("unit-1")?, "Ann", "Lee")
+//!     .with_primary_email("ann@example.org");
+//! repo.upsert_owners(&[owner], owner_access::Clock::now(&owner_access::SystemClock)).await?;
+//!
+//! // Manage > Unregistered, owners with emails; Select All; compose; review; send.
+//! let roster = service.roster(&community, &OwnerFilter::unregistered_with_email()).await?;
+//! let invite = service.compose(&community, &Selection::all_eligible(&roster)).await?;
+//! let review = service.review(&invite).await?;
+//! assert!(review.problems.is_empty());
+//! let report = service.send(review).await?;
+//! assert_eq!(report.sent, 1);
+//!
+//! // The owner follows their personal link.
+//! let message = &transport.messages()[0];
+//! let text = String::from_utf8_lossy(&message.bytes);
+//! let start = text.find("token=").unwrap() + "token=".len();
+//! let token: String = text[start..].chars().take(43).collect();
+//! let registration = service.redeem(&token).await?;
+//! assert!(registration.owner.is_registered());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Adapters
+//!
+//! | adapter | port | feature | for |
+//! |---|---|---|---|
+//! | [`InMemoryRepository`] | repository | always | demos, tests, small deployments |
+//! | [`InMemoryTransport`] | transport | always | tests: records messages, injects faults |
+//! | [`FileOutbox`] | transport | always | one `.eml` file per message |
+//!
+//! A host proves its own adapter with the conformance suites in `testing` (feature
+//! `testing`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -1,0 +1,97 @@
+//! DESIGN.md rule 4 as a property against a model: whatever sequence of resends,
+//! redeems, verifies and clock moves, a token works only while it is the owner's
+//! newest, unexpired and the owner is unregistered; a redeemed token never works again.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use owner_access::domain::TokenRejection;
+use owner_access::service::DEFAULT_TOKEN_TTL;
+use owner_access::Error;
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Resend,
+    Redeem(usize),
+    Verify(usize),
+    Advance(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => Just(Op::Resend),
+        3 => (0usize..6).prop_map(Op::Redeem),
+        2 => (0usize..6).prop_map(Op::Verify),
+        1 => (1u64..=20).prop_map(Op::Advance),
+    ]
+}
+
+/// The model's view of one token.
+#[derive(Debug, Clone)]
+struct ModelToken {
+    text: String,
+    expires_at_day: u64,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn tokens_follow_the_model(ops in prop::collection::vec(op(), 1..14)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let w = world(1).await;
+            let ttl_days = DEFAULT_TOKEN_TTL.as_secs() / 86_400;
+            let mut tokens: Vec<ModelToken> = Vec::new();
+            let mut registered = false;
+            let mut day = 0u64;
+            for op in ops {
+                match op {
+                    Op::Resend => {
+                        let result = w.service.resend(&oid("e0")).await;
+                        if registered {
+                            prop_assert!(matches!(result, Err(Error::NotEligible { .. })));
+                        } else {
+                            prop_assert_eq!(result.unwrap().sent, 1);
+                            let copies = w.transport.messages_to(&addr("e0@example.org"));
+                            tokens.push(ModelToken {
+                                text: token_in(&copies.last().unwrap().bytes),
+                                expires_at_day: day + ttl_days,
+                            });
+                        }
+                    }
+                    Op::Redeem(i) | Op::Verify(i) if i >= tokens.len() => {
+                        let fake = "A".repeat(43);
+                        prop_assert!(matches!(
+                            w.service.redeem(&fake).await,
+                            Err(Error::InvalidToken { reason: TokenRejection::Unknown })
+                        ));
+                    }
+                    Op::Redeem(i) | Op::Verify(i) => {
+                        let newest = i + 1 == tokens.len();
+                        let fresh = day < tokens[i].expires_at_day;
+                        let should_work = newest && fresh && !registered;
+                        let redeem = matches!(op, Op::Redeem(_));
+                        let worked = if redeem {
+                            w.service.redeem(&tokens[i].text).await.is_ok()
+                        } else {
+                            w.service.verify(&tokens[i].text).await.is_ok()
+                        };
+                        prop_assert_eq!(worked, should_work, "token {} of {}, day {}, registered {}", i, tokens.len(), day, registered);
+                        if redeem && worked {
+                            registered = true;
+                        }
+                    }
+                    Op::Advance(days) => {
+                        day += days;
+                        w.clock.advance(Duration::from_secs(days * 86_400));
+                    }
+                }
+            }
+            Ok(())
+        })?;
+    }
+}
