@@ -1,36 +1,249 @@
-//! One owner's message as RFC 5322 bytes. (Being written: see the interface.)
+//! One owner's message as RFC 5322 bytes.
+//!
+//! A batch builds one [`MessageFrame`] (From, Reply-To, the attachments encoded
+//! once) and then calls [`MessageFrame::write_message`] for each owner, which only
+//! encodes that owner's own headers and bodies and copies the prepared attachment
+//! bytes (DESIGN rule 9).
+//!
+//! # Why the headers are written here and not by mail-builder
+//!
+//! Every header value this module writes can come from a manager or from the host's
+//! owner records (display names, subjects), so the header block must be well formed
+//! whatever they hold. The writer below is small enough to check line by line:
+//!
+//! - control characters (CR, LF, TAB, NUL...) in names and subjects become spaces
+//!   before anything else happens, so no input can end a header line;
+//! - a value that is plain printable ASCII is written as is (subject) or as a quoted
+//!   string (display name); anything else (non-ASCII, `=?`, leading, trailing or
+//!   repeated spaces, a very long name) is written as RFC 2047 `Q` encoded-words,
+//!   each at most 75 characters and each holding whole characters;
+//! - lines are folded only at a space between two tokens, so a folded line always
+//!   starts with white space and no encoded-word or quoted string is ever split; lines
+//!   stay within 78 characters except for a single unbreakable plain word (at most
+//!   900 characters, far within the 998 limit; longer words are encoded instead).
+//!
+//! mail-builder 2.0.1 folds a long unstructured value by breaking it at a fixed
+//! width; this module does not depend on how it treats a long two-word display
+//! name, and the tests check this writer's output with the independent `mailparse`.
+//!
+//! # Boundaries
+//!
+//! Boundaries are `=_oa…` plus a hash of the Message-ID, so they differ per message,
+//! and they can never occur in content either: quoted-printable output never has
+//! `=_` (an `=` is always followed by two hex digits or a line break), base64 has
+//! neither `-` nor `_`, and every part header line this module writes starts with
+//! `Content-` or with a space.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use sha2::{Digest, Sha256};
 
 use crate::domain::{BatchId, EmailAddress, Mailbox, OwnerId, Timestamp};
-use crate::invite::Attachment;
-use crate::template::RenderedParts;
+use crate::invite::{Attachment, is_valid_content_type, sanitize_file_name};
+use crate::template::{RenderedParts, single_line};
+
+/// The length a header or body line should keep within (RFC 5322 2.1.1).
+const SOFT_LIMIT: usize = 78;
+/// The longest plain word written unencoded in a header; longer ones are encoded so no
+/// line can reach RFC 5322's 998-octet limit.
+const MAX_PLAIN_WORD: usize = 900;
+/// Encoded-word framing: `=?utf-8?q?` + `?=`.
+const EW_PREFIX: &str = "=?utf-8?q?";
+const EW_SUFFIX: &str = "?=";
+/// The longest encoded-word RFC 2047 allows.
+const MAX_ENCODED_WORD: usize = 75;
 
 /// What every message of a batch shares (From, Reply-To, the attachments encoded
 /// once), ready to be combined with each owner's parts.
-#[derive(Debug)]
+///
+/// Build it once per batch and share it (it is `Send + Sync`); writing a message does
+/// no attachment encoding at all.
 pub struct MessageFrame {
-    _private: (),
+    /// The complete `From:` header line(s), CRLF-terminated.
+    from: Vec<u8>,
+    /// The complete `Reply-To:` header line, or empty.
+    reply_to: Vec<u8>,
+    attachments: Vec<EncodedAttachment>,
+}
+
+impl fmt::Debug for MessageFrame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MessageFrame")
+            .field("from", &String::from_utf8_lossy(&self.from))
+            .field("reply_to", &String::from_utf8_lossy(&self.reply_to))
+            .field("attachments", &self.attachments)
+            .finish()
+    }
+}
+
+/// One attachment as a finished MIME body part (headers, blank line, base64 lines),
+/// encoded once per batch and copied into every message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EncodedAttachment {
+    file_name: String,
+    content_type: String,
+    part: Vec<u8>,
+}
+
+impl EncodedAttachment {
+    /// The name the file is sent under ([`sanitize_file_name`] of the given name, or
+    /// `attachment` when nothing usable was left).
+    pub fn file_name(&self) -> &str {
+        &self.file_name
+    }
+
+    /// The content type sent (`application/octet-stream` when the given one was not
+    /// valid).
+    pub fn content_type(&self) -> &str {
+        &self.content_type
+    }
+
+    /// The encoded body part exactly as it appears in every message: part headers,
+    /// a blank line, the base64 lines.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.part
+    }
+}
+
+impl fmt::Debug for EncodedAttachment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncodedAttachment")
+            .field("file_name", &self.file_name)
+            .field("content_type", &self.content_type)
+            .field("encoded_len", &self.part.len())
+            .finish()
+    }
 }
 
 impl MessageFrame {
     /// Prepares the shared parts; attachments are encoded here, once.
+    ///
+    /// File names go through [`sanitize_file_name`] and are sent as a quoted
+    /// `filename` when short plain ASCII, otherwise RFC 2231 encoded (`filename*`,
+    /// split into continuations). A content type that is not `type/subtype` is sent
+    /// as `application/octet-stream` (the review reports it before anything is sent).
     pub fn new(
-        _from: &Mailbox,
-        _reply_to: Option<&EmailAddress>,
-        _attachments: &[Attachment],
+        from: &Mailbox,
+        reply_to: Option<&EmailAddress>,
+        attachments: &[Attachment],
     ) -> Self {
-        todo!("message frame")
+        let mut from_header = Vec::with_capacity(128);
+        write_mailbox_header(
+            &mut from_header,
+            "From",
+            from.name.as_deref(),
+            from.address.smtp_form(),
+        );
+        let mut reply_to_header = Vec::new();
+        if let Some(address) = reply_to {
+            write_mailbox_header(&mut reply_to_header, "Reply-To", None, address.smtp_form());
+        }
+        Self {
+            from: from_header,
+            reply_to: reply_to_header,
+            attachments: attachments.iter().map(encode_attachment).collect(),
+        }
     }
 
-    /// Writes one owner's complete message into `out`.
+    /// The attachments as encoded once for the whole batch.
+    pub fn encoded_attachments(&self) -> &[EncodedAttachment] {
+        &self.attachments
+    }
+
+    /// Writes one owner's complete message into `out` (appended; `out` is not
+    /// cleared, so a caller can reuse one buffer).
+    ///
+    /// Headers: From, To (only `to`, with its display name), Reply-To when the frame
+    /// has one, Subject, Date, Message-ID (`<message_id>`; characters that cannot be
+    /// in a msg-id are dropped), MIME-Version. Body: `multipart/alternative` with
+    /// `text/plain` then `text/html` (UTF-8; quoted-printable, or base64 for mostly
+    /// non-ASCII text), inside `multipart/mixed` with the prepared attachments when
+    /// there are any. CRLF line endings throughout.
     pub fn write_message(
         &self,
-        _to: &Mailbox,
-        _message_id: &str,
-        _date: Timestamp,
-        _parts: &RenderedParts,
-        _out: &mut Vec<u8>,
+        to: &Mailbox,
+        message_id: &str,
+        date: Timestamp,
+        parts: &RenderedParts,
+        out: &mut Vec<u8>,
     ) {
-        todo!("message assembly")
+        let attachments_len: usize = self.attachments.iter().map(|a| a.part.len() + 64).sum();
+        out.reserve(1024 + parts.text.len() * 5 / 4 + parts.html.len() * 5 / 4 + attachments_len);
+        self.write_common_headers(
+            out,
+            |out| {
+                write_mailbox_header(out, "To", to.name.as_deref(), to.address.smtp_form());
+            },
+            message_id,
+            date,
+            &parts.subject,
+        );
+        let tag = boundary_tag(message_id);
+        let alternative = format!("=_oa_alt_{tag}");
+        if self.attachments.is_empty() {
+            write_multipart_header(out, "alternative", &alternative);
+            out.extend_from_slice(b"\r\n");
+            write_alternative_body(out, &alternative, parts);
+        } else {
+            let mixed = format!("=_oa_mix_{tag}");
+            write_multipart_header(out, "mixed", &mixed);
+            out.extend_from_slice(b"\r\n");
+            write_delimiter(out, &mixed, true);
+            write_multipart_header(out, "alternative", &alternative);
+            out.extend_from_slice(b"\r\n");
+            write_alternative_body(out, &alternative, parts);
+            for attachment in &self.attachments {
+                write_delimiter(out, &mixed, false);
+                out.extend_from_slice(&attachment.part);
+            }
+            write_close(out, &mixed);
+        }
+    }
+
+    /// Writes a plain-text message (no HTML, no attachments) into `out`: the Summary
+    /// recap sent to the batch's summary address after a batch (DESIGN rule 8).
+    ///
+    /// Same headers as [`write_message`](Self::write_message), `To` being the bare
+    /// `to` address; `subject` is put on one line as there.
+    pub fn write_plain(
+        &self,
+        to: &EmailAddress,
+        message_id: &str,
+        date: Timestamp,
+        subject: &str,
+        text: &str,
+        out: &mut Vec<u8>,
+    ) {
+        out.reserve(512 + text.len() * 5 / 4);
+        self.write_common_headers(
+            out,
+            |out| write_mailbox_header(out, "To", None, to.smtp_form()),
+            message_id,
+            date,
+            subject,
+        );
+        write_text_part(out, "plain", text);
+    }
+
+    fn write_common_headers(
+        &self,
+        out: &mut Vec<u8>,
+        write_to: impl FnOnce(&mut Vec<u8>),
+        message_id: &str,
+        date: Timestamp,
+        subject: &str,
+    ) {
+        out.extend_from_slice(&self.from);
+        write_to(out);
+        out.extend_from_slice(&self.reply_to);
+        write_unstructured_header(out, "Subject", subject);
+        out.extend_from_slice(b"Date: ");
+        out.extend_from_slice(rfc5322_date(date).as_bytes());
+        out.extend_from_slice(b"\r\nMessage-ID: <");
+        out.extend(message_id.bytes().filter(|&b| is_msg_id_byte(b)));
+        out.extend_from_slice(b">\r\nMIME-Version: 1.0\r\n");
     }
 }
 
@@ -50,6 +263,509 @@ impl MessageFrame {
 }
 
 /// The Message-ID (without angle brackets) of an owner's message in a batch.
-pub fn message_id(_batch: &BatchId, _owner: &OwnerId, _domain: &str) -> String {
-    todo!("message id")
+///
+/// Deterministic per (batch, owner), so a message sent again after a crash carries
+/// the same id (DESIGN rule 5). The left part is `oa.` + 64 bits of a SHA-256 of the
+/// batch id + `.` + 128 bits of a SHA-256 of the batch and owner ids, in hex: valid
+/// msg-id syntax whatever characters the host's ids hold, different for different
+/// owners or batches. The domain is put in its ASCII (IDNA) form; one that cannot be
+/// used becomes `owner-access.invalid`.
+pub fn message_id(batch: &BatchId, owner: &OwnerId, domain: &str) -> String {
+    let batch_hash = Sha256::digest(batch.as_str().as_bytes());
+    let mut both = Sha256::new();
+    // Length-prefixed so ("ab", "c") and ("a", "bc") cannot collide.
+    both.update((batch.as_str().len() as u64).to_be_bytes());
+    both.update(batch.as_str().as_bytes());
+    both.update(owner.as_str().as_bytes());
+    let owner_hash = both.finalize();
+    let mut id = String::with_capacity(80);
+    id.push_str("oa.");
+    push_hex(&mut id, &batch_hash[..8]);
+    id.push('.');
+    push_hex(&mut id, &owner_hash[..16]);
+    id.push('@');
+    id.push_str(&msg_id_domain(domain));
+    id
+}
+
+fn msg_id_domain(domain: &str) -> String {
+    let ascii = idna::domain_to_ascii(domain.trim()).unwrap_or_default();
+    let valid = !ascii.is_empty()
+        && ascii.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if valid {
+        ascii
+    } else {
+        "owner-access.invalid".to_owned()
+    }
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
+    }
+}
+
+/// Bytes allowed in a msg-id between the angle brackets (dot-atom-text and `@`).
+fn is_msg_id_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~.@".contains(&b)
+}
+
+fn boundary_tag(message_id: &str) -> String {
+    let hash = Sha256::digest(message_id.as_bytes());
+    let mut tag = String::with_capacity(24);
+    push_hex(&mut tag, &hash[..12]);
+    tag
+}
+
+fn rfc5322_date(date: Timestamp) -> String {
+    use time::format_description::well_known::Rfc2822;
+    date.as_offset_date_time()
+        .format(&Rfc2822)
+        // Rfc2822 cannot format years before 1900; no real send date is one.
+        .unwrap_or_else(|_| "Thu, 01 Jan 1970 00:00:00 +0000".to_owned())
+}
+
+// ---------------------------------------------------------------------------
+// Header writing
+
+/// Writes one header, folding at spaces between tokens.
+struct HeaderWriter<'a> {
+    out: &'a mut Vec<u8>,
+    column: usize,
+    /// Whether the current line already holds a token after the header name.
+    has_token: bool,
+}
+
+impl<'a> HeaderWriter<'a> {
+    fn start(out: &'a mut Vec<u8>, name: &str) -> Self {
+        out.extend_from_slice(name.as_bytes());
+        out.push(b':');
+        Self {
+            out,
+            column: name.len() + 1,
+            has_token: false,
+        }
+    }
+
+    /// The column a token would start at if written now without folding.
+    fn next_column(&self) -> usize {
+        self.column + 1
+    }
+
+    /// Writes a space and `token`, or a fold (CRLF, space) and `token` when the line
+    /// would grow past 78 characters and already holds a token. `token` never holds
+    /// white space or line breaks.
+    fn token(&mut self, token: &[u8]) {
+        if self.has_token && self.column + 1 + token.len() > SOFT_LIMIT {
+            self.out.extend_from_slice(b"\r\n");
+            self.column = 0;
+        }
+        self.out.push(b' ');
+        self.out.extend_from_slice(token);
+        self.column += 1 + token.len();
+        self.has_token = true;
+    }
+
+    /// Writes `text` as RFC 2047 Q encoded-words, each ≤ 75 characters and holding
+    /// whole characters, the first sized to fit the current line.
+    fn encoded_words(&mut self, text: &str) {
+        let overhead = EW_PREFIX.len() + EW_SUFFIX.len();
+        let mut budget = (SOFT_LIMIT.saturating_sub(self.next_column()))
+            .min(MAX_ENCODED_WORD)
+            .saturating_sub(overhead);
+        // Room for at least one 4-byte character (`=XX` × 4) on the first line, or fold.
+        if budget < 12 {
+            budget = MAX_ENCODED_WORD - overhead;
+            if self.has_token || self.column > 0 {
+                self.out.extend_from_slice(b"\r\n");
+                self.column = 0;
+                self.has_token = false;
+            }
+        }
+        let mut word = String::with_capacity(MAX_ENCODED_WORD);
+        word.push_str(EW_PREFIX);
+        let mut payload = 0;
+        let mut piece = String::with_capacity(12);
+        for c in text.chars() {
+            piece.clear();
+            q_encode_char(c, &mut piece);
+            if payload + piece.len() > budget && payload > 0 {
+                word.push_str(EW_SUFFIX);
+                self.token(word.as_bytes());
+                word.truncate(EW_PREFIX.len());
+                payload = 0;
+                budget = MAX_ENCODED_WORD - overhead;
+            }
+            word.push_str(&piece);
+            payload += piece.len();
+        }
+        if payload > 0 {
+            word.push_str(EW_SUFFIX);
+            self.token(word.as_bytes());
+        }
+    }
+
+    fn end(self) {
+        self.out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// RFC 2047 "Q" encoding of one character, using only the characters allowed in an
+/// encoded-word inside a phrase (so the same words serve subjects and names).
+fn q_encode_char(c: char, out: &mut String) {
+    if c.is_ascii_alphanumeric() || matches!(c, '!' | '*' | '+' | '-' | '/') {
+        out.push(c);
+    } else if c == ' ' {
+        out.push('_');
+    } else {
+        let mut buf = [0u8; 4];
+        for b in c.encode_utf8(&mut buf).bytes() {
+            push_percentless_hex(out, b);
+        }
+    }
+}
+
+fn push_percentless_hex(out: &mut String, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('=');
+    out.push(HEX[usize::from(b >> 4)] as char);
+    out.push(HEX[usize::from(b & 15)] as char);
+}
+
+/// Whether a header value can be written as it is: printable ASCII words separated by
+/// single spaces, no `=?` (it would read as an encoded-word), each word short enough.
+fn is_plain_text(value: &str) -> bool {
+    !value.is_empty()
+        && value.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && !value.starts_with(' ')
+        && !value.ends_with(' ')
+        && !value.contains("  ")
+        && !value.contains("=?")
+        && value.split(' ').all(|w| w.len() <= MAX_PLAIN_WORD)
+}
+
+/// An unstructured header (the subject): one line after control characters become
+/// spaces; plain ASCII folded at spaces, anything else as encoded-words.
+fn write_unstructured_header(out: &mut Vec<u8>, name: &str, value: &str) {
+    let value = single_line(value);
+    let mut h = HeaderWriter::start(out, name);
+    if value.is_empty() {
+        // `Subject:` with an empty value.
+    } else if is_plain_text(&value) {
+        for word in value.split(' ') {
+            h.token(word.as_bytes());
+        }
+    } else {
+        h.encoded_words(&value);
+    }
+    h.end();
+}
+
+/// A mailbox header with a single address: `Name <address>` or `address`.
+fn write_mailbox_header(out: &mut Vec<u8>, name: &str, display: Option<&str>, address: &str) {
+    // The address is validated (no white space, no control characters); filter anyway
+    // so that no input can ever break the header.
+    let address: String = address
+        .chars()
+        .filter(|c| !c.is_whitespace() && !c.is_control() && !matches!(c, '<' | '>'))
+        .collect();
+    // Surrounding white space is not part of a name (parsers drop it anyway).
+    let display = display
+        .map(|d| single_line(d).trim().to_owned())
+        .filter(|d| !d.is_empty());
+    let mut h = HeaderWriter::start(out, name);
+    match display {
+        None => h.token(address.as_bytes()),
+        Some(display) => {
+            // A quoted string is never folded inside; keep it short enough for one line.
+            if is_plain_text(&display) && display.len() <= 60 {
+                let mut quoted = String::with_capacity(display.len() + 4);
+                quoted.push('"');
+                for c in display.chars() {
+                    if matches!(c, '"' | '\\') {
+                        quoted.push('\\');
+                    }
+                    quoted.push(c);
+                }
+                quoted.push('"');
+                h.token(quoted.as_bytes());
+            } else {
+                h.encoded_words(&display);
+            }
+            h.token(format!("<{address}>").as_bytes());
+        }
+    }
+    h.end();
+}
+
+// ---------------------------------------------------------------------------
+// Bodies
+
+fn write_multipart_header(out: &mut Vec<u8>, subtype: &str, boundary: &str) {
+    out.extend_from_slice(b"Content-Type: multipart/");
+    out.extend_from_slice(subtype.as_bytes());
+    out.extend_from_slice(b";\r\n boundary=\"");
+    out.extend_from_slice(boundary.as_bytes());
+    out.extend_from_slice(b"\"\r\n");
+}
+
+/// A boundary delimiter line; all but the first are preceded by the CRLF that
+/// belongs to the delimiter (RFC 2046 5.1.1).
+fn write_delimiter(out: &mut Vec<u8>, boundary: &str, first: bool) {
+    if !first {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"--");
+    out.extend_from_slice(boundary.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_close(out: &mut Vec<u8>, boundary: &str) {
+    out.extend_from_slice(b"\r\n--");
+    out.extend_from_slice(boundary.as_bytes());
+    out.extend_from_slice(b"--\r\n");
+}
+
+fn write_alternative_body(out: &mut Vec<u8>, boundary: &str, parts: &RenderedParts) {
+    write_delimiter(out, boundary, true);
+    write_text_part(out, "plain", &parts.text);
+    write_delimiter(out, boundary, false);
+    write_text_part(out, "html", &parts.html);
+    write_close(out, boundary);
+}
+
+/// A `text/*` part in UTF-8: quoted-printable, or base64 when more than a third of the
+/// bytes would need escaping (mostly non-ASCII text, where QP would triple the size).
+/// Line breaks become CRLF (the canonical form of text).
+fn write_text_part(out: &mut Vec<u8>, subtype: &str, text: &str) {
+    out.extend_from_slice(b"Content-Type: text/");
+    out.extend_from_slice(subtype.as_bytes());
+    out.extend_from_slice(b"; charset=utf-8\r\n");
+    let escaped = text
+        .bytes()
+        .filter(|&b| b >= 0x80 || (b < 0x20 && !matches!(b, b'\n' | b'\r' | b'\t')))
+        .count();
+    if escaped * 3 > text.len() {
+        out.extend_from_slice(b"Content-Transfer-Encoding: base64\r\n\r\n");
+        let canonical = to_crlf(text);
+        write_base64_lines(out, canonical.as_bytes());
+    } else {
+        out.extend_from_slice(b"Content-Transfer-Encoding: quoted-printable\r\n\r\n");
+        write_quoted_printable(out, text);
+    }
+}
+
+/// `\n` and `\r\n` become CRLF; a lone CR is kept (it is content, not a line break).
+fn to_crlf(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 32);
+    let mut prev_cr = false;
+    for c in text.chars() {
+        if c == '\n' && !prev_cr {
+            out.push('\r');
+        }
+        out.push(c);
+        prev_cr = c == '\r';
+    }
+    out
+}
+
+/// Quoted-printable (RFC 2045 6.7): lines at most 76 characters with soft breaks,
+/// `\n` or `\r\n` written as a hard CRLF break, a lone CR as `=0D`, white space at the
+/// end of a line encoded.
+fn write_quoted_printable(out: &mut Vec<u8>, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let bytes = text.as_bytes();
+    let mut column = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'\n' {
+            out.extend_from_slice(b"\r\n");
+            column = 0;
+            i += 1;
+            continue;
+        }
+        if b == b'\r' && bytes.get(i + 1) == Some(&b'\n') {
+            out.extend_from_slice(b"\r\n");
+            column = 0;
+            i += 2;
+            continue;
+        }
+        let at_line_end = match bytes.get(i + 1) {
+            None | Some(b'\n') => true,
+            Some(b'\r') => bytes.get(i + 2) == Some(&b'\n'),
+            Some(_) => false,
+        };
+        let literal = match b {
+            b' ' | b'\t' => !at_line_end,
+            33..=126 => b != b'=',
+            _ => false,
+        };
+        let width = if literal { 1 } else { 3 };
+        // 75 leaves room for the `=` of a soft break.
+        if column + width > 75 {
+            out.extend_from_slice(b"=\r\n");
+            column = 0;
+        }
+        if literal {
+            out.push(b);
+        } else {
+            out.push(b'=');
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 15)]);
+        }
+        column += width;
+        i += 1;
+    }
+}
+
+/// Base64 in lines of 76 characters, each ending in CRLF.
+fn write_base64_lines(out: &mut Vec<u8>, bytes: &[u8]) {
+    let encoded = BASE64.encode(bytes);
+    out.reserve(encoded.len() + encoded.len() / 76 * 2 + 2);
+    for line in encoded.as_bytes().chunks(76) {
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Attachments
+
+fn encode_attachment(attachment: &Attachment) -> EncodedAttachment {
+    let file_name =
+        sanitize_file_name(&attachment.file_name).unwrap_or_else(|| "attachment".to_owned());
+    let content_type = if is_valid_content_type(&attachment.content_type) {
+        attachment.content_type.to_ascii_lowercase()
+    } else {
+        "application/octet-stream".to_owned()
+    };
+    let mut part = Vec::with_capacity(attachment.bytes.len() * 4 / 3 + 512);
+    let plain_name = file_name.len() <= 60
+        && file_name
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+    part.extend_from_slice(b"Content-Type: ");
+    part.extend_from_slice(content_type.as_bytes());
+    if plain_name {
+        part.extend_from_slice(b";\r\n name=\"");
+        part.extend_from_slice(file_name.as_bytes());
+        part.push(b'"');
+    }
+    part.extend_from_slice(b"\r\nContent-Disposition: attachment;\r\n ");
+    if plain_name {
+        part.extend_from_slice(b"filename=\"");
+        part.extend_from_slice(file_name.as_bytes());
+        part.push(b'"');
+    } else {
+        write_rfc2231_param(&mut part, "filename", &file_name);
+    }
+    part.extend_from_slice(b"\r\nContent-Transfer-Encoding: base64\r\n\r\n");
+    write_base64_lines(&mut part, &attachment.bytes);
+    EncodedAttachment {
+        file_name,
+        content_type,
+        part,
+    }
+}
+
+/// An RFC 2231 parameter `name*=utf-8''…` (percent-encoded UTF-8), split into
+/// numbered continuations `name*0*=`, `name*1*=`… on folded lines when long. A
+/// `%XX` triple is never split.
+fn write_rfc2231_param(out: &mut Vec<u8>, name: &str, value: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    const CHUNK: usize = 60;
+    let mut chunks: Vec<String> = vec![String::new()];
+    for b in value.bytes() {
+        let mut piece = String::with_capacity(3);
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            piece.push(b as char);
+        } else {
+            piece.push('%');
+            piece.push(HEX[usize::from(b >> 4)] as char);
+            piece.push(HEX[usize::from(b & 15)] as char);
+        }
+        let last = chunks.last_mut().expect("never empty");
+        if last.len() + piece.len() > CHUNK {
+            chunks.push(piece);
+        } else {
+            last.push_str(&piece);
+        }
+    }
+    if chunks.len() == 1 {
+        out.extend_from_slice(format!("{name}*=utf-8''{}", chunks[0]).as_bytes());
+        return;
+    }
+    for (i, chunk) in chunks.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b";\r\n ");
+        }
+        let charset = if i == 0 { "utf-8''" } else { "" };
+        out.extend_from_slice(format!("{name}*{i}*={charset}{chunk}").as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_qp(encoded: &[u8]) -> String {
+        let s = String::from_utf8(encoded.to_vec()).unwrap();
+        let joined = s.replace("=\r\n", "");
+        let mut out = Vec::new();
+        let b = joined.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'=' {
+                out.push(u8::from_str_radix(&joined[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn quoted_printable_round_trips_and_keeps_lines_short() {
+        let text = format!(
+            "a = b \nünïcödé\t\r\n{}\rtrailing  \n.{}",
+            "x".repeat(200),
+            "é".repeat(60)
+        );
+        let mut out = Vec::new();
+        write_quoted_printable(&mut out, &text);
+        for line in out.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            assert!(line.len() <= 76, "{:?}", String::from_utf8_lossy(line));
+            assert!(!line.ends_with(b" ") && !line.ends_with(b"\t"));
+        }
+        assert!(!out.windows(2).any(|w| w == b"=_"));
+        assert_eq!(decode_qp(&out), to_crlf(&text));
+    }
+
+    #[test]
+    fn crlf_canonical_form_keeps_lone_cr() {
+        assert_eq!(to_crlf("a\nb\r\nc\rd"), "a\r\nb\r\nc\rd");
+    }
+
+    #[test]
+    fn rfc2231_continuations_never_split_an_escape() {
+        let mut out = Vec::new();
+        write_rfc2231_param(&mut out, "filename", &"ü".repeat(40));
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.starts_with("filename*0*=utf-8''%C3%BC"), "{s}");
+        for seg in s.split(";\r\n ") {
+            let value = seg.split_once('=').unwrap().1.trim_start_matches("utf-8''");
+            assert_eq!(value.len() % 3, 0, "{seg}");
+        }
+    }
 }
