@@ -247,21 +247,6 @@ impl MessageFrame {
     }
 }
 
-impl MessageFrame {
-    /// Writes a plain-text message (the Summary recap) into `out`.
-    pub fn write_plain(
-        &self,
-        _to: &EmailAddress,
-        _message_id: &str,
-        _date: Timestamp,
-        _subject: &str,
-        _text: &str,
-        _out: &mut Vec<u8>,
-    ) {
-        todo!("plain message")
-    }
-}
-
 /// The Message-ID (without angle brackets) of an owner's message in a batch.
 ///
 /// Deterministic per (batch, owner), so a message sent again after a crash carries

@@ -647,10 +647,3 @@ mod tests {
         assert!(html.contains("https:// and xhttps://no.org"), "{html}");
     }
 }
-
-/// The default subject.
-pub const DEFAULT_SUBJECT: &str = "";
-/// The default text body.
-pub const DEFAULT_TEXT: &str = "";
-/// The default HTML body.
-pub const DEFAULT_HTML: &str = "";
