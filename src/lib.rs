@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod adapters;
 pub mod clock;
 pub mod domain;
 pub mod eligibility;
@@ -22,6 +23,7 @@ pub mod template;
 pub mod token;
 pub mod transport;
 
+pub use adapters::memory::{InMemoryRepository, InMemoryTransport};
 pub use async_trait::async_trait;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};

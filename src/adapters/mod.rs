@@ -1,0 +1,8 @@
+//! Reference adapters for the two ports.
+//!
+//! | Adapter | Port | Use |
+//! |---|---|---|
+//! | [`InMemoryRepository`](memory::InMemoryRepository) | [`OwnerRepository`](crate::OwnerRepository) | demos, small deployments, tests |
+//! | [`InMemoryTransport`](memory::InMemoryTransport) | [`MailTransport`](crate::MailTransport) | tests: records messages, injects faults |
+
+pub mod memory;
