@@ -20,6 +20,8 @@ pub mod mime;
 pub mod repository;
 pub mod selection;
 pub mod template;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod token;
 pub mod transport;
 
