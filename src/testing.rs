@@ -308,6 +308,13 @@ async fn delivery(
         .ok_or_else(|| c.fail(format!("delivery `{batch}/{owner}` is missing")))
 }
 
+fn outcome_name(outcome: &RedeemOutcome) -> String {
+    match outcome {
+        RedeemOutcome::Redeemed { .. } => "Redeemed".into(),
+        RedeemOutcome::Rejected(reason) => format!("Rejected({reason:?})"),
+    }
+}
+
 fn sent(expires_at: Timestamp, attempts: u32) -> DeliveryOutcome {
     DeliveryOutcome::Sent {
         expires_at,
@@ -1777,11 +1784,21 @@ pub async fn redeem_token_concurrently_once(repo: &dyn OwnerRepository) -> Check
             .filter(|r| matches!(r, RedeemOutcome::Redeemed { .. }))
             .count();
         c.ensure(wins == 1, || {
-            format!("round {i}: {wins} of two concurrent redeems succeeded: {x:?} / {y:?}")
+            format!(
+                "round {i}: {wins} of two concurrent redeems succeeded: {} / {}",
+                outcome_name(&x),
+                outcome_name(&y)
+            )
         })?;
         c.ensure(
             [&x, &y].contains(&&RedeemOutcome::Rejected(TokenRejection::AlreadyUsed)),
-            || format!("round {i}: the loser must be rejected as already used: {x:?} / {y:?}"),
+            || {
+                format!(
+                    "round {i}: the loser must be rejected as already used: {} / {}",
+                    outcome_name(&x),
+                    outcome_name(&y)
+                )
+            },
         )?;
     }
     let registered = all_activity(c, repo, "c1")
