@@ -53,9 +53,12 @@ async fn setup() -> (Arc<InMemoryRepository>, CommunityId) {
             .with_primary_email(format!("owner{i}@example.org"))
         })
         .collect();
-    repo.upsert_owners(&owners, owner_access::Clock::now(&owner_access::SystemClock))
-        .await
-        .unwrap();
+    repo.upsert_owners(
+        &owners,
+        owner_access::Clock::now(&owner_access::SystemClock),
+    )
+    .await
+    .unwrap();
     (repo, community)
 }
 
@@ -68,10 +71,16 @@ fn bench(c: &mut Criterion) {
     let attachment = Attachment::new(
         "Welcome Package.pdf",
         "application/pdf",
-        (0..200 * 1024).map(|i| (i * 7 % 251) as u8).collect::<Vec<u8>>(),
+        (0..200 * 1024)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect::<Vec<u8>>(),
     );
     for with_attachment in [false, true] {
-        let label = if with_attachment { "200KB_attachment" } else { "no_attachment" };
+        let label = if with_attachment {
+            "200KB_attachment"
+        } else {
+            "no_attachment"
+        };
         group.bench_function(BenchmarkId::from_parameter(label), |b| {
             b.iter_batched(
                 || rt.block_on(setup()),

@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use owner_access::domain::{AccessStatus, Community, CommunityId, Owner, OwnerId, Page, PropertyId};
+use owner_access::domain::{
+    AccessStatus, Community, CommunityId, Owner, OwnerId, Page, PropertyId,
+};
 use owner_access::eligibility::OwnerFilter;
 use owner_access::invite::Attachment;
 use owner_access::{
@@ -21,16 +23,31 @@ const OWNERS: usize = 300;
 /// addresses, one address shared by two properties, registered owners, and one person
 /// who owns two units (two records, two addresses).
 fn demo_owners(community: &CommunityId) -> Vec<Owner> {
-    let first = ["Ann", "Bruno", "Chiara", "Dmitri", "Eve", "Farah", "Gus", "Hana", "Ivo", "José"];
-    let last = ["Lee", "Okafor", "Rossi", "Ivanov", "Martín", "Nguyen", "Schmidt", "Kowalski"];
+    let first = [
+        "Ann", "Bruno", "Chiara", "Dmitri", "Eve", "Farah", "Gus", "Hana", "Ivo", "José",
+    ];
+    let last = [
+        "Lee", "Okafor", "Rossi", "Ivanov", "Martín", "Nguyen", "Schmidt", "Kowalski",
+    ];
     (0..OWNERS)
         .map(|i| {
             let id = OwnerId::new(format!("owner-{i:04}")).expect("valid id");
             let property = PropertyId::new(format!("unit-{}", 100 + i)).expect("valid id");
             let (f, l) = (first[i % first.len()], last[(i / 3) % last.len()]);
-            let owner = Owner::new(id, community.clone(), property, f, l)
-                .with_property_address(format!("{} Maple Grove Lane, Unit {}", 10 + i / 20, 100 + i));
-            let email = format!("{}.{}{}@example.org", f.to_lowercase(), l.to_lowercase(), i);
+            let owner = Owner::new(id, community.clone(), property, f, l).with_property_address(
+                format!("{} Maple Grove Lane, Unit {}", 10 + i / 20, 100 + i),
+            );
+            let ascii = |s: &str| -> String {
+                s.to_lowercase()
+                    .chars()
+                    .map(|c| match c {
+                        'é' => 'e',
+                        'í' => 'i',
+                        c => c,
+                    })
+                    .collect()
+            };
+            let email = format!("{}.{}{}@example.org", ascii(f), ascii(l), i);
             match i % 20 {
                 0 | 7 => owner,                                               // no email on file
                 3 => owner.with_primary_email(format!("{f}.at.example.org")), // not an address
@@ -84,11 +101,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     repo.upsert_owners(&demo_owners(&community_id), now).await?;
 
     // Owner Access > Manage, "Unregistered" and "Owners with Emails".
-    let roster = service.roster(&community_id, &OwnerFilter::unregistered_with_email()).await?;
+    let roster = service
+        .roster(&community_id, &OwnerFilter::unregistered_with_email())
+        .await?;
     let c = roster.counts;
     println!(
         "Community {}: {} owners; not invited {}, invited {}, expired {}, registered {} ({:.1}%)",
-        community.name, c.total(), c.not_invited, c.invited, c.expired, c.registered, c.percent_registered
+        community.name,
+        c.total(),
+        c.not_invited,
+        c.invited,
+        c.expired,
+        c.registered,
+        c.percent_registered
     );
     let mut flagged: BTreeMap<&str, usize> = BTreeMap::new();
     for row in &roster.rows {
@@ -96,7 +121,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             *flagged.entry(reason.code()).or_default() += 1;
         }
     }
-    println!("Unregistered with an email: {} rows; flagged: {flagged:?}", roster.rows.len());
+    println!(
+        "Unregistered with an email: {} rows; flagged: {flagged:?}",
+        roster.rows.len()
+    );
 
     // Select All (only eligible rows can be ticked), then compose with a welcome package.
     let selection = Selection::all_eligible(&roster);
@@ -126,7 +154,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     if let Some(first) = review.recipients.first() {
         let preview = service.preview(&review, &first.owner.id).await?;
-        println!("Preview for {}: \"{}\"", first.owner.full_name(), preview.subject);
+        println!(
+            "Preview for {}: \"{}\"",
+            first.owner.full_name(),
+            preview.subject
+        );
     }
 
     // Send, with progress.
@@ -155,12 +187,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The owner registers with the link from their (latest) message.
     let resend_batch = resend.batch.expect("a resend batch");
-    let eml = std::fs::read(outbox.dir().join(format!("{resend_batch}__{resent_owner}.eml")))?;
+    let eml = std::fs::read(
+        outbox
+            .dir()
+            .join(format!("{resend_batch}__{resent_owner}.eml")),
+    )?;
     let token = first_link(&eml).ok_or("no registration link in the message")?;
     let verified = service.verify(&token).await?;
-    println!("Link valid for {} until {}", verified.owner.full_name(), verified.expires_at);
+    println!(
+        "Link valid for {} until {}",
+        verified.owner.full_name(),
+        verified.expires_at
+    );
     let registration = service.redeem(&token).await?;
-    println!("{} registered at {}", registration.owner.full_name(), registration.at);
+    println!(
+        "{} registered at {}",
+        registration.owner.full_name(),
+        registration.at
+    );
     match service.redeem(&token).await {
         Err(e) => println!("Second use of the same link: {e}"),
         Ok(_) => return Err("a link worked twice".into()),
@@ -172,7 +216,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let files = std::fs::read_dir(outbox.dir())?
-        .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "eml")))
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "eml"))
+        })
         .count();
     println!("Wrote {files} .eml files to {}", outbox.dir().display());
     Ok(())

@@ -7,7 +7,7 @@
 //! free up, each message is built, sent and dropped; shared parts (compiled templates,
 //! encoded attachments) are prepared once per run.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -73,8 +73,9 @@ pub struct SendOptions {
     /// remaining owner would be wrong. Those deliveries go back to pending.
     pub unreachable_after: usize,
     /// A claim older than this is presumed abandoned by a dead process and may be
-    /// taken over (default 10 minutes). [`OwnerAccess::resume_after_crash`]
-    /// (crate::OwnerAccess::resume_after_crash) takes over every claim at once.
+    /// taken over (default 10 minutes).
+    /// [`OwnerAccess::resume_after_crash`](crate::OwnerAccess::resume_after_crash)
+    /// takes over every claim at once.
     pub claim_lease: Duration,
 }
 
@@ -180,9 +181,16 @@ impl Engine<'_> {
         let concurrency = self.options.concurrency.max(1);
         let chunk = (concurrency * 4).clamp(16, 512);
 
+        // A run never takes over its own claims, even when the clock stands still or
+        // steps back: it remembers what it took.
+        let stale_before = stale_before.min(self.clock.now() - Duration::from_micros(1));
         let claims = stream::unfold(
-            (VecDeque::<(Delivery, Option<Owner>)>::new(), false),
-            |(mut queue, mut exhausted)| {
+            (
+                VecDeque::<(Delivery, Option<Owner>)>::new(),
+                false,
+                HashSet::<OwnerId>::new(),
+            ),
+            |(mut queue, mut exhausted, mut taken)| {
                 let state = &state;
                 async move {
                     loop {
@@ -198,14 +206,25 @@ impl Engine<'_> {
                             return None;
                         }
                         if let Some(item) = queue.pop_front() {
-                            return Some((item, (queue, exhausted)));
+                            return Some((item, (queue, exhausted, taken)));
                         }
                         if exhausted {
                             return None;
                         }
                         match self.claim_chunk(prepared, chunk, stale_before).await {
                             Ok(items) if items.is_empty() => exhausted = true,
-                            Ok(items) => queue.extend(items),
+                            Ok(items) => {
+                                let before = queue.len();
+                                queue.extend(
+                                    items
+                                        .into_iter()
+                                        .filter(|(d, _)| taken.insert(d.owner.clone())),
+                                );
+                                if queue.len() == before {
+                                    // Only our own claims came back: nothing else is left.
+                                    exhausted = true;
+                                }
+                            }
                             Err(e) => state.fail(e),
                         }
                     }

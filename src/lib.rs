@@ -43,11 +43,14 @@
 //! let report = service.send(review).await?;
 //! assert_eq!(report.sent, 1);
 //!
-//! // The owner follows their personal link.
-//! let message = &transport.messages()[0];
-//! let text = String::from_utf8_lossy(&message.bytes);
+//! // The owner follows their personal link (here read back from the captured message).
+//! let captured = transport.messages();
+//! let message = mailparse::parse_mail(&captured[0].bytes)?;
+//! let text_part = message.subparts.iter().find(|p| p.ctype.mimetype == "text/plain").unwrap();
+//! let text = text_part.get_body()?;
 //! let start = text.find("token=").unwrap() + "token=".len();
 //! let token: String = text[start..].chars().take(43).collect();
+//! service.verify(&token).await?; // read-only: safe on GET, where mail scanners click
 //! let registration = service.redeem(&token).await?;
 //! assert!(registration.owner.is_registered());
 //! # Ok(())
@@ -81,9 +84,12 @@ pub mod review;
 pub mod selection;
 pub mod service;
 pub mod template;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod token;
 pub mod transport;
 
+pub use adapters::memory::{InMemoryRepository, InMemoryTransport};
 pub use adapters::outbox::FileOutbox;
 pub use async_trait::async_trait;
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -92,6 +98,7 @@ pub use error::{Error, Result};
 pub use progress::{Progress, RunControl, StopReason, StopSignal};
 pub use repository::OwnerRepository;
 pub use review::{Excluded, Preview, Recipient, Review};
+pub use selection::Selection;
 pub use service::{
     FailedDelivery, MassEditReport, OwnerAccess, OwnerAccessBuilder, Registration, SendReport,
     Settings, SummaryOutcome, VerifiedToken,

@@ -70,7 +70,9 @@ impl MailTransport for DropTransport {
 async fn peak_during_send(n: usize) -> usize {
     let repo = Arc::new(InMemoryRepository::new());
     let community = CommunityId::new("c").unwrap();
-    repo.upsert_community(&Community::new(community.clone(), "Big HOA")).await.unwrap();
+    repo.upsert_community(&Community::new(community.clone(), "Big HOA"))
+        .await
+        .unwrap();
     let owners: Vec<Owner> = (0..n)
         .map(|i| {
             Owner::new(
@@ -83,19 +85,27 @@ async fn peak_during_send(n: usize) -> usize {
             .with_primary_email(format!("o{i}@example.org"))
         })
         .collect();
-    repo.upsert_owners(&owners, Timestamp::from_unix_seconds(1_795_701_600)).await.unwrap();
+    repo.upsert_owners(&owners, Timestamp::from_unix_seconds(1_795_701_600))
+        .await
+        .unwrap();
     drop(owners);
     let service = OwnerAccess::builder(repo, Arc::new(DropTransport))
         .sender("no-reply@example.com")
         .portal_url("https://portal.example.com/register")
         .build()
         .unwrap();
-    let all: Selection = (0..n).map(|i| OwnerId::new(format!("o{i}")).unwrap()).collect();
+    let all: Selection = (0..n)
+        .map(|i| OwnerId::new(format!("o{i}")).unwrap())
+        .collect();
     let invite = service
         .compose(&community, &all)
         .await
         .unwrap()
-        .with_attachment(Attachment::new("welcome.pdf", "application/pdf", vec![42u8; 200 * 1024]));
+        .with_attachment(Attachment::new(
+            "welcome.pdf",
+            "application/pdf",
+            vec![42u8; 200 * 1024],
+        ));
     let review = service.review(&invite).await.unwrap();
     let before = LIVE.load(Ordering::Relaxed);
     PEAK.store(before, Ordering::Relaxed);
@@ -106,14 +116,22 @@ async fn peak_during_send(n: usize) -> usize {
 
 #[test]
 fn send_memory_does_not_grow_with_the_batch() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let small = rt.block_on(peak_during_send(500));
     let large = rt.block_on(peak_during_send(4_000));
     let per_owner = (large.saturating_sub(small)) / 3_500;
-    eprintln!("peak above baseline: {small} B for 500 owners, {large} B for 4,000; {per_owner} B per extra owner");
+    eprintln!(
+        "peak above baseline: {small} B for 500 owners, {large} B for 4,000; {per_owner} B per extra owner"
+    );
     // Buffering rendered messages would cost over 200 KB per owner; the batch's stored
     // copy of the invite (with its attachment) and the repository's per-owner records
     // (delivery, token, status) are all that may grow.
-    assert!(per_owner < 4 * 1024, "{per_owner} B per owner: the send path is buffering");
+    assert!(
+        per_owner < 4 * 1024,
+        "{per_owner} B per owner: the send path is buffering"
+    );
     assert!(large < 64 * 1024 * 1024, "peak {large} B above baseline");
 }

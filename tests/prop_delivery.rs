@@ -8,8 +8,8 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 
 use common::*;
-use owner_access::adapters::memory::Fault;
 use owner_access::Selection;
+use owner_access::adapters::memory::Fault;
 use proptest::prelude::*;
 
 #[derive(Debug, Clone, Copy)]
@@ -108,6 +108,10 @@ trait OwnerEmail {
 impl OwnerEmail for World {
     async fn repo_owner_email(&self, id: &str) -> Option<owner_access::domain::EmailAddress> {
         use owner_access::OwnerRepository;
-        self.repo.owner(&oid(id)).await.unwrap().and_then(|o| o.email_address())
+        self.repo
+            .owner(&oid(id))
+            .await
+            .unwrap()
+            .and_then(|o| o.email_address())
     }
 }

@@ -6,30 +6,48 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use owner_access::domain::{AccessStatus, Community, CommunityId, Owner, OwnerId, PropertyId, Timestamp};
+use owner_access::FileOutbox;
+use owner_access::domain::{
+    AccessStatus, Community, CommunityId, Owner, OwnerId, PropertyId, Timestamp,
+};
 use owner_access::eligibility::OwnerFilter;
 use owner_access::{InMemoryRepository, OwnerAccess, OwnerRepository, Selection};
-use owner_access::FileOutbox;
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
 enum Email {
     None,
     Blank,
-    Valid { local: usize, domain: usize, upper: bool, pad: bool },
+    Valid {
+        local: usize,
+        domain: usize,
+        upper: bool,
+        pad: bool,
+    },
     Invalid(usize),
 }
 
 const LOCALS: [&str; 3] = ["ann", "bo.b", "cy+hoa"];
 const DOMAINS: [&str; 2] = ["example.org", "mail.example.net"];
-const INVALID: [&str; 5] = ["ann.example.org", "ann@localhost", "ann@@example.org", "@example.org", "a b@example.org"];
+const INVALID: [&str; 5] = [
+    "ann.example.org",
+    "ann@localhost",
+    "ann@@example.org",
+    "@example.org",
+    "a b@example.org",
+];
 
 impl Email {
     fn raw(&self) -> Option<String> {
         match self {
             Email::None => None,
             Email::Blank => Some("   ".into()),
-            Email::Valid { local, domain, upper, pad } => {
+            Email::Valid {
+                local,
+                domain,
+                upper,
+                pad,
+            } => {
                 let s = format!("{}@{}", LOCALS[*local], DOMAINS[*domain]);
                 let s = if *upper { s.to_uppercase() } else { s };
                 Some(if *pad { format!("  {s} ") } else { s })
@@ -57,13 +75,27 @@ fn email() -> impl Strategy<Value = Email> {
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
-    (prop::bool::weighted(0.2), prop::bool::weighted(0.2), email())
-        .prop_map(|(other_community, registered, email)| Spec { other_community, registered, email })
+    (
+        prop::bool::weighted(0.2),
+        prop::bool::weighted(0.2),
+        email(),
+    )
+        .prop_map(|(other_community, registered, email)| Spec {
+            other_community,
+            registered,
+            email,
+        })
 }
 
 /// The model: the reason code an owner gets, or None when eligible.
-fn model_reason(specs: &[Spec], index: Option<usize>, community_of_selection: bool) -> Option<&'static str> {
-    let Some(i) = index else { return Some("unknown_owner") };
+fn model_reason(
+    specs: &[Spec],
+    index: Option<usize>,
+    community_of_selection: bool,
+) -> Option<&'static str> {
+    let Some(i) = index else {
+        return Some("unknown_owner");
+    };
     let me = &specs[i];
     if me.other_community && community_of_selection {
         return Some("unknown_owner");
@@ -71,12 +103,22 @@ fn model_reason(specs: &[Spec], index: Option<usize>, community_of_selection: bo
     if me.registered {
         return Some("registered");
     }
-    let key = |s: &Spec| s.email.raw().map(|r| r.trim().to_ascii_lowercase()).filter(|k| !k.is_empty());
-    let Some(mine) = key(me) else { return Some("no_email") };
+    let key = |s: &Spec| {
+        s.email
+            .raw()
+            .map(|r| r.trim().to_ascii_lowercase())
+            .filter(|k| !k.is_empty())
+    };
+    let Some(mine) = key(me) else {
+        return Some("no_email");
+    };
     if matches!(me.email, Email::Invalid(_)) {
         return Some("invalid_email");
     }
-    let shared = specs.iter().enumerate().any(|(j, other)| j != i && key(other).as_deref() == Some(mine.as_str()));
+    let shared = specs
+        .iter()
+        .enumerate()
+        .any(|(j, other)| j != i && key(other).as_deref() == Some(mine.as_str()));
     if shared { Some("shared_email") } else { None }
 }
 
@@ -88,14 +130,28 @@ async fn setup(specs: &[Spec]) -> (OwnerAccess, CommunityId) {
     let repo = Arc::new(InMemoryRepository::new());
     let here = CommunityId::new("here").unwrap();
     let there = CommunityId::new("there").unwrap();
-    repo.upsert_community(&Community::new(here.clone(), "Here")).await.unwrap();
-    repo.upsert_community(&Community::new(there.clone(), "There")).await.unwrap();
+    repo.upsert_community(&Community::new(here.clone(), "Here"))
+        .await
+        .unwrap();
+    repo.upsert_community(&Community::new(there.clone(), "There"))
+        .await
+        .unwrap();
     let owners: Vec<Owner> = specs
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let community = if s.other_community { there.clone() } else { here.clone() };
-            let mut o = Owner::new(id(i), community, PropertyId::new(format!("p{i}")).unwrap(), "F", "L");
+            let community = if s.other_community {
+                there.clone()
+            } else {
+                here.clone()
+            };
+            let mut o = Owner::new(
+                id(i),
+                community,
+                PropertyId::new(format!("p{i}")).unwrap(),
+                "F",
+                "L",
+            );
             o.primary_email = s.email.raw();
             if s.registered {
                 o.access = AccessStatus::Registered { at: None };
@@ -103,7 +159,9 @@ async fn setup(specs: &[Spec]) -> (OwnerAccess, CommunityId) {
             o
         })
         .collect();
-    repo.upsert_owners(&owners, Timestamp::from_unix_seconds(0)).await.unwrap();
+    repo.upsert_owners(&owners, Timestamp::from_unix_seconds(0))
+        .await
+        .unwrap();
     let dir = std::env::temp_dir().join("owner-access-prop-unused");
     let service = OwnerAccess::builder(repo, Arc::new(FileOutbox::new(dir).unwrap()))
         .sender("no-reply@example.com")
@@ -114,7 +172,10 @@ async fn setup(specs: &[Spec]) -> (OwnerAccess, CommunityId) {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 proptest! {

@@ -7,9 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use owner_access::Error;
 use owner_access::domain::TokenRejection;
 use owner_access::service::DEFAULT_TOKEN_TTL;
-use owner_access::Error;
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -53,7 +53,7 @@ proptest! {
                     Op::Resend => {
                         let result = w.service.resend(&oid("e0")).await;
                         if registered {
-                            prop_assert!(matches!(result, Err(Error::NotEligible { .. })));
+                            prop_assert!(matches!(result, Err(Error::NotEligible { .. })), "a registered owner cannot be resent to");
                         } else {
                             prop_assert_eq!(result.unwrap().sent, 1);
                             let copies = w.transport.messages_to(&addr("e0@example.org"));
@@ -65,10 +65,11 @@ proptest! {
                     }
                     Op::Redeem(i) | Op::Verify(i) if i >= tokens.len() => {
                         let fake = "A".repeat(43);
-                        prop_assert!(matches!(
+                        let unknown = matches!(
                             w.service.redeem(&fake).await,
                             Err(Error::InvalidToken { reason: TokenRejection::Unknown })
-                        ));
+                        );
+                        prop_assert!(unknown, "a token never issued is unknown");
                     }
                     Op::Redeem(i) | Op::Verify(i) => {
                         let newest = i + 1 == tokens.len();

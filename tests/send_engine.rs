@@ -11,7 +11,7 @@ use futures::StreamExt;
 use owner_access::adapters::memory::Fault;
 use owner_access::domain::DeliveryState;
 use owner_access::{
-    OwnerRepository, Progress, RunControl, SendOptions, Selection, StopReason, StopSignal,
+    OwnerRepository, Progress, RunControl, Selection, SendOptions, StopReason, StopSignal,
 };
 
 async fn review_for(w: &World, n: usize) -> owner_access::Review {
@@ -23,7 +23,8 @@ async fn review_for(w: &World, n: usize) -> owner_access::Review {
 #[tokio::test]
 async fn transient_errors_are_retried_with_growing_backoff() {
     let w = world(3).await;
-    w.transport.fail_address_times(&addr("e1@example.org"), Fault::Transient, 2);
+    w.transport
+        .fail_address_times(&addr("e1@example.org"), Fault::Transient, 2);
     let report = w.service.send(review_for(&w, 3).await).await.unwrap();
     assert_eq!(report.sent, 3);
     assert_eq!(w.transport.attempts_to(&addr("e1@example.org")), 3);
@@ -36,16 +37,26 @@ async fn transient_errors_are_retried_with_growing_backoff() {
 #[tokio::test]
 async fn retries_run_out_then_the_owner_fails_and_the_batch_goes_on() {
     let w = world(4).await;
-    w.transport.fail_address(&addr("e2@example.org"), Fault::Transient);
-    w.transport.fail_address(&addr("e3@example.org"), Fault::Permanent);
+    w.transport
+        .fail_address(&addr("e2@example.org"), Fault::Transient);
+    w.transport
+        .fail_address(&addr("e3@example.org"), Fault::Permanent);
     let report = w.service.send(review_for(&w, 4).await).await.unwrap();
     assert_eq!(report.sent, 2);
     let failed: Vec<_> = report.failed.iter().map(|f| f.owner.to_string()).collect();
     assert_eq!(failed, ["e2", "e3"]);
-    assert!(report.failed[0].error.contains("451"), "{}", report.failed[0].error);
+    assert!(
+        report.failed[0].error.contains("451"),
+        "{}",
+        report.failed[0].error
+    );
     assert!(report.failed[1].error.contains("550"));
     assert_eq!(w.transport.attempts_to(&addr("e2@example.org")), 3);
-    assert_eq!(w.transport.attempts_to(&addr("e3@example.org")), 1, "no retry of a 5xx");
+    assert_eq!(
+        w.transport.attempts_to(&addr("e3@example.org")),
+        1,
+        "no retry of a 5xx"
+    );
     assert!(report.stopped.is_none());
 
     // Retrying the failed owners is one call, and sends to nobody else.
@@ -64,17 +75,33 @@ async fn a_fatal_error_stops_the_batch_and_leaves_the_rest_pending() {
     let w = world(10).await;
     w.transport.fail_all(Fault::Fatal);
     let report = w.service.send(review_for(&w, 10).await).await.unwrap();
-    assert!(matches!(report.stopped, Some(StopReason::Fatal { .. })), "{:?}", report.stopped);
+    assert!(
+        matches!(report.stopped, Some(StopReason::Fatal { .. })),
+        "{:?}",
+        report.stopped
+    );
     assert_eq!(report.sent, 0);
     assert!(report.failed.is_empty(), "a fatal error fails no owner");
     assert_eq!(report.pending, 10);
-    assert!(w.transport.attempts() <= 4, "no more than the in-flight messages were tried");
+    assert!(
+        w.transport.attempts() <= 4,
+        "no more than the in-flight messages were tried"
+    );
 
     w.transport.clear_faults();
-    let resumed = w.service.resume(report.batch.as_ref().unwrap()).await.unwrap();
+    let resumed = w
+        .service
+        .resume(report.batch.as_ref().unwrap())
+        .await
+        .unwrap();
     assert_eq!((resumed.sent, resumed.pending), (10, 0));
     for i in 0..10 {
-        assert_eq!(w.transport.messages_to(&addr(&format!("e{i}@example.org"))).len(), 1);
+        assert_eq!(
+            w.transport
+                .messages_to(&addr(&format!("e{i}@example.org")))
+                .len(),
+            1
+        );
     }
 }
 
@@ -83,18 +110,27 @@ async fn an_unreachable_server_stops_the_batch_without_failing_owners() {
     let w = world(20).await;
     w.transport.fail_all(Fault::Connection);
     let report = w.service.send(review_for(&w, 20).await).await.unwrap();
-    assert!(matches!(report.stopped, Some(StopReason::Unreachable { .. })), "{:?}", report.stopped);
+    assert!(
+        matches!(report.stopped, Some(StopReason::Unreachable { .. })),
+        "{:?}",
+        report.stopped
+    );
     assert!(report.failed.is_empty());
     assert_eq!(report.pending, 20);
     w.transport.clear_faults();
-    let resumed = w.service.resume(report.batch.as_ref().unwrap()).await.unwrap();
+    let resumed = w
+        .service
+        .resume(report.batch.as_ref().unwrap())
+        .await
+        .unwrap();
     assert_eq!(resumed.sent, 20);
 }
 
 #[tokio::test]
 async fn a_lost_reply_means_a_second_copy_with_the_same_message_id_and_link() {
     let w = world(3).await;
-    w.transport.fail_address_times(&addr("e1@example.org"), Fault::LostReply, 1);
+    w.transport
+        .fail_address_times(&addr("e1@example.org"), Fault::LostReply, 1);
     let report = w.service.send(review_for(&w, 3).await).await.unwrap();
     assert_eq!(report.sent, 3);
     let copies = w.transport.messages_to(&addr("e1@example.org"));
@@ -107,7 +143,14 @@ async fn a_lost_reply_means_a_second_copy_with_the_same_message_id_and_link() {
 
 #[tokio::test]
 async fn a_stop_signal_finishes_in_flight_messages_and_resume_sends_the_rest_once() {
-    let w = world_with(mixed_owners(40), SendOptions { concurrency: 2, ..fast_options() }).await;
+    let w = world_with(
+        mixed_owners(40),
+        SendOptions {
+            concurrency: 2,
+            ..fast_options()
+        },
+    )
+    .await;
     let stop = StopSignal::new();
     let trigger = stop.clone();
     let sent = Arc::new(Mutex::new(0usize));
@@ -121,9 +164,17 @@ async fn a_stop_signal_finishes_in_flight_messages_and_resume_sends_the_rest_onc
             }
         }
     });
-    let report = w.service.send_with(review_for(&w, 40).await, control).await.unwrap();
+    let report = w
+        .service
+        .send_with(review_for(&w, 40).await, control)
+        .await
+        .unwrap();
     assert_eq!(report.stopped, Some(StopReason::Cancelled));
-    assert!(report.sent >= 5 && report.sent <= 7, "in-flight ones finish: {}", report.sent);
+    assert!(
+        report.sent >= 5 && report.sent <= 7,
+        "in-flight ones finish: {}",
+        report.sent
+    );
     assert_eq!(report.sent + report.pending, 40);
     let batch = report.batch.clone().unwrap();
     let claimed = w
@@ -151,39 +202,74 @@ async fn claims_of_a_dead_process_are_taken_over_after_the_lease_or_at_once_afte
     w.transport.clear_faults();
     // Another "process" claims two deliveries and dies.
     let now = owner_access::Clock::now(w.clock.as_ref());
-    let taken = w.repo.claim_deliveries(&batch, 2, now, now - Duration::from_secs(1)).await.unwrap();
+    let taken = w
+        .repo
+        .claim_deliveries(&batch, 2, now, now - Duration::from_secs(1))
+        .await
+        .unwrap();
     assert_eq!(taken.len(), 2);
 
     let first = w.service.resume(&batch).await.unwrap();
-    assert_eq!((first.sent, first.pending), (4, 2), "fresh claims are left alone");
-    let second = w.service.resume_after_crash(&batch, RunControl::new()).await.unwrap();
+    assert_eq!(
+        (first.sent, first.pending),
+        (4, 2),
+        "fresh claims are left alone"
+    );
+    w.clock.advance(Duration::from_secs(1));
+    let second = w
+        .service
+        .resume_after_crash(&batch, RunControl::new())
+        .await
+        .unwrap();
     assert_eq!((second.sent, second.pending), (6, 0));
     assert_eq!(w.transport.len(), 6);
 }
 
 #[tokio::test]
 async fn concurrency_is_bounded() {
-    let repo_world = world_with(mixed_owners(24), SendOptions { concurrency: 3, ..fast_options() }).await;
+    let repo_world = world_with(
+        mixed_owners(24),
+        SendOptions {
+            concurrency: 3,
+            ..fast_options()
+        },
+    )
+    .await;
     let w = World {
-        transport: Arc::new(owner_access::InMemoryTransport::new().with_latency(Duration::from_millis(20))),
+        transport: Arc::new(
+            owner_access::InMemoryTransport::new().with_latency(Duration::from_millis(20)),
+        ),
         ..repo_world
     };
     let service = owner_access::OwnerAccess::builder(w.repo.clone(), w.transport.clone())
         .sender("no-reply@portal.example.com")
         .portal_url(PORTAL)
-        .send_options(SendOptions { concurrency: 3, ..fast_options() })
+        .send_options(SendOptions {
+            concurrency: 3,
+            ..fast_options()
+        })
         .build()
         .unwrap();
     let selection: Selection = (0..24).map(|i| oid(&format!("e{i}"))).collect();
     let invite = service.compose(&w.community, &selection).await.unwrap();
-    let report = service.send(service.review(&invite).await.unwrap()).await.unwrap();
+    let report = service
+        .send(service.review(&invite).await.unwrap())
+        .await
+        .unwrap();
     assert_eq!(report.sent, 24);
     assert_eq!(w.transport.max_in_flight(), 3);
 }
 
 #[tokio::test]
 async fn the_rate_limit_spaces_messages_out() {
-    let w = world_with(mixed_owners(11), SendOptions { rate_per_second: Some(5.0), ..fast_options() }).await;
+    let w = world_with(
+        mixed_owners(11),
+        SendOptions {
+            rate_per_second: Some(5.0),
+            ..fast_options()
+        },
+    )
+    .await;
     let report = w.service.send(review_for(&w, 11).await).await.unwrap();
     assert_eq!(report.sent, 11);
     let waited: Duration = w.clock.sleeps().iter().sum();
@@ -193,16 +279,41 @@ async fn the_rate_limit_spaces_messages_out() {
 #[tokio::test]
 async fn progress_events_come_as_a_stream() {
     let w = world(5).await;
-    w.transport.fail_address_times(&addr("e0@example.org"), Fault::Transient, 1);
-    w.transport.fail_address(&addr("e4@example.org"), Fault::Permanent);
+    w.transport
+        .fail_address_times(&addr("e0@example.org"), Fault::Transient, 1);
+    w.transport
+        .fail_address(&addr("e4@example.org"), Fault::Permanent);
     let (control, events) = RunControl::channel();
-    let report = w.service.send_with(review_for(&w, 5).await, control).await.unwrap();
+    let report = w
+        .service
+        .send_with(review_for(&w, 5).await, control)
+        .await
+        .unwrap();
     let events: Vec<Progress> = events.collect().await;
-    assert!(matches!(events.first(), Some(Progress::Queued { pending: 5, .. })));
-    assert!(matches!(events.last(), Some(Progress::Finished { sent: 4, failed: 1, pending: 0 })));
-    let sent = events.iter().filter(|e| matches!(e, Progress::Sent { .. })).count();
-    let retried = events.iter().filter(|e| matches!(e, Progress::Retrying { .. })).count();
-    let failed = events.iter().filter(|e| matches!(e, Progress::Failed { .. })).count();
+    assert!(matches!(
+        events.first(),
+        Some(Progress::Queued { pending: 5, .. })
+    ));
+    assert!(matches!(
+        events.last(),
+        Some(Progress::Finished {
+            sent: 4,
+            failed: 1,
+            pending: 0
+        })
+    ));
+    let sent = events
+        .iter()
+        .filter(|e| matches!(e, Progress::Sent { .. }))
+        .count();
+    let retried = events
+        .iter()
+        .filter(|e| matches!(e, Progress::Retrying { .. }))
+        .count();
+    let failed = events
+        .iter()
+        .filter(|e| matches!(e, Progress::Failed { .. }))
+        .count();
     assert_eq!((sent, retried, failed), (4, 1, 1));
     assert_eq!(report.sent, 4);
 }

@@ -1,3 +1,10 @@
-//! Reference adapters shipped with the crate.
+//! Reference adapters for the two ports.
+//!
+//! | Adapter | Port | Use |
+//! |---|---|---|
+//! | [`InMemoryRepository`](memory::InMemoryRepository) | [`OwnerRepository`](crate::OwnerRepository) | demos, small deployments, tests |
+//! | [`InMemoryTransport`](memory::InMemoryTransport) | [`MailTransport`](crate::MailTransport) | tests: records messages, injects faults |
+//! | [`FileOutbox`](outbox::FileOutbox) | [`MailTransport`](crate::MailTransport) | one `.eml` file per message |
 
+pub mod memory;
 pub mod outbox;

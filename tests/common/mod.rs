@@ -8,7 +8,10 @@ use std::time::Duration;
 use owner_access::domain::{
     AccessStatus, Community, CommunityId, EmailAddress, Owner, OwnerId, PropertyId, Timestamp,
 };
-use owner_access::{InMemoryRepository, InMemoryTransport, ManualClock, OwnerAccess, OwnerRepository, RetryPolicy, SendOptions};
+use owner_access::{
+    InMemoryRepository, InMemoryTransport, ManualClock, OwnerAccess, OwnerRepository, RetryPolicy,
+    SendOptions,
+};
 
 pub const PORTAL: &str = "https://portal.example.com/register";
 
@@ -58,7 +61,9 @@ pub fn mixed_owners(eligible: usize) -> Vec<Owner> {
     owners.push(owner("bad", Some("not-an-address")));
     owners.push(owner("shared1", Some("family@example.org")));
     owners.push(owner("shared2", Some(" FAMILY@example.org ")));
-    owners.push(owner("reg", Some("reg@example.org")).with_access(AccessStatus::Registered { at: None }));
+    owners.push(
+        owner("reg", Some("reg@example.org")).with_access(AccessStatus::Registered { at: None }),
+    );
     owners
 }
 
@@ -68,7 +73,8 @@ pub async fn world_with(owners: Vec<Owner>, options: SendOptions) -> World {
     let clock = Arc::new(ManualClock::new(t0()));
     let community = CommunityId::new("c1").unwrap();
     repo.upsert_community(
-        &Community::new(community.clone(), "Maple Grove HOA").with_reply_to(addr("board@maplegrove.example.org")),
+        &Community::new(community.clone(), "Maple Grove HOA")
+            .with_reply_to(addr("board@maplegrove.example.org")),
     )
     .await
     .unwrap();
@@ -80,7 +86,13 @@ pub async fn world_with(owners: Vec<Owner>, options: SendOptions) -> World {
         .send_options(options)
         .build()
         .unwrap();
-    World { repo, transport, clock, service, community }
+    World {
+        repo,
+        transport,
+        clock,
+        service,
+        community,
+    }
 }
 
 pub async fn world(eligible: usize) -> World {

@@ -1,0 +1,2269 @@
+//! Conformance suites any adapter can run against itself (feature `testing`).
+//!
+//! **Not semver-stable**: checks are added and tightened in minor releases, as the
+//! contracts they check are clarified.
+//!
+//! Each check is a plain async function taking the adapter as a trait object and
+//! returning a [`Failure`] naming the check and what went wrong. Repository checks
+//! expect an empty repository and use fixed timestamps, never the system clock.
+//! [`repository_conformance`] runs all of them, each on a fresh repository, and
+//! [`transport_conformance`] runs the transport checks against a transport and a
+//! [`Sink`] that reads what arrived.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use owner_access::testing::{repository_conformance, transport_conformance};
+//! use owner_access::{InMemoryRepository, InMemoryTransport};
+//!
+//! repository_conformance(|| async { InMemoryRepository::new() }).await.unwrap();
+//! let transport = InMemoryTransport::new();
+//! transport_conformance(&transport, &transport).await.unwrap();
+//! # });
+//! ```
+//!
+//! Concurrency checks interleave calls on one task (`join!`, `join_all`), so an adapter
+//! that is not compare-and-set shows it wherever it awaits between its read and its
+//! write, as any adapter over a database or a file does.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::future::join_all;
+
+use crate::adapters::memory::InMemoryTransport;
+use crate::domain::{
+    AccessStatus, ActivityEntry, ActivityKind, Batch, BatchId, Community, CommunityId, Delivery,
+    DeliveryCounts, DeliveryOutcome, DeliveryState, Draft, DraftId, EmailAddress, Mailbox,
+    NewBatch, Owner, OwnerId, Page, PropertyId, Timestamp, TokenHash, TokenRecord, TokenRejection,
+    TokenState,
+};
+use crate::eligibility::{AccessFilter, EmailFilter, OwnerFilter};
+use crate::invite::{Attachment, Invite};
+use crate::repository::{EmailEdit, OwnerRepository, RedeemOutcome, RepoResult, RepositoryError};
+use crate::selection::Selection;
+use crate::transport::{Envelope, MailTransport};
+
+/// A conformance check that did not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The check's name (its function's name).
+    pub check: &'static str,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.check, self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// What a check returns.
+pub type CheckResult = Result<(), Failure>;
+
+/// Builds failures for one check.
+#[derive(Clone, Copy)]
+struct Ctx(&'static str);
+
+impl Ctx {
+    fn fail(self, message: impl Into<String>) -> Failure {
+        Failure {
+            check: self.0,
+            message: message.into(),
+        }
+    }
+
+    fn ok<T>(self, result: RepoResult<T>, doing: &str) -> Result<T, Failure> {
+        result.map_err(|e| self.fail(format!("{doing}: unexpected error: {e}")))
+    }
+
+    fn ensure(self, condition: bool, message: impl FnOnce() -> String) -> CheckResult {
+        if condition {
+            Ok(())
+        } else {
+            Err(self.fail(message()))
+        }
+    }
+
+    fn eq<T: PartialEq + fmt::Debug>(self, got: T, want: T, what: &str) -> CheckResult {
+        self.ensure(got == want, || {
+            format!("{what}: got {got:?}, expected {want:?}")
+        })
+    }
+
+    /// The call must fail with the kind `is_kind` accepts.
+    fn err<T: fmt::Debug>(
+        self,
+        result: RepoResult<T>,
+        kind: &str,
+        is_kind: impl Fn(&RepositoryError) -> bool,
+        doing: &str,
+    ) -> CheckResult {
+        match result {
+            Err(e) if is_kind(&e) => Ok(()),
+            Err(e) => Err(self.fail(format!("{doing}: expected {kind}, got error {e}"))),
+            Ok(v) => Err(self.fail(format!("{doing}: expected {kind}, got Ok({v:?})"))),
+        }
+    }
+}
+
+fn is_not_found(e: &RepositoryError) -> bool {
+    matches!(e, RepositoryError::NotFound { .. })
+}
+fn is_already_exists(e: &RepositoryError) -> bool {
+    matches!(e, RepositoryError::AlreadyExists { .. })
+}
+fn is_precondition(e: &RepositoryError) -> bool {
+    matches!(e, RepositoryError::Precondition { .. })
+}
+
+// ---------------------------------------------------------------------------------
+// Fixtures.
+
+const T0: i64 = 1_800_000_000;
+
+/// A fixed time: `T0 + seconds`.
+fn t(seconds: i64) -> Timestamp {
+    Timestamp::from_unix_seconds(T0 + seconds)
+}
+
+fn cid(id: &str) -> CommunityId {
+    CommunityId::new(id).expect("fixture id")
+}
+
+fn oid(id: &str) -> OwnerId {
+    OwnerId::new(id).expect("fixture id")
+}
+
+fn bid(id: &str) -> BatchId {
+    BatchId::new(id).expect("fixture id")
+}
+
+fn addr(raw: &str) -> EmailAddress {
+    EmailAddress::parse(raw).expect("fixture address")
+}
+
+fn owner(id: &str, community: &str, email: Option<&str>) -> Owner {
+    let o = Owner::new(
+        oid(id),
+        cid(community),
+        PropertyId::new(format!("p-{id}")).expect("fixture id"),
+        "Ann",
+        format!("Lee {id}"),
+    )
+    .with_property_address(format!("{id} Oak Avenue"));
+    match email {
+        Some(e) => o.with_primary_email(e),
+        None => o,
+    }
+}
+
+fn invited(expires_at: Timestamp) -> AccessStatus {
+    AccessStatus::Invited {
+        first_at: t(-1000),
+        last_at: t(-500),
+        count: 2,
+        expires_at,
+    }
+}
+
+fn invite(community: &str) -> Invite {
+    Invite {
+        community: cid(community),
+        selection: Selection::of([oid("o1"), oid("o2")]),
+        subject: "Register for the {{community.name}} owner portal".into(),
+        text_body: "Hello {{owner.first_name}},\n\n{{registration_link}}\n".into(),
+        html_body: None,
+        reply_to: Some("board@example.org".into()),
+        summary_to: None,
+        attachments: Vec::new(),
+        draft: None,
+    }
+}
+
+fn batch(id: &str, community: &str, created_at: Timestamp) -> Batch {
+    Batch {
+        id: bid(id),
+        community: cid(community),
+        invite: invite(community),
+        sender: Mailbox::parse("Oak HOA <hoa@example.org>").expect("fixture mailbox"),
+        portal_url: "https://portal.example.org/register".into(),
+        token_ttl_seconds: 14 * 24 * 3600,
+        created_at,
+        resend: false,
+    }
+}
+
+fn new_batch(id: &str, community: &str, owners: &[&str], at: Timestamp) -> NewBatch {
+    NewBatch {
+        batch: batch(id, community, at),
+        deliveries: owners
+            .iter()
+            .map(|o| (oid(o), addr(&format!("{o}@example.org"))))
+            .collect(),
+        activity: ActivityEntry {
+            community: cid(community),
+            at,
+            kind: ActivityKind::BatchCreated {
+                batch: bid(id),
+                recipients: owners.len(),
+                excluded: 0,
+                resend: false,
+            },
+        },
+    }
+}
+
+fn hash(n: u64) -> TokenHash {
+    let mut bytes = [0x5a; 32];
+    bytes[..8].copy_from_slice(&n.to_be_bytes());
+    TokenHash(bytes)
+}
+
+fn token(
+    n: u64,
+    owner: &str,
+    batch: &str,
+    issued_at: Timestamp,
+    expires_at: Timestamp,
+) -> TokenRecord {
+    TokenRecord {
+        hash: hash(n),
+        owner: oid(owner),
+        batch: bid(batch),
+        issued_at,
+        expires_at,
+        state: TokenState::Live,
+    }
+}
+
+fn mass_edit(community: &str, at: Timestamp, changed: usize) -> ActivityEntry {
+    ActivityEntry {
+        community: cid(community),
+        at,
+        kind: ActivityKind::MassEdit { changed },
+    }
+}
+
+fn edit(owner: &str, email: Option<&str>) -> EmailEdit {
+    EmailEdit {
+        owner: oid(owner),
+        email: email.map(str::to_owned),
+    }
+}
+
+fn ids(owners: &[Owner]) -> BTreeSet<String> {
+    owners.iter().map(|o| o.id.to_string()).collect()
+}
+
+async fn token_state(c: Ctx, repo: &dyn OwnerRepository, n: u64) -> Result<TokenState, Failure> {
+    c.ok(repo.token(&hash(n)).await, "token")?
+        .map(|t| t.state)
+        .ok_or_else(|| c.fail(format!("token {n} is missing")))
+}
+
+async fn get_owner(c: Ctx, repo: &dyn OwnerRepository, id: &str) -> Result<Owner, Failure> {
+    c.ok(repo.owner(&oid(id)).await, "owner")?
+        .ok_or_else(|| c.fail(format!("owner `{id}` is missing")))
+}
+
+async fn all_activity(
+    c: Ctx,
+    repo: &dyn OwnerRepository,
+    community: &str,
+) -> Result<Vec<ActivityEntry>, Failure> {
+    c.ok(
+        repo.activity(&cid(community), Page::first(10_000)).await,
+        "activity",
+    )
+}
+
+/// The counts must agree with the deliveries' states.
+async fn check_counts(c: Ctx, repo: &dyn OwnerRepository, batch: &str) -> CheckResult {
+    let deliveries = c.ok(repo.deliveries(&bid(batch)).await, "deliveries")?;
+    let mut want = DeliveryCounts::default();
+    for d in &deliveries {
+        want.add(&d.state);
+    }
+    let got = c.ok(repo.delivery_counts(&bid(batch)).await, "delivery_counts")?;
+    c.eq(got, want, "delivery_counts against the deliveries' states")
+}
+
+async fn delivery(
+    c: Ctx,
+    repo: &dyn OwnerRepository,
+    batch: &str,
+    owner: &str,
+) -> Result<Delivery, Failure> {
+    c.ok(repo.deliveries(&bid(batch)).await, "deliveries")?
+        .into_iter()
+        .find(|d| d.owner.as_str() == owner)
+        .ok_or_else(|| c.fail(format!("delivery `{batch}/{owner}` is missing")))
+}
+
+fn outcome_name(outcome: &RedeemOutcome) -> String {
+    match outcome {
+        RedeemOutcome::Redeemed { .. } => "Redeemed".into(),
+        RedeemOutcome::Rejected(reason) => format!("Rejected({reason:?})"),
+    }
+}
+
+fn sent(expires_at: Timestamp, attempts: u32) -> DeliveryOutcome {
+    DeliveryOutcome::Sent {
+        expires_at,
+        attempts,
+    }
+}
+
+fn failed(error: &str, attempts: u32) -> DeliveryOutcome {
+    DeliveryOutcome::Failed {
+        error: error.into(),
+        attempts,
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Communities and owners.
+
+/// `upsert_community` / `community`: round trip, replace, missing is `None`.
+pub async fn communities_round_trip(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("communities_round_trip");
+    c.eq(
+        c.ok(repo.community(&cid("c1")).await, "community")?,
+        None,
+        "missing community",
+    )?;
+    let oak = Community::new(cid("c1"), "Oak HOA").with_reply_to(addr("board@oak.example.org"));
+    c.ok(repo.upsert_community(&oak).await, "upsert_community")?;
+    c.eq(
+        c.ok(repo.community(&cid("c1")).await, "community")?,
+        Some(oak),
+        "stored community",
+    )?;
+    let renamed = Community::new(cid("c1"), "Oak Condominium");
+    c.ok(repo.upsert_community(&renamed).await, "upsert_community")?;
+    c.eq(
+        c.ok(repo.community(&cid("c1")).await, "community")?,
+        Some(renamed),
+        "replaced community",
+    )
+}
+
+/// `upsert_owners` / `owner` / `owners`: round trip, addresses stored as given
+/// (invalid or shared), missing ids left out.
+pub async fn owners_round_trip(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("owners_round_trip");
+    let stored = vec![
+        owner("a", "c1", Some("ann@example.org")),
+        owner("b", "c1", Some("not an email")),
+        owner("c", "c2", Some("  ANN@example.org ")),
+        owner("d", "c1", None),
+    ];
+    c.ok(repo.upsert_owners(&stored, t(0)).await, "upsert_owners")?;
+    for o in &stored {
+        c.eq(
+            c.ok(repo.owner(&o.id).await, "owner")?.as_ref(),
+            Some(o),
+            "owner as stored",
+        )?;
+    }
+    c.eq(
+        c.ok(repo.owner(&oid("zz")).await, "owner")?,
+        None,
+        "missing owner",
+    )?;
+    let got = c.ok(
+        repo.owners(&[oid("c"), oid("zz"), oid("a")]).await,
+        "owners",
+    )?;
+    c.eq(got.len(), 2, "owners() count")?;
+    for o in &got {
+        c.ensure(stored.contains(o), || format!("owners() returned {o:?}"))?;
+    }
+    c.eq(
+        ids(&got),
+        ["a", "c"].map(String::from).into(),
+        "owners() ids",
+    )
+}
+
+/// `upsert_owners` stores [`Owner::merge_from_host`]: registration is sticky, an
+/// invitation in progress is kept, a host saying "registered" wins; host data is
+/// replaced.
+pub async fn upsert_merge_rules(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("upsert_merge_rules");
+    let before = vec![
+        owner("reg", "c1", Some("reg@example.org"))
+            .with_access(AccessStatus::Registered { at: Some(t(-50)) }),
+        owner("inv", "c1", Some("inv@example.org")).with_access(invited(t(100))),
+        owner("host", "c1", Some("host@example.org")).with_access(invited(t(100))),
+        owner("new", "c1", None),
+    ];
+    c.ok(repo.upsert_owners(&before, t(0)).await, "upsert_owners")?;
+    let incoming = vec![
+        owner("reg", "c1", Some("reg@example.org")),
+        owner("inv", "c1", Some("inv@example.org")),
+        owner("host", "c1", Some("host@example.org"))
+            .with_access(AccessStatus::Registered { at: None }),
+        owner("new", "c1", Some("new@example.org")),
+    ];
+    let incoming: Vec<Owner> = incoming
+        .into_iter()
+        .map(|mut o| {
+            o.first_name = "Renamed".into();
+            o
+        })
+        .collect();
+    c.ok(repo.upsert_owners(&incoming, t(10)).await, "upsert_owners")?;
+    for (old, new) in before.iter().zip(&incoming) {
+        let (want, _) = Owner::merge_from_host(Some(old), new);
+        c.eq(
+            get_owner(c, repo, old.id.as_str()).await?,
+            want,
+            "merged owner",
+        )?;
+    }
+    let reg = get_owner(c, repo, "reg").await?;
+    c.ensure(reg.is_registered() && reg.first_name == "Renamed", || {
+        format!("a registered owner must stay registered and take host data: {reg:?}")
+    })
+}
+
+/// `upsert_owners` revokes the owner's live tokens at `now` when the primary email
+/// changes (compared normalised), and only then.
+pub async fn upsert_email_change_revokes_tokens(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("upsert_email_change_revokes_tokens");
+    let a = owner("a", "c1", Some("ann@example.org"));
+    let b = owner("b", "c1", Some("bob@example.org"));
+    c.ok(
+        repo.upsert_owners(&[a.clone(), b.clone()], t(0)).await,
+        "upsert_owners",
+    )?;
+    c.ok(
+        repo.issue_token(&token(1, "a", "b1", t(1), t(1000))).await,
+        "issue_token",
+    )?;
+    c.ok(
+        repo.issue_token(&token(2, "b", "b1", t(1), t(1000))).await,
+        "issue_token",
+    )?;
+    let same = a.clone().with_primary_email("  ANN@Example.org ");
+    c.ok(repo.upsert_owners(&[same], t(20)).await, "upsert_owners")?;
+    c.eq(
+        token_state(c, repo, 1).await?,
+        TokenState::Live,
+        "token after an upsert with the same address in other case",
+    )?;
+    let moved = a.with_primary_email("ann.lee@example.org");
+    c.ok(
+        repo.upsert_owners(&[moved, b], t(50)).await,
+        "upsert_owners",
+    )?;
+    c.eq(
+        token_state(c, repo, 1).await?,
+        TokenState::Revoked { at: t(50) },
+        "token after the owner's email changed",
+    )?;
+    c.eq(
+        token_state(c, repo, 2).await?,
+        TokenState::Live,
+        "another owner's token",
+    )
+}
+
+/// `upsert_owners` is one step: a reader running alongside sees all of it or none.
+pub async fn upsert_is_all_or_nothing(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("upsert_is_all_or_nothing");
+    let n = 100;
+    let old: Vec<Owner> = (0..n)
+        .map(|i| owner(&format!("old{i:03}"), "c1", None))
+        .collect();
+    c.ok(repo.upsert_owners(&old, t(0)).await, "upsert_owners")?;
+    let mut update: Vec<Owner> = old
+        .iter()
+        .cloned()
+        .map(|mut o| {
+            o.first_name = "New".into();
+            o
+        })
+        .collect();
+    update.extend((0..n).map(|i| owner(&format!("new{i:03}"), "c1", None)));
+    let all_ids: Vec<OwnerId> = update.iter().map(|o| o.id.clone()).collect();
+    let done = AtomicBool::new(false);
+    let writer = async {
+        let r = repo.upsert_owners(&update, t(10)).await;
+        done.store(true, Ordering::SeqCst);
+        r
+    };
+    let reader = async {
+        let mut seen = Vec::new();
+        loop {
+            let finished = done.load(Ordering::SeqCst);
+            let owners = repo.owners(&all_ids).await?;
+            let renamed = owners.iter().filter(|o| o.first_name == "New").count();
+            let present = owners.len();
+            seen.push((renamed, present));
+            if finished {
+                return Ok::<_, RepositoryError>(seen);
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    let (written, seen) = futures::join!(writer, reader);
+    c.ok(written, "upsert_owners")?;
+    let seen = c.ok(seen, "owners")?;
+    for (renamed, present) in &seen {
+        c.ensure(
+            (*renamed, *present) == (0, n) || (*renamed, *present) == (n, 2 * n),
+            || {
+                format!(
+                    "a reader saw a partial upsert: {renamed} of {n} owners updated, \
+                     {present} of {} present",
+                    2 * n
+                )
+            },
+        )?;
+    }
+    c.eq(seen.last().copied(), Some((n, 2 * n)), "final state")
+}
+
+/// `community_owners` returns exactly the community's owners for which
+/// [`OwnerFilter::matches`] holds, for every filter and several `now`s (an
+/// invitation valid at one and expired at another), and follows owners that move
+/// between communities.
+pub async fn community_owners_filters(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("community_owners_filters");
+    let c1 = vec![
+        owner("n1", "c1", Some("n1@example.org")).with_property_address("12 Elm Street"),
+        owner("n2", "c1", None),
+        owner("n3", "c1", Some("   ")),
+        owner("i1", "c1", Some("i1@example.org")).with_access(invited(t(100))),
+        owner("i2", "c1", Some("bad address")).with_access(invited(t(10))),
+        owner("r1", "c1", Some("R1@Example.org"))
+            .with_access(AccessStatus::Registered { at: Some(t(0)) }),
+        owner("r2", "c1", None).with_access(AccessStatus::Registered { at: None }),
+    ];
+    let others = vec![
+        owner("x1", "c2", Some("x1@example.org")),
+        owner("m1", "c2", Some("m1@example.org")).with_access(invited(t(30))),
+    ];
+    c.ok(repo.upsert_owners(&c1, t(0)).await, "upsert_owners")?;
+    c.ok(repo.upsert_owners(&others, t(0)).await, "upsert_owners")?;
+    // m1 moves from c2 to c1.
+    let moved = owner("m1", "c1", Some("m1@example.org"));
+    c.ok(repo.upsert_owners(&[moved], t(1)).await, "upsert_owners")?;
+    let mut members = Vec::new();
+    for id in ["n1", "n2", "n3", "i1", "i2", "r1", "r2", "m1"] {
+        members.push(get_owner(c, repo, id).await?);
+    }
+    let mut filters = Vec::new();
+    for access in [
+        AccessFilter::All,
+        AccessFilter::Unregistered,
+        AccessFilter::Invited,
+        AccessFilter::Registered,
+    ] {
+        for email in [
+            EmailFilter::Any,
+            EmailFilter::WithEmail,
+            EmailFilter::WithoutEmail,
+        ] {
+            for search in [None, Some("elm"), Some("LEE I"), Some("example.org")] {
+                filters.push(OwnerFilter {
+                    access,
+                    email,
+                    search: search.map(String::from),
+                });
+            }
+        }
+    }
+    for now in [t(0), t(20), t(50), t(200)] {
+        for filter in &filters {
+            let got = c.ok(
+                repo.community_owners(&cid("c1"), filter, now).await,
+                "community_owners",
+            )?;
+            c.eq(
+                got.len(),
+                ids(&got).len(),
+                "community_owners without duplicates",
+            )?;
+            let want: Vec<Owner> = members
+                .iter()
+                .filter(|o| filter.matches(o, now))
+                .cloned()
+                .collect();
+            c.ensure(ids(&got) == ids(&want), || {
+                format!(
+                    "community_owners(c1, {filter:?}, now = T0+{}s): got {:?}, expected {:?}",
+                    now.unix_seconds() - T0,
+                    ids(&got),
+                    ids(&want)
+                )
+            })?;
+            for o in &got {
+                c.ensure(members.contains(o), || {
+                    format!("returned a stale record {o:?}")
+                })?;
+            }
+        }
+    }
+    let c2 = c.ok(
+        repo.community_owners(&cid("c2"), &OwnerFilter::all(), t(0))
+            .await,
+        "community_owners",
+    )?;
+    c.eq(ids(&c2), ["x1".to_owned()].into(), "c2 after m1 moved away")?;
+    let none = c.ok(
+        repo.community_owners(&cid("nowhere"), &OwnerFilter::all(), t(0))
+            .await,
+        "community_owners",
+    )?;
+    c.eq(none.len(), 0, "owners of an unknown community")
+}
+
+/// `email_holders`: every holder in every community, keys compared trimmed and
+/// case-folded, invalid addresses included, kept in step with upserts.
+pub async fn email_holders_rules(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("email_holders_rules");
+    let owners = vec![
+        owner("a", "c1", Some("Ann@Example.org ")),
+        owner("b", "c1", Some(" ann@example.ORG")),
+        owner("c", "c2", Some("ann@example.org")),
+        owner("d", "c1", Some("not-an-email")),
+        owner("e", "c2", Some("NOT-AN-EMAIL  ")),
+        owner("f", "c1", None),
+        owner("g", "c1", Some("   ")),
+        owner("h", "c1", Some("other@example.org")),
+    ];
+    c.ok(repo.upsert_owners(&owners, t(0)).await, "upsert_owners")?;
+    let holders = |keys: &[&str]| {
+        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        async move {
+            let got = c.ok(repo.email_holders(&keys).await, "email_holders")?;
+            let set: BTreeSet<(String, String, String)> = got
+                .iter()
+                .map(|h| (h.key.clone(), h.owner.to_string(), h.property.to_string()))
+                .collect();
+            c.eq(got.len(), set.len(), "email_holders without duplicates")?;
+            Ok::<_, Failure>(set)
+        }
+    };
+    let row = |k: &str, o: &str| (k.to_owned(), o.to_owned(), format!("p-{o}"));
+    let got = holders(&["ann@example.org", "not-an-email", "nobody@example.org"]).await?;
+    let want: BTreeSet<_> = [
+        row("ann@example.org", "a"),
+        row("ann@example.org", "b"),
+        row("ann@example.org", "c"),
+        row("not-an-email", "d"),
+        row("not-an-email", "e"),
+    ]
+    .into();
+    c.eq(got, want, "holders of ann@example.org and not-an-email")?;
+    c.eq(holders(&[]).await?, BTreeSet::new(), "holders of no key")?;
+    // The index follows upserts.
+    let moved = owner("a", "c1", Some("NEW@example.org"));
+    c.ok(repo.upsert_owners(&[moved], t(1)).await, "upsert_owners")?;
+    c.eq(
+        holders(&["ann@example.org"]).await?,
+        [row("ann@example.org", "b"), row("ann@example.org", "c")].into(),
+        "holders after a's address changed",
+    )?;
+    c.eq(
+        holders(&["new@example.org"]).await?,
+        [row("new@example.org", "a")].into(),
+        "holders of a's new address",
+    )?;
+    let cleared = owner("a", "c1", None);
+    c.ok(repo.upsert_owners(&[cleared], t(2)).await, "upsert_owners")?;
+    c.eq(
+        holders(&["new@example.org"]).await?,
+        BTreeSet::new(),
+        "holders after a's address was cleared",
+    )
+}
+
+// ---------------------------------------------------------------------------------
+// Mass edit.
+
+/// `update_emails`: applies the edits as given, returns the ids whose normalised
+/// address changed, revokes their live tokens at `now`, appends the activity entry
+/// and keeps `email_holders` in step; swapping addresses among edited owners is
+/// allowed.
+pub async fn update_emails_applies_and_revokes(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("update_emails_applies_and_revokes");
+    let owners = vec![
+        owner("a", "c1", Some("a@example.org")),
+        owner("b", "c1", Some("b@example.org")),
+        owner("c", "c1", Some("c@example.org")),
+        owner("d", "c1", None),
+    ];
+    c.ok(repo.upsert_owners(&owners, t(0)).await, "upsert_owners")?;
+    for (n, o) in [(1, "a"), (2, "b"), (3, "c")] {
+        c.ok(
+            repo.issue_token(&token(n, o, "b1", t(1), t(1000))).await,
+            "issue_token",
+        )?;
+    }
+    let entry = mass_edit("c1", t(5), 3);
+    let edits = [
+        edit("a", Some("a2@example.org")),
+        edit("b", Some(" B@Example.org")),
+        edit("c", None),
+        edit("d", Some("d@example.org")),
+    ];
+    let changed = c.ok(
+        repo.update_emails(&edits, &entry, t(10)).await,
+        "update_emails",
+    )?;
+    let changed: BTreeSet<String> = changed.iter().map(|o| o.to_string()).collect();
+    c.eq(
+        changed,
+        ["a", "c", "d"].map(String::from).into(),
+        "changed ids",
+    )?;
+    for e in &edits {
+        let o = get_owner(c, repo, e.owner.as_str()).await?;
+        c.eq(o.primary_email, e.email.clone(), "stored address")?;
+    }
+    c.eq(
+        token_state(c, repo, 1).await?,
+        TokenState::Revoked { at: t(10) },
+        "a's token",
+    )?;
+    c.eq(
+        token_state(c, repo, 2).await?,
+        TokenState::Live,
+        "b's token (same address)",
+    )?;
+    c.eq(
+        token_state(c, repo, 3).await?,
+        TokenState::Revoked { at: t(10) },
+        "c's token",
+    )?;
+    c.eq(all_activity(c, repo, "c1").await?, vec![entry], "activity")?;
+    let holders = c.ok(
+        repo.email_holders(&["a@example.org".into(), "a2@example.org".into()])
+            .await,
+        "email_holders",
+    )?;
+    c.eq(
+        holders
+            .iter()
+            .map(|h| (h.key.as_str(), h.owner.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("a2@example.org", "a")],
+        "email_holders after the edit",
+    )?;
+    // Swapping two addresses in one edit is not a conflict.
+    let swap = [
+        edit("a", Some("d@example.org")),
+        edit("d", Some("a2@example.org")),
+    ];
+    c.ok(
+        repo.update_emails(&swap, &mass_edit("c1", t(20), 2), t(20))
+            .await,
+        "update_emails (swap)",
+    )?;
+    c.eq(
+        get_owner(c, repo, "d").await?.primary_email.as_deref(),
+        Some("a2@example.org"),
+        "d after the swap",
+    )
+}
+
+/// `update_emails` with an unknown owner: `NotFound`, and nothing changes.
+pub async fn update_emails_not_found_changes_nothing(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("update_emails_not_found_changes_nothing");
+    c.ok(
+        repo.upsert_owners(&[owner("a", "c1", Some("a@example.org"))], t(0))
+            .await,
+        "upsert_owners",
+    )?;
+    c.ok(
+        repo.issue_token(&token(1, "a", "b1", t(1), t(1000))).await,
+        "issue_token",
+    )?;
+    let edits = [
+        edit("a", Some("x@example.org")),
+        edit("ghost", Some("y@example.org")),
+    ];
+    c.err(
+        repo.update_emails(&edits, &mass_edit("c1", t(5), 2), t(5))
+            .await,
+        "NotFound",
+        is_not_found,
+        "update_emails with an unknown owner",
+    )?;
+    c.eq(
+        get_owner(c, repo, "a").await?.primary_email.as_deref(),
+        Some("a@example.org"),
+        "a's address after the failed edit",
+    )?;
+    c.eq(
+        token_state(c, repo, 1).await?,
+        TokenState::Live,
+        "a's token",
+    )?;
+    c.eq(all_activity(c, repo, "c1").await?, vec![], "activity")
+}
+
+/// `update_emails` is compare-and-set on uniqueness: an address held outside the
+/// edit, or given to two edited owners, fails with `Precondition` and changes
+/// nothing; addresses shared among unedited owners do not matter; two concurrent
+/// edits taking one address: exactly one wins.
+pub async fn update_emails_uniqueness(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("update_emails_uniqueness");
+    let owners = vec![
+        owner("a", "c1", Some("a@example.org")),
+        owner("b", "c2", Some("b@example.org")),
+        owner("s1", "c1", Some("shared@example.org")),
+        owner("s2", "c1", Some("Shared@example.org")),
+        owner("e", "c1", None),
+    ];
+    c.ok(repo.upsert_owners(&owners, t(0)).await, "upsert_owners")?;
+    c.ok(
+        repo.issue_token(&token(1, "a", "b1", t(1), t(1000))).await,
+        "issue_token",
+    )?;
+    let unchanged = |what: &'static str| async move {
+        c.eq(
+            get_owner(c, repo, "a").await?.primary_email.as_deref(),
+            Some("a@example.org"),
+            what,
+        )?;
+        c.eq(get_owner(c, repo, "e").await?.primary_email, None, what)?;
+        c.eq(token_state(c, repo, 1).await?, TokenState::Live, what)?;
+        c.eq(all_activity(c, repo, "c1").await?, vec![], what)
+    };
+    let entry = mass_edit("c1", t(5), 2);
+    c.err(
+        repo.update_emails(&[edit("a", Some(" B@EXAMPLE.org "))], &entry, t(5))
+            .await,
+        "Precondition",
+        is_precondition,
+        "taking an address held by an owner of another community",
+    )?;
+    unchanged("after taking a held address").await?;
+    c.err(
+        repo.update_emails(
+            &[
+                edit("e", Some("new@example.org")),
+                edit("a", Some("NEW@example.org")),
+            ],
+            &entry,
+            t(5),
+        )
+        .await,
+        "Precondition",
+        is_precondition,
+        "giving one address to two edited owners",
+    )?;
+    unchanged("after giving one address to two owners").await?;
+    c.err(
+        repo.update_emails(&[edit("e", Some("shared@example.org"))], &entry, t(5))
+            .await,
+        "Precondition",
+        is_precondition,
+        "taking an address shared by two unedited owners",
+    )?;
+    unchanged("after taking a shared address").await?;
+    c.ok(
+        repo.update_emails(&[edit("e", Some("e@example.org"))], &entry, t(5))
+            .await,
+        "an edit while other owners share an address",
+    )?;
+    // Concurrent edits racing for one address.
+    for i in 0..20 {
+        let (p, q) = (format!("p{i}"), format!("q{i}"));
+        c.ok(
+            repo.upsert_owners(&[owner(&p, "c1", None), owner(&q, "c1", None)], t(0))
+                .await,
+            "upsert_owners",
+        )?;
+        let address = format!("race{i}@example.org");
+        let edit_p = [edit(&p, Some(&address))];
+        let edit_q = [edit(&q, Some(&address))];
+        let (rp, rq) = futures::join!(
+            repo.update_emails(&edit_p, &entry, t(6)),
+            repo.update_emails(&edit_q, &entry, t(6)),
+        );
+        let wins = [&rp, &rq].iter().filter(|r| r.is_ok()).count();
+        c.ensure(wins == 1, || {
+            format!("two edits raced for `{address}`: {wins} succeeded ({rp:?}, {rq:?})")
+        })?;
+        for r in [rp, rq] {
+            if let Err(e) = r {
+                c.ensure(is_precondition(&e), || {
+                    format!("the losing edit must fail with Precondition, got {e}")
+                })?;
+            }
+        }
+        let holders = c.ok(
+            repo.email_holders(std::slice::from_ref(&address)).await,
+            "email_holders",
+        )?;
+        c.eq(holders.len(), 1, "holders of a raced address")?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// Drafts.
+
+/// Drafts: round trip with attachment bytes, replace, newest first per community,
+/// delete says whether it existed.
+pub async fn drafts_round_trip(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("drafts_round_trip");
+    let draft = |id: &str, community: &str, updated: i64| Draft {
+        id: DraftId::new(id).expect("fixture id"),
+        invite: Invite {
+            draft: Some(DraftId::new(id).expect("fixture id")),
+            ..invite(community)
+        },
+        created_at: t(0),
+        updated_at: t(updated),
+    };
+    let mut bytes: Vec<u8> = (0..=255).collect();
+    bytes.extend_from_slice(b"\r\n.\r\n\xff\xfe\x00");
+    let mut d1 = draft("d1", "c1", 0);
+    d1.invite
+        .attachments
+        .push(Attachment::new("welcome.pdf", "application/pdf", bytes));
+    d1.invite
+        .attachments
+        .push(Attachment::new("empty.txt", "text/plain", Vec::new()));
+    let d2 = draft("d2", "c1", 10);
+    let d3 = draft("d3", "c1", 5);
+    let d4 = draft("d4", "c2", 50);
+    for d in [&d1, &d2, &d3, &d4] {
+        c.ok(repo.save_draft(d).await, "save_draft")?;
+    }
+    c.eq(
+        c.ok(repo.draft(&d1.id).await, "draft")?,
+        Some(d1.clone()),
+        "draft with attachments",
+    )?;
+    let order = |drafts: Vec<Draft>| {
+        drafts
+            .into_iter()
+            .map(|d| d.id.to_string())
+            .collect::<Vec<_>>()
+    };
+    c.eq(
+        order(c.ok(repo.drafts(&cid("c1")).await, "drafts")?),
+        vec!["d2".to_owned(), "d3".into(), "d1".into()],
+        "drafts newest first",
+    )?;
+    let mut d1b = d1.clone();
+    d1b.updated_at = t(20);
+    d1b.invite.subject = "Updated subject".into();
+    c.ok(repo.save_draft(&d1b).await, "save_draft (replace)")?;
+    c.eq(
+        c.ok(repo.draft(&d1.id).await, "draft")?,
+        Some(d1b),
+        "replaced draft",
+    )?;
+    c.eq(
+        order(c.ok(repo.drafts(&cid("c1")).await, "drafts")?),
+        vec!["d1".to_owned(), "d2".into(), "d3".into()],
+        "drafts after d1 was saved again",
+    )?;
+    c.eq(
+        c.ok(repo.delete_draft(&d1.id).await, "delete_draft")?,
+        true,
+        "deleting d1",
+    )?;
+    c.eq(
+        c.ok(repo.delete_draft(&d1.id).await, "delete_draft")?,
+        false,
+        "deleting d1 again",
+    )?;
+    c.eq(
+        c.ok(repo.draft(&d1.id).await, "draft")?,
+        None,
+        "deleted draft",
+    )?;
+    c.eq(
+        order(c.ok(repo.drafts(&cid("c1")).await, "drafts")?),
+        vec!["d2".to_owned(), "d3".into()],
+        "drafts after delete",
+    )?;
+    c.eq(
+        order(c.ok(repo.drafts(&cid("c2")).await, "drafts")?),
+        vec!["d4".to_owned()],
+        "drafts of c2",
+    )
+}
+
+// ---------------------------------------------------------------------------------
+// Batches and deliveries.
+
+/// `create_batch` stores the batch, its activity entry and every delivery as
+/// pending; `deliveries` are ordered by owner id; `batches` newest first.
+pub async fn create_batch_stores_everything(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("create_batch_stores_everything");
+    let b1 = new_batch("b1", "c1", &["o3", "o1", "o2"], t(0));
+    c.ok(repo.create_batch(&b1).await, "create_batch")?;
+    c.eq(
+        c.ok(repo.batch(&bid("b1")).await, "batch")?,
+        Some(b1.batch.clone()),
+        "stored batch",
+    )?;
+    let deliveries = c.ok(repo.deliveries(&bid("b1")).await, "deliveries")?;
+    let want: Vec<Delivery> = ["o1", "o2", "o3"]
+        .iter()
+        .map(|o| Delivery {
+            batch: bid("b1"),
+            owner: oid(o),
+            to: addr(&format!("{o}@example.org")),
+            state: DeliveryState::Pending,
+            attempts: 0,
+        })
+        .collect();
+    c.eq(deliveries, want, "deliveries")?;
+    c.eq(
+        c.ok(repo.delivery_counts(&bid("b1")).await, "delivery_counts")?,
+        DeliveryCounts {
+            pending: 3,
+            ..DeliveryCounts::default()
+        },
+        "counts",
+    )?;
+    c.eq(
+        all_activity(c, repo, "c1").await?,
+        vec![b1.activity.clone()],
+        "activity",
+    )?;
+    c.ok(
+        repo.create_batch(&new_batch("b2", "c1", &["o1"], t(10)))
+            .await,
+        "create_batch",
+    )?;
+    c.ok(
+        repo.create_batch(&new_batch("b0", "c1", &["o1"], t(-10)))
+            .await,
+        "create_batch",
+    )?;
+    let order: Vec<String> = c
+        .ok(repo.batches(&cid("c1")).await, "batches")?
+        .into_iter()
+        .map(|b| b.id.to_string())
+        .collect();
+    c.eq(
+        order,
+        vec!["b2".to_owned(), "b1".into(), "b0".into()],
+        "batches newest first",
+    )?;
+    c.eq(
+        c.ok(repo.batches(&cid("c2")).await, "batches")?,
+        vec![],
+        "batches of c2",
+    )?;
+    c.eq(
+        c.ok(repo.batch(&bid("zz")).await, "batch")?,
+        None,
+        "missing batch",
+    )
+}
+
+/// `create_batch` is all or nothing: a repeated owner fails with `Precondition` and
+/// leaves no batch, no deliveries and no activity entry (the same batch can then be
+/// created without the repeat).
+pub async fn create_batch_is_all_or_nothing(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("create_batch_is_all_or_nothing");
+    let bad = new_batch("b1", "c1", &["o1", "o2", "o3", "o2", "o4"], t(0));
+    c.err(
+        repo.create_batch(&bad).await,
+        "Precondition",
+        is_precondition,
+        "create_batch with a repeated owner",
+    )?;
+    c.eq(
+        c.ok(repo.batch(&bid("b1")).await, "batch")?,
+        None,
+        "batch after the failure",
+    )?;
+    c.eq(
+        c.ok(repo.batches(&cid("c1")).await, "batches")?,
+        vec![],
+        "batches after the failure",
+    )?;
+    if let Ok(d) = repo.deliveries(&bid("b1")).await {
+        c.eq(d, vec![], "deliveries after the failure")?;
+    }
+    if let Ok(counts) = repo.delivery_counts(&bid("b1")).await {
+        c.eq(counts.total(), 0, "delivery count after the failure")?;
+    }
+    c.eq(
+        all_activity(c, repo, "c1").await?,
+        vec![],
+        "activity after the failure",
+    )?;
+    let good = new_batch("b1", "c1", &["o1", "o2", "o3", "o4"], t(0));
+    c.ok(
+        repo.create_batch(&good).await,
+        "create_batch after the failed one",
+    )?;
+    c.eq(
+        c.ok(repo.deliveries(&bid("b1")).await, "deliveries")?.len(),
+        4,
+        "deliveries",
+    )
+}
+
+/// `create_batch` with a taken id: `AlreadyExists`, and nothing changes.
+pub async fn create_batch_duplicate_id(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("create_batch_duplicate_id");
+    let first = new_batch("b1", "c1", &["o1", "o2"], t(0));
+    c.ok(repo.create_batch(&first).await, "create_batch")?;
+    let claimed = c.ok(
+        repo.claim_deliveries(&bid("b1"), 1, t(1), t(-100)).await,
+        "claim",
+    )?;
+    let before = c.ok(repo.deliveries(&bid("b1")).await, "deliveries")?;
+    let mut again = new_batch("b1", "c1", &["o3"], t(5));
+    again.batch.portal_url = "https://elsewhere.example.org".into();
+    c.err(
+        repo.create_batch(&again).await,
+        "AlreadyExists",
+        is_already_exists,
+        "create_batch with a taken id",
+    )?;
+    c.eq(
+        c.ok(repo.batch(&bid("b1")).await, "batch")?,
+        Some(first.batch),
+        "batch",
+    )?;
+    c.eq(
+        c.ok(repo.deliveries(&bid("b1")).await, "deliveries")?,
+        before,
+        "deliveries",
+    )?;
+    c.eq(claimed.len(), 1, "claimed before")?;
+    c.eq(
+        all_activity(c, repo, "c1").await?,
+        vec![first.activity],
+        "activity",
+    )
+}
+
+/// `claim_deliveries`: respects the limit, marks claimed at `now`, never hands out a
+/// fresh claim, reclaims claims at or before `stale_before`, never touches settled
+/// deliveries, `NotFound` for a missing batch.
+pub async fn claim_deliveries_rules(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("claim_deliveries_rules");
+    c.err(
+        repo.claim_deliveries(&bid("zz"), 5, t(0), t(-10)).await,
+        "NotFound",
+        is_not_found,
+        "claiming from a missing batch",
+    )?;
+    let owners = ["o1", "o2", "o3", "o4", "o5"];
+    c.ok(
+        repo.create_batch(&new_batch("b1", "c1", &owners, t(0)))
+            .await,
+        "create_batch",
+    )?;
+    let first = c.ok(
+        repo.claim_deliveries(&bid("b1"), 2, t(10), t(0)).await,
+        "claim",
+    )?;
+    c.eq(first.len(), 2, "claimed with limit 2")?;
+    for d in &first {
+        c.eq(
+            &d.state,
+            &DeliveryState::Claimed { at: t(10) },
+            "returned state",
+        )?;
+        c.eq(
+            delivery(c, repo, "b1", d.owner.as_str()).await?.state,
+            DeliveryState::Claimed { at: t(10) },
+            "stored state",
+        )?;
+    }
+    let second = c.ok(
+        repo.claim_deliveries(&bid("b1"), 10, t(11), t(0)).await,
+        "claim",
+    )?;
+    c.eq(second.len(), 3, "the rest")?;
+    let all: BTreeSet<String> = first
+        .iter()
+        .chain(&second)
+        .map(|d| d.owner.to_string())
+        .collect();
+    c.eq(all.len(), 5, "distinct deliveries claimed")?;
+    let none = c.ok(
+        repo.claim_deliveries(&bid("b1"), 10, t(12), t(9)).await,
+        "claim",
+    )?;
+    c.eq(
+        none.len(),
+        0,
+        "claims made after stale_before are not taken",
+    )?;
+    let stale = c.ok(
+        repo.claim_deliveries(&bid("b1"), 10, t(100), t(10)).await,
+        "claim",
+    )?;
+    c.eq(
+        stale
+            .iter()
+            .map(|d| d.owner.to_string())
+            .collect::<BTreeSet<_>>(),
+        first.iter().map(|d| d.owner.to_string()).collect(),
+        "claims made at stale_before are taken over",
+    )?;
+    for d in &stale {
+        c.eq(
+            &d.state,
+            &DeliveryState::Claimed { at: t(100) },
+            "retaken state",
+        )?;
+    }
+    let done = &second[0].owner;
+    c.ok(
+        repo.record_delivery(&bid("b1"), done, &sent(t(5000), 1), t(101))
+            .await,
+        "record_delivery",
+    )?;
+    let rest = c.ok(
+        repo.claim_deliveries(&bid("b1"), 10, t(200), t(150)).await,
+        "claim",
+    )?;
+    c.eq(
+        rest.len(),
+        4,
+        "everything open is stale now, the sent one is not claimable",
+    )?;
+    c.ensure(rest.iter().all(|d| &d.owner != done), || {
+        "a sent delivery was claimed again".into()
+    })?;
+    check_counts(c, repo, "b1").await
+}
+
+/// `claim_deliveries` under contention: many concurrent claimers on one batch of
+/// 500 deliveries get disjoint sets that together cover the batch.
+pub async fn claim_deliveries_concurrently(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("claim_deliveries_concurrently");
+    let names: Vec<String> = (0..500).map(|i| format!("o{i:04}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    c.ok(
+        repo.create_batch(&new_batch("b1", "c1", &refs, t(0))).await,
+        "create_batch",
+    )?;
+    let claimers = (0..25).map(|_| async {
+        let mut mine = Vec::new();
+        loop {
+            let got = repo.claim_deliveries(&bid("b1"), 7, t(10), t(0)).await?;
+            if got.is_empty() {
+                return Ok::<_, RepositoryError>(mine);
+            }
+            mine.extend(got.into_iter().map(|d| d.owner));
+            tokio::task::yield_now().await;
+        }
+    });
+    let mut seen: BTreeMap<OwnerId, usize> = BTreeMap::new();
+    for result in join_all(claimers).await {
+        for owner in c.ok(result, "claim_deliveries")? {
+            *seen.entry(owner).or_default() += 1;
+        }
+    }
+    let twice: Vec<&OwnerId> = seen
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(o, _)| o)
+        .collect();
+    c.ensure(twice.is_empty(), || {
+        format!(
+            "{} deliveries were handed to more than one claimer, e.g. {:?}",
+            twice.len(),
+            twice.first()
+        )
+    })?;
+    c.eq(seen.len(), 500, "deliveries claimed in all")?;
+    c.eq(
+        c.ok(repo.delivery_counts(&bid("b1")).await, "delivery_counts")?,
+        DeliveryCounts {
+            claimed: 500,
+            ..DeliveryCounts::default()
+        },
+        "counts",
+    )
+}
+
+/// `record_delivery`: only from `Claimed` (`Precondition` otherwise, recording twice
+/// included, nothing changed), adds attempts, `Sent` moves the owner's access by
+/// [`AccessStatus::after_invitation`], `Failed` leaves it; `requeue_failed` moves
+/// failed deliveries back to pending.
+pub async fn record_delivery_rules(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("record_delivery_rules");
+    let before = vec![
+        owner("o1", "c1", Some("o1@example.org")).with_access(invited(t(-100))),
+        owner("o2", "c1", Some("o2@example.org")),
+        owner("o3", "c1", Some("o3@example.org")),
+    ];
+    c.ok(repo.upsert_owners(&before, t(0)).await, "upsert_owners")?;
+    c.ok(
+        repo.create_batch(&new_batch("b1", "c1", &["o1", "o2", "o3"], t(0)))
+            .await,
+        "create_batch",
+    )?;
+    c.err(
+        repo.record_delivery(&bid("b1"), &oid("o1"), &sent(t(1000), 1), t(5))
+            .await,
+        "Precondition",
+        is_precondition,
+        "recording a pending delivery",
+    )?;
+    c.eq(
+        delivery(c, repo, "b1", "o1").await?.state,
+        DeliveryState::Pending,
+        "o1 still pending",
+    )?;
+    c.eq(
+        get_owner(c, repo, "o1").await?,
+        before[0].clone(),
+        "o1 unchanged",
+    )?;
+    c.ok(
+        repo.claim_deliveries(&bid("b1"), 10, t(10), t(0)).await,
+        "claim",
+    )?;
+    c.ok(
+        repo.record_delivery(&bid("b1"), &oid("o1"), &sent(t(1000), 2), t(20))
+            .await,
+        "record_delivery (sent)",
+    )?;
+    let d1 = delivery(c, repo, "b1", "o1").await?;
+    c.eq(
+        (d1.state, d1.attempts),
+        (DeliveryState::Sent { at: t(20) }, 2),
+        "o1 delivery",
+    )?;
+    c.eq(
+        get_owner(c, repo, "o1").await?.access,
+        before[0].access.after_invitation(t(20), t(1000)),
+        "o1 access after the send",
+    )?;
+    c.err(
+        repo.record_delivery(&bid("b1"), &oid("o1"), &failed("late", 1), t(21))
+            .await,
+        "Precondition",
+        is_precondition,
+        "recording a sent delivery again",
+    )?;
+    let d1 = delivery(c, repo, "b1", "o1").await?;
+    c.eq(
+        (d1.state, d1.attempts),
+        (DeliveryState::Sent { at: t(20) }, 2),
+        "o1 after the refused record",
+    )?;
+    c.ok(
+        repo.record_delivery(
+            &bid("b1"),
+            &oid("o2"),
+            &failed("550 5.1.1 no such user", 1),
+            t(22),
+        )
+        .await,
+        "record_delivery (failed)",
+    )?;
+    let d2 = delivery(c, repo, "b1", "o2").await?;
+    c.eq(
+        (d2.state, d2.attempts),
+        (
+            DeliveryState::Failed {
+                at: t(22),
+                error: "550 5.1.1 no such user".into(),
+            },
+            1,
+        ),
+        "o2 delivery",
+    )?;
+    c.eq(
+        get_owner(c, repo, "o2").await?,
+        before[1].clone(),
+        "o2 unchanged by a failure",
+    )?;
+    c.err(
+        repo.record_delivery(&bid("b1"), &oid("o2"), &sent(t(1000), 1), t(23))
+            .await,
+        "Precondition",
+        is_precondition,
+        "recording a failed delivery",
+    )?;
+    c.ensure(
+        repo.record_delivery(&bid("b1"), &oid("ghost"), &sent(t(1000), 1), t(23))
+            .await
+            .is_err(),
+        || "recording a delivery that does not exist must fail".into(),
+    )?;
+    check_counts(c, repo, "b1").await?;
+    c.err(
+        repo.requeue_failed(&bid("zz")).await,
+        "NotFound",
+        is_not_found,
+        "requeue_failed of a missing batch",
+    )?;
+    c.eq(
+        c.ok(repo.requeue_failed(&bid("b1")).await, "requeue_failed")?,
+        1,
+        "requeued",
+    )?;
+    c.eq(
+        c.ok(repo.requeue_failed(&bid("b1")).await, "requeue_failed")?,
+        0,
+        "requeued again",
+    )?;
+    let d2 = delivery(c, repo, "b1", "o2").await?;
+    c.eq(
+        (d2.state, d2.attempts),
+        (DeliveryState::Pending, 1),
+        "o2 after requeue",
+    )?;
+    let again = c.ok(
+        repo.claim_deliveries(&bid("b1"), 10, t(30), t(0)).await,
+        "claim",
+    )?;
+    c.eq(
+        again.iter().map(|d| d.owner.as_str()).collect::<Vec<_>>(),
+        vec!["o2"],
+        "claimable after requeue",
+    )?;
+    c.ok(
+        repo.record_delivery(&bid("b1"), &oid("o2"), &sent(t(2000), 2), t(31))
+            .await,
+        "record_delivery",
+    )?;
+    c.eq(
+        delivery(c, repo, "b1", "o2").await?.attempts,
+        3,
+        "attempts add up over runs",
+    )?;
+    c.eq(
+        get_owner(c, repo, "o2").await?.access,
+        AccessStatus::NotInvited.after_invitation(t(31), t(2000)),
+        "o2 access",
+    )?;
+    c.eq(
+        c.ok(repo.delivery_counts(&bid("b1")).await, "delivery_counts")?,
+        DeliveryCounts {
+            claimed: 1,
+            sent: 2,
+            ..DeliveryCounts::default()
+        },
+        "counts",
+    )?;
+    check_counts(c, repo, "b1").await
+}
+
+/// `release_deliveries`: claimed → pending; pending, sent and unknown are left.
+pub async fn release_deliveries_rules(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("release_deliveries_rules");
+    c.ok(
+        repo.create_batch(&new_batch("b1", "c1", &["o1", "o2", "o3", "o4"], t(0)))
+            .await,
+        "create_batch",
+    )?;
+    c.ok(
+        repo.claim_deliveries(&bid("b1"), 3, t(10), t(0)).await,
+        "claim",
+    )?;
+    let deliveries = c.ok(repo.deliveries(&bid("b1")).await, "deliveries")?;
+    let claimed: Vec<OwnerId> = deliveries
+        .iter()
+        .filter(|d| matches!(d.state, DeliveryState::Claimed { .. }))
+        .map(|d| d.owner.clone())
+        .collect();
+    let pending: Vec<OwnerId> = deliveries
+        .iter()
+        .filter(|d| d.state == DeliveryState::Pending)
+        .map(|d| d.owner.clone())
+        .collect();
+    c.eq(
+        (claimed.len(), pending.len()),
+        (3, 1),
+        "claimed and pending",
+    )?;
+    c.ok(
+        repo.record_delivery(&bid("b1"), &claimed[0], &sent(t(1000), 1), t(11))
+            .await,
+        "record_delivery",
+    )?;
+    c.ok(
+        repo.release_deliveries(
+            &bid("b1"),
+            &[
+                claimed[0].clone(),
+                claimed[1].clone(),
+                pending[0].clone(),
+                oid("ghost"),
+            ],
+        )
+        .await,
+        "release_deliveries",
+    )?;
+    let state = |o: &OwnerId| {
+        let o = o.to_string();
+        async move { delivery(c, repo, "b1", &o).await.map(|d| d.state) }
+    };
+    c.eq(
+        state(&claimed[0]).await?,
+        DeliveryState::Sent { at: t(11) },
+        "a sent delivery is left",
+    )?;
+    c.eq(
+        state(&claimed[1]).await?,
+        DeliveryState::Pending,
+        "a released delivery",
+    )?;
+    c.eq(
+        state(&claimed[2]).await?,
+        DeliveryState::Claimed { at: t(10) },
+        "an unlisted claim",
+    )?;
+    c.eq(
+        state(&pending[0]).await?,
+        DeliveryState::Pending,
+        "a pending delivery",
+    )?;
+    check_counts(c, repo, "b1").await
+}
+
+// ---------------------------------------------------------------------------------
+// Tokens.
+
+/// `issue_token`: insert only (`AlreadyExists`, nothing changes); revokes, at the new
+/// token's `issued_at`, the owner's live tokens of other batches, not of the same
+/// batch, and no other owner's.
+pub async fn issue_token_rules(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("issue_token_rules");
+    c.eq(
+        c.ok(repo.token(&hash(99)).await, "token")?,
+        None,
+        "unknown token",
+    )?;
+    let a1 = token(1, "a", "b1", t(0), t(1000));
+    c.ok(repo.issue_token(&a1).await, "issue_token")?;
+    c.eq(
+        c.ok(repo.token(&hash(1)).await, "token")?,
+        Some(a1),
+        "stored token",
+    )?;
+    c.ok(
+        repo.issue_token(&token(2, "a", "b1", t(5), t(1005))).await,
+        "issue_token",
+    )?;
+    c.ok(
+        repo.issue_token(&token(3, "b", "b1", t(5), t(1005))).await,
+        "issue_token",
+    )?;
+    c.eq(
+        token_state(c, repo, 1).await?,
+        TokenState::Live,
+        "a's first token after a second of the same batch",
+    )?;
+    c.ok(
+        repo.issue_token(&token(4, "a", "b2", t(10), t(1010))).await,
+        "issue_token",
+    )?;
+    c.eq(
+        token_state(c, repo, 1).await?,
+        TokenState::Revoked { at: t(10) },
+        "a's b1 token after a b2 token",
+    )?;
+    c.eq(
+        token_state(c, repo, 2).await?,
+        TokenState::Revoked { at: t(10) },
+        "a's other b1 token",
+    )?;
+    c.eq(
+        token_state(c, repo, 4).await?,
+        TokenState::Live,
+        "a's b2 token",
+    )?;
+    c.eq(
+        token_state(c, repo, 3).await?,
+        TokenState::Live,
+        "b's token",
+    )?;
+    let clash = token(4, "b", "b3", t(20), t(1020));
+    c.err(
+        repo.issue_token(&clash).await,
+        "AlreadyExists",
+        is_already_exists,
+        "issuing a taken hash",
+    )?;
+    c.eq(
+        c.ok(repo.token(&hash(4)).await, "token")?,
+        Some(token(4, "a", "b2", t(10), t(1010))),
+        "the token whose hash was reused",
+    )?;
+    c.eq(
+        token_state(c, repo, 3).await?,
+        TokenState::Live,
+        "b's token after the refused issue",
+    )
+}
+
+/// `redeem_token`: the reasons (unknown, expired at `expires_at`, revoked, used, owner
+/// already registered) change nothing; a success redeems the token, revokes the
+/// owner's other live tokens, registers the owner and appends `Registered`.
+pub async fn redeem_token_rules(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("redeem_token_rules");
+    let owners = vec![
+        owner("a", "c1", Some("a@example.org")),
+        owner("b", "c1", Some("b@example.org")),
+        owner("r", "c1", Some("r@example.org")).with_access(AccessStatus::Registered { at: None }),
+        owner("d", "c1", Some("d@example.org")).with_access(invited(t(100))),
+    ];
+    c.ok(repo.upsert_owners(&owners, t(0)).await, "upsert_owners")?;
+    c.ok(
+        repo.issue_token(&token(1, "a", "b1", t(0), t(100))).await,
+        "issue_token",
+    )?;
+    c.ok(
+        repo.issue_token(&token(2, "b", "b1", t(0), t(1000))).await,
+        "issue_token",
+    )?;
+    c.ok(
+        repo.issue_token(&token(3, "b", "b2", t(1), t(1000))).await,
+        "issue_token",
+    )?;
+    c.ok(
+        repo.issue_token(&token(4, "r", "b1", t(0), t(1000))).await,
+        "issue_token",
+    )?;
+    c.ok(
+        repo.issue_token(&token(5, "d", "b1", t(0), t(1000))).await,
+        "issue_token",
+    )?;
+    c.ok(
+        repo.issue_token(&token(6, "d", "b1", t(2), t(1000))).await,
+        "issue_token",
+    )?;
+    let redeem = |n: u64, now: Timestamp| async move {
+        c.ok(repo.redeem_token(&hash(n), now).await, "redeem_token")
+    };
+    let rejected = |r| RedeemOutcome::Rejected(r);
+    c.eq(
+        redeem(99, t(50)).await?,
+        rejected(TokenRejection::Unknown),
+        "unknown token",
+    )?;
+    c.eq(
+        redeem(1, t(100)).await?,
+        rejected(TokenRejection::Expired),
+        "token at its expiry",
+    )?;
+    c.eq(
+        redeem(2, t(50)).await?,
+        rejected(TokenRejection::Revoked),
+        "revoked token",
+    )?;
+    c.eq(
+        redeem(4, t(50)).await?,
+        rejected(TokenRejection::AlreadyUsed),
+        "registered owner's token",
+    )?;
+    c.eq(
+        token_state(c, repo, 1).await?,
+        TokenState::Live,
+        "expired token unchanged",
+    )?;
+    c.eq(
+        token_state(c, repo, 4).await?,
+        TokenState::Live,
+        "registered owner's token unchanged",
+    )?;
+    for o in &owners {
+        c.eq(
+            get_owner(c, repo, o.id.as_str()).await?,
+            o.clone(),
+            "owner after a rejection",
+        )?;
+    }
+    c.eq(
+        all_activity(c, repo, "c1").await?,
+        vec![],
+        "activity after rejections",
+    )?;
+    let now = t(60);
+    let outcome = redeem(5, now).await?;
+    let RedeemOutcome::Redeemed {
+        owner: got_owner,
+        token: got_token,
+    } = outcome
+    else {
+        return Err(c.fail(format!("a live token was not redeemed: {outcome:?}")));
+    };
+    let want_owner = owners[3]
+        .clone()
+        .with_access(AccessStatus::Registered { at: Some(now) });
+    c.eq(*got_owner, want_owner.clone(), "returned owner")?;
+    c.eq(get_owner(c, repo, "d").await?, want_owner, "stored owner")?;
+    let want_token = TokenRecord {
+        state: TokenState::Redeemed { at: now },
+        ..token(5, "d", "b1", t(0), t(1000))
+    };
+    c.eq(got_token, want_token.clone(), "returned token")?;
+    c.eq(
+        c.ok(repo.token(&hash(5)).await, "token")?,
+        Some(want_token),
+        "stored token",
+    )?;
+    c.eq(
+        token_state(c, repo, 6).await?,
+        TokenState::Revoked { at: now },
+        "the owner's other live token",
+    )?;
+    c.eq(
+        all_activity(c, repo, "c1").await?,
+        vec![ActivityEntry {
+            community: cid("c1"),
+            at: now,
+            kind: ActivityKind::Registered {
+                owner: oid("d"),
+                batch: bid("b1"),
+            },
+        }],
+        "activity after the registration",
+    )?;
+    c.eq(
+        redeem(5, t(61)).await?,
+        rejected(TokenRejection::AlreadyUsed),
+        "redeeming again",
+    )?;
+    c.eq(
+        redeem(6, t(61)).await?,
+        rejected(TokenRejection::Revoked),
+        "the other token",
+    )?;
+    let b = redeem(3, t(61)).await?;
+    c.ensure(matches!(b, RedeemOutcome::Redeemed { .. }), || {
+        format!("another owner's live token must still redeem: {b:?}")
+    })
+}
+
+/// `redeem_token` is compare-and-set: two concurrent redeems of one token, many
+/// times over: exactly one `Redeemed`, the other `Rejected(AlreadyUsed)`, one
+/// `Registered` entry each time.
+pub async fn redeem_token_concurrently_once(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("redeem_token_concurrently_once");
+    let rounds = 40u64;
+    let owners: Vec<Owner> = (0..rounds)
+        .map(|i| {
+            owner(
+                &format!("o{i:02}"),
+                "c1",
+                Some(&format!("o{i}@example.org")),
+            )
+        })
+        .collect();
+    c.ok(repo.upsert_owners(&owners, t(0)).await, "upsert_owners")?;
+    for (i, o) in owners.iter().enumerate() {
+        let n = 100 + i as u64;
+        c.ok(
+            repo.issue_token(&token(n, o.id.as_str(), "b1", t(0), t(1000)))
+                .await,
+            "issue_token",
+        )?;
+        let h = hash(n);
+        let (x, y) = futures::join!(repo.redeem_token(&h, t(10)), repo.redeem_token(&h, t(10)));
+        let (x, y) = (c.ok(x, "redeem_token")?, c.ok(y, "redeem_token")?);
+        let wins = [&x, &y]
+            .iter()
+            .filter(|r| matches!(r, RedeemOutcome::Redeemed { .. }))
+            .count();
+        c.ensure(wins == 1, || {
+            format!(
+                "round {i}: {wins} of two concurrent redeems succeeded: {} / {}",
+                outcome_name(&x),
+                outcome_name(&y)
+            )
+        })?;
+        c.ensure(
+            [&x, &y].contains(&&RedeemOutcome::Rejected(TokenRejection::AlreadyUsed)),
+            || {
+                format!(
+                    "round {i}: the loser must be rejected as already used: {} / {}",
+                    outcome_name(&x),
+                    outcome_name(&y)
+                )
+            },
+        )?;
+    }
+    let registered = all_activity(c, repo, "c1")
+        .await?
+        .iter()
+        .filter(|e| matches!(e.kind, ActivityKind::Registered { .. }))
+        .count();
+    c.eq(registered, rounds as usize, "Registered entries")
+}
+
+// ---------------------------------------------------------------------------------
+// Activity.
+
+/// `activity`: newest first by `at`, ties newest-appended first, paged, per
+/// community.
+pub async fn activity_feed_order_and_paging(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("activity_feed_order_and_paging");
+    let entry = |n: usize, community: &str, at: i64| ActivityEntry {
+        community: cid(community),
+        at: t(at),
+        kind: ActivityKind::DraftSaved {
+            draft: DraftId::new(format!("d{n}")).expect("fixture id"),
+            selected: n,
+        },
+    };
+    let (e1, e2, e3, e4, e5) = (
+        entry(1, "c1", 1),
+        entry(2, "c1", 3),
+        entry(3, "c1", 2),
+        entry(4, "c1", 3),
+        entry(5, "c1", 0),
+    );
+    let other = entry(6, "c2", 10);
+    for e in [&e1, &e2, &other, &e3, &e4, &e5] {
+        c.ok(repo.append_activity(e).await, "append_activity")?;
+    }
+    let page = |p: Page, community: &str| {
+        let community = cid(community);
+        async move { c.ok(repo.activity(&community, p).await, "activity") }
+    };
+    c.eq(
+        page(Page::first(10), "c1").await?,
+        vec![e4.clone(), e2.clone(), e3.clone(), e1.clone(), e5.clone()],
+        "whole feed",
+    )?;
+    let p1 = Page::first(2);
+    c.eq(page(p1, "c1").await?, vec![e4, e2], "page 1")?;
+    c.eq(page(p1.next(), "c1").await?, vec![e3, e1], "page 2")?;
+    c.eq(page(p1.next().next(), "c1").await?, vec![e5], "page 3")?;
+    c.eq(
+        page(p1.next().next().next(), "c1").await?,
+        vec![],
+        "past the end",
+    )?;
+    c.eq(
+        page(Page::first(10), "c2").await?,
+        vec![other],
+        "other community",
+    )?;
+    c.eq(page(Page::first(10), "c3").await?, vec![], "empty feed")
+}
+
+// ---------------------------------------------------------------------------------
+// Running the repository suite.
+
+/// Something that lends an [`OwnerRepository`]: any implementation, or one boxed or
+/// shared as a trait object, so the suite runs the same through each.
+pub trait AsRepository: Send + Sync {
+    /// The repository.
+    fn as_repository(&self) -> &dyn OwnerRepository;
+}
+
+impl<T: OwnerRepository> AsRepository for T {
+    fn as_repository(&self) -> &dyn OwnerRepository {
+        self
+    }
+}
+
+impl AsRepository for Box<dyn OwnerRepository> {
+    fn as_repository(&self) -> &dyn OwnerRepository {
+        &**self
+    }
+}
+
+impl AsRepository for Arc<dyn OwnerRepository> {
+    fn as_repository(&self) -> &dyn OwnerRepository {
+        &**self
+    }
+}
+
+/// The names of every repository check, in the order [`repository_conformance`] runs
+/// them.
+pub const REPOSITORY_CHECKS: &[&str] = &[
+    "communities_round_trip",
+    "owners_round_trip",
+    "upsert_merge_rules",
+    "upsert_email_change_revokes_tokens",
+    "upsert_is_all_or_nothing",
+    "community_owners_filters",
+    "email_holders_rules",
+    "update_emails_applies_and_revokes",
+    "update_emails_not_found_changes_nothing",
+    "update_emails_uniqueness",
+    "drafts_round_trip",
+    "create_batch_stores_everything",
+    "create_batch_is_all_or_nothing",
+    "create_batch_duplicate_id",
+    "claim_deliveries_rules",
+    "claim_deliveries_concurrently",
+    "record_delivery_rules",
+    "release_deliveries_rules",
+    "issue_token_rules",
+    "redeem_token_rules",
+    "redeem_token_concurrently_once",
+    "activity_feed_order_and_paging",
+];
+
+/// Runs every repository check, each against a fresh repository from `make`, and
+/// returns every failure.
+pub async fn repository_conformance<F, Fut, R>(make: F) -> Result<(), Vec<Failure>>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = R>,
+    R: AsRepository,
+{
+    let mut failures = Vec::new();
+    macro_rules! run {
+        ($($check:ident),* $(,)?) => {$(
+            let repo = make().await;
+            if let Err(failure) = $check(repo.as_repository()).await {
+                failures.push(failure);
+            }
+        )*};
+    }
+    run!(
+        communities_round_trip,
+        owners_round_trip,
+        upsert_merge_rules,
+        upsert_email_change_revokes_tokens,
+        upsert_is_all_or_nothing,
+        community_owners_filters,
+        email_holders_rules,
+        update_emails_applies_and_revokes,
+        update_emails_not_found_changes_nothing,
+        update_emails_uniqueness,
+        drafts_round_trip,
+        create_batch_stores_everything,
+        create_batch_is_all_or_nothing,
+        create_batch_duplicate_id,
+        claim_deliveries_rules,
+        claim_deliveries_concurrently,
+        record_delivery_rules,
+        release_deliveries_rules,
+        issue_token_rules,
+        redeem_token_rules,
+        redeem_token_concurrently_once,
+        activity_feed_order_and_paging,
+    );
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures)
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The transport suite.
+
+/// Where a transport's messages can be read back: the in-memory transport itself, a
+/// mail server's received mail, an outbox directory.
+///
+/// The suite gives each message a recipient of its own and polls [`received`](Self::received)
+/// (for up to [`ARRIVAL_TIMEOUT`]) until what it sent has arrived, so a sink may
+/// return everything it ever received, and mail may arrive a little after `send`
+/// returned.
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// Every message received so far: the envelope and the bytes as stored.
+    async fn received(&self) -> Vec<(Envelope, Vec<u8>)>;
+}
+
+#[async_trait]
+impl<F> Sink for F
+where
+    F: Fn() -> Vec<(Envelope, Vec<u8>)> + Send + Sync,
+{
+    async fn received(&self) -> Vec<(Envelope, Vec<u8>)> {
+        self()
+    }
+}
+
+#[async_trait]
+impl Sink for InMemoryTransport {
+    async fn received(&self) -> Vec<(Envelope, Vec<u8>)> {
+        self.messages()
+            .into_iter()
+            .map(|m| (m.envelope, m.bytes))
+            .collect()
+    }
+}
+
+/// How long the transport suite waits for sent mail to show up in the [`Sink`].
+pub const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether `received` is the message `sent`, byte for byte.
+///
+/// The suite only sends messages with CRLF line endings that end in CRLF, so a
+/// transport that normalises bare LF to CRLF passes. A receiving server may prepend
+/// trace header fields (`Received:`, `Return-Path:`): they are allowed before the
+/// message's first byte, and nothing else is. Dot-stuffing must be undone exactly.
+pub fn same_message(sent: &[u8], received: &[u8]) -> bool {
+    if received == sent {
+        return true;
+    }
+    let Some(prefix) = received
+        .strip_suffix(sent)
+        .and_then(|p| std::str::from_utf8(p).ok())
+    else {
+        return false;
+    };
+    prefix.ends_with("\r\n")
+        && !prefix.contains("\r\n\r\n")
+        && prefix.split("\r\n").filter(|l| !l.is_empty()).all(|line| {
+            line.starts_with([' ', '\t'])
+                || line.split_once(':').is_some_and(|(name, _)| {
+                    !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+                })
+        })
+}
+
+fn nonce() -> String {
+    let mut bytes = [0u8; 6];
+    // Only makes recipients unique across runs sharing a sink; a fixed value would do
+    // for a fresh sink, so a failing random source is not an error.
+    let _ = getrandom::fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+struct Outgoing {
+    envelope: Envelope,
+    bytes: Vec<u8>,
+}
+
+fn outgoing(check: &str, run: &str, n: usize, body: &str) -> Outgoing {
+    let to = addr(&format!("{check}-{run}-{n}@conformance.example.org"));
+    let from = addr("sender@conformance.example.org");
+    let mut bytes = format!(
+        "From: Conformance <{from}>\r\nTo: <{to}>\r\nSubject: {check} {n}\r\n\
+         Message-ID: <{check}.{run}.{n}@conformance.example.org>\r\n\
+         Date: Thu, 26 Nov 2026 14:00:00 +0000\r\nMIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=us-ascii\r\nContent-Transfer-Encoding: 7bit\r\n\r\n"
+    )
+    .into_bytes();
+    bytes.extend_from_slice(body.as_bytes());
+    Outgoing {
+        envelope: Envelope::new(from, to),
+        bytes,
+    }
+}
+
+/// Waits until each message has arrived at least once, then checks each arrived
+/// exactly once, byte for byte, with its envelope.
+async fn check_arrived(c: Ctx, sink: &dyn Sink, sent: &[Outgoing]) -> CheckResult {
+    let deadline = tokio::time::Instant::now() + ARRIVAL_TIMEOUT;
+    loop {
+        let received = sink.received().await;
+        let copies = |o: &Outgoing| {
+            received
+                .iter()
+                .filter(|(env, _)| env.to == o.envelope.to)
+                .collect::<Vec<_>>()
+        };
+        let all_there = sent.iter().all(|o| !copies(o).is_empty());
+        if all_there || tokio::time::Instant::now() >= deadline {
+            for o in sent {
+                let got = copies(o);
+                c.ensure(got.len() == 1, || {
+                    format!(
+                        "the message to {} arrived {} times (waited up to {ARRIVAL_TIMEOUT:?})",
+                        o.envelope.to,
+                        got.len()
+                    )
+                })?;
+                let (envelope, bytes) = got[0];
+                c.eq(&envelope.from, &o.envelope.from, "envelope sender")?;
+                c.ensure(same_message(&o.bytes, bytes), || {
+                    let at = o
+                        .bytes
+                        .iter()
+                        .zip(bytes.iter())
+                        .position(|(a, b)| a != b)
+                        .unwrap_or(o.bytes.len().min(bytes.len()));
+                    format!(
+                        "the message to {} arrived altered: {} bytes sent, {} received, \
+                         first difference at byte {at}",
+                        o.envelope.to,
+                        o.bytes.len(),
+                        bytes.len()
+                    )
+                })?;
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn send_all(c: Ctx, transport: &dyn MailTransport, messages: &[Outgoing]) -> CheckResult {
+    let results = join_all(
+        messages
+            .iter()
+            .map(|m| transport.send(&m.envelope, &m.bytes)),
+    )
+    .await;
+    for (m, r) in messages.iter().zip(results) {
+        r.map_err(|e| c.fail(format!("sending to {}: {e}", m.envelope.to)))?;
+    }
+    Ok(())
+}
+
+/// One message arrives once, with its envelope, byte for byte.
+pub async fn transport_delivers_once(
+    transport: &dyn MailTransport,
+    sink: &dyn Sink,
+) -> CheckResult {
+    let c = Ctx("transport_delivers_once");
+    let m = [outgoing(
+        "once",
+        &nonce(),
+        0,
+        "Hello Ann,\r\n\r\nWelcome.\r\n",
+    )];
+    send_all(c, transport, &m).await?;
+    check_arrived(c, sink, &m).await
+}
+
+/// Lines starting with `.` (a lone `.` included, which ends SMTP DATA unless
+/// stuffed), trailing white space and long lines survive.
+pub async fn transport_preserves_bytes(
+    transport: &dyn MailTransport,
+    sink: &dyn Sink,
+) -> CheckResult {
+    let c = Ctx("transport_preserves_bytes");
+    let long = "x".repeat(990);
+    let body = format!(
+        "first line\r\n.\r\n..two dots\r\n.leading dot\r\n. dot space\r\n\
+         trailing space  \r\n\ttab first\r\n\r\n\r\n{long}\r\n.\r\nlast line\r\n"
+    );
+    let m = [outgoing("bytes", &nonce(), 0, &body)];
+    send_all(c, transport, &m).await?;
+    check_arrived(c, sink, &m).await
+}
+
+/// 50 concurrent sends: every message arrives exactly once.
+pub async fn transport_concurrent_sends(
+    transport: &dyn MailTransport,
+    sink: &dyn Sink,
+) -> CheckResult {
+    let c = Ctx("transport_concurrent_sends");
+    let run = nonce();
+    let messages: Vec<Outgoing> = (0..50)
+        .map(|n| outgoing("concurrent", &run, n, &format!("Message {n} of 50.\r\n")))
+        .collect();
+    send_all(c, transport, &messages).await?;
+    check_arrived(c, sink, &messages).await
+}
+
+/// A 2 MB message arrives intact.
+pub async fn transport_large_message(
+    transport: &dyn MailTransport,
+    sink: &dyn Sink,
+) -> CheckResult {
+    let c = Ctx("transport_large_message");
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut body = String::with_capacity(2 * 1024 * 1024 + 100);
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut line = 0usize;
+    while body.len() < 2 * 1024 * 1024 {
+        if line % 1000 == 999 {
+            body.push('.');
+        }
+        for _ in 0..76 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            body.push(ALPHABET[(x % 64) as usize] as char);
+        }
+        body.push_str("\r\n");
+        line += 1;
+    }
+    let m = [outgoing("large", &nonce(), 0, &body)];
+    send_all(c, transport, &m).await?;
+    check_arrived(c, sink, &m).await
+}
+
+/// `close`, then sending again, works.
+pub async fn transport_send_after_close(
+    transport: &dyn MailTransport,
+    sink: &dyn Sink,
+) -> CheckResult {
+    let c = Ctx("transport_send_after_close");
+    let run = nonce();
+    let first = [outgoing("reopen", &run, 0, "before close\r\n")];
+    send_all(c, transport, &first).await?;
+    transport
+        .close()
+        .await
+        .map_err(|e| c.fail(format!("close: {e}")))?;
+    let second = [outgoing("reopen", &run, 1, "after close\r\n")];
+    send_all(c, transport, &second).await?;
+    check_arrived(c, sink, &first).await?;
+    check_arrived(c, sink, &second).await
+}
+
+/// The names of every transport check, in the order [`transport_conformance`] runs
+/// them.
+pub const TRANSPORT_CHECKS: &[&str] = &[
+    "transport_delivers_once",
+    "transport_preserves_bytes",
+    "transport_concurrent_sends",
+    "transport_large_message",
+    "transport_send_after_close",
+];
+
+/// Runs every transport check against `transport`, reading what arrived from `sink`
+/// (for [`InMemoryTransport`], the transport itself), and returns every failure.
+/// Needs a tokio runtime with timers (the suite waits for mail to arrive).
+pub async fn transport_conformance(
+    transport: &dyn MailTransport,
+    sink: &dyn Sink,
+) -> Result<(), Vec<Failure>> {
+    let mut failures = Vec::new();
+    for result in [
+        transport_delivers_once(transport, sink).await,
+        transport_preserves_bytes(transport, sink).await,
+        transport_concurrent_sends(transport, sink).await,
+        transport_large_message(transport, sink).await,
+        transport_send_after_close(transport, sink).await,
+    ] {
+        if let Err(failure) = result {
+            failures.push(failure);
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_message_allows_only_trace_headers_before() {
+        let sent = b"Subject: x\r\n\r\nbody\r\n";
+        assert!(same_message(sent, sent));
+        let traced = b"Received: from a by b;\r\n  Thu, 26 Nov 2026\r\nReturn-Path: <a@b.org>\r\nSubject: x\r\n\r\nbody\r\n";
+        assert!(same_message(sent, traced));
+        assert!(!same_message(sent, b"Subject: x\r\n\r\nbody"));
+        assert!(!same_message(
+            sent,
+            b"junk\r\n\r\nSubject: x\r\n\r\nbody\r\n"
+        ));
+        assert!(!same_message(sent, b"Subject: x\r\n\r\n.body\r\n"));
+    }
+}
