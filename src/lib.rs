@@ -104,3 +104,8 @@ pub use service::{
     Settings, SummaryOutcome, VerifiedToken,
 };
 pub use transport::MailTransport;
+
+/// The README's examples, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

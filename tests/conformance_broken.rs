@@ -297,3 +297,63 @@ async fn a_claim_that_hands_out_a_delivery_twice_is_caught() {
     )
     .await;
 }
+
+/// A transport with one of two classic bugs: undoing dot-stuffing on every line that
+/// starts with a dot (a lone "." or "..x" arrives altered), or storing a message twice.
+struct BrokenTransport {
+    inner: owner_access::InMemoryTransport,
+    strips_leading_dots: bool,
+}
+
+impl fmt::Display for BrokenTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("broken transport")
+    }
+}
+
+#[async_trait]
+impl owner_access::MailTransport for BrokenTransport {
+    async fn send(
+        &self,
+        envelope: &owner_access::transport::Envelope,
+        message: &[u8],
+    ) -> Result<owner_access::transport::Accepted, owner_access::transport::TransportError> {
+        if self.strips_leading_dots {
+            let text = String::from_utf8_lossy(message);
+            let mangled: Vec<&str> = text
+                .split("\r\n")
+                .map(|line| line.strip_prefix('.').unwrap_or(line))
+                .collect();
+            self.inner
+                .send(envelope, mangled.join("\r\n").as_bytes())
+                .await
+        } else {
+            self.inner.send(envelope, message).await?;
+            self.inner.send(envelope, message).await
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_transport_suite_catches_broken_transports() {
+    for (strips_leading_dots, check) in [
+        (true, "transport_preserves_bytes"),
+        (false, "transport_delivers_once"),
+    ] {
+        let broken = BrokenTransport {
+            inner: owner_access::InMemoryTransport::new(),
+            strips_leading_dots,
+        };
+        let failures = testing::transport_conformance(&broken, &broken.inner)
+            .await
+            .expect_err("a broken transport must fail the suite");
+        assert!(
+            failures.iter().any(|f| f.check == check),
+            "{check} should fail: {failures:?}"
+        );
+    }
+    let sound = owner_access::InMemoryTransport::new();
+    testing::transport_conformance(&sound, &sound)
+        .await
+        .unwrap();
+}

@@ -128,3 +128,15 @@ impl MailTransport for ArcTransport {
         self.0.send(envelope, message).await
     }
 }
+
+/// The file outbox passes the transport suite, read back from the files it wrote.
+#[tokio::test]
+async fn file_outbox_passes_the_transport_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = owner_access::FileOutbox::new(dir.path().join("outbox")).unwrap();
+    let reader = outbox.clone();
+    let sink = move || reader.messages().unwrap();
+    owner_access::testing::transport_conformance(&outbox, &sink)
+        .await
+        .unwrap_or_else(|failures| panic!("{failures:#?}"));
+}

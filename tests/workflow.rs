@@ -507,3 +507,53 @@ async fn the_summary_recap_carries_the_template_never_a_live_link() {
         assert!(!text.contains(&token_in(&m.bytes)));
     }
 }
+
+#[tokio::test]
+async fn resending_to_every_invited_owner_goes_through_review() {
+    let w = world(4).await;
+    let first = w
+        .service
+        .send(
+            w.service
+                .review(
+                    &w.service
+                        .compose(
+                            &w.community,
+                            &Selection::of([oid("e0"), oid("e1"), oid("e2")]),
+                        )
+                        .await
+                        .unwrap(),
+                )
+                .await
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.sent, 3);
+    let e2_token = token_in(&w.transport.messages_to(&addr("e2@example.org"))[0].bytes);
+    w.service.redeem(&e2_token).await.unwrap();
+
+    let invite = w
+        .service
+        .compose_resend_to_invited(&w.community)
+        .await
+        .unwrap();
+    let selected: Vec<String> = invite.selection.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        selected,
+        ["e0", "e1"],
+        "invited and not registered; e3 was never invited"
+    );
+    let report = w
+        .service
+        .send(w.service.review(&invite).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(report.sent, 2);
+    assert_eq!(w.transport.messages_to(&addr("e0@example.org")).len(), 2);
+    let owner = w.repo.owner(&oid("e0")).await.unwrap().unwrap();
+    assert!(matches!(
+        owner.access,
+        owner_access::domain::AccessStatus::Invited { count: 2, .. }
+    ));
+}

@@ -14,6 +14,10 @@ use crate::transport::{Accepted, Envelope, MailTransport, TransportError};
 /// Writes each message to `<dir>/<batch>__<owner>.eml` (the recap: `<batch>__summary.eml`;
 /// an untagged message: `untagged-<n>-<hash>.eml`).
 ///
+/// Like a delivery agent storing mail, it records the envelope in two trace fields put
+/// before the message, `Return-Path: <sender>` and `Delivered-To: <recipient>`;
+/// [`FileOutbox::messages`] reads them back.
+///
 /// Each file is written to a temporary name, flushed to disk and renamed into place, so
 /// a reader never sees half a message. Resending the same message (same batch and
 /// owner, so the same Message-ID) replaces the file: the outbox holds each owner's
@@ -41,6 +45,27 @@ impl FileOutbox {
     /// The folder.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Every message in the outbox, with the envelope it was sent with, in file-name
+    /// order. Files that are not outbox messages (no trace fields) are skipped.
+    ///
+    /// # Errors
+    /// When the folder or a file cannot be read.
+    pub fn messages(&self) -> std::io::Result<Vec<(Envelope, Vec<u8>)>> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+            .collect();
+        paths.sort();
+        let mut out = Vec::with_capacity(paths.len());
+        for path in paths {
+            let bytes = std::fs::read(&path)?;
+            if let Some(found) = split_trace(&bytes) {
+                out.push(found);
+            }
+        }
+        Ok(out)
     }
 
     /// The file a message with this envelope is written to.
@@ -85,9 +110,33 @@ fn file_safe(id: &str) -> String {
     format!("{}-{short}", cleaned.trim_start_matches('.'))
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+fn trace_fields(envelope: &Envelope) -> String {
+    format!(
+        "Return-Path: <{}>\r\nDelivered-To: {}\r\n",
+        envelope.from.smtp_form(),
+        envelope.to.smtp_form()
+    )
+}
+
+/// Splits a stored file into its envelope (from the trace fields) and the message.
+fn split_trace(stored: &[u8]) -> Option<(Envelope, Vec<u8>)> {
+    let mut lines = stored.splitn(3, |b| *b == b'\n');
+    let first = std::str::from_utf8(lines.next()?)
+        .ok()?
+        .trim_end_matches('\r');
+    let second = std::str::from_utf8(lines.next()?)
+        .ok()?
+        .trim_end_matches('\r');
+    let from = first.strip_prefix("Return-Path: <")?.strip_suffix('>')?;
+    let to = second.strip_prefix("Delivered-To: ")?;
+    let envelope = Envelope::new(from.parse().ok()?, to.parse().ok()?);
+    Some((envelope, lines.next().unwrap_or_default().to_vec()))
+}
+
+fn write_atomically(path: &Path, trace: &[u8], bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile_in(dir, path)?;
+    tmp.1.write_all(trace)?;
     tmp.1.write_all(bytes)?;
     tmp.1.sync_all()?;
     drop(tmp.1);
@@ -130,8 +179,9 @@ impl MailTransport for FileOutbox {
     async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<Accepted, TransportError> {
         let path = self.path_for(envelope, message);
         let bytes = message.to_vec();
+        let trace = trace_fields(envelope);
         let target = path.clone();
-        tokio::task::spawn_blocking(move || write_atomically(&target, &bytes))
+        tokio::task::spawn_blocking(move || write_atomically(&target, trace.as_bytes(), &bytes))
             .await
             .map_err(|e| TransportError::transient(format!("the writer task failed: {e}")))?
             .map_err(|e| {
@@ -190,7 +240,15 @@ mod tests {
                 .all(|n| !n.contains('/') && !n.starts_with('.'))
         );
         let body = std::fs::read(outbox.dir().join("b-1__o-1.eml")).unwrap();
-        assert_eq!(body, b"second");
+        assert_eq!(
+            body,
+            b"Return-Path: <from@example.org>\r\nDelivered-To: to@example.org\r\nsecond"
+        );
+        let read_back = outbox.messages().unwrap();
+        assert_eq!(read_back.len(), 3);
+        assert!(read_back.iter().any(|(env, bytes)| bytes == b"second"
+            && env.from.as_str() == "from@example.org"
+            && env.to.as_str() == "to@example.org"));
     }
 
     #[tokio::test]

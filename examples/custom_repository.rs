@@ -1,0 +1,193 @@
+//! Implementing `OwnerRepository` yourself, and proving it with the conformance suite.
+//!
+//! A host usually writes its repository over its own database. This example shows the
+//! whole trait surface with a small adapter of the kind hosts write first: one that
+//! wraps another repository and keeps an audit trail of every write. A from-scratch
+//! store follows the same shape; `src/adapters/memory.rs` is a complete one to start
+//! from. Whatever you write, run `repository_conformance` against it in your tests.
+//!
+//! ```sh
+//! cargo run --example custom_repository --features testing
+//! ```
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use owner_access::domain::{
+    ActivityEntry, Batch, BatchId, Community, CommunityId, Delivery, DeliveryCounts,
+    DeliveryOutcome, Draft, DraftId, NewBatch, Owner, OwnerId, Page, Timestamp, TokenHash,
+    TokenRecord,
+};
+use owner_access::eligibility::OwnerFilter;
+use owner_access::repository::{EmailEdit, EmailHolder, RedeemOutcome, RepoResult};
+use owner_access::{InMemoryRepository, OwnerRepository, async_trait};
+
+/// Forwards every call to `inner` and notes each write in `audit`.
+struct AuditedRepository<R> {
+    inner: R,
+    audit: Mutex<Vec<String>>,
+}
+
+impl<R> AuditedRepository<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            audit: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn note(&self, what: String) {
+        self.audit.lock().expect("audit lock").push(what);
+    }
+}
+
+impl<R: fmt::Display> fmt::Display for AuditedRepository<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "audited {}", self.inner)
+    }
+}
+
+#[async_trait]
+impl<R: OwnerRepository> OwnerRepository for AuditedRepository<R> {
+    async fn upsert_community(&self, community: &Community) -> RepoResult<()> {
+        self.note(format!("upsert community {}", community.id));
+        self.inner.upsert_community(community).await
+    }
+    async fn community(&self, id: &CommunityId) -> RepoResult<Option<Community>> {
+        self.inner.community(id).await
+    }
+    async fn upsert_owners(&self, owners: &[Owner], now: Timestamp) -> RepoResult<()> {
+        self.note(format!("upsert {} owners", owners.len()));
+        self.inner.upsert_owners(owners, now).await
+    }
+    async fn owner(&self, id: &OwnerId) -> RepoResult<Option<Owner>> {
+        self.inner.owner(id).await
+    }
+    async fn owners(&self, ids: &[OwnerId]) -> RepoResult<Vec<Owner>> {
+        self.inner.owners(ids).await
+    }
+    async fn community_owners(
+        &self,
+        community: &CommunityId,
+        filter: &OwnerFilter,
+        now: Timestamp,
+    ) -> RepoResult<Vec<Owner>> {
+        self.inner.community_owners(community, filter, now).await
+    }
+    async fn email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
+        self.inner.email_holders(keys).await
+    }
+    async fn update_emails(
+        &self,
+        edits: &[EmailEdit],
+        activity: &ActivityEntry,
+        now: Timestamp,
+    ) -> RepoResult<Vec<OwnerId>> {
+        self.note(format!("update {} emails", edits.len()));
+        self.inner.update_emails(edits, activity, now).await
+    }
+    async fn save_draft(&self, draft: &Draft) -> RepoResult<()> {
+        self.note(format!("save draft {}", draft.id));
+        self.inner.save_draft(draft).await
+    }
+    async fn draft(&self, id: &DraftId) -> RepoResult<Option<Draft>> {
+        self.inner.draft(id).await
+    }
+    async fn drafts(&self, community: &CommunityId) -> RepoResult<Vec<Draft>> {
+        self.inner.drafts(community).await
+    }
+    async fn delete_draft(&self, id: &DraftId) -> RepoResult<bool> {
+        self.note(format!("delete draft {id}"));
+        self.inner.delete_draft(id).await
+    }
+    async fn create_batch(&self, batch: &NewBatch) -> RepoResult<()> {
+        self.note(format!("create batch {}", batch.batch.id));
+        self.inner.create_batch(batch).await
+    }
+    async fn batch(&self, id: &BatchId) -> RepoResult<Option<Batch>> {
+        self.inner.batch(id).await
+    }
+    async fn batches(&self, community: &CommunityId) -> RepoResult<Vec<Batch>> {
+        self.inner.batches(community).await
+    }
+    async fn claim_deliveries(
+        &self,
+        batch: &BatchId,
+        limit: usize,
+        now: Timestamp,
+        stale_before: Timestamp,
+    ) -> RepoResult<Vec<Delivery>> {
+        self.inner
+            .claim_deliveries(batch, limit, now, stale_before)
+            .await
+    }
+    async fn record_delivery(
+        &self,
+        batch: &BatchId,
+        owner: &OwnerId,
+        outcome: &DeliveryOutcome,
+        now: Timestamp,
+    ) -> RepoResult<()> {
+        self.inner.record_delivery(batch, owner, outcome, now).await
+    }
+    async fn release_deliveries(&self, batch: &BatchId, owners: &[OwnerId]) -> RepoResult<()> {
+        self.inner.release_deliveries(batch, owners).await
+    }
+    async fn deliveries(&self, batch: &BatchId) -> RepoResult<Vec<Delivery>> {
+        self.inner.deliveries(batch).await
+    }
+    async fn delivery_counts(&self, batch: &BatchId) -> RepoResult<DeliveryCounts> {
+        self.inner.delivery_counts(batch).await
+    }
+    async fn requeue_failed(&self, batch: &BatchId) -> RepoResult<usize> {
+        self.inner.requeue_failed(batch).await
+    }
+    async fn issue_token(&self, token: &TokenRecord) -> RepoResult<()> {
+        self.inner.issue_token(token).await
+    }
+    async fn token(&self, hash: &TokenHash) -> RepoResult<Option<TokenRecord>> {
+        self.inner.token(hash).await
+    }
+    async fn redeem_token(&self, hash: &TokenHash, now: Timestamp) -> RepoResult<RedeemOutcome> {
+        let outcome = self.inner.redeem_token(hash, now).await?;
+        if let RedeemOutcome::Redeemed { owner, .. } = &outcome {
+            self.note(format!("owner {} registered", owner.id));
+        }
+        Ok(outcome)
+    }
+    async fn append_activity(&self, entry: &ActivityEntry) -> RepoResult<()> {
+        self.inner.append_activity(entry).await
+    }
+    async fn activity(
+        &self,
+        community: &CommunityId,
+        page: Page,
+    ) -> RepoResult<Vec<ActivityEntry>> {
+        self.inner.activity(community, page).await
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    // The one call that proves an adapter keeps every contract of the trait.
+    match owner_access::testing::repository_conformance(|| async {
+        AuditedRepository::new(InMemoryRepository::new())
+    })
+    .await
+    {
+        Ok(()) => println!(
+            "AuditedRepository passes all {} conformance checks",
+            owner_access::testing::REPOSITORY_CHECKS.len()
+        ),
+        Err(failures) => {
+            for failure in &failures {
+                eprintln!("FAILED {failure}");
+            }
+            std::process::exit(1);
+        }
+    }
+    // It is object safe: hosts choose an implementation at run time.
+    let repo: Arc<dyn OwnerRepository> =
+        Arc::new(AuditedRepository::new(InMemoryRepository::new()));
+    println!("using {repo}");
+}
