@@ -10,9 +10,9 @@ use serde::Serialize;
 use crate::clock::{Clock, SystemClock};
 use crate::dispatch::{Engine, PreparedBatch, SendOptions};
 use crate::domain::{
-    ActivityEntry, ActivityKind, Batch, BatchId, Community, CommunityId, Delivery, DeliveryState,
-    Draft, DraftId, EmailAddress, Mailbox, NewBatch, Owner, OwnerId, Page, Timestamp, TokenRecord,
-    TokenRejection,
+    ActivityEntry, ActivityKind, Batch, BatchId, Community, CommunityId, Delivery, DeliveryCounts,
+    DeliveryState, Draft, DraftId, EmailAddress, Mailbox, NewBatch, Owner, OwnerId, Page,
+    PropertyId, Timestamp, TokenRecord, TokenRejection,
 };
 use crate::eligibility::{
     Eligibility, Ineligible, OwnerFilter, Roster, RosterCounts, RosterRow, assess,
@@ -456,7 +456,7 @@ impl OwnerAccess {
     async fn holders_of(
         &self,
         owners: &[Owner],
-    ) -> Result<HashMap<String, Vec<(OwnerId, crate::domain::PropertyId)>>> {
+    ) -> Result<HashMap<String, Vec<(OwnerId, PropertyId)>>> {
         let mut keys: Vec<String> = owners.iter().filter_map(Owner::email_key).collect();
         keys.sort();
         keys.dedup();
@@ -888,13 +888,12 @@ impl OwnerAccess {
             "Owner Access invitations for {} (batch {})\n\n",
             prepared.community_name, batch.id
         );
-        let counts =
-            deliveries
-                .iter()
-                .fold(crate::domain::DeliveryCounts::default(), |mut c, d| {
-                    c.add(&d.state);
-                    c
-                });
+        let counts = deliveries
+            .iter()
+            .fold(DeliveryCounts::default(), |mut c, d| {
+                c.add(&d.state);
+                c
+            });
         text.push_str(&format!(
             "Recipients: {}; sent: {}; failed: {}.\n\n",
             counts.total(),
@@ -1100,7 +1099,7 @@ impl OwnerAccess {
 
 fn assess_with(
     owner: &Owner,
-    holders: &HashMap<String, Vec<(OwnerId, crate::domain::PropertyId)>>,
+    holders: &HashMap<String, Vec<(OwnerId, PropertyId)>>,
 ) -> Eligibility {
     let empty = Vec::new();
     let found = owner
