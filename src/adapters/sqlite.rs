@@ -1691,3 +1691,49 @@ impl OwnerRepository for SqliteRepository {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plan SQLite picks for a statement, one line per step.
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        stmt.query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[tokio::test]
+    async fn set_based_lookups_use_the_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = SqliteRepository::open(dir.path().join("plan.db"))
+            .await
+            .unwrap();
+        let conn = repo.inner.writer.lock().unwrap();
+        let holders = plan(
+            &conn,
+            "SELECT o.email_key, o.id, o.property
+             FROM (SELECT DISTINCT value AS key FROM json_each('[]')) k
+             JOIN owners o ON o.email_key = k.key",
+        );
+        assert!(holders.contains("INDEX owners_by_email_key"), "{holders}");
+        let roster = plan(
+            &conn,
+            &format!("SELECT {OWNER_COLUMNS} FROM owners WHERE community = 'c'"),
+        );
+        assert!(roster.contains("INDEX owners_by_community"), "{roster}");
+        let claim = plan(
+            &conn,
+            "SELECT owner FROM deliveries WHERE batch = 'b' AND state = 'claimed'
+                 AND state_at <= 5 ORDER BY state_at, owner LIMIT 3",
+        );
+        assert!(claim.contains("INDEX deliveries_by_state"), "{claim}");
+        assert!(
+            !claim.contains("TEMP B-TREE"),
+            "claims need no sort: {claim}"
+        );
+    }
+}
