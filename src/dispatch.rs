@@ -12,7 +12,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::StreamExt;
-use futures::stream;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 
 use crate::clock::Clock;
 use crate::domain::{
@@ -90,6 +91,8 @@ impl Default for SendOptions {
         }
     }
 }
+
+type ClaimResult = Result<Vec<(Delivery, Option<Owner>)>, RepositoryError>;
 
 /// Everything one run shares across deliveries, prepared once.
 pub(crate) struct PreparedBatch {
@@ -184,74 +187,68 @@ impl Engine<'_> {
         // A run never takes over its own claims, even when the clock stands still or
         // steps back: it remembers what it took.
         let stale_before = stale_before.min(self.clock.now() - Duration::from_micros(1));
-        let claims = stream::unfold(
-            (
-                VecDeque::<(Delivery, Option<Owner>)>::new(),
-                false,
-                HashSet::<OwnerId>::new(),
-            ),
-            |(mut queue, mut exhausted, mut taken)| {
-                let state = &state;
-                async move {
-                    loop {
-                        if state.is_stopping(self.control) {
-                            let owners: Vec<OwnerId> =
-                                queue.drain(..).map(|(d, _)| d.owner).collect();
-                            if !owners.is_empty()
-                                && let Err(e) =
-                                    self.repo.release_deliveries(batch_id, &owners).await
-                            {
-                                state.fail(e);
-                            }
-                            return None;
-                        }
-                        if let Some(item) = queue.pop_front() {
-                            return Some((item, (queue, exhausted, taken)));
-                        }
-                        if exhausted {
-                            return None;
-                        }
-                        match self.claim_chunk(prepared, chunk, stale_before).await {
-                            Ok(items) if items.is_empty() => exhausted = true,
-                            Ok(items) => {
-                                let before = queue.len();
-                                queue.extend(
-                                    items
-                                        .into_iter()
-                                        .filter(|(d, _)| taken.insert(d.owner.clone())),
-                                );
-                                if queue.len() == before {
-                                    // Only our own claims came back: nothing else is left.
-                                    exhausted = true;
-                                }
-                            }
-                            Err(e) => state.fail(e),
-                        }
-                    }
-                }
-            },
-        );
-
-        let settled = claims
-            .map(|(delivery, owner)| self.deliver(prepared, &state, delivery, owner))
-            .buffer_unordered(concurrency);
-        let mut settled = std::pin::pin!(settled);
-
+        let mut queue: VecDeque<(Delivery, Option<Owner>)> = VecDeque::new();
+        let mut taken: HashSet<OwnerId> = HashSet::new();
+        let mut exhausted = false;
+        // The next chunk is claimed while the current one is being sent, so workers
+        // never wait on the repository. Boxed futures keep the run `Send` for hosts
+        // that spawn it.
+        let mut claiming: Option<BoxFuture<'_, ClaimResult>> = None;
+        let mut in_flight: FuturesUnordered<BoxFuture<'_, Result<Settled, RepositoryError>>> =
+            FuturesUnordered::new();
         let mut held: Vec<(Delivery, String, u32)> = Vec::new();
-        while let Some(result) = settled.next().await {
-            match result {
-                Err(e) => state.fail(e),
-                Ok(Settled::Sent) | Ok(Settled::Failed) => {
-                    self.flush_held(prepared, &state, &mut held).await;
-                }
-                Ok(Settled::Fatal(error)) => state.stop_with(StopReason::Fatal { error }),
-                Ok(Settled::Unreachable(delivery, error, attempts)) => {
-                    held.push((delivery, error.clone(), attempts));
-                    if held.len() >= self.options.unreachable_after.max(1) {
-                        state.stop_with(StopReason::Unreachable { error });
-                    }
-                }
+        loop {
+            let stopping = state.is_stopping(self.control);
+            if !stopping && !exhausted && claiming.is_none() && queue.len() < concurrency {
+                claiming = Some(Box::pin(self.claim_chunk(prepared, chunk, stale_before)));
             }
+            while !stopping && in_flight.len() < concurrency {
+                let Some((delivery, owner)) = queue.pop_front() else {
+                    break;
+                };
+                in_flight.push(Box::pin(self.deliver(prepared, &state, delivery, owner)));
+            }
+            if in_flight.is_empty() && claiming.is_none() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                Some(result) = in_flight.next(), if !in_flight.is_empty() => match result {
+                    Err(e) => state.fail(e),
+                    Ok(Settled::Sent) | Ok(Settled::Failed) => {
+                        self.flush_held(prepared, &state, &mut held).await;
+                    }
+                    Ok(Settled::Fatal(error)) => state.stop_with(StopReason::Fatal { error }),
+                    Ok(Settled::Unreachable(delivery, error, attempts)) => {
+                        held.push((delivery, error.clone(), attempts));
+                        if held.len() >= self.options.unreachable_after.max(1) {
+                            state.stop_with(StopReason::Unreachable { error });
+                        }
+                    }
+                },
+                claimed = async { claiming.as_mut().expect("guarded").await }, if claiming.is_some() => {
+                    claiming = None;
+                    match claimed {
+                        Ok(items) => {
+                            let before = queue.len();
+                            queue.extend(items.into_iter().filter(|(d, _)| taken.insert(d.owner.clone())));
+                            if queue.len() == before {
+                                // Nothing new came back (none left, or only our own
+                                // claims): the batch is exhausted for this run.
+                                exhausted = true;
+                            }
+                        }
+                        Err(e) => state.fail(e),
+                    }
+                },
+            }
+        }
+        // Claimed but never started (the run stopped): give them back.
+        let unstarted: Vec<OwnerId> = queue.drain(..).map(|(d, _)| d.owner).collect();
+        if !unstarted.is_empty()
+            && let Err(e) = self.repo.release_deliveries(batch_id, &unstarted).await
+        {
+            state.fail(e);
         }
 
         let stopped = state.stop.lock().expect("run state").clone();

@@ -331,3 +331,29 @@ async fn an_owner_who_registers_after_the_batch_was_made_is_skipped() {
     assert!(report.failed[0].error.contains("registered"));
     assert!(w.transport.messages_to(&addr("e1@example.org")).is_empty());
 }
+
+/// Hosts run sends in the background: every workflow future is `Send + 'static`-able.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_and_resumes_run_on_spawned_tasks() {
+    let w = world(5).await;
+    let review = review_for(&w, 5).await;
+    let service = w.service.clone();
+    let report = tokio::spawn(async move { service.send(review).await })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.sent, 5);
+    let service = w.service.clone();
+    let batch = report.batch.unwrap();
+    let resumed = tokio::spawn(async move { service.resume(&batch).await })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resumed.sent, 5);
+    let service = w.service.clone();
+    let resent = tokio::spawn(async move { service.resend(&oid("e1")).await })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resent.sent, 1);
+}
