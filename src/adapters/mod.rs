@@ -5,6 +5,9 @@
 //! | [`InMemoryRepository`](memory::InMemoryRepository) | [`OwnerRepository`](crate::OwnerRepository) | demos, small deployments, tests |
 //! | [`InMemoryTransport`](memory::InMemoryTransport) | [`MailTransport`](crate::MailTransport) | tests: records messages, injects faults |
 //! | [`FileOutbox`](outbox::FileOutbox) | [`MailTransport`](crate::MailTransport) | one `.eml` file per message |
+//! | `SmtpTransport` (`smtp::SmtpTransport`, feature `smtp`) | [`MailTransport`](crate::MailTransport) | delivery through an SMTP server |
 
 pub mod memory;
 pub mod outbox;
+#[cfg(feature = "smtp")]
+pub mod smtp;
