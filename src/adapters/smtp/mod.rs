@@ -62,7 +62,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use mail_send::SmtpClient;
 use smtp_proto::{EXT_8BIT_MIME, EXT_START_TLS, EhloResponse, Response};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_rustls::TlsConnector;
@@ -161,14 +161,8 @@ impl SmtpTransport {
 
     async fn open_within(&self) -> Result<Connection, TransportError> {
         let s = &self.settings;
-        let tcp = TcpStream::connect((s.host.as_str(), s.port))
-            .await
-            .map_err(|e| {
-                TransportError::connection(format!("{self}: cannot connect: {e}")).with_source(e)
-            })?;
-        tcp.set_nodelay(true).map_err(|e| {
-            TransportError::connection(format!("{self}: cannot set TCP_NODELAY: {e}"))
-                .with_source(e)
+        let tcp = tcp_connect(&s.host, s.port).await.map_err(|e| {
+            TransportError::connection(format!("{self}: cannot connect: {e}")).with_source(e)
         })?;
         let helo =
             match &s.helo_name {
@@ -571,14 +565,52 @@ async fn transact<T: AsyncRead + AsyncWrite + Unpin>(
     let reply = client.cmd(b"DATA\r\n").await.map_err(fail(Stage::Data))?;
     expect(reply, 3, Stage::Data)?;
     let limit = client.timeout;
+    let data = data_block(message);
     let reply = tokio::time::timeout(limit, async {
-        client.write_message(message).await?;
+        client.stream.write_all(&data).await?;
+        client.stream.flush().await?;
         client.read().await
     })
     .await
     .map_err(|_| fail(Stage::EndOfData)(mail_send::Error::Timeout))?
     .map_err(fail(Stage::EndOfData))?;
     expect(reply, 2, Stage::EndOfData)
+}
+
+/// The message as DATA puts it on the wire, with the terminating `.` line: every
+/// line break as CRLF (a bare CR or LF becomes CRLF, so no `<LF>.<LF>` can end the
+/// data early anywhere), every line starting with `.` stuffed with one more, and a
+/// final CRLF only when the message does not already end with one, so the server
+/// stores exactly the bytes given. One buffer, so the data leaves in as few
+/// segments as the socket allows.
+fn data_block(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 512 + 8);
+    let mut line_start = true;
+    let mut i = 0;
+    while i < message.len() {
+        let b = message[i];
+        match b {
+            b'\r' | b'\n' => {
+                out.extend_from_slice(b"\r\n");
+                i += if b == b'\r' && message.get(i + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
+                line_start = true;
+                continue;
+            }
+            b'.' if line_start => out.extend_from_slice(b".."),
+            _ => out.push(b),
+        }
+        line_start = false;
+        i += 1;
+    }
+    if !line_start || out.is_empty() {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
 }
 
 fn expect(reply: Response<String>, class: u16, stage: Stage) -> Result<Response<String>, Failure> {
@@ -623,10 +655,56 @@ fn reply_error(reply: &Response<String>, context: &str) -> TransportError {
     )
 }
 
+/// Connects with TCP_NODELAY set: SMTP is a dialogue of small writes, and without
+/// it a message's last segment can wait for the server's delayed ACK (about 40 ms a
+/// message).
+async fn tcp_connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
+    let tcp = TcpStream::connect((host, port)).await?;
+    tcp.set_nodelay(true)?;
+    Ok(tcp)
+}
+
 /// `[192.0.2.10]` or `[IPv6:2001:db8::1]`: the EHLO name when none is set.
 fn address_literal(addr: SocketAddr) -> String {
     match addr {
         SocketAddr::V4(a) => format!("[{}]", a.ip()),
         SocketAddr::V6(a) => format!("[IPv6:{}]", a.ip()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_socket_has_tcp_nodelay() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let tcp = tcp_connect("127.0.0.1", port).await.unwrap();
+        assert!(tcp.nodelay().unwrap());
+    }
+
+    #[test]
+    fn data_block_stuffs_dots_and_ends_exactly_once() {
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"A: b\r\n\r\nbody\r\n", b"A: b\r\n\r\nbody\r\n.\r\n"),
+            (b"A: b\r\n\r\nbody", b"A: b\r\n\r\nbody\r\n.\r\n"),
+            (b".starts\r\n", b"..starts\r\n.\r\n"),
+            (b"x\r\n.\r\n..\r\n", b"x\r\n..\r\n...\r\n.\r\n"),
+            // Bare LF and CR become CRLF: no smuggled end of data.
+            (
+                b"x\n.\nMAIL FROM:<a@b>\n",
+                b"x\r\n..\r\nMAIL FROM:<a@b>\r\n.\r\n",
+            ),
+            (b"x\r.\rMAIL", b"x\r\n..\r\nMAIL\r\n.\r\n"),
+            (b"", b"\r\n.\r\n"),
+            (b"a.b\r\n", b"a.b\r\n.\r\n"),
+        ];
+        for (message, wire) in cases {
+            assert_eq!(
+                String::from_utf8_lossy(&data_block(message)),
+                String::from_utf8_lossy(wire)
+            );
+        }
     }
 }
