@@ -61,7 +61,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use mail_send::SmtpClient;
-use smtp_proto::{EXT_8BIT_MIME, EXT_START_TLS, EhloResponse, Response};
+use smtp_proto::{EXT_8BIT_MIME, EXT_PIPELINING, EXT_START_TLS, EhloResponse, Response};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -521,12 +521,17 @@ impl Stage {
 struct Failure {
     stage: Stage,
     error: mail_send::Error,
+    /// The server's state is not what ours is: do not reuse the connection.
+    desync: bool,
 }
 
 impl Failure {
     /// Whether the connection cannot be used again: it dropped, timed out, or the
     /// server said 421 (closing).
     fn kills_connection(&self) -> bool {
+        if self.desync {
+            return true;
+        }
         match &self.error {
             mail_send::Error::UnexpectedReply(reply) => reply.code == 421,
             _ => true,
@@ -538,7 +543,9 @@ impl Failure {
     }
 }
 
-/// MAIL FROM, RCPT TO, DATA and the message, each waiting for its reply.
+/// One transaction: MAIL FROM, RCPT TO and DATA (in one write when the server
+/// offers PIPELINING, RFC 2920, else each waiting for its reply), then the message
+/// and the reply to its final dot.
 async fn transact<T: AsyncRead + AsyncWrite + Unpin>(
     client: &mut SmtpClient<T>,
     caps: &EhloResponse<String>,
@@ -546,28 +553,72 @@ async fn transact<T: AsyncRead + AsyncWrite + Unpin>(
     to: &str,
     message: &[u8],
 ) -> Result<Response<String>, Failure> {
-    let fail = |stage| move |error| Failure { stage, error };
+    let fail = |stage| {
+        move |error| Failure {
+            stage,
+            error,
+            desync: false,
+        }
+    };
     let body = if caps.has_capability(EXT_8BIT_MIME) && !message.is_ascii() {
         " BODY=8BITMIME"
     } else {
         ""
     };
-    let reply = client
-        .cmd(format!("MAIL FROM:<{from}>{body}\r\n"))
+    let mail = format!("MAIL FROM:<{from}>{body}\r\n");
+    let rcpt = format!("RCPT TO:<{to}>\r\n");
+    if caps.has_capability(EXT_PIPELINING) {
+        // One write, one segment.
+        let commands = [mail.as_bytes(), rcpt.as_bytes(), b"DATA\r\n"].concat();
+        let limit = client.timeout;
+        let mut replies = tokio::time::timeout(limit, async {
+            client.stream.write_all(&commands).await?;
+            client.stream.flush().await?;
+            client.read_many(3).await
+        })
         .await
-        .map_err(fail(Stage::Mail))?;
-    expect(reply, 2, Stage::Mail)?;
-    let reply = client
-        .cmd(format!("RCPT TO:<{to}>\r\n"))
-        .await
-        .map_err(fail(Stage::Rcpt))?;
-    expect(reply, 2, Stage::Rcpt)?;
-    let reply = client.cmd(b"DATA\r\n").await.map_err(fail(Stage::Data))?;
-    expect(reply, 3, Stage::Data)?;
+        .map_err(|_| fail(Stage::Mail)(mail_send::Error::Timeout))?
+        .map_err(fail(Stage::Mail))?
+        .into_iter();
+        let (Some(mail), Some(rcpt), Some(data)) = (replies.next(), replies.next(), replies.next())
+        else {
+            return Err(fail(Stage::Mail)(mail_send::Error::UnparseableReply));
+        };
+        let data_open = data.code == 354;
+        for (reply, class, stage) in [(mail, 2, Stage::Mail), (rcpt, 2, Stage::Rcpt)] {
+            if let Err(mut failure) = expect(reply, class, stage) {
+                // A server that opened DATA after refusing the transaction is out
+                // of step with us: the connection is not used again.
+                failure.desync = data_open;
+                return Err(failure);
+            }
+        }
+        expect(data, 3, Stage::Data)?;
+    } else {
+        let reply = client.cmd(mail).await.map_err(fail(Stage::Mail))?;
+        expect(reply, 2, Stage::Mail)?;
+        let reply = client.cmd(rcpt).await.map_err(fail(Stage::Rcpt))?;
+        expect(reply, 2, Stage::Rcpt)?;
+        let reply = client.cmd(b"DATA\r\n").await.map_err(fail(Stage::Data))?;
+        expect(reply, 3, Stage::Data)?;
+    }
     let limit = client.timeout;
-    let data = data_block(message);
     let reply = tokio::time::timeout(limit, async {
-        client.stream.write_all(&data).await?;
+        let end: &[u8] = if message.ends_with(b"\r\n") {
+            b".\r\n"
+        } else {
+            b"\r\n.\r\n"
+        };
+        if needs_framing(message) {
+            client.stream.write_all(&data_block(message)).await?;
+        } else if message.len() <= SMALL_MESSAGE {
+            // One segment for the message and its end: copying a few KB is cheaper
+            // than a second write.
+            client.stream.write_all(&[message, end].concat()).await?;
+        } else {
+            client.stream.write_all(message).await?;
+            client.stream.write_all(end).await?;
+        }
         client.stream.flush().await?;
         client.read().await
     })
@@ -575,6 +626,26 @@ async fn transact<T: AsyncRead + AsyncWrite + Unpin>(
     .map_err(|_| fail(Stage::EndOfData)(mail_send::Error::Timeout))?
     .map_err(fail(Stage::EndOfData))?;
     expect(reply, 2, Stage::EndOfData)
+}
+
+/// Messages up to this size go out in one write with their final dot.
+const SMALL_MESSAGE: usize = 64 * 1024;
+
+/// Whether the message must be rewritten for DATA: a bare CR or LF, or a line
+/// starting with `.`. Messages from the MIME builder never need it, and are sent
+/// as they are, uncopied.
+fn needs_framing(message: &[u8]) -> bool {
+    if message.first() == Some(&b'.') {
+        return true;
+    }
+    let mut lfs = 0usize;
+    for at in memchr::memchr_iter(b'\n', message) {
+        if at == 0 || message[at - 1] != b'\r' || message.get(at + 1) == Some(&b'.') {
+            return true;
+        }
+        lfs += 1;
+    }
+    memchr::memchr_iter(b'\r', message).count() != lfs
 }
 
 /// The message as DATA puts it on the wire, with the terminating `.` line: every
@@ -620,6 +691,7 @@ fn expect(reply: Response<String>, class: u16, stage: Stage) -> Result<Response<
         Err(Failure {
             stage,
             error: mail_send::Error::UnexpectedReply(reply),
+            desync: false,
         })
     }
 }
@@ -699,8 +771,22 @@ mod tests {
             (b"x\r.\rMAIL", b"x\r\n..\r\nMAIL\r\n.\r\n"),
             (b"", b"\r\n.\r\n"),
             (b"a.b\r\n", b"a.b\r\n.\r\n"),
+            (b"a\r\nb\rc\r\n", b"a\r\nb\r\nc\r\n.\r\n"),
+            (b"a\r\n\nb\r\n", b"a\r\n\r\nb\r\n.\r\n"),
         ];
+        assert!(!needs_framing(b"A: b\r\n\r\nbody.\r\n"));
+        assert!(needs_framing(b"A: b\r\n\r\n.body\r\n"));
+        assert!(needs_framing(b"A: b\r\n\nbody\r\n"));
+        assert!(needs_framing(b"A: b\r\r\nbody\r\n"));
         for (message, wire) in cases {
+            if !needs_framing(message) {
+                let mut direct = message.to_vec();
+                if !direct.ends_with(b"\r\n") {
+                    direct.extend_from_slice(b"\r\n");
+                }
+                direct.extend_from_slice(b".\r\n");
+                assert_eq!(direct, wire.to_vec(), "sent as is");
+            }
             assert_eq!(
                 String::from_utf8_lossy(&data_block(message)),
                 String::from_utf8_lossy(wire)
