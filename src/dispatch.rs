@@ -405,7 +405,15 @@ impl Engine<'_> {
             }
         });
         let id = message_id(batch_id, &owner.id, &prepared.message_id_domain);
-        let mut bytes = Vec::with_capacity(4096 + prepared.batch.invite.attachments.len() * 1024);
+        // Sized for the encoded attachments up front: growing a 300 KB message by
+        // doubling costs several copies and fresh pages per message.
+        let attachments: usize = prepared
+            .frame
+            .encoded_attachments()
+            .iter()
+            .map(|a| a.as_bytes().len())
+            .sum();
+        let mut bytes = Vec::with_capacity(8192 + attachments);
         prepared
             .frame
             .write_message(&to, &id, issued_at, &parts, &mut bytes);

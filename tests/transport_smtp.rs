@@ -1,0 +1,869 @@
+//! SmtpTransport against a real SMTP server run in-process: mailin-embedded (a
+//! dev-dependency, so this runs in `cargo test --all-features` with nothing
+//! installed), on random free ports on 127.0.0.1. No mocks: the server parses the
+//! SMTP dialogue, undoes dot-stuffing, does STARTTLS (OpenSSL) and AUTH.
+//!
+//! What mailin cannot model (a 4xx or 5xx at the end of DATA, RSET inside an
+//! authenticated session, implicit TLS) is covered against aiosmtpd in
+//! `transport_smtp_external.rs`.
+#![cfg(feature = "smtp")]
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mailin_embedded::response::{AUTH_OK, INVALID_CREDENTIALS, OK};
+use mailin_embedded::{AuthMechanism, Handler, Response, Server, SslConfig};
+use owner_access::adapters::smtp::{Security, SmtpSettings, SmtpTransport};
+use owner_access::domain::{Community, CommunityId, EmailAddress, Owner, OwnerId, PropertyId};
+use owner_access::transport::{Envelope, ErrorClass, MailTransport, TransportError};
+use owner_access::{InMemoryRepository, OwnerAccess, OwnerRepository, Selection, SendOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+// ---------------------------------------------------------------------------------
+// The server: mailin-embedded with a handler that records every transaction and
+// answers according to the recipient's local part.
+
+/// One accepted transaction, as the server saw it.
+#[derive(Debug, Clone)]
+struct Received {
+    /// Which connection (one handler clone per connection).
+    conn: usize,
+    from: String,
+    to: Vec<String>,
+    bytes: Vec<u8>,
+    /// The user the session authenticated as.
+    user: Option<String>,
+}
+
+#[derive(Default)]
+struct Shared {
+    next_conn: AtomicUsize,
+    received: Mutex<Vec<Received>>,
+    /// Recipients the server has seen in RCPT TO (accepted or not).
+    rcpts: Mutex<Vec<String>>,
+}
+
+#[derive(Clone)]
+struct Recorder {
+    shared: Arc<Shared>,
+    conn: Option<usize>,
+    user: Option<String>,
+    from: String,
+    to: Vec<String>,
+    data: Vec<u8>,
+}
+
+fn reply(code: u16, text: &str) -> Response {
+    Response::custom(code, text.to_owned())
+}
+
+impl Handler for Recorder {
+    fn helo(&mut self, _ip: IpAddr, _domain: &str) -> Response {
+        if self.conn.is_none() {
+            self.conn = Some(self.shared.next_conn.fetch_add(1, Ordering::SeqCst));
+        }
+        OK
+    }
+
+    fn mail(&mut self, _ip: IpAddr, _domain: &str, from: &str) -> Response {
+        self.from = from.to_owned();
+        self.to.clear();
+        self.data.clear();
+        OK
+    }
+
+    fn rcpt(&mut self, to: &str) -> Response {
+        self.shared.rcpts.lock().unwrap().push(to.to_owned());
+        if to.starts_with("tempfail-rcpt") {
+            return reply(451, "4.2.1 Mailbox busy, try again later");
+        }
+        if to.starts_with("reject-rcpt") {
+            return reply(550, "5.1.1 No such user here");
+        }
+        self.to.push(to.to_owned());
+        OK
+    }
+
+    fn data_start(&mut self, _domain: &str, _from: &str, _is8bit: bool, to: &[String]) -> Response {
+        if to.iter().any(|t| t.starts_with("tempfail-data")) {
+            return reply(452, "4.3.1 Insufficient system storage");
+        }
+        if to.iter().any(|t| t.starts_with("close-data")) {
+            return reply(421, "4.3.2 Shutting down, closing connection");
+        }
+        if to.iter().any(|t| t.starts_with("reject-data")) {
+            return reply(554, "5.7.1 Message refused");
+        }
+        OK
+    }
+
+    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.data.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn data_end(&mut self) -> Response {
+        if self.to.iter().any(|t| t.starts_with("slow-")) {
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        self.shared.received.lock().unwrap().push(Received {
+            conn: self.conn.unwrap_or(usize::MAX),
+            from: std::mem::take(&mut self.from),
+            to: std::mem::take(&mut self.to),
+            bytes: std::mem::take(&mut self.data),
+            user: self.user.clone(),
+        });
+        OK
+    }
+
+    fn auth_plain(&mut self, _authz: &str, user: &str, password: &str) -> Response {
+        self.check(user, password)
+    }
+
+    fn auth_login(&mut self, user: &str, password: &str) -> Response {
+        self.check(user, password)
+    }
+}
+
+impl Recorder {
+    fn check(&mut self, user: &str, password: &str) -> Response {
+        if user == "ann" && password == "s3cret-Pa55" {
+            self.user = Some(user.to_owned());
+            AUTH_OK
+        } else {
+            INVALID_CREDENTIALS
+        }
+    }
+}
+
+struct TestServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    /// The CA certificate (PEM) that signed the server's certificate, with TLS.
+    ca_pem: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    fn start(tls: bool, auth: bool) -> Self {
+        Self::start_with(tls.then_some(&["localhost", "127.0.0.1"][..]), auth)
+    }
+
+    /// With TLS when `names` is given: a certificate for those names.
+    fn start_with(names: Option<&[&str]>, auth: bool) -> Self {
+        let shared = Arc::new(Shared::default());
+        let handler = Recorder {
+            shared: shared.clone(),
+            conn: None,
+            user: None,
+            from: String::new(),
+            to: Vec::new(),
+            data: Vec::new(),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut server = Server::new(handler);
+        server
+            .with_name("mailin.test")
+            .with_num_threads(24)
+            .with_tcp_listener(listener);
+        let (mut ca_pem, mut dir) = (None, None);
+        if let Some(names) = names {
+            let (ca, cert, key) = certificates(names);
+            let d = tempfile::tempdir().unwrap();
+            let cert_path = d.path().join("cert.pem");
+            let key_path = d.path().join("key.pem");
+            std::fs::write(&cert_path, cert).unwrap();
+            std::fs::write(&key_path, key).unwrap();
+            server
+                .with_ssl(SslConfig::SelfSigned {
+                    cert_path: cert_path.to_string_lossy().into_owned(),
+                    key_path: key_path.to_string_lossy().into_owned(),
+                })
+                .unwrap();
+            ca_pem = Some(ca);
+            dir = Some(d);
+        }
+        if auth {
+            server
+                .with_auth(AuthMechanism::Plain)
+                .with_auth(AuthMechanism::Login);
+        }
+        std::thread::spawn(move || {
+            if let Err(e) = server.serve() {
+                panic!("mailin stopped: {e}");
+            }
+        });
+        Self {
+            addr,
+            shared,
+            ca_pem,
+            _dir: dir,
+        }
+    }
+
+    fn plain() -> Self {
+        Self::start(false, false)
+    }
+
+    fn settings(&self, security: Security) -> SmtpSettings {
+        SmtpSettings::new("127.0.0.1", self.addr.port(), security)
+            .with_helo_name("client.test")
+            .with_timeouts(Duration::from_secs(5), Duration::from_secs(5))
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.shared.received.lock().unwrap().clone()
+    }
+
+    fn received_by(&self, to: &str) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.to.iter().any(|t| t == to))
+            .collect()
+    }
+
+    /// The server's mail as a conformance-suite sink.
+    fn sink(&self) -> impl Fn() -> Vec<(Envelope, Vec<u8>)> + Send + Sync + use<> {
+        let shared = self.shared.clone();
+        move || {
+            shared
+                .received
+                .lock()
+                .unwrap()
+                .iter()
+                .flat_map(|r| {
+                    r.to.iter()
+                        .map(|to| (Envelope::new(addr(&r.from), addr(to)), r.bytes.clone()))
+                })
+                .collect()
+        }
+    }
+}
+
+/// A CA, a server certificate for localhost and 127.0.0.1 signed by it, and the
+/// server's key: (CA PEM, certificate PEM, key PEM).
+fn certificates(names: &[&str]) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "owner-access test CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "mailin.test");
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+fn addr(raw: &str) -> EmailAddress {
+    EmailAddress::parse(raw).unwrap()
+}
+
+fn envelope(to: &str) -> Envelope {
+    Envelope::new(addr("portal@hoa.example.com"), addr(to))
+}
+
+fn message(to: &str, body: &str) -> Vec<u8> {
+    format!(
+        "From: Owner Portal <portal@hoa.example.com>\r\nTo: <{to}>\r\n\
+         Subject: Your owner portal\r\nMessage-ID: <{to}.1@hoa.example.com>\r\n\r\n{body}"
+    )
+    .into_bytes()
+}
+
+fn transport(settings: SmtpSettings) -> SmtpTransport {
+    SmtpTransport::new(settings).unwrap()
+}
+
+async fn send(t: &SmtpTransport, to: &str, body: &str) -> Result<(), TransportError> {
+    t.send(&envelope(to), &message(to, body)).await.map(|_| ())
+}
+
+fn assert_class(e: &TransportError, class: ErrorClass, connection: bool) {
+    assert_eq!(
+        (e.class, e.connection),
+        (class, connection),
+        "unexpected classification of {e:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Plain SMTP
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_conformance_suite_passes_against_the_server() {
+    let server = TestServer::plain();
+    let smtp = transport(server.settings(Security::Plain));
+    let sink = server.sink();
+    owner_access::testing::transport_conformance(&smtp, &sink)
+        .await
+        .unwrap_or_else(|failures| panic!("{failures:#?}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelope_comes_from_the_envelope_never_the_headers() {
+    let server = TestServer::plain();
+    let smtp = transport(server.settings(Security::Plain));
+    // Headers name other people; the envelope alone decides.
+    let bytes =
+        b"From: Someone Else <boss@elsewhere.example>\r\nTo: <victim@elsewhere.example>\r\n\
+Cc: <cc@elsewhere.example>\r\nBcc: <bcc@elsewhere.example>\r\nSubject: x\r\n\r\nhello\r\n";
+    let env = Envelope::new(
+        addr("portal@hoa.example.com"),
+        addr("ann@owners.example.org"),
+    );
+    let accepted = smtp.send(&env, bytes).await.unwrap();
+    assert!(accepted.response.unwrap().starts_with("250"));
+    let got = server.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].from, "portal@hoa.example.com");
+    assert_eq!(got[0].to, vec!["ann@owners.example.org".to_owned()]);
+    assert_eq!(
+        *server.shared.rcpts.lock().unwrap(),
+        vec!["ann@owners.example.org".to_owned()]
+    );
+    assert_eq!(got[0].bytes, bytes.to_vec());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idn_domain_goes_on_the_wire_in_ascii() {
+    let server = TestServer::plain();
+    let smtp = transport(server.settings(Security::Plain));
+    let env = Envelope::new(addr("portal@hoa.example.com"), addr("ann@bücher.example"));
+    smtp.send(&env, b"Subject: x\r\n\r\nhi\r\n").await.unwrap();
+    assert_eq!(
+        server.received()[0].to,
+        vec!["ann@xn--bcher-kva.example".to_owned()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n_messages_over_one_connection_arrive_intact_in_n_transactions() {
+    let server = TestServer::plain();
+    let smtp = transport(
+        server
+            .settings(Security::Plain)
+            .with_connections(1)
+            .with_messages_per_connection(1000),
+    );
+    let n = 25;
+    let mut sent = Vec::new();
+    for i in 0..n {
+        let to = format!("owner{i}@owners.example.org");
+        let body = format!("Message {i}.\r\n.\r\n..dots {i}\r\nend\r\n");
+        let bytes = message(&to, &body);
+        smtp.send(&envelope(&to), &bytes).await.unwrap();
+        sent.push((to, bytes));
+    }
+    let got = server.received();
+    assert_eq!(got.len(), n, "one transaction per message");
+    let conns: BTreeSet<usize> = got.iter().map(|r| r.conn).collect();
+    assert_eq!(conns.len(), 1, "all over one connection: {conns:?}");
+    for ((to, bytes), r) in sent.iter().zip(&got) {
+        assert_eq!(&r.to, &vec![to.clone()]);
+        assert_eq!(&r.bytes, bytes, "message to {to} altered");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_connection_after_the_configured_number_of_messages() {
+    let server = TestServer::plain();
+    let smtp = transport(
+        server
+            .settings(Security::Plain)
+            .with_connections(1)
+            .with_messages_per_connection(5),
+    );
+    for i in 0..12 {
+        send(&smtp, &format!("o{i}@owners.example.org"), "hi\r\n")
+            .await
+            .unwrap();
+    }
+    let got = server.received();
+    let mut per_conn = std::collections::BTreeMap::<usize, usize>::new();
+    for r in &got {
+        *per_conn.entry(r.conn).or_default() += 1;
+    }
+    let counts: Vec<usize> = per_conn.values().copied().collect();
+    assert_eq!(counts, vec![5, 5, 2], "{per_conn:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sends_share_the_fixed_set_of_connections() {
+    let server = TestServer::plain();
+    let smtp = Arc::new(transport(
+        server.settings(Security::Plain).with_connections(3),
+    ));
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let smtp = smtp.clone();
+            tokio::spawn(
+                async move { send(&smtp, &format!("c{i}@owners.example.org"), "hi\r\n").await },
+            )
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let got = server.received();
+    assert_eq!(got.len(), 60);
+    let conns: BTreeSet<usize> = got.iter().map(|r| r.conn).collect();
+    assert!(
+        !conns.is_empty() && conns.len() <= 3,
+        "at most 3 connections, saw {conns:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Replies and failures
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_4xx_to_rcpt_is_transient_keeps_the_reply_and_the_connection() {
+    let server = TestServer::plain();
+    let smtp = transport(server.settings(Security::Plain).with_connections(1));
+    send(&smtp, "before@owners.example.org", "hi\r\n")
+        .await
+        .unwrap();
+    let e = send(&smtp, "tempfail-rcpt@owners.example.org", "hi\r\n")
+        .await
+        .unwrap_err();
+    assert_class(&e, ErrorClass::Transient, false);
+    assert_eq!(e.code, Some(451));
+    assert_eq!(e.enhanced.as_deref(), Some("4.2.1"));
+    assert!(e.message.contains("Mailbox busy"), "{e:?}");
+    assert!(e.summary().starts_with("451 4.2.1 "), "{}", e.summary());
+    // RSET, then the same connection carries the next message.
+    send(&smtp, "after@owners.example.org", "hi\r\n")
+        .await
+        .unwrap();
+    let got = server.received();
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        got[0].conn, got[1].conn,
+        "the connection was reused after RSET"
+    );
+    assert!(
+        server
+            .received_by("tempfail-rcpt@owners.example.org")
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_5xx_to_rcpt_is_permanent_for_this_recipient_only() {
+    let server = TestServer::plain();
+    let smtp = transport(server.settings(Security::Plain).with_connections(1));
+    let e = send(&smtp, "reject-rcpt@owners.example.org", "hi\r\n")
+        .await
+        .unwrap_err();
+    assert_class(&e, ErrorClass::Permanent, false);
+    assert_eq!((e.code, e.enhanced.as_deref()), (Some(550), Some("5.1.1")));
+    assert!(e.message.contains("No such user"), "{e:?}");
+    send(&smtp, "next@owners.example.org", "hi\r\n")
+        .await
+        .unwrap();
+    assert_eq!(server.received().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_to_data_are_classified() {
+    let server = TestServer::plain();
+    let smtp = transport(server.settings(Security::Plain).with_connections(1));
+    let e = send(&smtp, "tempfail-data@owners.example.org", "hi\r\n")
+        .await
+        .unwrap_err();
+    assert_class(&e, ErrorClass::Transient, false);
+    assert_eq!((e.code, e.enhanced.as_deref()), (Some(452), Some("4.3.1")));
+    let e = send(&smtp, "reject-data@owners.example.org", "hi\r\n")
+        .await
+        .unwrap_err();
+    assert_class(&e, ErrorClass::Permanent, false);
+    assert_eq!((e.code, e.enhanced.as_deref()), (Some(554), Some("5.7.1")));
+    send(&smtp, "ok@owners.example.org", "hi\r\n")
+        .await
+        .unwrap();
+    assert_eq!(server.received().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_421_closes_the_connection_and_the_next_message_reconnects() {
+    let server = TestServer::plain();
+    let smtp = transport(server.settings(Security::Plain).with_connections(1));
+    send(&smtp, "first@owners.example.org", "hi\r\n")
+        .await
+        .unwrap();
+    let e = send(&smtp, "close-data@owners.example.org", "hi\r\n")
+        .await
+        .unwrap_err();
+    assert_class(&e, ErrorClass::Transient, true);
+    assert_eq!(e.code, Some(421));
+    send(&smtp, "second@owners.example.org", "hi\r\n")
+        .await
+        .unwrap();
+    let got = server.received();
+    assert_eq!(got.len(), 2);
+    assert_ne!(got[0].conn, got[1].conn, "a fresh connection after 421");
+}
+
+/// A TCP proxy in front of the real server that cuts both sides of a connection
+/// when the client sends `trigger`.
+async fn cutting_proxy(upstream: SocketAddr, trigger: &'static [u8]) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let server = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let down = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                });
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match client_read.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if buf[..n].windows(trigger.len()).any(|w| w == trigger) {
+                        break; // drop both connections mid-transaction
+                    }
+                    if server_write.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                down.abort();
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_dropped_mid_transaction_is_transient_and_reconnects() {
+    let server = TestServer::plain();
+    let proxy = cutting_proxy(server.addr, b"CUT-THE-LINE").await;
+    let smtp = transport(
+        SmtpSettings::new("127.0.0.1", proxy.port(), Security::Plain)
+            .with_connections(1)
+            .with_timeouts(Duration::from_secs(5), Duration::from_secs(5)),
+    );
+    send(&smtp, "first@owners.example.org", "hi\r\n")
+        .await
+        .unwrap();
+    let e = send(
+        &smtp,
+        "dropped@owners.example.org",
+        "line one\r\nCUT-THE-LINE\r\n",
+    )
+    .await
+    .unwrap_err();
+    assert_class(&e, ErrorClass::Transient, true);
+    assert_eq!(e.code, None);
+    assert!(server.received_by("dropped@owners.example.org").is_empty());
+    // The engine's retry of the same message gets a fresh connection.
+    send(
+        &smtp,
+        "dropped@owners.example.org",
+        "line one\r\nintact\r\n",
+    )
+    .await
+    .unwrap();
+    let got = server.received();
+    assert_eq!(got.len(), 2);
+    assert_ne!(got[0].conn, got[1].conn);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_time_out_after_the_final_dot_is_transient() {
+    let server = TestServer::plain();
+    let smtp = transport(
+        server
+            .settings(Security::Plain)
+            .with_connections(1)
+            .with_timeouts(Duration::from_secs(5), Duration::from_millis(500)),
+    );
+    let bytes = message("slow-ann@owners.example.org", "hi\r\n");
+    let e = smtp
+        .send(&envelope("slow-ann@owners.example.org"), &bytes)
+        .await
+        .unwrap_err();
+    assert_class(&e, ErrorClass::Transient, true);
+    assert!(e.message.contains("end of DATA"), "{e:?}");
+    // The outcome was unknown: the server did take it. The retry carries the same
+    // bytes (the same Message-ID), so the copy can be recognised.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    send(&smtp, "next@owners.example.org", "hi\r\n")
+        .await
+        .unwrap();
+    let slow = server.received_by("slow-ann@owners.example.org");
+    assert_eq!(slow.len(), 1);
+    assert_eq!(slow[0].bytes, bytes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_refused_is_a_transient_connection_error() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let smtp = transport(SmtpSettings::new("127.0.0.1", port, Security::Plain));
+    let e = send(&smtp, "ann@owners.example.org", "hi\r\n")
+        .await
+        .unwrap_err();
+    assert_class(&e, ErrorClass::Transient, true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_is_a_connect_time_out() {
+    // Accepts TCP but never greets.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let smtp = transport(
+        SmtpSettings::new("127.0.0.1", port, Security::Plain)
+            .with_timeouts(Duration::from_millis(300), Duration::from_secs(5)),
+    );
+    let started = Instant::now();
+    let e = send(&smtp, "ann@owners.example.org", "hi\r\n")
+        .await
+        .unwrap_err();
+    assert_class(&e, ErrorClass::Transient, true);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    drop(listener);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_sends_quit_and_sending_afterwards_reconnects() {
+    let server = TestServer::plain();
+    let smtp = transport(server.settings(Security::Plain).with_connections(2));
+    send(&smtp, "a@owners.example.org", "hi\r\n").await.unwrap();
+    smtp.close().await.unwrap();
+    send(&smtp, "b@owners.example.org", "hi\r\n").await.unwrap();
+    let got = server.received();
+    assert_eq!(got.len(), 2);
+    assert_ne!(got[0].conn, got[1].conn);
+}
+
+#[test]
+fn settings_that_cannot_work_are_fatal() {
+    for settings in [
+        SmtpSettings::new("", 25, Security::Plain),
+        SmtpSettings::new("mail.example.com", 25, Security::Plain).with_connections(0),
+        SmtpSettings::new("mail.example.com", 465, Security::Tls).with_root_certificate(
+            b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n".to_vec(),
+        ),
+        SmtpSettings::new("bad host name", 465, Security::Tls),
+    ] {
+        let e = SmtpTransport::new(settings).unwrap_err();
+        assert_class(&e, ErrorClass::Fatal, false);
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// STARTTLS and AUTH
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_with_a_trusted_root_passes_the_conformance_suite() {
+    let server = TestServer::start(true, false);
+    let smtp = transport(
+        server
+            .settings(Security::StartTls)
+            .with_root_certificate(server.ca_pem.clone().unwrap()),
+    );
+    let sink = server.sink();
+    owner_access::testing::transport_conformance(&smtp, &sink)
+        .await
+        .unwrap_or_else(|failures| panic!("{failures:#?}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_certificate_is_fatal_unless_invalid_certs_are_accepted() {
+    let server = TestServer::start(true, false);
+    let strict = transport(server.settings(Security::StartTls));
+    let e = send(&strict, "ann@owners.example.org", "hi\r\n")
+        .await
+        .unwrap_err();
+    assert_class(&e, ErrorClass::Fatal, false);
+    assert!(e.message.contains("TLS"), "{e:?}");
+    let lax = transport(
+        server
+            .settings(Security::StartTls)
+            .with_accept_invalid_certs(true),
+    );
+    send(&lax, "ann@owners.example.org", "hi\r\n")
+        .await
+        .unwrap();
+    assert_eq!(server.received().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_for_another_host_is_fatal() {
+    // Trusted, but issued for another name than the one connected to.
+    let server = TestServer::start_with(Some(&["mail.elsewhere.example"]), false);
+    let smtp = transport(
+        server
+            .settings(Security::StartTls)
+            .with_root_certificate(server.ca_pem.clone().unwrap()),
+    );
+    let e = send(&smtp, "ann@owners.example.org", "hi\r\n")
+        .await
+        .unwrap_err();
+    assert_class(&e, ErrorClass::Fatal, false);
+    assert!(e.message.contains("TLS"), "{e:?}");
+    assert!(server.received().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_required_but_not_offered_is_fatal() {
+    let server = TestServer::plain();
+    let smtp = transport(
+        server
+            .settings(Security::StartTls)
+            .with_accept_invalid_certs(true),
+    );
+    let e = send(&smtp, "ann@owners.example.org", "hi\r\n")
+        .await
+        .unwrap_err();
+    assert_class(&e, ErrorClass::Fatal, false);
+    assert!(e.message.contains("STARTTLS"), "{e:?}");
+    assert!(server.received().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_after_starttls_authenticates_every_connection() {
+    let server = TestServer::start(true, true);
+    let smtp = transport(
+        server
+            .settings(Security::StartTls)
+            .with_root_certificate(server.ca_pem.clone().unwrap())
+            .with_credentials("ann", "s3cret-Pa55")
+            .with_connections(2),
+    );
+    for i in 0..6 {
+        send(&smtp, &format!("auth{i}@owners.example.org"), "hi\r\n")
+            .await
+            .unwrap();
+    }
+    let got = server.received();
+    assert_eq!(got.len(), 6);
+    assert!(got.iter().all(|r| r.user.as_deref() == Some("ann")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_authentication_is_fatal_and_never_shows_the_password() {
+    let server = TestServer::start(true, true);
+    let settings = server
+        .settings(Security::StartTls)
+        .with_root_certificate(server.ca_pem.clone().unwrap())
+        .with_credentials("ann", "wrong-Pa55word");
+    assert!(!format!("{settings:?}").contains("wrong-Pa55word"));
+    let smtp = transport(settings);
+    assert!(!format!("{smtp:?}").contains("wrong-Pa55word"));
+    let e = send(&smtp, "ann@owners.example.org", "hi\r\n")
+        .await
+        .unwrap_err();
+    assert_class(&e, ErrorClass::Fatal, false);
+    assert_eq!(e.code, Some(535));
+    for shown in [format!("{e}"), format!("{e:?}"), e.summary()] {
+        assert!(!shown.contains("wrong-Pa55word"), "{shown}");
+    }
+    assert!(server.received().is_empty());
+}
+
+// ---------------------------------------------------------------------------------
+// The whole workflow
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_access_sends_a_batch_through_smtp() {
+    let server = TestServer::plain();
+    let smtp = Arc::new(transport(
+        server.settings(Security::Plain).with_connections(4),
+    ));
+    let repo = Arc::new(InMemoryRepository::new());
+    let service = OwnerAccess::builder(repo.clone(), smtp.clone())
+        .sender("Owner Portal <portal@hoa.example.com>")
+        .portal_url("https://portal.example.com/register")
+        .send_options(SendOptions {
+            concurrency: 8,
+            ..SendOptions::default()
+        })
+        .build()
+        .unwrap();
+    let community = CommunityId::new("maple-grove").unwrap();
+    repo.upsert_community(&Community::new(community.clone(), "Maple Grove HOA"))
+        .await
+        .unwrap();
+    let owners: Vec<Owner> = (0..30)
+        .map(|i| {
+            let email = if i == 7 {
+                "reject-rcpt-7@owners.example.org".to_owned()
+            } else {
+                format!("owner{i}@owners.example.org")
+            };
+            Owner::new(
+                OwnerId::new(format!("o{i}")).unwrap(),
+                community.clone(),
+                PropertyId::new(format!("p{i}")).unwrap(),
+                "Ann",
+                format!("Lee {i}"),
+            )
+            .with_primary_email(email)
+        })
+        .collect();
+    repo.upsert_owners(
+        &owners,
+        owner_access::Clock::now(&owner_access::SystemClock),
+    )
+    .await
+    .unwrap();
+    let all: Selection = (0..30)
+        .map(|i| OwnerId::new(format!("o{i}")).unwrap())
+        .collect();
+    let invite = service.compose(&community, &all).await.unwrap();
+    let review = service.review(&invite).await.unwrap();
+    assert!(review.problems.is_empty(), "{:?}", review.problems);
+    let report = service.send(review).await.unwrap();
+    smtp.close().await.unwrap();
+
+    assert_eq!(report.sent, 29, "{report:?}");
+    assert_eq!(report.failed.len(), 1);
+    assert!(
+        report.failed[0].error.starts_with("550 5.1.1"),
+        "{:?}",
+        report.failed
+    );
+    let got = server.received();
+    assert_eq!(got.len(), 29);
+    let conns: BTreeSet<usize> = got.iter().map(|r| r.conn).collect();
+    assert!(conns.len() <= 4, "{conns:?}");
+    for r in &got {
+        assert_eq!(r.from, "portal@hoa.example.com");
+        assert_eq!(r.to.len(), 1);
+        let parsed = mailparse::parse_mail(&r.bytes).unwrap();
+        let to = parsed
+            .headers
+            .iter()
+            .find(|h| h.get_key_ref().eq_ignore_ascii_case("to"))
+            .unwrap()
+            .get_value();
+        assert!(to.contains(&r.to[0]), "To {to} vs envelope {:?}", r.to);
+        let text = String::from_utf8_lossy(&r.bytes);
+        assert!(
+            text.contains("token="),
+            "the personal link is in the message"
+        );
+    }
+}
