@@ -91,6 +91,8 @@ pub mod transport;
 
 pub use adapters::memory::{InMemoryRepository, InMemoryTransport};
 pub use adapters::outbox::FileOutbox;
+#[cfg(feature = "sqlite")]
+pub use adapters::sqlite::SqliteRepository;
 pub use async_trait::async_trait;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use dispatch::{RetryPolicy, SendOptions};

@@ -5,6 +5,9 @@
 //! | [`InMemoryRepository`](memory::InMemoryRepository) | [`OwnerRepository`](crate::OwnerRepository) | demos, small deployments, tests |
 //! | [`InMemoryTransport`](memory::InMemoryTransport) | [`MailTransport`](crate::MailTransport) | tests: records messages, injects faults |
 //! | [`FileOutbox`](outbox::FileOutbox) | [`MailTransport`](crate::MailTransport) | one `.eml` file per message |
+//! | `SqliteRepository` (`sqlite::SqliteRepository`, feature `sqlite`) | [`OwnerRepository`](crate::OwnerRepository) | a durable store in one SQLite file |
 
 pub mod memory;
 pub mod outbox;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;

@@ -1,0 +1,1739 @@
+//! [`SqliteRepository`]: a durable [`OwnerRepository`] in one SQLite file (feature
+//! `sqlite`).
+//!
+//! Built on `rusqlite` with SQLite bundled (the same SQLite everywhere, with `STRICT`
+//! tables, `RETURNING` and JSON), each call run on Tokio's blocking pool. One writer
+//! connection behind a mutex takes every write as `BEGIN IMMEDIATE`, so a
+//! read-modify-write holds the file's write lock from its first read: two handles, or
+//! two processes, on one file serialise instead of racing. Reads use a small pool of
+//! read-only connections and see one snapshot per call (WAL mode lets them run while
+//! a write is in progress).
+//!
+//! # The schema
+//!
+//! Embedded migrations, applied on open in one transaction; the version is
+//! `PRAGMA user_version` and the file is marked with this crate's
+//! `PRAGMA application_id`, so a file of another application is recognised and left
+//! alone. The schema itself enforces (not only this code):
+//!
+//! - token hashes are unique (the primary key), and only the SHA-256 is stored;
+//! - at most one live *invitation* per owner (a partial unique index). An invitation
+//!   is one owner's messages of one batch, and every token belongs to one: several
+//!   live tokens of the same batch may coexist (a message sent again after a crash
+//!   carries a fresh token while the copy already delivered keeps working), tokens of
+//!   another batch cannot. Triggers make a live token require a live invitation,
+//!   revoke an invitation's tokens when it is closed, and keep token states moving
+//!   forward only;
+//! - one delivery per (batch, owner) (the primary key), with a state whose fields
+//!   match it;
+//! - redeeming is one conditional `UPDATE` (live, not expired, owner not registered),
+//!   so of two concurrent redeems exactly one changes a row; claiming is a conditional
+//!   `UPDATE` per delivery (pending, or claimed before the stale mark);
+//! - primary emails are **not** unique (host data may already share one); the
+//!   normalised address is an indexed column that `email_holders` joins against.
+//!
+//! # Durability
+//!
+//! `synchronous = FULL` in WAL mode: every call that writes has committed durably
+//! when it returns, so each delivery outcome, and each token before its message goes
+//! out, survives a process kill or a power cut. After a crash, reopening the file
+//! recovers the last committed state; `resume_after_crash` then sends only what is
+//! still pending.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, ErrorCode, OpenFlags, Params, Row, TransactionBehavior};
+use time::OffsetDateTime;
+
+use crate::domain::{
+    AccessStatus, ActivityEntry, ActivityKind, Batch, BatchId, Community, CommunityId, Delivery,
+    DeliveryCounts, DeliveryOutcome, DeliveryState, Draft, DraftId, EmailAddress, Mailbox,
+    NewBatch, Owner, OwnerId, Page, PropertyId, Timestamp, TokenHash, TokenRecord, TokenRejection,
+    TokenState, normalize_address,
+};
+use crate::eligibility::{AccessFilter, EmailFilter, OwnerFilter};
+use crate::invite::{Attachment, Invite};
+use crate::repository::{
+    EmailEdit, EmailHolder, OwnerRepository, RedeemOutcome, RepoResult, RepositoryError,
+};
+use crate::selection::Selection;
+
+/// `PRAGMA application_id` of an owner-access database ("OAcc").
+const APPLICATION_ID: i64 = 0x4F41_6363;
+
+/// The embedded migrations; migration `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[include_str!("sqlite/0001_initial.sql")];
+
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// How long a call waits for another connection's write lock before giving up with
+/// [`RepositoryError::Unavailable`].
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Idle read-only connections kept for reuse.
+const MAX_IDLE_READERS: usize = 4;
+
+/// A durable [`OwnerRepository`] in one SQLite file (feature `sqlite`).
+///
+/// Open it with [`SqliteRepository::open`]. Cloning is cheap: clones share the
+/// connections. Every method runs on Tokio's blocking pool, so it needs a Tokio
+/// runtime (either flavour). Several handles and several processes may use one file
+/// at once; writes serialise on the file's lock (waiting up to 10 s, then
+/// [`RepositoryError::Unavailable`]).
+///
+/// See the [module docs](self) for the schema and what it enforces.
+#[derive(Clone)]
+pub struct SqliteRepository {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    statements: AtomicU64,
+}
+
+impl fmt::Display for SqliteRepository {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SQLite repository {}", self.inner.path.display())
+    }
+}
+
+impl fmt::Debug for SqliteRepository {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteRepository")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteRepository {
+    /// Opens the database at `path`, creating the file and its schema when it does
+    /// not exist (or is empty), and applying any embedded migration it lacks.
+    ///
+    /// # Errors
+    /// - [`RepositoryError::Corrupt`] when the file is not a SQLite database, is
+    ///   damaged, belongs to another application (it has tables but not this crate's
+    ///   application id), or was written by a newer version of this crate. The file
+    ///   is then left exactly as it was.
+    /// - [`RepositoryError::Unavailable`] when the file cannot be opened or created
+    ///   (a missing directory, no permission) or stays locked by another process
+    ///   longer than the busy timeout: the same call may succeed later.
+    /// - [`RepositoryError::Backend`] for any other SQLite failure, or when the file
+    ///   system cannot hold a WAL-mode database.
+    pub async fn open(path: impl AsRef<Path>) -> Result<SqliteRepository, RepositoryError> {
+        let path = path.as_ref().to_path_buf();
+        let inner = tokio::task::spawn_blocking(move || Inner::open(path))
+            .await
+            .map_err(|e| join_error("SQLite repository", e))??;
+        Ok(SqliteRepository {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// How many SQL statements this handle and its clones have executed so far
+    /// (migrations excluded): for diagnostics, and for tests that check a call runs a
+    /// fixed number of queries whatever the number of owners.
+    pub fn statement_count(&self) -> u64 {
+        self.inner.statements.load(Ordering::Relaxed)
+    }
+
+    async fn read<T, F>(&self, f: F) -> RepoResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db<'_>) -> Res<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.read(f))
+            .await
+            .map_err(|e| join_error(&self.to_string(), e))?
+    }
+
+    async fn write<T, F>(&self, f: F) -> RepoResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db<'_>) -> Res<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.write(f))
+            .await
+            .map_err(|e| join_error(&self.to_string(), e))?
+    }
+}
+
+fn join_error(store: &str, e: tokio::task::JoinError) -> RepositoryError {
+    RepositoryError::Backend {
+        store: store.to_owned(),
+        source: Box::new(e),
+    }
+}
+
+// ----- Errors ------------------------------------------------------------------------
+
+/// A failure inside a call: SQLite's, or one of the repository's own kinds.
+enum Fail {
+    Sql(rusqlite::Error),
+    Repo(RepositoryError),
+}
+
+type Res<T> = Result<T, Fail>;
+
+impl From<rusqlite::Error> for Fail {
+    fn from(e: rusqlite::Error) -> Self {
+        Fail::Sql(e)
+    }
+}
+
+impl From<RepositoryError> for Fail {
+    fn from(e: RepositoryError) -> Self {
+        Fail::Repo(e)
+    }
+}
+
+/// A plain message as an error source.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Message(String);
+
+fn bad_row(what: &str, detail: impl fmt::Display) -> Fail {
+    Fail::Repo(RepositoryError::Corrupt {
+        message: format!("bad {what} in the database: {detail}"),
+    })
+}
+
+fn not_found(what: &'static str, id: impl fmt::Display) -> Fail {
+    Fail::Repo(RepositoryError::NotFound {
+        what,
+        id: id.to_string(),
+    })
+}
+
+fn precondition(message: String) -> Fail {
+    Fail::Repo(RepositoryError::Precondition { message })
+}
+
+/// Maps a SQLite error to the kind the workflow reacts to.
+fn classify(store: &str, e: rusqlite::Error) -> RepositoryError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => RepositoryError::Unavailable {
+            store: store.to_owned(),
+            source: Box::new(e),
+        },
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => RepositoryError::Corrupt {
+            message: format!("{store}: {e}"),
+        },
+        Some(
+            ErrorCode::CannotOpen
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::DiskFull
+            | ErrorCode::OutOfMemory
+            | ErrorCode::ReadOnly,
+        ) => RepositoryError::Unavailable {
+            store: store.to_owned(),
+            source: Box::new(e),
+        },
+        _ => match e {
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..) => RepositoryError::Corrupt {
+                message: format!("{store}: a stored value cannot be read: {e}"),
+            },
+            e => RepositoryError::Backend {
+                store: store.to_owned(),
+                source: Box::new(e),
+            },
+        },
+    }
+}
+
+// ----- Connections -------------------------------------------------------------------
+
+impl Inner {
+    fn store(&self) -> String {
+        format!("SQLite repository {}", self.path.display())
+    }
+
+    fn fail(&self, e: Fail) -> RepositoryError {
+        match e {
+            Fail::Repo(e) => e,
+            Fail::Sql(e) => classify(&self.store(), e),
+        }
+    }
+
+    fn open(path: PathBuf) -> RepoResult<Inner> {
+        let store = format!("SQLite repository {}", path.display());
+        let sql = |e| classify(&store, e);
+        let has_content = std::fs::metadata(&path)
+            .map(|m| m.len() > 0)
+            .unwrap_or(false);
+        if has_content {
+            // Look before touching: a foreign or damaged file is refused unchanged.
+            probe(&path).map_err(|e| match e {
+                Fail::Repo(e) => e,
+                Fail::Sql(e)
+                    if e.sqlite_error_code().is_some_and(|c| {
+                        matches!(c, ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt)
+                    }) =>
+                {
+                    RepositoryError::Corrupt {
+                        message: format!(
+                            "{} is not a usable owner-access database ({e}); it was left untouched",
+                            path.display()
+                        ),
+                    }
+                }
+                Fail::Sql(e) => sql(e),
+            })?;
+        }
+        let mut writer = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql)?;
+        writer.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+        let mode: String = writer
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(sql)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(RepositoryError::Backend {
+                store,
+                source: Box::new(Message(format!(
+                    "the file system does not support WAL mode (journal mode is `{mode}`)"
+                ))),
+            });
+        }
+        writer
+            .execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")
+            .map_err(sql)?;
+        migrate(&path, &mut writer).map_err(|e| match e {
+            Fail::Repo(e) => e,
+            Fail::Sql(e) => sql(e),
+        })?;
+        Ok(Inner {
+            path,
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            statements: AtomicU64::new(0),
+        })
+    }
+
+    fn reader(&self) -> Res<Connection> {
+        if let Some(conn) = self
+            .readers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+        {
+            return Ok(conn);
+        }
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        Ok(conn)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Db<'_>) -> Res<T>) -> RepoResult<T> {
+        let mut conn = self.reader().map_err(|e| self.fail(e))?;
+        let result = (|| {
+            let tx = conn.transaction()?;
+            let value = f(&Db {
+                conn: &tx,
+                count: &self.statements,
+            })?;
+            tx.commit()?;
+            Ok(value)
+        })();
+        let mut idle = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+        result.map_err(|e| self.fail(e))
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&Db<'_>) -> Res<T>) -> RepoResult<T> {
+        // A panic inside `f` unwinds through the transaction, which rolls back: the
+        // connection under a poisoned lock holds no half-applied change.
+        let mut conn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let value = f(&Db {
+                conn: &tx,
+                count: &self.statements,
+            })?;
+            tx.commit()?;
+            Ok(value)
+        })();
+        result.map_err(|e| self.fail(e))
+    }
+}
+
+/// What a file says about itself.
+struct Identity {
+    application_id: i64,
+    version: i64,
+    tables: Vec<String>,
+}
+
+fn identity(conn: &Connection) -> Res<Identity> {
+    let application_id = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+    let version = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let mut stmt = conn.prepare(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+    )?;
+    let tables = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(Identity {
+        application_id,
+        version,
+        tables,
+    })
+}
+
+/// Refuses a file this crate must not touch: another application's, or a newer
+/// schema's.
+fn check_identity(path: &Path, id: &Identity) -> Res<()> {
+    let corrupt = |message: String| {
+        Fail::Repo(RepositoryError::Corrupt {
+            message: format!("{}: {message}; it was left untouched", path.display()),
+        })
+    };
+    if id.application_id == APPLICATION_ID {
+        if id.version > SCHEMA_VERSION {
+            return Err(corrupt(format!(
+                "written by a newer owner-access (schema version {}, this build knows up to {SCHEMA_VERSION})",
+                id.version
+            )));
+        }
+        return Ok(());
+    }
+    if id.application_id == 0 && id.version == 0 && id.tables.is_empty() {
+        return Ok(()); // an empty database: ours to set up
+    }
+    let mut tables = id
+        .tables
+        .iter()
+        .take(8)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if id.tables.len() > 8 {
+        tables.push_str(", …");
+    }
+    Err(corrupt(format!(
+        "a SQLite database of another application (application_id {:#x}, user_version {}, tables: {})",
+        id.application_id,
+        id.version,
+        if tables.is_empty() {
+            "none".into()
+        } else {
+            tables
+        }
+    )))
+}
+
+/// Reads a file's identity through a read-only connection: nothing is written.
+fn probe(path: &Path) -> Res<()> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let id = identity(&conn)?;
+    check_identity(path, &id)
+}
+
+/// Applies the missing migrations in one `BEGIN IMMEDIATE` transaction, checking the
+/// file's identity again under the lock (another process may be opening it too).
+fn migrate(path: &Path, conn: &mut Connection) -> Res<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let id = identity(&tx)?;
+    check_identity(path, &id)?;
+    if id.version < SCHEMA_VERSION {
+        for migration in &MIGRATIONS[usize::try_from(id.version).unwrap_or(0)..] {
+            tx.execute_batch(migration)?;
+        }
+        tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// One call's view of a connection inside its transaction; counts statements.
+struct Db<'a> {
+    conn: &'a Connection,
+    count: &'a AtomicU64,
+}
+
+impl Db<'_> {
+    fn exec<P: Params>(&self, sql: &str, params: P) -> Res<usize> {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        Ok(self.conn.prepare_cached(sql)?.execute(params)?)
+    }
+
+    fn rows<T, P: Params>(
+        &self,
+        sql: &str,
+        params: P,
+        mut f: impl FnMut(&Row<'_>) -> Res<T>,
+    ) -> Res<Vec<T>> {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let mut rows = stmt.query(params)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(f(row)?);
+        }
+        Ok(out)
+    }
+
+    fn row<T, P: Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl FnOnce(&Row<'_>) -> Res<T>,
+    ) -> Res<Option<T>> {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let mut rows = stmt.query(params)?;
+        match rows.next()? {
+            Some(row) => f(row).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn exists<P: Params>(&self, sql: &str, params: P) -> Res<bool> {
+        Ok(self.row(sql, params, |_| Ok(()))?.is_some())
+    }
+
+    fn last_insert_rowid(&self) -> i64 {
+        self.conn.last_insert_rowid()
+    }
+}
+
+// ----- Values ------------------------------------------------------------------------
+
+/// A timestamp as stored: nanoseconds since the epoch.
+fn ts(t: Timestamp) -> Res<i64> {
+    i64::try_from(t.as_offset_date_time().unix_timestamp_nanos()).map_err(|_| {
+        Fail::Repo(RepositoryError::Backend {
+            store: "SQLite repository".into(),
+            source: Box::new(Message(format!(
+                "{t} is outside the range the SQLite repository stores (years 1678 to 2261)"
+            ))),
+        })
+    })
+}
+
+/// A timestamp for a comparison: out-of-range values clamp to the ends.
+fn ts_bound(t: Timestamp) -> i64 {
+    let n = t.as_offset_date_time().unix_timestamp_nanos();
+    i64::try_from(n).unwrap_or(if n < 0 { i64::MIN } else { i64::MAX })
+}
+
+fn read_ts(n: i64) -> Res<Timestamp> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(n))
+        .map(Timestamp::from_offset_date_time)
+        .map_err(|e| bad_row("timestamp", e))
+}
+
+fn read_opt_ts(n: Option<i64>) -> Res<Option<Timestamp>> {
+    n.map(read_ts).transpose()
+}
+
+fn need<T>(value: Option<T>, what: &str) -> Res<T> {
+    value.ok_or_else(|| bad_row(what, "missing"))
+}
+
+macro_rules! read_id {
+    ($ty:ty, $raw:expr, $what:expr) => {
+        <$ty>::new(&$raw).map_err(|e| bad_row($what, e))
+    };
+}
+
+fn read_address(raw: &str, what: &str) -> Res<EmailAddress> {
+    EmailAddress::parse(raw).map_err(|e| bad_row(what, e))
+}
+
+/// A list as one JSON array parameter, for `json_each`: one statement, any length.
+fn json_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    serde_json::Value::Array(
+        items
+            .into_iter()
+            .map(|s| serde_json::Value::String(s.to_owned()))
+            .collect(),
+    )
+    .to_string()
+}
+
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+// ----- Owners ------------------------------------------------------------------------
+
+const OWNER_COLUMNS: &str = "id, community, property, first_name, last_name, property_address, \
+     primary_email, access, invited_first_at, invited_last_at, invited_count, expires_at, registered_at";
+
+fn read_owner(row: &Row<'_>) -> Res<Owner> {
+    let access: String = row.get(7)?;
+    let access = match access.as_str() {
+        "not_invited" => AccessStatus::NotInvited,
+        "invited" => AccessStatus::Invited {
+            first_at: read_ts(need(row.get(8)?, "owners.invited_first_at")?)?,
+            last_at: read_ts(need(row.get(9)?, "owners.invited_last_at")?)?,
+            count: u32::try_from(need::<i64>(row.get(10)?, "owners.invited_count")?)
+                .map_err(|e| bad_row("owners.invited_count", e))?,
+            expires_at: read_ts(need(row.get(11)?, "owners.expires_at")?)?,
+        },
+        "registered" => AccessStatus::Registered {
+            at: read_opt_ts(row.get(12)?)?,
+        },
+        other => return Err(bad_row("owners.access", other)),
+    };
+    Ok(Owner {
+        id: read_id!(OwnerId, row.get::<_, String>(0)?, "owners.id")?,
+        community: read_id!(CommunityId, row.get::<_, String>(1)?, "owners.community")?,
+        property: read_id!(PropertyId, row.get::<_, String>(2)?, "owners.property")?,
+        first_name: row.get(3)?,
+        last_name: row.get(4)?,
+        property_address: row.get(5)?,
+        primary_email: row.get(6)?,
+        access,
+    })
+}
+
+/// The access columns: (access, first, last, count, expires, registered).
+type AccessColumns = (
+    &'static str,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+
+fn access_columns(access: &AccessStatus) -> Res<AccessColumns> {
+    Ok(match access {
+        AccessStatus::NotInvited => ("not_invited", None, None, None, None, None),
+        AccessStatus::Invited {
+            first_at,
+            last_at,
+            count,
+            expires_at,
+        } => (
+            "invited",
+            Some(ts(*first_at)?),
+            Some(ts(*last_at)?),
+            Some(i64::from((*count).max(1))),
+            Some(ts(*expires_at)?),
+            None,
+        ),
+        AccessStatus::Registered { at } => (
+            "registered",
+            None,
+            None,
+            None,
+            None,
+            at.map(ts).transpose()?,
+        ),
+    })
+}
+
+fn put_owner(db: &Db<'_>, owner: &Owner) -> Res<()> {
+    let (access, first, last, count, expires, registered) = access_columns(&owner.access)?;
+    db.exec(
+        "INSERT INTO owners (id, community, property, first_name, last_name, property_address, \
+             primary_email, email_key, access, invited_first_at, invited_last_at, invited_count, \
+             expires_at, registered_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+         ON CONFLICT (id) DO UPDATE SET
+             community = excluded.community, property = excluded.property,
+             first_name = excluded.first_name, last_name = excluded.last_name,
+             property_address = excluded.property_address, primary_email = excluded.primary_email,
+             email_key = excluded.email_key, access = excluded.access,
+             invited_first_at = excluded.invited_first_at, invited_last_at = excluded.invited_last_at,
+             invited_count = excluded.invited_count, expires_at = excluded.expires_at,
+             registered_at = excluded.registered_at",
+        rusqlite::params![
+            owner.id.as_str(),
+            owner.community.as_str(),
+            owner.property.as_str(),
+            owner.first_name,
+            owner.last_name,
+            owner.property_address,
+            owner.primary_email,
+            owner.email_key(),
+            access,
+            first,
+            last,
+            count,
+            expires,
+            registered,
+        ],
+    )?;
+    Ok(())
+}
+
+fn set_access(db: &Db<'_>, owner: &OwnerId, access: &AccessStatus) -> Res<()> {
+    let (access, first, last, count, expires, registered) = access_columns(access)?;
+    db.exec(
+        "UPDATE owners SET access = ?2, invited_first_at = ?3, invited_last_at = ?4, \
+             invited_count = ?5, expires_at = ?6, registered_at = ?7
+         WHERE id = ?1",
+        rusqlite::params![
+            owner.as_str(),
+            access,
+            first,
+            last,
+            count,
+            expires,
+            registered
+        ],
+    )?;
+    Ok(())
+}
+
+fn owners_by_id(db: &Db<'_>, ids: &[&str]) -> Res<HashMap<OwnerId, Owner>> {
+    let owners = db.rows(
+        &format!(
+            "SELECT {OWNER_COLUMNS} FROM owners WHERE id IN (SELECT value FROM json_each(?1))"
+        ),
+        [json_list(ids.iter().copied())],
+        read_owner,
+    )?;
+    Ok(owners.into_iter().map(|o| (o.id.clone(), o)).collect())
+}
+
+/// Closes the owner's live invitation, if any: the schema's trigger revokes its live
+/// tokens at `at` in the same statement.
+fn close_live_invitation(db: &Db<'_>, owner: &OwnerId, at: i64) -> Res<()> {
+    db.exec(
+        "UPDATE invitations SET live = 0, closed_at = ?2 WHERE owner = ?1 AND live = 1",
+        rusqlite::params![owner.as_str(), at],
+    )?;
+    Ok(())
+}
+
+// ----- Invites (of drafts and batches) -----------------------------------------------
+
+fn insert_invite(db: &Db<'_>, invite: &Invite) -> Res<i64> {
+    // Destructured so a new field of `Invite` cannot be forgotten here.
+    let Invite {
+        community,
+        selection,
+        subject,
+        text_body,
+        html_body,
+        reply_to,
+        summary_to,
+        attachments,
+        draft,
+    } = invite;
+    db.exec(
+        "INSERT INTO invites (community, subject, text_body, html_body, reply_to, summary_to, draft)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        rusqlite::params![
+            community.as_str(),
+            subject,
+            text_body,
+            html_body,
+            reply_to,
+            summary_to,
+            draft.as_ref().map(DraftId::as_str),
+        ],
+    )?;
+    let id = db.last_insert_rowid();
+    for owner in selection.iter() {
+        db.exec(
+            "INSERT INTO invite_selection (invite, owner) VALUES (?1, ?2)",
+            rusqlite::params![id, owner.as_str()],
+        )?;
+    }
+    for (position, a) in attachments.iter().enumerate() {
+        db.exec(
+            "INSERT INTO invite_attachments (invite, position, file_name, content_type, bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            rusqlite::params![id, limit(position), a.file_name, a.content_type, a.bytes],
+        )?;
+    }
+    Ok(id)
+}
+
+fn read_invite(db: &Db<'_>, id: i64) -> Res<Invite> {
+    let head = db
+        .row(
+            "SELECT community, subject, text_body, html_body, reply_to, summary_to, draft
+             FROM invites WHERE id = ?1",
+            [id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                ))
+            },
+        )?
+        .ok_or_else(|| bad_row("invite reference", id))?;
+    let selection = db.rows(
+        "SELECT owner FROM invite_selection WHERE invite = ?1 ORDER BY owner",
+        [id],
+        |r| read_id!(OwnerId, r.get::<_, String>(0)?, "invite_selection.owner"),
+    )?;
+    let attachments = db.rows(
+        "SELECT file_name, content_type, bytes FROM invite_attachments
+         WHERE invite = ?1 ORDER BY position",
+        [id],
+        |r| {
+            Ok(Attachment {
+                file_name: r.get(0)?,
+                content_type: r.get(1)?,
+                bytes: r.get(2)?,
+            })
+        },
+    )?;
+    let (community, subject, text_body, html_body, reply_to, summary_to, draft) = head;
+    Ok(Invite {
+        community: read_id!(CommunityId, community, "invites.community")?,
+        selection: Selection::of(selection),
+        subject,
+        text_body,
+        html_body,
+        reply_to,
+        summary_to,
+        attachments,
+        draft: draft
+            .map(|d| read_id!(DraftId, d, "invites.draft"))
+            .transpose()?,
+    })
+}
+
+fn read_draft(db: &Db<'_>, row: (String, i64, i64, i64)) -> Res<Draft> {
+    let (id, invite, created_at, updated_at) = row;
+    Ok(Draft {
+        id: read_id!(DraftId, id, "drafts.id")?,
+        invite: read_invite(db, invite)?,
+        created_at: read_ts(created_at)?,
+        updated_at: read_ts(updated_at)?,
+    })
+}
+
+// ----- Batches and deliveries --------------------------------------------------------
+
+const BATCH_COLUMNS: &str = "id, community, invite, sender_name, sender_address, portal_url, \
+     token_ttl_seconds, created_at, resend";
+
+type BatchRow = (
+    String,
+    String,
+    i64,
+    Option<String>,
+    String,
+    String,
+    i64,
+    i64,
+    bool,
+);
+
+fn batch_row(r: &Row<'_>) -> Res<BatchRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+    ))
+}
+
+fn read_batch(db: &Db<'_>, row: BatchRow) -> Res<Batch> {
+    let (id, community, invite, sender_name, sender_address, portal_url, ttl, created_at, resend) =
+        row;
+    Ok(Batch {
+        id: read_id!(BatchId, id, "batches.id")?,
+        community: read_id!(CommunityId, community, "batches.community")?,
+        invite: read_invite(db, invite)?,
+        sender: Mailbox {
+            name: sender_name,
+            address: read_address(&sender_address, "batches.sender_address")?,
+        },
+        portal_url,
+        token_ttl_seconds: u64::try_from(ttl)
+            .map_err(|e| bad_row("batches.token_ttl_seconds", e))?,
+        created_at: read_ts(created_at)?,
+        resend,
+    })
+}
+
+fn require_batch(db: &Db<'_>, batch: &BatchId) -> Res<()> {
+    if db.exists("SELECT 1 FROM batches WHERE id = ?1", [batch.as_str()])? {
+        Ok(())
+    } else {
+        Err(not_found("batch", batch))
+    }
+}
+
+const DELIVERY_COLUMNS: &str = "owner, to_addr, state, state_at, error, attempts";
+
+fn read_delivery(batch: &BatchId, r: &Row<'_>) -> Res<Delivery> {
+    let state: String = r.get(2)?;
+    let at = read_opt_ts(r.get(3)?)?;
+    let state = match (state.as_str(), at) {
+        ("pending", None) => DeliveryState::Pending,
+        ("claimed", Some(at)) => DeliveryState::Claimed { at },
+        ("sent", Some(at)) => DeliveryState::Sent { at },
+        ("failed", Some(at)) => DeliveryState::Failed {
+            at,
+            error: need(r.get(4)?, "deliveries.error")?,
+        },
+        (other, _) => return Err(bad_row("deliveries.state", other)),
+    };
+    Ok(Delivery {
+        batch: batch.clone(),
+        owner: read_id!(OwnerId, r.get::<_, String>(0)?, "deliveries.owner")?,
+        to: read_address(&r.get::<_, String>(1)?, "deliveries.to_addr")?,
+        state,
+        attempts: u32::try_from(r.get::<_, i64>(5)?)
+            .map_err(|e| bad_row("deliveries.attempts", e))?,
+    })
+}
+
+// ----- Tokens and activity -----------------------------------------------------------
+
+fn read_token(db: &Db<'_>, hash: &TokenHash) -> Res<Option<(TokenRecord, i64)>> {
+    db.row(
+        "SELECT i.owner, i.batch, t.issued_at, t.expires_at, t.state, t.state_at, t.invitation
+         FROM tokens t JOIN invitations i ON i.id = t.invitation WHERE t.hash = ?1",
+        [&hash.0[..]],
+        |r| {
+            let state: String = r.get(4)?;
+            let at = read_opt_ts(r.get(5)?)?;
+            let state = match (state.as_str(), at) {
+                ("live", None) => TokenState::Live,
+                ("revoked", Some(at)) => TokenState::Revoked { at },
+                ("redeemed", Some(at)) => TokenState::Redeemed { at },
+                (other, _) => return Err(bad_row("tokens.state", other)),
+            };
+            Ok((
+                TokenRecord {
+                    hash: *hash,
+                    owner: read_id!(OwnerId, r.get::<_, String>(0)?, "invitations.owner")?,
+                    batch: read_id!(BatchId, r.get::<_, String>(1)?, "invitations.batch")?,
+                    issued_at: read_ts(r.get(2)?)?,
+                    expires_at: read_ts(r.get(3)?)?,
+                    state,
+                },
+                r.get(6)?,
+            ))
+        },
+    )
+}
+
+fn append_activity(db: &Db<'_>, entry: &ActivityEntry) -> Res<()> {
+    let details = serde_json::to_value(&entry.kind).map_err(|e| {
+        Fail::Repo(RepositoryError::Backend {
+            store: "SQLite repository".into(),
+            source: Box::new(e),
+        })
+    })?;
+    let kind = details
+        .get("kind")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("unknown")
+        .to_owned();
+    db.exec(
+        "INSERT INTO activity (community, at, kind, details) VALUES (?1, ?2, ?3, ?4)",
+        rusqlite::params![
+            entry.community.as_str(),
+            ts(entry.at)?,
+            kind,
+            details.to_string()
+        ],
+    )?;
+    Ok(())
+}
+
+// ----- The port ----------------------------------------------------------------------
+
+#[async_trait]
+impl OwnerRepository for SqliteRepository {
+    async fn upsert_community(&self, community: &Community) -> RepoResult<()> {
+        let c = community.clone();
+        self.write(move |db| {
+            db.exec(
+                "INSERT INTO communities (id, name, reply_to) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, reply_to = excluded.reply_to",
+                rusqlite::params![
+                    c.id.as_str(),
+                    c.name,
+                    c.reply_to.as_ref().map(EmailAddress::as_str)
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn community(&self, id: &CommunityId) -> RepoResult<Option<Community>> {
+        let id = id.clone();
+        self.read(move |db| {
+            db.row(
+                "SELECT name, reply_to FROM communities WHERE id = ?1",
+                [id.as_str()],
+                |r| {
+                    Ok(Community {
+                        id: id.clone(),
+                        name: r.get(0)?,
+                        reply_to: r
+                            .get::<_, Option<String>>(1)?
+                            .map(|a| read_address(&a, "communities.reply_to"))
+                            .transpose()?,
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    async fn upsert_owners(&self, owners: &[Owner], now: Timestamp) -> RepoResult<()> {
+        let owners = owners.to_vec();
+        self.write(move |db| {
+            let now = ts(now)?;
+            let ids: Vec<&str> = owners.iter().map(|o| o.id.as_str()).collect();
+            let mut stored = owners_by_id(db, &ids)?;
+            for incoming in &owners {
+                let (merged, email_changed) =
+                    Owner::merge_from_host(stored.get(&incoming.id), incoming);
+                if email_changed {
+                    close_live_invitation(db, &merged.id, now)?;
+                }
+                put_owner(db, &merged)?;
+                stored.insert(merged.id.clone(), merged);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn owner(&self, id: &OwnerId) -> RepoResult<Option<Owner>> {
+        let id = id.clone();
+        self.read(move |db| {
+            db.row(
+                &format!("SELECT {OWNER_COLUMNS} FROM owners WHERE id = ?1"),
+                [id.as_str()],
+                read_owner,
+            )
+        })
+        .await
+    }
+
+    async fn owners(&self, ids: &[OwnerId]) -> RepoResult<Vec<Owner>> {
+        let ids = json_list(ids.iter().map(OwnerId::as_str));
+        self.read(move |db| {
+            db.rows(
+                &format!(
+                    "SELECT {OWNER_COLUMNS} FROM owners
+                     WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY id"
+                ),
+                [ids],
+                read_owner,
+            )
+        })
+        .await
+    }
+
+    async fn community_owners(
+        &self,
+        community: &CommunityId,
+        filter: &OwnerFilter,
+        now: Timestamp,
+    ) -> RepoResult<Vec<Owner>> {
+        let community = community.clone();
+        let filter = filter.clone();
+        self.read(move |db| {
+            // The store narrows by the indexed columns; `OwnerFilter::matches` has the
+            // last word (expiry is derived from `now`, search folds Unicode case).
+            let access = match filter.access {
+                AccessFilter::All => "",
+                AccessFilter::Unregistered => " AND access <> 'registered'",
+                AccessFilter::Invited => " AND access = 'invited'",
+                AccessFilter::Registered => " AND access = 'registered'",
+            };
+            let email = match filter.email {
+                EmailFilter::Any => "",
+                EmailFilter::WithEmail => " AND email_key IS NOT NULL",
+                EmailFilter::WithoutEmail => " AND email_key IS NULL",
+            };
+            let owners = db.rows(
+                &format!("SELECT {OWNER_COLUMNS} FROM owners WHERE community = ?1{access}{email}"),
+                [community.as_str()],
+                read_owner,
+            )?;
+            Ok(owners
+                .into_iter()
+                .filter(|o| filter.matches(o, now))
+                .collect())
+        })
+        .await
+    }
+
+    async fn email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
+        let keys = json_list(
+            keys.iter()
+                .map(|k| normalize_address(k))
+                .collect::<Vec<_>>()
+                .iter()
+                .map(String::as_str),
+        );
+        self.read(move |db| {
+            db.rows(
+                "SELECT o.email_key, o.id, o.property
+                 FROM (SELECT DISTINCT value AS key FROM json_each(?1)) k
+                 JOIN owners o ON o.email_key = k.key",
+                [keys],
+                |r| {
+                    Ok(EmailHolder {
+                        key: r.get(0)?,
+                        owner: read_id!(OwnerId, r.get::<_, String>(1)?, "owners.id")?,
+                        property: read_id!(PropertyId, r.get::<_, String>(2)?, "owners.property")?,
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    async fn update_emails(
+        &self,
+        edits: &[EmailEdit],
+        activity: &ActivityEntry,
+        now: Timestamp,
+    ) -> RepoResult<Vec<OwnerId>> {
+        let edits = edits.to_vec();
+        let activity = activity.clone();
+        self.write(move |db| {
+            let now = ts(now)?;
+            let ids: Vec<&str> = edits.iter().map(|e| e.owner.as_str()).collect();
+            let mut stored = owners_by_id(db, &ids)?;
+            // The last edit of an owner wins.
+            let mut last: BTreeMap<&OwnerId, &EmailEdit> = BTreeMap::new();
+            for edit in &edits {
+                if !stored.contains_key(&edit.owner) {
+                    return Err(not_found("owner", &edit.owner));
+                }
+                last.insert(&edit.owner, edit);
+            }
+            // Compare-and-set on uniqueness, before anything is written.
+            let mut taken: HashMap<String, &OwnerId> = HashMap::new();
+            for (owner, edit) in &last {
+                let Some(key) = edit
+                    .email
+                    .as_deref()
+                    .map(normalize_address)
+                    .filter(|k| !k.is_empty())
+                else {
+                    continue;
+                };
+                if let Some(other) = taken.insert(key.clone(), owner) {
+                    return Err(precondition(format!(
+                        "owners `{other}` and `{owner}` would share `{key}`"
+                    )));
+                }
+            }
+            let holders = db.rows(
+                "SELECT o.email_key, o.id FROM (SELECT DISTINCT value AS key FROM json_each(?1)) k
+                 JOIN owners o ON o.email_key = k.key ORDER BY o.email_key, o.id",
+                [json_list(taken.keys().map(String::as_str))],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            )?;
+            let edited: HashSet<&str> = last.keys().map(|o| o.as_str()).collect();
+            if let Some((key, holder)) =
+                holders.iter().find(|(_, id)| !edited.contains(id.as_str()))
+            {
+                return Err(precondition(format!("`{key}` is held by owner `{holder}`")));
+            }
+            let mut changed = Vec::new();
+            for (id, edit) in last {
+                let Some(mut owner) = stored.remove(id) else {
+                    continue;
+                };
+                let old_key = owner.email_key();
+                owner.primary_email = edit.email.clone();
+                if owner.email_key() != old_key {
+                    close_live_invitation(db, id, now)?;
+                    changed.push(id.clone());
+                }
+                db.exec(
+                    "UPDATE owners SET primary_email = ?2, email_key = ?3 WHERE id = ?1",
+                    rusqlite::params![id.as_str(), owner.primary_email, owner.email_key()],
+                )?;
+            }
+            append_activity(db, &activity)?;
+            Ok(changed)
+        })
+        .await
+    }
+
+    async fn save_draft(&self, draft: &Draft) -> RepoResult<()> {
+        let draft = draft.clone();
+        self.write(move |db| {
+            let old: Option<i64> = db.row(
+                "SELECT invite FROM drafts WHERE id = ?1",
+                [draft.id.as_str()],
+                |r| Ok(r.get(0)?),
+            )?;
+            let invite = insert_invite(db, &draft.invite)?;
+            db.exec(
+                "INSERT INTO drafts (id, invite, community, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET invite = excluded.invite,
+                     community = excluded.community, created_at = excluded.created_at,
+                     updated_at = excluded.updated_at",
+                rusqlite::params![
+                    draft.id.as_str(),
+                    invite,
+                    draft.invite.community.as_str(),
+                    ts(draft.created_at)?,
+                    ts(draft.updated_at)?,
+                ],
+            )?;
+            if let Some(old) = old {
+                db.exec("DELETE FROM invites WHERE id = ?1", [old])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn draft(&self, id: &DraftId) -> RepoResult<Option<Draft>> {
+        let id = id.clone();
+        self.read(move |db| {
+            let row = db.row(
+                "SELECT id, invite, created_at, updated_at FROM drafts WHERE id = ?1",
+                [id.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?;
+            row.map(|row| read_draft(db, row)).transpose()
+        })
+        .await
+    }
+
+    async fn drafts(&self, community: &CommunityId) -> RepoResult<Vec<Draft>> {
+        let community = community.clone();
+        self.read(move |db| {
+            let rows = db.rows(
+                "SELECT id, invite, created_at, updated_at FROM drafts WHERE community = ?1
+                 ORDER BY updated_at DESC, id ASC",
+                [community.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?;
+            rows.into_iter().map(|row| read_draft(db, row)).collect()
+        })
+        .await
+    }
+
+    async fn delete_draft(&self, id: &DraftId) -> RepoResult<bool> {
+        let id = id.clone();
+        self.write(move |db| {
+            let Some(invite) = db.row(
+                "SELECT invite FROM drafts WHERE id = ?1",
+                [id.as_str()],
+                |r| Ok(r.get::<_, i64>(0)?),
+            )?
+            else {
+                return Ok(false);
+            };
+            db.exec("DELETE FROM drafts WHERE id = ?1", [id.as_str()])?;
+            db.exec("DELETE FROM invites WHERE id = ?1", [invite])?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn create_batch(&self, new: &NewBatch) -> RepoResult<()> {
+        let new = new.clone();
+        self.write(move |db| {
+            let b = &new.batch;
+            if db.exists("SELECT 1 FROM batches WHERE id = ?1", [b.id.as_str()])? {
+                return Err(Fail::Repo(RepositoryError::AlreadyExists {
+                    what: "batch",
+                    id: b.id.to_string(),
+                }));
+            }
+            let mut seen = HashSet::new();
+            for (owner, _) in &new.deliveries {
+                if !seen.insert(owner) {
+                    return Err(precondition(format!(
+                        "owner `{owner}` appears twice in batch `{}`",
+                        b.id
+                    )));
+                }
+            }
+            let invite = insert_invite(db, &b.invite)?;
+            db.exec(
+                "INSERT INTO batches (id, community, invite, sender_name, sender_address,
+                     portal_url, token_ttl_seconds, created_at, resend)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                rusqlite::params![
+                    b.id.as_str(),
+                    b.community.as_str(),
+                    invite,
+                    b.sender.name,
+                    b.sender.address.as_str(),
+                    b.portal_url,
+                    i64::try_from(b.token_ttl_seconds).unwrap_or(i64::MAX),
+                    ts(b.created_at)?,
+                    b.resend,
+                ],
+            )?;
+            for (owner, to) in &new.deliveries {
+                db.exec(
+                    "INSERT INTO deliveries (batch, owner, to_addr, state) VALUES (?1, ?2, ?3, 'pending')",
+                    rusqlite::params![b.id.as_str(), owner.as_str(), to.as_str()],
+                )?;
+            }
+            append_activity(db, &new.activity)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn batch(&self, id: &BatchId) -> RepoResult<Option<Batch>> {
+        let id = id.clone();
+        self.read(move |db| {
+            let row = db.row(
+                &format!("SELECT {BATCH_COLUMNS} FROM batches WHERE id = ?1"),
+                [id.as_str()],
+                batch_row,
+            )?;
+            row.map(|row| read_batch(db, row)).transpose()
+        })
+        .await
+    }
+
+    async fn batches(&self, community: &CommunityId) -> RepoResult<Vec<Batch>> {
+        let community = community.clone();
+        self.read(move |db| {
+            let rows = db.rows(
+                &format!(
+                    "SELECT {BATCH_COLUMNS} FROM batches WHERE community = ?1
+                     ORDER BY created_at DESC, seq DESC"
+                ),
+                [community.as_str()],
+                batch_row,
+            )?;
+            rows.into_iter().map(|row| read_batch(db, row)).collect()
+        })
+        .await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        batch: &BatchId,
+        limit_to: usize,
+        now: Timestamp,
+        stale_before: Timestamp,
+    ) -> RepoResult<Vec<Delivery>> {
+        let batch = batch.clone();
+        self.write(move |db| {
+            require_batch(db, &batch)?;
+            let now = ts(now)?;
+            let stale = ts_bound(stale_before);
+            let mut chosen = db.rows(
+                "SELECT owner FROM deliveries WHERE batch = ?1 AND state = 'pending'
+                 ORDER BY owner LIMIT ?2",
+                rusqlite::params![batch.as_str(), limit(limit_to)],
+                |r| Ok(r.get::<_, String>(0)?),
+            )?;
+            let room = limit_to.saturating_sub(chosen.len());
+            if room > 0 {
+                chosen.extend(db.rows(
+                    "SELECT owner FROM deliveries WHERE batch = ?1 AND state = 'claimed'
+                         AND state_at <= ?2
+                     ORDER BY state_at, owner LIMIT ?3",
+                    rusqlite::params![batch.as_str(), stale, limit(room)],
+                    |r| Ok(r.get::<_, String>(0)?),
+                )?);
+            }
+            let mut claimed = Vec::with_capacity(chosen.len());
+            for owner in chosen {
+                // Compare-and-set: the row moves only from a claimable state.
+                let row = db.row(
+                    &format!(
+                        "UPDATE deliveries SET state = 'claimed', state_at = ?3
+                         WHERE batch = ?1 AND owner = ?2
+                           AND (state = 'pending' OR (state = 'claimed' AND state_at <= ?4))
+                         RETURNING {DELIVERY_COLUMNS}"
+                    ),
+                    rusqlite::params![batch.as_str(), owner, now, stale],
+                    |r| read_delivery(&batch, r),
+                )?;
+                claimed.extend(row);
+            }
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn record_delivery(
+        &self,
+        batch: &BatchId,
+        owner: &OwnerId,
+        outcome: &DeliveryOutcome,
+        now: Timestamp,
+    ) -> RepoResult<()> {
+        let (batch, owner, outcome) = (batch.clone(), owner.clone(), outcome.clone());
+        self.write(move |db| {
+            require_batch(db, &batch)?;
+            let state: String = db
+                .row(
+                    "SELECT state FROM deliveries WHERE batch = ?1 AND owner = ?2",
+                    [batch.as_str(), owner.as_str()],
+                    |r| Ok(r.get(0)?),
+                )?
+                .ok_or_else(|| not_found("delivery", format!("{batch}/{owner}")))?;
+            if state != "claimed" {
+                return Err(precondition(format!(
+                    "delivery `{batch}/{owner}` is {state}, not claimed"
+                )));
+            }
+            let at = ts(now)?;
+            let (new_state, error, attempts, expires) = match &outcome {
+                DeliveryOutcome::Sent {
+                    expires_at,
+                    attempts,
+                } => ("sent", None, *attempts, Some(*expires_at)),
+                DeliveryOutcome::Failed { error, attempts } => {
+                    ("failed", Some(error.as_str()), *attempts, None)
+                }
+            };
+            let moved = db.exec(
+                "UPDATE deliveries SET state = ?3, state_at = ?4, error = ?5,
+                     attempts = min(attempts + ?6, 4294967295)
+                 WHERE batch = ?1 AND owner = ?2 AND state = 'claimed'",
+                rusqlite::params![
+                    batch.as_str(),
+                    owner.as_str(),
+                    new_state,
+                    at,
+                    error,
+                    i64::from(attempts)
+                ],
+            )?;
+            if moved != 1 {
+                return Err(precondition(format!(
+                    "delivery `{batch}/{owner}` is no longer claimed"
+                )));
+            }
+            if let Some(expires_at) = expires {
+                let stored = db.row(
+                    &format!("SELECT {OWNER_COLUMNS} FROM owners WHERE id = ?1"),
+                    [owner.as_str()],
+                    read_owner,
+                )?;
+                if let Some(stored) = stored {
+                    set_access(db, &owner, &stored.access.after_invitation(now, expires_at))?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release_deliveries(&self, batch: &BatchId, owners: &[OwnerId]) -> RepoResult<()> {
+        let (batch, owners) = (batch.clone(), owners.to_vec());
+        self.write(move |db| {
+            require_batch(db, &batch)?;
+            for owner in &owners {
+                db.exec(
+                    "UPDATE deliveries SET state = 'pending', state_at = NULL
+                     WHERE batch = ?1 AND owner = ?2 AND state = 'claimed'",
+                    [batch.as_str(), owner.as_str()],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn deliveries(&self, batch: &BatchId) -> RepoResult<Vec<Delivery>> {
+        let batch = batch.clone();
+        self.read(move |db| {
+            require_batch(db, &batch)?;
+            db.rows(
+                &format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE batch = ?1 ORDER BY owner"
+                ),
+                [batch.as_str()],
+                |r| read_delivery(&batch, r),
+            )
+        })
+        .await
+    }
+
+    async fn delivery_counts(&self, batch: &BatchId) -> RepoResult<DeliveryCounts> {
+        let batch = batch.clone();
+        self.read(move |db| {
+            require_batch(db, &batch)?;
+            let mut counts = DeliveryCounts::default();
+            for (state, n) in db.rows(
+                "SELECT state, count(*) FROM deliveries WHERE batch = ?1 GROUP BY state",
+                [batch.as_str()],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+            )? {
+                let n = usize::try_from(n).map_err(|e| bad_row("delivery count", e))?;
+                match state.as_str() {
+                    "pending" => counts.pending = n,
+                    "claimed" => counts.claimed = n,
+                    "sent" => counts.sent = n,
+                    "failed" => counts.failed = n,
+                    other => return Err(bad_row("deliveries.state", other)),
+                }
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    async fn requeue_failed(&self, batch: &BatchId) -> RepoResult<usize> {
+        let batch = batch.clone();
+        self.write(move |db| {
+            require_batch(db, &batch)?;
+            db.exec(
+                "UPDATE deliveries SET state = 'pending', state_at = NULL, error = NULL
+                 WHERE batch = ?1 AND state = 'failed'",
+                [batch.as_str()],
+            )
+        })
+        .await
+    }
+
+    async fn issue_token(&self, token: &TokenRecord) -> RepoResult<()> {
+        let token = token.clone();
+        self.write(move |db| {
+            if db.exists("SELECT 1 FROM tokens WHERE hash = ?1", [&token.hash.0[..]])? {
+                return Err(Fail::Repo(RepositoryError::AlreadyExists {
+                    what: "token",
+                    id: token.hash.to_hex(),
+                }));
+            }
+            let owner = token.owner.as_str();
+            let batch = token.batch.as_str();
+            // A newer invitation replaces the owner's live one of another batch.
+            db.exec(
+                "UPDATE invitations SET live = 0, closed_at = ?3
+                 WHERE owner = ?1 AND live = 1 AND batch <> ?2",
+                rusqlite::params![owner, batch, ts(token.issued_at)?],
+            )?;
+            let (state, state_at) = match token.state {
+                TokenState::Live => ("live", None),
+                TokenState::Revoked { at } => ("revoked", Some(ts(at)?)),
+                TokenState::Redeemed { at } => ("redeemed", Some(ts(at)?)),
+            };
+            let invitation = match state_at {
+                None => {
+                    let live = db.row(
+                        "SELECT id FROM invitations WHERE owner = ?1 AND live = 1",
+                        [owner],
+                        |r| Ok(r.get::<_, i64>(0)?),
+                    )?;
+                    match live {
+                        Some(id) => id,
+                        None => {
+                            db.exec(
+                                "INSERT INTO invitations (owner, batch, live) VALUES (?1, ?2, 1)",
+                                [owner, batch],
+                            )?;
+                            db.last_insert_rowid()
+                        }
+                    }
+                }
+                // A token stored already spent gets an invitation of its own, closed.
+                Some(at) => {
+                    db.exec(
+                        "INSERT INTO invitations (owner, batch, live, closed_at) VALUES (?1, ?2, 0, ?3)",
+                        rusqlite::params![owner, batch, at],
+                    )?;
+                    db.last_insert_rowid()
+                }
+            };
+            db.exec(
+                "INSERT INTO tokens (hash, invitation, issued_at, expires_at, state, state_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                rusqlite::params![
+                    &token.hash.0[..],
+                    invitation,
+                    ts(token.issued_at)?,
+                    ts(token.expires_at)?,
+                    state,
+                    state_at
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn token(&self, hash: &TokenHash) -> RepoResult<Option<TokenRecord>> {
+        let hash = *hash;
+        self.read(move |db| Ok(read_token(db, &hash)?.map(|(t, _)| t)))
+            .await
+    }
+
+    async fn redeem_token(&self, hash: &TokenHash, now: Timestamp) -> RepoResult<RedeemOutcome> {
+        let hash = *hash;
+        self.write(move |db| {
+            let at = ts(now)?;
+            // The compare-and-set: of two redeems of one token, one changes the row.
+            let won = db.exec(
+                "UPDATE tokens SET state = 'redeemed', state_at = ?2
+                 WHERE hash = ?1 AND state = 'live' AND expires_at > ?2
+                   AND EXISTS (SELECT 1 FROM invitations i JOIN owners o ON o.id = i.owner
+                               WHERE i.id = tokens.invitation AND o.access <> 'registered')",
+                rusqlite::params![&hash.0[..], at],
+            )? == 1;
+            let Some((token, invitation)) = read_token(db, &hash)? else {
+                return Ok(RedeemOutcome::Rejected(TokenRejection::Unknown));
+            };
+            let owner = db.row(
+                &format!("SELECT {OWNER_COLUMNS} FROM owners WHERE id = ?1"),
+                [token.owner.as_str()],
+                read_owner,
+            )?;
+            if !won {
+                let reason = match (token.check(now), &owner) {
+                    (Err(reason), _) => reason,
+                    (Ok(()), None) => TokenRejection::Unknown,
+                    (Ok(()), Some(_)) => TokenRejection::AlreadyUsed,
+                };
+                return Ok(RedeemOutcome::Rejected(reason));
+            }
+            let mut owner = owner.ok_or_else(|| bad_row("token owner", &token.owner))?;
+            // Closing the invitation revokes its other live tokens (the schema's
+            // trigger); by the unique index they are all of the owner's live tokens.
+            db.exec(
+                "UPDATE invitations SET live = 0, closed_at = ?2 WHERE id = ?1 AND live = 1",
+                rusqlite::params![invitation, at],
+            )?;
+            owner.access = AccessStatus::Registered { at: Some(now) };
+            set_access(db, &owner.id, &owner.access)?;
+            append_activity(
+                db,
+                &ActivityEntry {
+                    community: owner.community.clone(),
+                    at: now,
+                    kind: ActivityKind::Registered {
+                        owner: owner.id.clone(),
+                        batch: token.batch.clone(),
+                    },
+                },
+            )?;
+            Ok(RedeemOutcome::Redeemed {
+                owner: Box::new(owner),
+                token,
+            })
+        })
+        .await
+    }
+
+    async fn append_activity(&self, entry: &ActivityEntry) -> RepoResult<()> {
+        let entry = entry.clone();
+        self.write(move |db| append_activity(db, &entry)).await
+    }
+
+    async fn activity(
+        &self,
+        community: &CommunityId,
+        page: Page,
+    ) -> RepoResult<Vec<ActivityEntry>> {
+        let community = community.clone();
+        self.read(move |db| {
+            db.rows(
+                "SELECT at, details FROM activity WHERE community = ?1
+                 ORDER BY at DESC, seq DESC LIMIT ?2 OFFSET ?3",
+                rusqlite::params![community.as_str(), limit(page.limit), limit(page.offset)],
+                |r| {
+                    let details: String = r.get(1)?;
+                    Ok(ActivityEntry {
+                        community: community.clone(),
+                        at: read_ts(r.get(0)?)?,
+                        kind: serde_json::from_str(&details)
+                            .map_err(|e| bad_row("activity.details", e))?,
+                    })
+                },
+            )
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plan SQLite picks for a statement, one line per step.
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        stmt.query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[tokio::test]
+    async fn set_based_lookups_use_the_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = SqliteRepository::open(dir.path().join("plan.db"))
+            .await
+            .unwrap();
+        let conn = repo.inner.writer.lock().unwrap();
+        let holders = plan(
+            &conn,
+            "SELECT o.email_key, o.id, o.property
+             FROM (SELECT DISTINCT value AS key FROM json_each('[]')) k
+             JOIN owners o ON o.email_key = k.key",
+        );
+        assert!(holders.contains("INDEX owners_by_email_key"), "{holders}");
+        let roster = plan(
+            &conn,
+            &format!("SELECT {OWNER_COLUMNS} FROM owners WHERE community = 'c'"),
+        );
+        assert!(roster.contains("INDEX owners_by_community"), "{roster}");
+        let claim = plan(
+            &conn,
+            "SELECT owner FROM deliveries WHERE batch = 'b' AND state = 'claimed'
+                 AND state_at <= 5 ORDER BY state_at, owner LIMIT 3",
+        );
+        assert!(claim.contains("INDEX deliveries_by_state"), "{claim}");
+        assert!(
+            !claim.contains("TEMP B-TREE"),
+            "claims need no sort: {claim}"
+        );
+    }
+}
