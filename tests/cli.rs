@@ -194,8 +194,9 @@ fn bad_input_exits_1_and_imports_nothing() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 3") && err.contains("nowhere"), "{err}");
-    let (_, roster) = s.json(&["roster", "--community", "maple", "--json"]);
-    assert!(roster.is_null() || roster["owners"].as_array().is_none_or(|o| o.is_empty()), "nothing imported: {roster}");
+    let roster = s.run(&["roster", "--community", "maple", "--json"]);
+    assert_eq!(roster.status.code(), Some(1), "not even the community was imported");
+    assert!(String::from_utf8_lossy(&roster.stderr).contains("not found"));
 
     s.write("nobool.csv", "owner_id,community_id,property_id,first_name,last_name,property_address,primary_email,registered\no1,maple,u1,A,B,addr,a@example.org,perhaps\n");
     let out = s.run(&["import", "--communities", "communities.csv", "--owners", "nobool.csv"]);
@@ -285,16 +286,22 @@ fn resend_revokes_the_old_link() {
     assert_ne!(old, new);
     assert_eq!(s.run(&["verify", "--token", &old]).status.code(), Some(1));
     assert_eq!(s.ok(&["redeem", "--token", &new]).trim(), "o2");
-    let (code, _) = s.json(&["resend", "--owner", "o2", "--outbox", "third", "--json"]);
-    assert_eq!(code, 1, "a registered owner is not resent to");
+    let out = s.run(&["resend", "--owner", "o2", "--outbox", "third", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "a registered owner is not resent to");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("registered"));
+    assert!(s.outbox_files("third").is_empty());
 }
 
 #[test]
 fn an_outbox_that_cannot_be_created_is_bad_input() {
     let s = Session::new().imported();
     s.write("blocked", "a file where the outbox folder should be");
-    let (code, report) = s.json(&["send", "--community", "maple", "--outbox", "blocked/sub", "--json"]);
-    assert_eq!(code, 1, "the outbox cannot even be created: bad input, nothing stored: {report}");
+    let out = s.run(&["send", "--community", "maple", "--outbox", "blocked/sub", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "no report: nothing was sent");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--outbox"));
+    let (_, activity) = s.json(&["activity", "--community", "maple", "--json"]);
+    assert_eq!(activity.as_array().unwrap().len(), 0, "no batch was stored");
 }
 
 #[cfg(unix)]
