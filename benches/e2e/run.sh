@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# End-to-end throughput: owner-access (the owner_access example over SQLite and SMTP)
+# against Postfix's smtp-sink, beside smtp-source's own rate into the same sink and a
+# Python mail-merge doing the same job, all measured in one run on this machine.
+#
+#   benches/e2e/run.sh N [--attach-kb K] [--runs R]
+#
+# Prints a table: messages/s, peak RSS, and the ratios ours / smtp-source and
+# ours / Python (median of R runs, default 3). Exits non-zero when a count is wrong:
+# every eligible owner must be accepted by the sink exactly once.
+set -euo pipefail
+
+N=${1:?usage: run.sh N [--attach-kb K] [--runs R]}
+shift
+ATTACH_KB=0
+RUNS=3
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --attach-kb) ATTACH_KB=$2; shift 2 ;;
+    --runs) RUNS=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 1 ;;
+  esac
+done
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+SINK=${SMTP_SINK:-/usr/sbin/smtp-sink}
+SOURCE=${SMTP_SOURCE:-/usr/sbin/smtp-source}
+for tool in "$SINK" "$SOURCE" /usr/bin/time python3; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install postfix time)" >&2; exit 1; }
+done
+
+WORK=$(mktemp -d)
+SINK_PID=
+cleanup() {
+  [ -n "$SINK_PID" ] && kill "$SINK_PID" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+echo "building the example (release)..." >&2
+(cd "$ROOT" && cargo build --quiet --release --all-features --example owner_access)
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/owner_access
+
+VENV=${CARGO_TARGET_DIR:-$ROOT/target}/e2e-venv
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import jinja2' 2>/dev/null; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet jinja2
+fi
+
+EXPECTED=$(python3 "$HERE/gen_owners.py" "$N" "$WORK/data")
+ATTACH_ARGS=()
+PY_ATTACH=()
+if [ "$ATTACH_KB" -gt 0 ]; then
+  python3 -c "import sys; sys.stdout.buffer.write(bytes((i * 7) % 251 for i in range($ATTACH_KB * 1024)))" > "$WORK/Welcome Package.pdf"
+  ATTACH_ARGS=(--attach "$WORK/Welcome Package.pdf")
+  PY_ATTACH=(--attach "$WORK/Welcome Package.pdf")
+fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+start_sink() {
+  PORT=$(free_port)
+  "$SINK" -u nobody -c "127.0.0.1:$PORT" 1000 > "$WORK/sink.log" 2>&1 &
+  SINK_PID=$!
+  for _ in $(seq 50); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 1).close()" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "smtp-sink did not start" >&2; exit 1
+}
+
+stop_sink() {
+  sleep 0.2
+  kill "$SINK_PID" 2>/dev/null || true
+  wait "$SINK_PID" 2>/dev/null || true
+  SINK_PID=
+  # The counter line is rewritten with carriage returns; the last one is the total.
+  tr '\r' '\n' < "$WORK/sink.log" | sed -n 's/.*mesg=\([0-9]*\).*/\1/p' | tail -1
+}
+
+now() { python3 -c 'import time; print(time.perf_counter())'; }
+
+# The size of one of our messages, for smtp-source.
+"$BIN" --db "$WORK/size.db" import --communities "$WORK/data/communities.csv" --owners "$WORK/data/owners.csv" >/dev/null
+eligible_one=$("$BIN" --db "$WORK/size.db" review --community bench --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["recipients"][0]["owner_id"])')
+"$BIN" --db "$WORK/size.db" send --community bench --select "$eligible_one" --outbox "$WORK/size" "${ATTACH_ARGS[@]}" >/dev/null
+SIZE=$(for f in "$WORK"/size/*.eml; do tail -n +3 "$f" | wc -c; done | head -1)
+
+ours=(); source_rates=(); python=(); rss=()
+for run in $(seq "$RUNS"); do
+  # owner-access
+  rm -f "$WORK/state.db"*
+  "$BIN" --db "$WORK/state.db" import --communities "$WORK/data/communities.csv" --owners "$WORK/data/owners.csv" >/dev/null
+  start_sink
+  t0=$(now)
+  /usr/bin/time -v -o "$WORK/time.log" "$BIN" --db "$WORK/state.db" send --community bench \
+    --smtp "smtp://127.0.0.1:$PORT" --concurrency 8 "${ATTACH_ARGS[@]}" --json > "$WORK/report.json" 2> "$WORK/send.err" \
+    || { cat "$WORK/send.err" >&2; exit 1; }
+  t1=$(now)
+  got=$(stop_sink)
+  sent=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["sent"])' "$WORK/report.json")
+  if [ "$got" != "$EXPECTED" ] || [ "$sent" != "$EXPECTED" ]; then
+    echo "owner-access: the sink accepted $got and the report says $sent, expected $EXPECTED" >&2; exit 1
+  fi
+  ours+=("$(python3 -c "print($EXPECTED / ($t1 - $t0))")")
+  rss+=("$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$WORK/time.log")")
+
+  # smtp-source: the sink's own ceiling for this size and session count
+  start_sink
+  t0=$(now)
+  "$SOURCE" -l "$SIZE" -m "$EXPECTED" -s 8 -d "127.0.0.1:$PORT" >/dev/null
+  t1=$(now)
+  got=$(stop_sink)
+  [ "$got" = "$EXPECTED" ] || { echo "smtp-source: the sink accepted $got of $EXPECTED" >&2; exit 1; }
+  source_rates+=("$(python3 -c "print($EXPECTED / ($t1 - $t0))")")
+
+  # the Python mail-merge
+  start_sink
+  t0=$(now)
+  read -r py_sent _ < <("$VENV/bin/python" "$HERE/mail_merge.py" --owners "$WORK/data/owners.csv" --port "$PORT" "${PY_ATTACH[@]}")
+  t1=$(now)
+  got=$(stop_sink)
+  if [ "$got" != "$EXPECTED" ] || [ "$py_sent" != "$EXPECTED" ]; then
+    echo "python: the sink accepted $got and the script says $py_sent, expected $EXPECTED" >&2; exit 1
+  fi
+  python+=("$(python3 -c "print($EXPECTED / ($t1 - $t0))")")
+  echo "run $run: ours ${ours[-1]}/s, smtp-source ${source_rates[-1]}/s, python ${python[-1]}/s" >&2
+done
+
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+O=$(median "${ours[@]}"); S=$(median "${source_rates[@]}"); P=$(median "${python[@]}"); R=$(median "${rss[@]}")
+python3 - "$N" "$EXPECTED" "$SIZE" "$ATTACH_KB" "$O" "$S" "$P" "$R" "$RUNS" <<'PY'
+import sys
+n, sent, size, kb, o, s, p, rss, runs = sys.argv[1:]
+o, s, p = float(o), float(s), float(p)
+print(f"owners {n}, eligible {sent}, message {int(size):,} bytes, attachment {kb} KB, median of {runs} runs")
+print("| sender | messages/s | peak RSS |")
+print("|---|---|---|")
+print(f"| owner-access (8 connections) | {o:,.0f} | {int(rss) / 1024:,.1f} MB |")
+print(f"| smtp-source (8 sessions) | {s:,.0f} | |")
+print(f"| Python mail-merge (1 connection) | {p:,.0f} | |")
+print(f"ours / smtp-source: {o / s:.2f}; ours / Python: {o / p:.1f}x")
+PY

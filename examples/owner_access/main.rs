@@ -1,0 +1,719 @@
+//! `owner_access`: the Owner Access workflow from a terminal, over SQLite and SMTP.
+//!
+//! ```sh
+//! cargo run --release --all-features --example owner_access -- --db state.db import --communities c.csv --owners o.csv
+//! cargo run --release --all-features --example owner_access -- --db state.db send --community maple --outbox ./outbox
+//! ```
+//!
+//! Exit status: 0 done; 1 bad input or usage, nothing sent; 2 some deliveries failed;
+//! 3 the batch stopped with deliveries still pending (server unreachable, refused, or
+//! interrupted). When 2 and 3 both apply, 3.
+
+mod input;
+mod output;
+mod progress;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use owner_access::adapters::smtp::{SmtpSettings, SmtpTransport};
+use owner_access::adapters::sqlite::SqliteRepository;
+use owner_access::domain::{BatchId, CommunityId, DraftId, OwnerId, Page};
+use owner_access::eligibility::{AccessFilter, EmailFilter, OwnerFilter};
+use owner_access::invite::{Attachment, Invite};
+use owner_access::{
+    Clock, Error, FileOutbox, MailTransport, OwnerAccess, OwnerRepository, SendOptions, SendReport,
+    Selection, SystemClock,
+};
+
+#[derive(Parser)]
+#[command(name = "owner_access", about = "Invite homeowners to their owner portal, in bulk and safely")]
+struct Cli {
+    /// The SQLite file that holds the state (created on first use).
+    #[arg(long, global = true, value_name = "FILE")]
+    db: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Upsert communities and owners from CSV files, in one step.
+    Import {
+        /// `community_id,name,reply_to`
+        #[arg(long, value_name = "FILE")]
+        communities: Option<PathBuf>,
+        /// `community_id,owner_id,property_id,first_name,last_name,property_address,primary_email,registered`
+        #[arg(long, value_name = "FILE")]
+        owners: Option<PathBuf>,
+    },
+    /// The Manage screen: owners with status and eligibility.
+    Roster {
+        #[arg(long)]
+        community: String,
+        #[arg(long, value_enum, default_value = "all")]
+        access: AccessArg,
+        #[arg(long, value_enum, default_value = "any")]
+        email: EmailArg,
+        #[arg(long)]
+        search: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change many primary emails at once, all or nothing.
+    MassEdit {
+        /// `owner_id,primary_email`
+        #[arg(long, value_name = "FILE")]
+        edits: PathBuf,
+    },
+    /// Generate & Review: recipients, excluded owners, problems. Sends nothing.
+    Review {
+        #[arg(long)]
+        community: String,
+        #[command(flatten)]
+        select: SelectArgs,
+        #[command(flatten)]
+        message: MessageArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Review, then send.
+    Send {
+        #[arg(long)]
+        community: String,
+        #[command(flatten)]
+        select: SelectArgs,
+        #[command(flatten)]
+        message: MessageArgs,
+        #[command(flatten)]
+        transport: TransportArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Save, list, discard or send drafts.
+    #[command(subcommand)]
+    Draft(DraftCommand),
+    /// Send one owner a fresh link (the old one is revoked).
+    Resend {
+        #[arg(long)]
+        owner: String,
+        #[command(flatten)]
+        message: MessageArgs,
+        #[command(flatten)]
+        transport: TransportArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send what is still pending in a batch.
+    Resume {
+        #[arg(long)]
+        batch: String,
+        #[command(flatten)]
+        transport: TransportArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send again to the owners of a batch whose delivery failed.
+    Retry {
+        #[arg(long)]
+        batch: String,
+        #[command(flatten)]
+        transport: TransportArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a registration token without using it.
+    Verify {
+        #[arg(long)]
+        token: String,
+    },
+    /// Complete a registration with a token (once).
+    Redeem {
+        #[arg(long)]
+        token: String,
+    },
+    /// The community activity feed, newest first.
+    Activity {
+        #[arg(long)]
+        community: String,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DraftCommand {
+    /// Save an invitation as a draft; prints the draft id.
+    Save {
+        #[arg(long)]
+        community: String,
+        #[command(flatten)]
+        select: SelectArgs,
+        #[command(flatten)]
+        message: MessageArgs,
+    },
+    /// List a community's drafts.
+    List {
+        #[arg(long)]
+        community: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Discard a draft.
+    Discard { id: String },
+    /// Review a draft again and send it.
+    Send {
+        id: String,
+        #[command(flatten)]
+        transport: TransportArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AccessArg {
+    Unregistered,
+    Invited,
+    Registered,
+    All,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EmailArg {
+    With,
+    Without,
+    Any,
+}
+
+#[derive(Args, Clone)]
+struct SelectArgs {
+    /// `all` (every owner of the community) or `ID,ID,...`.
+    #[arg(long, default_value = "all")]
+    select: String,
+    /// Owners to leave out: `ID,ID,...`.
+    #[arg(long, value_delimiter = ',')]
+    exclude: Vec<String>,
+}
+
+#[derive(Args, Clone, Default)]
+struct MessageArgs {
+    #[arg(long)]
+    subject: Option<String>,
+    /// Plain-text body template (without --html, the HTML part is made from it).
+    #[arg(long, value_name = "FILE")]
+    text: Option<PathBuf>,
+    /// HTML body template.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// A file to attach (repeatable).
+    #[arg(long, value_name = "FILE")]
+    attach: Vec<PathBuf>,
+    #[arg(long, value_name = "ADDR")]
+    summary_to: Option<String>,
+    #[arg(long, value_name = "ADDR")]
+    reply_to: Option<String>,
+    #[arg(long, value_name = "ADDR", default_value = "Owner Portal <no-reply@example.com>")]
+    from: String,
+    #[arg(long, value_name = "URL", default_value = "http://localhost:8080/register")]
+    portal_url: String,
+}
+
+impl MessageArgs {
+    fn given(&self) -> bool {
+        self.subject.is_some()
+            || self.text.is_some()
+            || self.html.is_some()
+            || !self.attach.is_empty()
+            || self.summary_to.is_some()
+            || self.reply_to.is_some()
+    }
+}
+
+#[derive(Args, Clone)]
+struct TransportArgs {
+    /// `smtp://host:port`, `smtp://host:port?starttls=required` or `smtps://host:port`.
+    #[arg(long, value_name = "URL", conflicts_with = "outbox", required_unless_present = "outbox")]
+    smtp: Option<String>,
+    #[arg(long, value_name = "USER", requires = "smtp")]
+    smtp_user: Option<String>,
+    /// The environment variable that holds the SMTP password.
+    #[arg(long, value_name = "VAR", requires = "smtp")]
+    smtp_password_env: Option<String>,
+    /// Accept self-signed certificates (for tests only).
+    #[arg(long, requires = "smtp")]
+    insecure_tls: bool,
+    /// Write one .eml file per message into DIR instead of sending.
+    #[arg(long, value_name = "DIR")]
+    outbox: Option<PathBuf>,
+    /// Messages in flight at once (and SMTP connections).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+    concurrency: u32,
+    /// At most this many messages per second.
+    #[arg(long)]
+    rate: Option<f64>,
+}
+
+/// A failure, as one sentence, with its exit status.
+struct Failure {
+    message: String,
+    status: u8,
+}
+
+impl Failure {
+    fn input(message: impl Into<String>) -> Self {
+        Self { message: message.into(), status: 1 }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        let message = match &e {
+            Error::InvalidInvite { problems } => format!(
+                "the invitation cannot be sent: {}",
+                problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+            ),
+            Error::MassEditRejected { problems } => {
+                let rows: Vec<String> = problems.iter().map(mass_edit_row).collect();
+                format!("the mass edit was rejected, nothing changed: {}", rows.join("; "))
+            }
+            other => other.to_string(),
+        };
+        Failure::input(message)
+    }
+}
+
+impl From<input::InputError> for Failure {
+    fn from(e: input::InputError) -> Self {
+        Failure::input(e.0)
+    }
+}
+
+fn mass_edit_row(p: &owner_access::error::MassEditProblem) -> String {
+    use owner_access::error::MassEditProblem as P;
+    match p {
+        P::UnknownOwner { owner } => format!("owner `{owner}` is unknown"),
+        P::InvalidEmail { owner, email, error } => format!("owner `{owner}`: `{email}` is not valid ({error})"),
+        P::SharedEmail { owner, email, with } => format!(
+            "owner `{owner}`: `{email}` would be shared with {}",
+            with.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+        P::DuplicateRow { owner } => format!("owner `{owner}` appears twice"),
+        _ => format!("{p:?}"),
+    }
+}
+
+fn id<T: std::str::FromStr<Err = owner_access::domain::InvalidId>>(what: &str, raw: &str) -> Result<T, Failure> {
+    raw.parse().map_err(|e| Failure::input(format!("--{what} `{raw}`: {e}")))
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let informational = matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            );
+            let _ = e.print();
+            return ExitCode::from(if informational { 0 } else { 1 });
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(status) => ExitCode::from(status),
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            ExitCode::from(failure.status)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<u8, Failure> {
+    let db = cli.db.ok_or_else(|| Failure::input("--db FILE is required"))?;
+    let repo = SqliteRepository::open(&db)
+        .await
+        .map_err(|e| Failure::input(format!("cannot open the database {}: {e}", db.display())))?;
+    let repo: Arc<dyn OwnerRepository> = Arc::new(repo);
+    let app = App { repo };
+    match cli.command {
+        Command::Import { communities, owners } => app.import(communities.as_deref(), owners.as_deref()).await,
+        Command::Roster { community, access, email, search, json } => {
+            app.roster(&community, access, email, search, json).await
+        }
+        Command::MassEdit { edits } => app.mass_edit(&edits).await,
+        Command::Review { community, select, message, json } => app.review(&community, &select, &message, json).await,
+        Command::Send { community, select, message, transport, json } => {
+            let service = app.service(&message, &transport).await?;
+            let invite = app.invite(&service, &community, &select, &message).await?;
+            let review = service.review(&invite).await?;
+            if !review.problems.is_empty() {
+                return Err(Error::InvalidInvite { problems: review.problems }.into());
+            }
+            let report = progress::run_with_progress(|control| service.send_with(review, control)).await?;
+            finish(&report, json)
+        }
+        Command::Draft(DraftCommand::Save { community, select, message }) => {
+            let service = app.service_without_transport(&message)?;
+            let invite = app.invite(&service, &community, &select, &message).await?;
+            let id = service.save_draft(&invite).await?;
+            println!("{id}");
+            Ok(0)
+        }
+        Command::Draft(DraftCommand::List { community, json }) => {
+            let community: CommunityId = id("community", &community)?;
+            let service = app.service_without_transport(&MessageArgs::defaults())?;
+            let drafts = service.drafts(&community).await?;
+            print_out(json, output::drafts_json(&drafts), output::drafts_text(&drafts));
+            Ok(0)
+        }
+        Command::Draft(DraftCommand::Discard { id: draft }) => {
+            let draft: DraftId = id("draft", &draft)?;
+            let service = app.service_without_transport(&MessageArgs::defaults())?;
+            service.discard_draft(&draft).await?;
+            println!("discarded {draft}");
+            Ok(0)
+        }
+        Command::Draft(DraftCommand::Send { id: draft, transport, json }) => {
+            let draft: DraftId = id("draft", &draft)?;
+            let service = app.service(&MessageArgs::defaults(), &transport).await?;
+            let invite = service.load_draft(&draft).await?;
+            let review = service.review(&invite).await?;
+            if !review.problems.is_empty() {
+                return Err(Error::InvalidInvite { problems: review.problems }.into());
+            }
+            let report = progress::run_with_progress(|control| service.send_with(review, control)).await?;
+            finish(&report, json)
+        }
+        Command::Resend { owner, message, transport, json } => {
+            let owner: OwnerId = id("owner", &owner)?;
+            let service = app.service(&message, &transport).await?;
+            let invite = if message.given() {
+                let stored = app.repo.owner(&owner).await.map_err(Error::from)?.ok_or_else(|| {
+                    Failure::input(format!("--owner `{owner}`: no such owner"))
+                })?;
+                let select = SelectArgs { select: owner.to_string(), exclude: Vec::new() };
+                Some(app.invite(&service, stored.community.as_str(), &select, &message).await?)
+            } else {
+                None
+            };
+            let report =
+                progress::run_with_progress(|control| service.resend_with(&owner, invite, control)).await?;
+            finish(&report, json)
+        }
+        Command::Resume { batch, transport, json } => {
+            let batch: BatchId = id("batch", &batch)?;
+            let service = app.service(&MessageArgs::defaults(), &transport).await?;
+            let report = progress::run_with_progress(|control| service.resume_with(&batch, control)).await?;
+            finish(&report, json)
+        }
+        Command::Retry { batch, transport, json } => {
+            let batch: BatchId = id("batch", &batch)?;
+            let service = app.service(&MessageArgs::defaults(), &transport).await?;
+            let report = progress::run_with_progress(|control| service.retry_failed(&batch, control)).await?;
+            finish(&report, json)
+        }
+        Command::Verify { token } => {
+            let service = app.service_without_transport(&MessageArgs::defaults())?;
+            let verified = service.verify(&token).await.map_err(token_failure)?;
+            println!("{}", verified.owner.id);
+            Ok(0)
+        }
+        Command::Redeem { token } => {
+            let service = app.service_without_transport(&MessageArgs::defaults())?;
+            let registration = service.redeem(&token).await.map_err(token_failure)?;
+            println!("{}", registration.owner.id);
+            Ok(0)
+        }
+        Command::Activity { community, limit, json } => {
+            let community: CommunityId = id("community", &community)?;
+            let service = app.service_without_transport(&MessageArgs::defaults())?;
+            let entries = service.activity(&community, Page::first(limit)).await?;
+            print_out(json, output::activity_json(&entries), output::activity_text(&entries));
+            Ok(0)
+        }
+    }
+}
+
+/// One message for every token failure: no probing which tokens exist.
+fn token_failure(e: Error) -> Failure {
+    match e {
+        Error::InvalidToken { .. } => Failure::input("this registration link is not valid"),
+        other => other.into(),
+    }
+}
+
+fn print_out(json: bool, value: serde_json::Value, text: String) {
+    if json {
+        println!("{value}");
+    } else {
+        print!("{text}");
+    }
+}
+
+/// Prints the report; the exit status says how the batch ended.
+fn finish(report: &SendReport, json: bool) -> Result<u8, Failure> {
+    print_out(json, output::report_json(report), output::report_text(report));
+    Ok(if report.stopped.is_some() || report.pending > 0 {
+        3
+    } else if !report.failed.is_empty() {
+        2
+    } else {
+        0
+    })
+}
+
+impl MessageArgs {
+    fn defaults() -> Self {
+        Self {
+            from: "Owner Portal <no-reply@example.com>".into(),
+            portal_url: "http://localhost:8080/register".into(),
+            ..Self::default()
+        }
+    }
+}
+
+struct App {
+    repo: Arc<dyn OwnerRepository>,
+}
+
+impl App {
+    fn builder(&self, message: &MessageArgs, transport: Arc<dyn MailTransport>) -> owner_access::OwnerAccessBuilder {
+        OwnerAccess::builder(self.repo.clone(), transport)
+            .sender(message.from.clone())
+            .portal_url(message.portal_url.clone())
+    }
+
+    /// A service for commands that send nothing (a transport that refuses everything).
+    fn service_without_transport(&self, message: &MessageArgs) -> Result<OwnerAccess, Failure> {
+        Ok(self.builder(message, Arc::new(NoTransport)).build()?)
+    }
+
+    async fn service(&self, message: &MessageArgs, args: &TransportArgs) -> Result<OwnerAccess, Failure> {
+        let transport: Arc<dyn MailTransport> = match (&args.smtp, &args.outbox) {
+            (Some(url), None) => {
+                let mut settings = SmtpSettings::from_url(url)
+                    .map_err(|e| Failure::input(format!("--smtp `{url}`: {e}")))?
+                    .with_connections(args.concurrency as usize)
+                    .with_accept_invalid_certs(args.insecure_tls);
+                if let Some(user) = &args.smtp_user {
+                    let password = match &args.smtp_password_env {
+                        Some(var) => std::env::var(var).map_err(|_| {
+                            Failure::input(format!("--smtp-password-env: the environment variable {var} is not set"))
+                        })?,
+                        None => return Err(Failure::input("--smtp-user needs --smtp-password-env VAR")),
+                    };
+                    settings = settings.with_credentials(user.clone(), password);
+                }
+                Arc::new(SmtpTransport::new(settings).map_err(|e| Failure::input(format!("--smtp `{url}`: {e}")))?)
+            }
+            (None, Some(dir)) => Arc::new(
+                FileOutbox::new(dir).map_err(|e| Failure::input(format!("--outbox {}: {e}", dir.display())))?,
+            ),
+            _ => return Err(Failure::input("give exactly one of --smtp URL or --outbox DIR")),
+        };
+        if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+            return Err(Failure::input("--rate must be a positive number of messages per second"));
+        }
+        let options = SendOptions {
+            concurrency: args.concurrency as usize,
+            rate_per_second: args.rate,
+            ..SendOptions::default()
+        };
+        Ok(self.builder(message, transport).send_options(options).build()?)
+    }
+
+    async fn import(&self, communities: Option<&Path>, owners: Option<&Path>) -> Result<u8, Failure> {
+        if communities.is_none() && owners.is_none() {
+            return Err(Failure::input("import needs --communities FILE, --owners FILE, or both"));
+        }
+        let communities = match communities {
+            Some(path) => input::read_communities(path)?,
+            None => Vec::new(),
+        };
+        let in_file: HashSet<CommunityId> = communities.iter().map(|c| c.id.clone()).collect();
+        let owners = match owners {
+            Some(path) => {
+                // Which communities are already stored, asked once per distinct id.
+                let mut stored = HashSet::new();
+                let ids = input::community_ids(path)?;
+                for community in ids {
+                    if !in_file.contains(&community)
+                        && self.repo.community(&community).await.map_err(Error::from)?.is_some()
+                    {
+                        stored.insert(community);
+                    }
+                }
+                input::read_owners(path, &|c| in_file.contains(c) || stored.contains(c))?
+            }
+            None => Vec::new(),
+        };
+        for community in &communities {
+            self.repo.upsert_community(community).await.map_err(Error::from)?;
+        }
+        self.repo.upsert_owners(&owners, SystemClock.now()).await.map_err(Error::from)?;
+        println!("imported {} communities and {} owners", communities.len(), owners.len());
+        Ok(0)
+    }
+
+    async fn roster(
+        &self,
+        community: &str,
+        access: AccessArg,
+        email: EmailArg,
+        search: Option<String>,
+        json: bool,
+    ) -> Result<u8, Failure> {
+        let community: CommunityId = id("community", community)?;
+        let filter = OwnerFilter {
+            access: match access {
+                AccessArg::All => AccessFilter::All,
+                AccessArg::Unregistered => AccessFilter::Unregistered,
+                AccessArg::Invited => AccessFilter::Invited,
+                AccessArg::Registered => AccessFilter::Registered,
+            },
+            email: match email {
+                EmailArg::Any => EmailFilter::Any,
+                EmailArg::With => EmailFilter::WithEmail,
+                EmailArg::Without => EmailFilter::WithoutEmail,
+            },
+            search,
+        };
+        let service = self.service_without_transport(&MessageArgs::defaults())?;
+        let roster = service.roster(&community, &filter).await?;
+        print_out(json, output::roster_json(&roster), output::roster_text(&roster));
+        Ok(0)
+    }
+
+    async fn mass_edit(&self, path: &Path) -> Result<u8, Failure> {
+        let edits = input::read_edits(path)?;
+        if edits.is_empty() {
+            return Err(Failure::input(format!("{}: no edits", path.display())));
+        }
+        // The community is the one of the file's owners; an owner of another community
+        // is reported as unknown in it.
+        let mut community = None;
+        for edit in &edits {
+            if let Some(owner) = self.repo.owner(&edit.owner).await.map_err(Error::from)? {
+                community = Some(owner.community);
+                break;
+            }
+        }
+        let Some(community) = community else {
+            return Err(Failure::input(format!("{}: none of the owners exists", path.display())));
+        };
+        let service = self.service_without_transport(&MessageArgs::defaults())?;
+        let report = service.mass_edit_emails(&community, &edits).await?;
+        println!("changed {} addresses ({} unchanged)", report.changed.len(), report.unchanged);
+        Ok(0)
+    }
+
+    async fn review(&self, community: &str, select: &SelectArgs, message: &MessageArgs, json: bool) -> Result<u8, Failure> {
+        let service = self.service_without_transport(message)?;
+        let invite = self.invite(&service, community, select, message).await?;
+        let review = service.review(&invite).await?;
+        print_out(json, output::review_json(&review), output::review_text(&review));
+        Ok(if review.problems.is_empty() { 0 } else { 1 })
+    }
+
+    /// The invite from the SELECT and MESSAGE flags.
+    async fn invite(
+        &self,
+        service: &OwnerAccess,
+        community: &str,
+        select: &SelectArgs,
+        message: &MessageArgs,
+    ) -> Result<Invite, Failure> {
+        let community: CommunityId = id("community", community)?;
+        let mut selection = if select.select.trim().eq_ignore_ascii_case("all") {
+            let roster = service.roster(&community, &OwnerFilter::all()).await?;
+            Selection::all_rows(&roster)
+        } else {
+            let mut s = Selection::new();
+            for raw in select.select.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                s.select(id("select", raw)?);
+            }
+            s
+        };
+        for raw in select.exclude.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            selection.deselect(&id("exclude", raw)?);
+        }
+        let mut invite = service.compose(&community, &selection).await?;
+        if let Some(subject) = &message.subject {
+            invite.subject = subject.clone();
+        }
+        if let Some(path) = &message.text {
+            invite = invite.with_text_body(read_text(path, "--text")?);
+        }
+        if let Some(path) = &message.html {
+            invite = invite.with_html_body(read_text(path, "--html")?);
+        }
+        for path in &message.attach {
+            let bytes = std::fs::read(path).map_err(|e| Failure::input(format!("--attach {}: {e}", path.display())))?;
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            invite = invite.with_attachment(Attachment::new(name, content_type(path), bytes));
+        }
+        if let Some(to) = &message.summary_to {
+            invite = invite.with_summary_to(to.clone());
+        }
+        if let Some(reply_to) = &message.reply_to {
+            invite = invite.with_reply_to(reply_to.clone());
+        }
+        Ok(invite)
+    }
+}
+
+fn read_text(path: &Path, flag: &str) -> Result<String, Failure> {
+    let bytes = std::fs::read(path).map_err(|e| Failure::input(format!("{flag} {}: {e}", path.display())))?;
+    String::from_utf8(bytes).map_err(|_| Failure::input(format!("{flag} {}: not UTF-8 text", path.display())))
+}
+
+/// The content type from the file's extension.
+fn content_type(path: &Path) -> &'static str {
+    let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
+    match ext.as_str() {
+        "pdf" => "application/pdf",
+        "txt" => "text/plain",
+        "html" | "htm" => "text/html",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "doc" => "application/msword",
+        "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "csv" => "text/csv",
+        "zip" => "application/zip",
+        _ => "application/octet-stream",
+    }
+}
+
+/// The transport of commands that send nothing: any use is a bug, reported as fatal.
+struct NoTransport;
+
+impl std::fmt::Display for NoTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("no transport")
+    }
+}
+
+#[owner_access::async_trait]
+impl MailTransport for NoTransport {
+    async fn send(
+        &self,
+        _: &owner_access::transport::Envelope,
+        _: &[u8],
+    ) -> Result<owner_access::transport::Accepted, owner_access::transport::TransportError> {
+        Err(owner_access::transport::TransportError::fatal("this command sends nothing"))
+    }
+}
