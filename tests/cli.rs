@@ -1,128 +1,15 @@
 //! Drives the `owner_access` example end to end, as other tools do: real SQLite file,
 //! real outbox files, real process exits and signals. (SMTP runs are in
 //! `tests/cli_smtp.rs`.)
+#![cfg(all(feature = "smtp", feature = "sqlite"))]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+mod cli_support;
+
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use cli_support::*;
 use serde_json::Value;
-
-/// Builds the example once (a no-op when `cargo test` already built it) and returns
-/// its path.
-fn binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--example", "owner_access", "--features", "smtp,sqlite"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the example failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-        target.join("debug").join("examples").join("owner_access")
-    })
-}
-
-struct Session {
-    dir: tempfile::TempDir,
-}
-
-impl Session {
-    fn new() -> Self {
-        let s = Self { dir: tempfile::tempdir().unwrap() };
-        s.write("communities.csv", "community_id,name,reply_to\nmaple,Maple Grove HOA,board@maple.example.org\n");
-        s.write(
-            "owners.csv",
-            "\u{feff}owner_id,community_id,property_id,first_name,last_name,property_address,primary_email,registered,notes\n\
-             o1,maple,u1,Ann,Lee,1 Elm St,ann@example.org,false,x\n\
-             o2,maple,u2,Bo,Ng,2 Elm St,bo@example.org,no,\n\
-             o3,maple,u3,Cy,Roe,3 Elm St,,0,\n\
-             o4,maple,u4,Di,Fox,4 Elm St,not-an-address,FALSE,\n\
-             o5,maple,u5,Ed,Kim,5 Elm St,family@example.org,false,\n\
-             o6,maple,u6,Flo,Kim,6 Elm St,Family@Example.org ,false,\n\
-             o7,maple,u7,Gus,Yu,7 Elm St,gus@example.org,yes,\n",
-        );
-        s
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn write(&self, name: &str, content: &str) {
-        std::fs::write(self.path(name), content).unwrap();
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let db = self.path("state.db");
-        Command::new(binary())
-            .arg("--db")
-            .arg(&db)
-            .args(args)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .output()
-            .expect("the example runs")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> (i32, Value) {
-        let out = self.run(args);
-        let code = out.status.code().unwrap_or(-1);
-        let value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{args:?}: stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
-        (code, value)
-    }
-
-    fn imported(self) -> Self {
-        self.ok(&["import", "--communities", "communities.csv", "--owners", "owners.csv"]);
-        self
-    }
-
-    fn outbox_files(&self, dir: &str) -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(self.path(dir))
-            .map(|rd| rd.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "eml")).collect())
-            .unwrap_or_default();
-        files.sort();
-        files
-    }
-}
-
-/// The token in a message file's text part.
-fn token_in(path: &Path) -> String {
-    let bytes = std::fs::read(path).unwrap();
-    let parsed = mailparse::parse_mail(&bytes).unwrap();
-    let mut stack = vec![parsed];
-    while let Some(part) = stack.pop() {
-        if part.ctype.mimetype == "text/plain" {
-            let text = part.get_body().unwrap();
-            let start = text.find("token=").expect("a link") + "token=".len();
-            return text[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
-        }
-        stack.extend(part.subparts);
-    }
-    panic!("no text part in {}", path.display());
-}
-
-fn reasons(value: &Value) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = value["excluded"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (e["owner_id"].as_str().unwrap().to_owned(), e["reason"].as_str().unwrap().to_owned()))
-        .collect();
-    out.sort();
-    out
-}
 
 #[test]
 fn import_roster_review_send_redeem_activity() {
@@ -131,42 +18,97 @@ fn import_roster_review_send_redeem_activity() {
     assert_eq!(code, 0);
     assert_eq!(roster["counts"]["registered"], 1);
     assert_eq!(roster["counts"]["not_invited"], 6);
-    let o4 = roster["owners"].as_array().unwrap().iter().find(|o| o["owner_id"] == "o4").unwrap();
+    let o4 = roster["owners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["owner_id"] == "o4")
+        .unwrap();
     assert_eq!(o4["eligible"], false);
     assert_eq!(o4["reason"], "invalid_email");
     assert_eq!(o4["status"], "not_invited");
-    let o3 = roster["owners"].as_array().unwrap().iter().find(|o| o["owner_id"] == "o3").unwrap();
+    let o3 = roster["owners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["owner_id"] == "o3")
+        .unwrap();
     assert_eq!(o3["email"], Value::Null);
 
-    let (_, filtered) = s.json(&["roster", "--community", "maple", "--access", "unregistered", "--email", "with", "--search", "kim", "--json"]);
-    let ids: Vec<&str> = filtered["owners"].as_array().unwrap().iter().map(|o| o["owner_id"].as_str().unwrap()).collect();
+    let (_, filtered) = s.json(&[
+        "roster",
+        "--community",
+        "maple",
+        "--access",
+        "unregistered",
+        "--email",
+        "with",
+        "--search",
+        "kim",
+        "--json",
+    ]);
+    let ids: Vec<&str> = filtered["owners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["owner_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.len(), 2);
     assert!(ids.contains(&"o5") && ids.contains(&"o6"));
 
     let (code, review) = s.json(&["review", "--community", "maple", "--json"]);
     assert_eq!(code, 0);
-    let to: Vec<&str> = review["recipients"].as_array().unwrap().iter().map(|r| r["owner_id"].as_str().unwrap()).collect();
+    let to: Vec<&str> = review["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["owner_id"].as_str().unwrap())
+        .collect();
     assert_eq!(to, ["o1", "o2"]);
     assert_eq!(
         reasons(&review),
-        [("o3", "no_email"), ("o4", "invalid_email"), ("o5", "shared_email"), ("o6", "shared_email"), ("o7", "registered")]
-            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        [
+            ("o3", "no_email"),
+            ("o4", "invalid_email"),
+            ("o5", "shared_email"),
+            ("o6", "shared_email"),
+            ("o7", "registered")
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
     );
     assert_eq!(s.outbox_files("out").len(), 0, "review sends nothing");
 
-    let (code, report) = s.json(&["send", "--community", "maple", "--outbox", "out", "--select", "o1,o2,o3,ghost", "--json"]);
+    let (code, report) = s.json(&[
+        "send",
+        "--community",
+        "maple",
+        "--outbox",
+        "out",
+        "--select",
+        "o1,o2,o3,ghost",
+        "--json",
+    ]);
     assert_eq!(code, 0, "{report}");
     assert_eq!(report["sent"], 2);
     assert_eq!(report["recipients"], 2);
     assert_eq!(report["pending"], 0);
     assert!(report["batch"].as_str().unwrap().len() > 4);
-    assert_eq!(reasons(&report), [("ghost".to_owned(), "unknown_owner".to_owned()), ("o3".to_owned(), "no_email".to_owned())]);
+    assert_eq!(
+        reasons(&report),
+        [
+            ("ghost".to_owned(), "unknown_owner".to_owned()),
+            ("o3".to_owned(), "no_email".to_owned())
+        ]
+    );
     let files = s.outbox_files("out");
     assert_eq!(files.len(), 2);
     let token = token_in(&files[0]);
     assert!(token.len() >= 43);
     let raw = std::fs::read_to_string(&files[0]).unwrap();
-    assert!(raw.contains("localhost:8080/register"), "the default portal URL is in the link");
+    assert!(
+        raw.contains("localhost:8080/register"),
+        "the default portal URL is in the link"
+    );
 
     assert_eq!(s.ok(&["verify", "--token", &token]).trim(), "o1");
     assert_eq!(s.ok(&["redeem", "--token", &token]).trim(), "o1");
@@ -174,12 +116,20 @@ fn import_roster_review_send_redeem_activity() {
     assert_eq!(again.status.code(), Some(1));
     let unknown = s.run(&["redeem", "--token", &"A".repeat(43)]);
     assert_eq!(unknown.status.code(), Some(1));
-    assert_eq!(again.stderr, unknown.stderr, "one generic message for used and unknown tokens");
+    assert_eq!(
+        again.stderr, unknown.stderr,
+        "one generic message for used and unknown tokens"
+    );
     assert_eq!(s.run(&["verify", "--token", &token]).status.code(), Some(1));
 
     let (code, activity) = s.json(&["activity", "--community", "maple", "--json"]);
     assert_eq!(code, 0);
-    let kinds: Vec<&str> = activity.as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = activity
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, ["registered", "batch_finished", "batch_created"]);
     let created = &activity.as_array().unwrap()[2];
     assert_eq!(created["batch"], report["batch"]);
@@ -190,27 +140,59 @@ fn import_roster_review_send_redeem_activity() {
 fn bad_input_exits_1_and_imports_nothing() {
     let s = Session::new();
     s.write("bad.csv", "owner_id,community_id,property_id,first_name,last_name,property_address,primary_email,registered\no1,maple,u1,A,B,addr,a@example.org,false\no2,nowhere,u2,A,B,addr,,false\n");
-    let out = s.run(&["import", "--communities", "communities.csv", "--owners", "bad.csv"]);
+    let out = s.run(&[
+        "import",
+        "--communities",
+        "communities.csv",
+        "--owners",
+        "bad.csv",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 3") && err.contains("nowhere"), "{err}");
     let roster = s.run(&["roster", "--community", "maple", "--json"]);
-    assert_eq!(roster.status.code(), Some(1), "not even the community was imported");
+    assert_eq!(
+        roster.status.code(),
+        Some(1),
+        "not even the community was imported"
+    );
     assert!(String::from_utf8_lossy(&roster.stderr).contains("not found"));
 
     s.write("nobool.csv", "owner_id,community_id,property_id,first_name,last_name,property_address,primary_email,registered\no1,maple,u1,A,B,addr,a@example.org,perhaps\n");
-    let out = s.run(&["import", "--communities", "communities.csv", "--owners", "nobool.csv"]);
+    let out = s.run(&[
+        "import",
+        "--communities",
+        "communities.csv",
+        "--owners",
+        "nobool.csv",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
 
     // Usage errors are 1, not clap's 2.
-    assert_eq!(s.run(&["send", "--community", "maple"]).status.code(), Some(1));
-    assert_eq!(s.run(&["no-such-command"]).status.code(), Some(1));
     assert_eq!(
-        s.run(&["send", "--community", "maple", "--outbox", "o", "--smtp", "smtp://127.0.0.1:1"]).status.code(),
+        s.run(&["send", "--community", "maple"]).status.code(),
         Some(1)
     );
-    let no_db = Command::new(binary()).args(["roster", "--community", "maple"]).output().unwrap();
+    assert_eq!(s.run(&["no-such-command"]).status.code(), Some(1));
+    assert_eq!(
+        s.run(&[
+            "send",
+            "--community",
+            "maple",
+            "--outbox",
+            "o",
+            "--smtp",
+            "smtp://127.0.0.1:1"
+        ])
+        .status
+        .code(),
+        Some(1)
+    );
+    let no_db = Command::new(binary())
+        .args(["roster", "--community", "maple"])
+        .output()
+        .unwrap();
     assert_eq!(no_db.status.code(), Some(1));
 }
 
@@ -218,11 +200,29 @@ fn bad_input_exits_1_and_imports_nothing() {
 fn an_invalid_invite_is_reviewed_with_problems_and_never_sent() {
     let s = Session::new().imported();
     s.write("body.txt", "Hello {{owner.nickname}}, no link here");
-    let (code, review) = s.json(&["review", "--community", "maple", "--text", "body.txt", "--reply-to", "nope", "--json"]);
+    let (code, review) = s.json(&[
+        "review",
+        "--community",
+        "maple",
+        "--text",
+        "body.txt",
+        "--reply-to",
+        "nope",
+        "--json",
+    ]);
     assert_eq!(code, 1);
     let problems = review["problems"].as_array().unwrap();
     assert!(problems.len() >= 3, "{problems:?}");
-    let out = s.run(&["send", "--community", "maple", "--text", "body.txt", "--outbox", "out", "--json"]);
+    let out = s.run(&[
+        "send",
+        "--community",
+        "maple",
+        "--text",
+        "body.txt",
+        "--outbox",
+        "out",
+        "--json",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(s.outbox_files("out").len(), 0);
     let (_, activity) = s.json(&["activity", "--community", "maple", "--json"]);
@@ -232,15 +232,24 @@ fn an_invalid_invite_is_reviewed_with_problems_and_never_sent() {
 #[test]
 fn mass_edit_is_all_or_nothing() {
     let s = Session::new().imported();
-    s.write("edits.csv", "owner_id,primary_email\no3,cy@example.org\no4,bo@example.org\no1,broken@\n");
+    s.write(
+        "edits.csv",
+        "owner_id,primary_email\no3,cy@example.org\no4,bo@example.org\no1,broken@\n",
+    );
     let out = s.run(&["mass-edit", "--edits", "edits.csv"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("o4") && err.contains("o1"), "every bad row is named: {err}");
+    assert!(
+        err.contains("o4") && err.contains("o1"),
+        "every bad row is named: {err}"
+    );
     let (_, roster) = s.json(&["roster", "--community", "maple", "--search", "cy", "--json"]);
     assert_eq!(roster["owners"][0]["email"], Value::Null, "nothing changed");
 
-    s.write("good.csv", "owner_id,primary_email\no3,cy@example.org\no4,di@example.org\no6,flo@example.org\n");
+    s.write(
+        "good.csv",
+        "owner_id,primary_email\no3,cy@example.org\no4,di@example.org\no6,flo@example.org\n",
+    );
     s.ok(&["mass-edit", "--edits", "good.csv"]);
     let (_, review) = s.json(&["review", "--community", "maple", "--json"]);
     assert_eq!(review["recipients"].as_array().unwrap().len(), 6);
@@ -250,7 +259,18 @@ fn mass_edit_is_all_or_nothing() {
 fn drafts_save_list_send_and_discard() {
     let s = Session::new().imported();
     s.write("welcome.pdf", "%PDF-1.4 welcome");
-    let id = s.ok(&["draft", "save", "--community", "maple", "--select", "o1", "--subject", "Welcome to {{community.name}}", "--attach", "welcome.pdf"]);
+    let id = s.ok(&[
+        "draft",
+        "save",
+        "--community",
+        "maple",
+        "--select",
+        "o1",
+        "--subject",
+        "Welcome to {{community.name}}",
+        "--attach",
+        "welcome.pdf",
+    ]);
     let id = id.trim().to_owned();
     assert!(!id.is_empty() && !id.contains(char::is_whitespace));
     let (_, list) = s.json(&["draft", "list", "--community", "maple", "--json"]);
@@ -265,7 +285,10 @@ fn drafts_save_list_send_and_discard() {
     assert!(raw.contains("welcome.pdf"));
     assert!(raw.contains("Welcome to Maple Grove HOA"));
 
-    let second = s.ok(&["draft", "save", "--community", "maple"]).trim().to_owned();
+    let second = s
+        .ok(&["draft", "save", "--community", "maple"])
+        .trim()
+        .to_owned();
     s.ok(&["draft", "discard", &second]);
     let (_, list) = s.json(&["draft", "list", "--community", "maple", "--json"]);
     assert_eq!(list.as_array().unwrap().len(), 1);
@@ -275,19 +298,36 @@ fn drafts_save_list_send_and_discard() {
 #[test]
 fn resend_revokes_the_old_link() {
     let s = Session::new().imported();
-    s.ok(&["send", "--community", "maple", "--select", "o2", "--outbox", "first", "--subject", "Custom {{owner.first_name}}"]);
+    s.ok(&[
+        "send",
+        "--community",
+        "maple",
+        "--select",
+        "o2",
+        "--outbox",
+        "first",
+        "--subject",
+        "Custom {{owner.first_name}}",
+    ]);
     let old = token_in(&s.outbox_files("first")[0]);
     let (code, report) = s.json(&["resend", "--owner", "o2", "--outbox", "second", "--json"]);
     assert_eq!(code, 0);
     assert_eq!(report["sent"], 1);
     let file = &s.outbox_files("second")[0];
-    assert!(std::fs::read_to_string(file).unwrap().contains("Custom Bo"), "the latest batch's message is reused");
+    assert!(
+        std::fs::read_to_string(file).unwrap().contains("Custom Bo"),
+        "the latest batch's message is reused"
+    );
     let new = token_in(file);
     assert_ne!(old, new);
     assert_eq!(s.run(&["verify", "--token", &old]).status.code(), Some(1));
     assert_eq!(s.ok(&["redeem", "--token", &new]).trim(), "o2");
     let out = s.run(&["resend", "--owner", "o2", "--outbox", "third", "--json"]);
-    assert_eq!(out.status.code(), Some(1), "a registered owner is not resent to");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a registered owner is not resent to"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("registered"));
     assert!(s.outbox_files("third").is_empty());
 }
@@ -296,7 +336,14 @@ fn resend_revokes_the_old_link() {
 fn an_outbox_that_cannot_be_created_is_bad_input() {
     let s = Session::new().imported();
     s.write("blocked", "a file where the outbox folder should be");
-    let out = s.run(&["send", "--community", "maple", "--outbox", "blocked/sub", "--json"]);
+    let out = s.run(&[
+        "send",
+        "--community",
+        "maple",
+        "--outbox",
+        "blocked/sub",
+        "--json",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty(), "no report: nothing was sent");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--outbox"));
@@ -308,26 +355,53 @@ fn an_outbox_that_cannot_be_created_is_bad_input() {
 #[test]
 fn sigint_stops_the_send_and_resume_finishes_it() {
     let s = Session::new();
-    let mut owners = String::from("owner_id,community_id,property_id,first_name,last_name,property_address,primary_email,registered\n");
+    let mut owners = String::from(
+        "owner_id,community_id,property_id,first_name,last_name,property_address,primary_email,registered\n",
+    );
     for i in 0..40 {
-        owners.push_str(&format!("p{i},maple,u{i},N{i},L{i},{i} Oak,p{i}@example.org,false\n"));
+        owners.push_str(&format!(
+            "p{i},maple,u{i},N{i},L{i},{i} Oak,p{i}@example.org,false\n"
+        ));
     }
     s.write("owners.csv", &owners);
-    s.ok(&["import", "--communities", "communities.csv", "--owners", "owners.csv"]);
+    s.ok(&[
+        "import",
+        "--communities",
+        "communities.csv",
+        "--owners",
+        "owners.csv",
+    ]);
     let child = Command::new(binary())
         .arg("--db")
         .arg(s.path("state.db"))
-        .args(["send", "--community", "maple", "--outbox", "out", "--rate", "10", "--json"])
+        .args([
+            "send",
+            "--community",
+            "maple",
+            "--outbox",
+            "out",
+            "--rate",
+            "10",
+            "--json",
+        ])
         .current_dir(s.dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let sent = report["sent"].as_u64().unwrap();
     let pending = report["pending"].as_u64().unwrap();

@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use owner_access::domain::{AccessStatus, Community, CommunityId, EmailAddress, Owner, OwnerId, PropertyId};
+use owner_access::domain::{
+    AccessStatus, Community, CommunityId, EmailAddress, Owner, OwnerId, PropertyId,
+};
 use owner_access::repository::EmailEdit;
 
 /// A CSV file that cannot be used, as one sentence.
@@ -26,21 +28,35 @@ struct Table {
 impl Table {
     fn read(path: &Path, required: &[&str]) -> Result<Table, InputError> {
         let shown = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| InputError(format!("cannot read {shown}: {e}")))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| InputError(format!("cannot read {shown}: {e}")))?;
         let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
         if std::str::from_utf8(bytes).is_err() {
             return Err(InputError(format!("{shown} is not UTF-8 text")));
         }
-        let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(bytes);
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(false)
+            .from_reader(bytes);
         let headers = reader
             .headers()
             .map_err(|e| InputError(format!("{shown}: cannot read the header row: {e}")))?
             .clone();
-        let columns: HashMap<String, usize> =
-            headers.iter().enumerate().map(|(i, h)| (h.trim().to_lowercase(), i)).collect();
-        let missing: Vec<&str> = required.iter().copied().filter(|c| !columns.contains_key(*c)).collect();
+        let columns: HashMap<String, usize> = headers
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.trim().to_lowercase(), i))
+            .collect();
+        let missing: Vec<&str> = required
+            .iter()
+            .copied()
+            .filter(|c| !columns.contains_key(*c))
+            .collect();
         if !missing.is_empty() {
-            return Err(InputError(format!("{shown}: the header row has no column {}", missing.join(", "))));
+            return Err(InputError(format!(
+                "{shown}: the header row has no column {}",
+                missing.join(", ")
+            )));
         }
         let mut rows = Vec::new();
         for (i, record) in reader.records().enumerate() {
@@ -51,11 +67,19 @@ impl Table {
             }
             rows.push((line, record));
         }
-        Ok(Table { path: shown, columns, rows })
+        Ok(Table {
+            path: shown,
+            columns,
+            rows,
+        })
     }
 
     fn field<'r>(&self, record: &'r csv::StringRecord, column: &str) -> &'r str {
-        self.columns.get(column).and_then(|&i| record.get(i)).map(str::trim).unwrap_or("")
+        self.columns
+            .get(column)
+            .and_then(|&i| record.get(i))
+            .map(str::trim)
+            .unwrap_or("")
     }
 
     fn bad(&self, line: usize, what: impl std::fmt::Display) -> InputError {
@@ -77,10 +101,15 @@ pub fn read_communities(path: &Path) -> Result<Vec<Community>, InputError> {
         let reply_to = match table.field(record, "reply_to") {
             "" => None,
             raw => Some(
-                EmailAddress::parse(raw).map_err(|e| table.bad(*line, format!("reply_to `{raw}`: {e}")))?,
+                EmailAddress::parse(raw)
+                    .map_err(|e| table.bad(*line, format!("reply_to `{raw}`: {e}")))?,
             ),
         };
-        out.push(Community { id, name: name.to_owned(), reply_to });
+        out.push(Community {
+            id,
+            name: name.to_owned(),
+            reply_to,
+        });
     }
     Ok(out)
 }
@@ -95,7 +124,10 @@ fn parse_bool(raw: &str) -> Option<bool> {
 
 /// The owners file. `known` says whether a community id exists (in the communities file
 /// or already stored).
-pub fn read_owners(path: &Path, known: &dyn Fn(&CommunityId) -> bool) -> Result<Vec<Owner>, InputError> {
+pub fn read_owners(
+    path: &Path,
+    known: &dyn Fn(&CommunityId) -> bool,
+) -> Result<Vec<Owner>, InputError> {
     let columns = [
         "community_id",
         "owner_id",
@@ -113,17 +145,27 @@ pub fn read_owners(path: &Path, known: &dyn Fn(&CommunityId) -> bool) -> Result<
         let community = CommunityId::new(table.field(record, "community_id"))
             .map_err(|e| table.bad(*line, format!("community_id: {e}")))?;
         if !known(&community) {
-            return Err(table.bad(*line, format!("community `{community}` is neither in the communities file nor stored")));
+            return Err(table.bad(
+                *line,
+                format!("community `{community}` is neither in the communities file nor stored"),
+            ));
         }
-        let id = OwnerId::new(table.field(record, "owner_id")).map_err(|e| table.bad(*line, format!("owner_id: {e}")))?;
+        let id = OwnerId::new(table.field(record, "owner_id"))
+            .map_err(|e| table.bad(*line, format!("owner_id: {e}")))?;
         if let Some(first) = seen.insert(id.clone(), *line) {
-            return Err(table.bad(*line, format!("owner `{id}` already appears on line {first}")));
+            return Err(table.bad(
+                *line,
+                format!("owner `{id}` already appears on line {first}"),
+            ));
         }
-        let property =
-            PropertyId::new(table.field(record, "property_id")).map_err(|e| table.bad(*line, format!("property_id: {e}")))?;
+        let property = PropertyId::new(table.field(record, "property_id"))
+            .map_err(|e| table.bad(*line, format!("property_id: {e}")))?;
         let registered_raw = table.field(record, "registered");
         let registered = parse_bool(registered_raw).ok_or_else(|| {
-            table.bad(*line, format!("registered must be true/false, 1/0 or yes/no, not `{registered_raw}`"))
+            table.bad(
+                *line,
+                format!("registered must be true/false, 1/0 or yes/no, not `{registered_raw}`"),
+            )
         })?;
         let mut owner = Owner::new(
             id,
@@ -150,10 +192,13 @@ pub fn read_edits(path: &Path) -> Result<Vec<EmailEdit>, InputError> {
     let table = Table::read(path, &["owner_id", "primary_email"])?;
     let mut out = Vec::new();
     for (line, record) in &table.rows {
-        let owner =
-            OwnerId::new(table.field(record, "owner_id")).map_err(|e| table.bad(*line, format!("owner_id: {e}")))?;
+        let owner = OwnerId::new(table.field(record, "owner_id"))
+            .map_err(|e| table.bad(*line, format!("owner_id: {e}")))?;
         let email = table.field(record, "primary_email");
-        out.push(EmailEdit { owner, email: (!email.is_empty()).then(|| email.to_owned()) });
+        out.push(EmailEdit {
+            owner,
+            email: (!email.is_empty()).then(|| email.to_owned()),
+        });
     }
     Ok(out)
 }

@@ -25,12 +25,15 @@ use owner_access::domain::{BatchId, CommunityId, DraftId, OwnerId, Page};
 use owner_access::eligibility::{AccessFilter, EmailFilter, OwnerFilter};
 use owner_access::invite::{Attachment, Invite};
 use owner_access::{
-    Clock, Error, FileOutbox, MailTransport, OwnerAccess, OwnerRepository, SendOptions, SendReport,
-    Selection, SystemClock,
+    Clock, Error, FileOutbox, MailTransport, OwnerAccess, OwnerRepository, Selection, SendOptions,
+    SendReport, SystemClock,
 };
 
 #[derive(Parser)]
-#[command(name = "owner_access", about = "Invite homeowners to their owner portal, in bulk and safely")]
+#[command(
+    name = "owner_access",
+    about = "Invite homeowners to their owner portal, in bulk and safely"
+)]
 struct Cli {
     /// The SQLite file that holds the state (created on first use).
     #[arg(long, global = true, value_name = "FILE")]
@@ -218,9 +221,17 @@ struct MessageArgs {
     summary_to: Option<String>,
     #[arg(long, value_name = "ADDR")]
     reply_to: Option<String>,
-    #[arg(long, value_name = "ADDR", default_value = "Owner Portal <no-reply@example.com>")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "Owner Portal <no-reply@example.com>"
+    )]
     from: String,
-    #[arg(long, value_name = "URL", default_value = "http://localhost:8080/register")]
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://localhost:8080/register"
+    )]
     portal_url: String,
 }
 
@@ -238,7 +249,12 @@ impl MessageArgs {
 #[derive(Args, Clone)]
 struct TransportArgs {
     /// `smtp://host:port`, `smtp://host:port?starttls=required` or `smtps://host:port`.
-    #[arg(long, value_name = "URL", conflicts_with = "outbox", required_unless_present = "outbox")]
+    #[arg(
+        long,
+        value_name = "URL",
+        conflicts_with = "outbox",
+        required_unless_present = "outbox"
+    )]
     smtp: Option<String>,
     #[arg(long, value_name = "USER", requires = "smtp")]
     smtp_user: Option<String>,
@@ -267,7 +283,10 @@ struct Failure {
 
 impl Failure {
     fn input(message: impl Into<String>) -> Self {
-        Self { message: message.into(), status: 1 }
+        Self {
+            message: message.into(),
+            status: 1,
+        }
     }
 }
 
@@ -276,11 +295,18 @@ impl From<Error> for Failure {
         let message = match &e {
             Error::InvalidInvite { problems } => format!(
                 "the invitation cannot be sent: {}",
-                problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ),
             Error::MassEditRejected { problems } => {
                 let rows: Vec<String> = problems.iter().map(mass_edit_row).collect();
-                format!("the mass edit was rejected, nothing changed: {}", rows.join("; "))
+                format!(
+                    "the mass edit was rejected, nothing changed: {}",
+                    rows.join("; ")
+                )
             }
             other => other.to_string(),
         };
@@ -298,18 +324,29 @@ fn mass_edit_row(p: &owner_access::error::MassEditProblem) -> String {
     use owner_access::error::MassEditProblem as P;
     match p {
         P::UnknownOwner { owner } => format!("owner `{owner}` is unknown"),
-        P::InvalidEmail { owner, email, error } => format!("owner `{owner}`: `{email}` is not valid ({error})"),
+        P::InvalidEmail {
+            owner,
+            email,
+            error,
+        } => format!("owner `{owner}`: `{email}` is not valid ({error})"),
         P::SharedEmail { owner, email, with } => format!(
             "owner `{owner}`: `{email}` would be shared with {}",
-            with.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(", ")
+            with.iter()
+                .map(|o| o.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         P::DuplicateRow { owner } => format!("owner `{owner}` appears twice"),
         _ => format!("{p:?}"),
     }
 }
 
-fn id<T: std::str::FromStr<Err = owner_access::domain::InvalidId>>(what: &str, raw: &str) -> Result<T, Failure> {
-    raw.parse().map_err(|e| Failure::input(format!("--{what} `{raw}`: {e}")))
+fn id<T: std::str::FromStr<Err = owner_access::domain::InvalidId>>(
+    what: &str,
+    raw: &str,
+) -> Result<T, Failure> {
+    raw.parse()
+        .map_err(|e| Failure::input(format!("--{what} `{raw}`: {e}")))
 }
 
 fn main() -> ExitCode {
@@ -324,7 +361,10 @@ fn main() -> ExitCode {
             return ExitCode::from(if informational { 0 } else { 1 });
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -341,30 +381,58 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<u8, Failure> {
-    let db = cli.db.ok_or_else(|| Failure::input("--db FILE is required"))?;
+    let db = cli
+        .db
+        .ok_or_else(|| Failure::input("--db FILE is required"))?;
     let repo = SqliteRepository::open(&db)
         .await
         .map_err(|e| Failure::input(format!("cannot open the database {}: {e}", db.display())))?;
     let repo: Arc<dyn OwnerRepository> = Arc::new(repo);
     let app = App { repo };
     match cli.command {
-        Command::Import { communities, owners } => app.import(communities.as_deref(), owners.as_deref()).await,
-        Command::Roster { community, access, email, search, json } => {
-            app.roster(&community, access, email, search, json).await
-        }
+        Command::Import {
+            communities,
+            owners,
+        } => app.import(communities.as_deref(), owners.as_deref()).await,
+        Command::Roster {
+            community,
+            access,
+            email,
+            search,
+            json,
+        } => app.roster(&community, access, email, search, json).await,
         Command::MassEdit { edits } => app.mass_edit(&edits).await,
-        Command::Review { community, select, message, json } => app.review(&community, &select, &message, json).await,
-        Command::Send { community, select, message, transport, json } => {
+        Command::Review {
+            community,
+            select,
+            message,
+            json,
+        } => app.review(&community, &select, &message, json).await,
+        Command::Send {
+            community,
+            select,
+            message,
+            transport,
+            json,
+        } => {
             let service = app.service(&message, &transport).await?;
             let invite = app.invite(&service, &community, &select, &message).await?;
             let review = service.review(&invite).await?;
             if !review.problems.is_empty() {
-                return Err(Error::InvalidInvite { problems: review.problems }.into());
+                return Err(Error::InvalidInvite {
+                    problems: review.problems,
+                }
+                .into());
             }
-            let report = progress::run_with_progress(|control| service.send_with(review, control)).await?;
+            let report =
+                progress::run_with_progress(|control| service.send_with(review, control)).await?;
             finish(&report, json)
         }
-        Command::Draft(DraftCommand::Save { community, select, message }) => {
+        Command::Draft(DraftCommand::Save {
+            community,
+            select,
+            message,
+        }) => {
             let service = app.service_without_transport(&message)?;
             let invite = app.invite(&service, &community, &select, &message).await?;
             let id = service.save_draft(&invite).await?;
@@ -375,7 +443,11 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             let community: CommunityId = id("community", &community)?;
             let service = app.service_without_transport(&MessageArgs::defaults())?;
             let drafts = service.drafts(&community).await?;
-            print_out(json, output::drafts_json(&drafts), output::drafts_text(&drafts));
+            print_out(
+                json,
+                output::drafts_json(&drafts),
+                output::drafts_text(&drafts),
+            );
             Ok(0)
         }
         Command::Draft(DraftCommand::Discard { id: draft }) => {
@@ -385,43 +457,77 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             println!("discarded {draft}");
             Ok(0)
         }
-        Command::Draft(DraftCommand::Send { id: draft, transport, json }) => {
+        Command::Draft(DraftCommand::Send {
+            id: draft,
+            transport,
+            json,
+        }) => {
             let draft: DraftId = id("draft", &draft)?;
             let service = app.service(&MessageArgs::defaults(), &transport).await?;
             let invite = service.load_draft(&draft).await?;
             let review = service.review(&invite).await?;
             if !review.problems.is_empty() {
-                return Err(Error::InvalidInvite { problems: review.problems }.into());
+                return Err(Error::InvalidInvite {
+                    problems: review.problems,
+                }
+                .into());
             }
-            let report = progress::run_with_progress(|control| service.send_with(review, control)).await?;
+            let report =
+                progress::run_with_progress(|control| service.send_with(review, control)).await?;
             finish(&report, json)
         }
-        Command::Resend { owner, message, transport, json } => {
+        Command::Resend {
+            owner,
+            message,
+            transport,
+            json,
+        } => {
             let owner: OwnerId = id("owner", &owner)?;
             let service = app.service(&message, &transport).await?;
             let invite = if message.given() {
-                let stored = app.repo.owner(&owner).await.map_err(Error::from)?.ok_or_else(|| {
-                    Failure::input(format!("--owner `{owner}`: no such owner"))
-                })?;
-                let select = SelectArgs { select: owner.to_string(), exclude: Vec::new() };
-                Some(app.invite(&service, stored.community.as_str(), &select, &message).await?)
+                let stored = app
+                    .repo
+                    .owner(&owner)
+                    .await
+                    .map_err(Error::from)?
+                    .ok_or_else(|| Failure::input(format!("--owner `{owner}`: no such owner")))?;
+                let select = SelectArgs {
+                    select: owner.to_string(),
+                    exclude: Vec::new(),
+                };
+                Some(
+                    app.invite(&service, stored.community.as_str(), &select, &message)
+                        .await?,
+                )
             } else {
                 None
             };
             let report =
-                progress::run_with_progress(|control| service.resend_with(&owner, invite, control)).await?;
+                progress::run_with_progress(|control| service.resend_with(&owner, invite, control))
+                    .await?;
             finish(&report, json)
         }
-        Command::Resume { batch, transport, json } => {
+        Command::Resume {
+            batch,
+            transport,
+            json,
+        } => {
             let batch: BatchId = id("batch", &batch)?;
             let service = app.service(&MessageArgs::defaults(), &transport).await?;
-            let report = progress::run_with_progress(|control| service.resume_with(&batch, control)).await?;
+            let report =
+                progress::run_with_progress(|control| service.resume_with(&batch, control)).await?;
             finish(&report, json)
         }
-        Command::Retry { batch, transport, json } => {
+        Command::Retry {
+            batch,
+            transport,
+            json,
+        } => {
             let batch: BatchId = id("batch", &batch)?;
             let service = app.service(&MessageArgs::defaults(), &transport).await?;
-            let report = progress::run_with_progress(|control| service.retry_failed(&batch, control)).await?;
+            let report =
+                progress::run_with_progress(|control| service.retry_failed(&batch, control))
+                    .await?;
             finish(&report, json)
         }
         Command::Verify { token } => {
@@ -436,11 +542,19 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             println!("{}", registration.owner.id);
             Ok(0)
         }
-        Command::Activity { community, limit, json } => {
+        Command::Activity {
+            community,
+            limit,
+            json,
+        } => {
             let community: CommunityId = id("community", &community)?;
             let service = app.service_without_transport(&MessageArgs::defaults())?;
             let entries = service.activity(&community, Page::first(limit)).await?;
-            print_out(json, output::activity_json(&entries), output::activity_text(&entries));
+            print_out(
+                json,
+                output::activity_json(&entries),
+                output::activity_text(&entries),
+            );
             Ok(0)
         }
     }
@@ -464,7 +578,11 @@ fn print_out(json: bool, value: serde_json::Value, text: String) {
 
 /// Prints the report; the exit status says how the batch ended.
 fn finish(report: &SendReport, json: bool) -> Result<u8, Failure> {
-    print_out(json, output::report_json(report), output::report_text(report));
+    print_out(
+        json,
+        output::report_json(report),
+        output::report_text(report),
+    );
     Ok(if report.stopped.is_some() || report.pending > 0 {
         3
     } else if !report.failed.is_empty() {
@@ -489,7 +607,11 @@ struct App {
 }
 
 impl App {
-    fn builder(&self, message: &MessageArgs, transport: Arc<dyn MailTransport>) -> owner_access::OwnerAccessBuilder {
+    fn builder(
+        &self,
+        message: &MessageArgs,
+        transport: Arc<dyn MailTransport>,
+    ) -> owner_access::OwnerAccessBuilder {
         OwnerAccess::builder(self.repo.clone(), transport)
             .sender(message.from.clone())
             .portal_url(message.portal_url.clone())
@@ -500,7 +622,11 @@ impl App {
         Ok(self.builder(message, Arc::new(NoTransport)).build()?)
     }
 
-    async fn service(&self, message: &MessageArgs, args: &TransportArgs) -> Result<OwnerAccess, Failure> {
+    async fn service(
+        &self,
+        message: &MessageArgs,
+        args: &TransportArgs,
+    ) -> Result<OwnerAccess, Failure> {
         let transport: Arc<dyn MailTransport> = match (&args.smtp, &args.outbox) {
             (Some(url), None) => {
                 let mut settings = SmtpSettings::from_url(url)
@@ -510,33 +636,58 @@ impl App {
                 if let Some(user) = &args.smtp_user {
                     let password = match &args.smtp_password_env {
                         Some(var) => std::env::var(var).map_err(|_| {
-                            Failure::input(format!("--smtp-password-env: the environment variable {var} is not set"))
+                            Failure::input(format!(
+                                "--smtp-password-env: the environment variable {var} is not set"
+                            ))
                         })?,
-                        None => return Err(Failure::input("--smtp-user needs --smtp-password-env VAR")),
+                        None => {
+                            return Err(Failure::input(
+                                "--smtp-user needs --smtp-password-env VAR",
+                            ));
+                        }
                     };
                     settings = settings.with_credentials(user.clone(), password);
                 }
-                Arc::new(SmtpTransport::new(settings).map_err(|e| Failure::input(format!("--smtp `{url}`: {e}")))?)
+                Arc::new(
+                    SmtpTransport::new(settings)
+                        .map_err(|e| Failure::input(format!("--smtp `{url}`: {e}")))?,
+                )
             }
             (None, Some(dir)) => Arc::new(
-                FileOutbox::new(dir).map_err(|e| Failure::input(format!("--outbox {}: {e}", dir.display())))?,
+                FileOutbox::new(dir)
+                    .map_err(|e| Failure::input(format!("--outbox {}: {e}", dir.display())))?,
             ),
-            _ => return Err(Failure::input("give exactly one of --smtp URL or --outbox DIR")),
+            _ => {
+                return Err(Failure::input(
+                    "give exactly one of --smtp URL or --outbox DIR",
+                ));
+            }
         };
         if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-            return Err(Failure::input("--rate must be a positive number of messages per second"));
+            return Err(Failure::input(
+                "--rate must be a positive number of messages per second",
+            ));
         }
         let options = SendOptions {
             concurrency: args.concurrency as usize,
             rate_per_second: args.rate,
             ..SendOptions::default()
         };
-        Ok(self.builder(message, transport).send_options(options).build()?)
+        Ok(self
+            .builder(message, transport)
+            .send_options(options)
+            .build()?)
     }
 
-    async fn import(&self, communities: Option<&Path>, owners: Option<&Path>) -> Result<u8, Failure> {
+    async fn import(
+        &self,
+        communities: Option<&Path>,
+        owners: Option<&Path>,
+    ) -> Result<u8, Failure> {
         if communities.is_none() && owners.is_none() {
-            return Err(Failure::input("import needs --communities FILE, --owners FILE, or both"));
+            return Err(Failure::input(
+                "import needs --communities FILE, --owners FILE, or both",
+            ));
         }
         let communities = match communities {
             Some(path) => input::read_communities(path)?,
@@ -550,7 +701,12 @@ impl App {
                 let ids = input::community_ids(path)?;
                 for community in ids {
                     if !in_file.contains(&community)
-                        && self.repo.community(&community).await.map_err(Error::from)?.is_some()
+                        && self
+                            .repo
+                            .community(&community)
+                            .await
+                            .map_err(Error::from)?
+                            .is_some()
                     {
                         stored.insert(community);
                     }
@@ -560,10 +716,20 @@ impl App {
             None => Vec::new(),
         };
         for community in &communities {
-            self.repo.upsert_community(community).await.map_err(Error::from)?;
+            self.repo
+                .upsert_community(community)
+                .await
+                .map_err(Error::from)?;
         }
-        self.repo.upsert_owners(&owners, SystemClock.now()).await.map_err(Error::from)?;
-        println!("imported {} communities and {} owners", communities.len(), owners.len());
+        self.repo
+            .upsert_owners(&owners, SystemClock.now())
+            .await
+            .map_err(Error::from)?;
+        println!(
+            "imported {} communities and {} owners",
+            communities.len(),
+            owners.len()
+        );
         Ok(0)
     }
 
@@ -592,7 +758,11 @@ impl App {
         };
         let service = self.service_without_transport(&MessageArgs::defaults())?;
         let roster = service.roster(&community, &filter).await?;
-        print_out(json, output::roster_json(&roster), output::roster_text(&roster));
+        print_out(
+            json,
+            output::roster_json(&roster),
+            output::roster_text(&roster),
+        );
         Ok(0)
     }
 
@@ -611,19 +781,36 @@ impl App {
             }
         }
         let Some(community) = community else {
-            return Err(Failure::input(format!("{}: none of the owners exists", path.display())));
+            return Err(Failure::input(format!(
+                "{}: none of the owners exists",
+                path.display()
+            )));
         };
         let service = self.service_without_transport(&MessageArgs::defaults())?;
         let report = service.mass_edit_emails(&community, &edits).await?;
-        println!("changed {} addresses ({} unchanged)", report.changed.len(), report.unchanged);
+        println!(
+            "changed {} addresses ({} unchanged)",
+            report.changed.len(),
+            report.unchanged
+        );
         Ok(0)
     }
 
-    async fn review(&self, community: &str, select: &SelectArgs, message: &MessageArgs, json: bool) -> Result<u8, Failure> {
+    async fn review(
+        &self,
+        community: &str,
+        select: &SelectArgs,
+        message: &MessageArgs,
+        json: bool,
+    ) -> Result<u8, Failure> {
         let service = self.service_without_transport(message)?;
         let invite = self.invite(&service, community, select, message).await?;
         let review = service.review(&invite).await?;
-        print_out(json, output::review_json(&review), output::review_text(&review));
+        print_out(
+            json,
+            output::review_json(&review),
+            output::review_text(&review),
+        );
         Ok(if review.problems.is_empty() { 0 } else { 1 })
     }
 
@@ -641,12 +828,22 @@ impl App {
             Selection::all_rows(&roster)
         } else {
             let mut s = Selection::new();
-            for raw in select.select.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            for raw in select
+                .select
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+            {
                 s.select(id("select", raw)?);
             }
             s
         };
-        for raw in select.exclude.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        for raw in select
+            .exclude
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+        {
             selection.deselect(&id("exclude", raw)?);
         }
         let mut invite = service.compose(&community, &selection).await?;
@@ -660,8 +857,12 @@ impl App {
             invite = invite.with_html_body(read_text(path, "--html")?);
         }
         for path in &message.attach {
-            let bytes = std::fs::read(path).map_err(|e| Failure::input(format!("--attach {}: {e}", path.display())))?;
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let bytes = std::fs::read(path)
+                .map_err(|e| Failure::input(format!("--attach {}: {e}", path.display())))?;
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             invite = invite.with_attachment(Attachment::new(name, content_type(path), bytes));
         }
         if let Some(to) = &message.summary_to {
@@ -675,13 +876,18 @@ impl App {
 }
 
 fn read_text(path: &Path, flag: &str) -> Result<String, Failure> {
-    let bytes = std::fs::read(path).map_err(|e| Failure::input(format!("{flag} {}: {e}", path.display())))?;
-    String::from_utf8(bytes).map_err(|_| Failure::input(format!("{flag} {}: not UTF-8 text", path.display())))
+    let bytes = std::fs::read(path)
+        .map_err(|e| Failure::input(format!("{flag} {}: {e}", path.display())))?;
+    String::from_utf8(bytes)
+        .map_err(|_| Failure::input(format!("{flag} {}: not UTF-8 text", path.display())))
 }
 
 /// The content type from the file's extension.
 fn content_type(path: &Path) -> &'static str {
-    let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
     match ext.as_str() {
         "pdf" => "application/pdf",
         "txt" => "text/plain",
@@ -714,6 +920,8 @@ impl MailTransport for NoTransport {
         _: &owner_access::transport::Envelope,
         _: &[u8],
     ) -> Result<owner_access::transport::Accepted, owner_access::transport::TransportError> {
-        Err(owner_access::transport::TransportError::fatal("this command sends nothing"))
+        Err(owner_access::transport::TransportError::fatal(
+            "this command sends nothing",
+        ))
     }
 }

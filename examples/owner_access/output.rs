@@ -107,7 +107,10 @@ pub fn roster_text(roster: &Roster) -> String {
         c.not_invited, c.invited, c.expired, c.registered, c.percent_registered
     );
     for row in &roster.rows {
-        let status = serde_json::to_value(row.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let status = serde_json::to_value(row.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
         out.push_str(&format!(
             "{:<16} {:<12} {:<28} {:<32} {:<12} {}\n",
             row.owner.id.as_str(),
@@ -115,7 +118,9 @@ pub fn roster_text(roster: &Roster) -> String {
             row.owner.full_name(),
             row.owner.primary_email.as_deref().unwrap_or("-"),
             status,
-            row.eligibility.reason().map_or_else(|| "eligible".to_owned(), ToString::to_string),
+            row.eligibility
+                .reason()
+                .map_or_else(|| "eligible".to_owned(), ToString::to_string),
         ));
     }
     out
@@ -125,13 +130,15 @@ pub fn drafts_json(drafts: &[Draft]) -> Value {
     Value::Array(
         drafts
             .iter()
-            .map(|d| json!({
-                "draft": d.id.as_str(),
-                "created_at": d.created_at.to_rfc3339(),
-                "updated_at": d.updated_at.to_rfc3339(),
-                "recipients": d.invite.selection.len(),
-                "subject": d.invite.subject,
-            }))
+            .map(|d| {
+                json!({
+                    "draft": d.id.as_str(),
+                    "created_at": d.created_at.to_rfc3339(),
+                    "updated_at": d.updated_at.to_rfc3339(),
+                    "recipients": d.invite.selection.len(),
+                    "subject": d.invite.subject,
+                })
+            })
             .collect(),
     )
 }
@@ -139,7 +146,15 @@ pub fn drafts_json(drafts: &[Draft]) -> Value {
 pub fn drafts_text(drafts: &[Draft]) -> String {
     drafts
         .iter()
-        .map(|d| format!("{} {} {} selected: {}\n", d.id, d.created_at, d.invite.selection.len(), d.invite.subject))
+        .map(|d| {
+            format!(
+                "{} {} {} selected: {}\n",
+                d.id,
+                d.created_at,
+                d.invite.selection.len(),
+                d.invite.subject
+            )
+        })
         .collect()
 }
 
@@ -163,7 +178,11 @@ pub fn activity_text(entries: &[ActivityEntry]) -> String {
         .iter()
         .map(|e| {
             let v = serde_json::to_value(&e.kind).unwrap_or(Value::Null);
-            let kind = v.get("kind").and_then(Value::as_str).unwrap_or("?").to_owned();
+            let kind = v
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+                .to_owned();
             let mut rest = v.clone();
             if let Value::Object(map) = &mut rest {
                 map.remove("kind");

@@ -58,60 +58,58 @@ where
     });
     let c = counters.clone();
     let b = bar.clone();
-    let control = RunControl::new().with_stop(stop).with_progress(move |event| {
-        match event {
-            Progress::Queued { pending, .. } => {
-                c.total.store(*pending, Ordering::Relaxed);
-                if let Some(bar) = &b {
-                    bar.set_length(*pending as u64);
-                } else {
-                    eprintln!("sending {pending} messages");
+    let control = RunControl::new()
+        .with_stop(stop)
+        .with_progress(move |event| {
+            match event {
+                Progress::Queued { pending, .. } => {
+                    c.total.store(*pending, Ordering::Relaxed);
+                    if let Some(bar) = &b {
+                        bar.set_length(*pending as u64);
+                    } else {
+                        eprintln!("sending {pending} messages");
+                    }
                 }
+                Progress::Sent { .. } => {
+                    c.sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Progress::Failed { owner, error } => {
+                    c.failed.fetch_add(1, Ordering::Relaxed);
+                    let line = format!("failed {owner}: {error}");
+                    match &b {
+                        Some(bar) => bar.println(line),
+                        None => eprintln!("{line}"),
+                    }
+                }
+                Progress::Retrying { .. } => {
+                    c.retried.fetch_add(1, Ordering::Relaxed);
+                }
+                Progress::Stopped { reason } => {
+                    let line = format!("stopped: {reason}");
+                    match &b {
+                        Some(bar) => bar.println(line),
+                        None => eprintln!("{line}"),
+                    }
+                }
+                Progress::Finished { .. } if b.is_none() => eprintln!("{}", describe(&c)),
+                _ => {}
             }
-            Progress::Sent { .. } => {
-                c.sent.fetch_add(1, Ordering::Relaxed);
-            }
-            Progress::Failed { owner, error } => {
-                c.failed.fetch_add(1, Ordering::Relaxed);
-                let line = format!("failed {owner}: {error}");
+            if matches!(event, Progress::Sent { .. } | Progress::Failed { .. }) {
                 match &b {
-                    Some(bar) => bar.println(line),
-                    None => eprintln!("{line}"),
-                }
-            }
-            Progress::Retrying { .. } => {
-                c.retried.fetch_add(1, Ordering::Relaxed);
-            }
-            Progress::Stopped { reason } => {
-                let line = format!("stopped: {reason}");
-                match &b {
-                    Some(bar) => bar.println(line),
-                    None => eprintln!("{line}"),
-                }
-            }
-            Progress::Finished { .. } => {
-                if b.is_none() {
-                    eprintln!("{}", describe(&c));
-                }
-            }
-            _ => {}
-        }
-        if matches!(event, Progress::Sent { .. } | Progress::Failed { .. }) {
-            match &b {
-                Some(bar) => {
-                    bar.inc(1);
-                    bar.set_message(describe(&c));
-                }
-                None => {
-                    let mut last = c.last_line.lock().expect("progress lock");
-                    if last.elapsed().as_secs_f64() >= 1.0 {
-                        *last = Instant::now();
-                        eprintln!("{}", describe(&c));
+                    Some(bar) => {
+                        bar.inc(1);
+                        bar.set_message(describe(&c));
+                    }
+                    None => {
+                        let mut last = c.last_line.lock().expect("progress lock");
+                        if last.elapsed().as_secs_f64() >= 1.0 {
+                            *last = Instant::now();
+                            eprintln!("{}", describe(&c));
+                        }
                     }
                 }
             }
-        }
-    });
+        });
     let result = run(control).await;
     watcher.abort();
     if let Some(bar) = bar {
@@ -124,7 +122,10 @@ async fn watch_signals(stop: StopSignal) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
             return;
         };
         tokio::select! {
