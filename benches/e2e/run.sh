@@ -3,7 +3,10 @@
 # against Postfix's smtp-sink, beside smtp-source's own rate into the same sink and a
 # Python mail-merge doing the same job, all measured in one run on this machine.
 #
-#   benches/e2e/run.sh N [--attach-kb K] [--runs R]
+#   benches/e2e/run.sh N [--attach-kb K] [--runs R] [--debug]
+#
+# --debug uses a debug build (the smoke run in .ci/run, which checks the counts, not
+# the speed).
 #
 # Prints a table: messages/s, peak RSS, and the ratios ours / smtp-source and
 # ours / Python (median of R runs, default 3). Exits non-zero when a count is wrong:
@@ -14,10 +17,12 @@ N=${1:?usage: run.sh N [--attach-kb K] [--runs R]}
 shift
 ATTACH_KB=0
 RUNS=3
+PROFILE=release
 while [ $# -gt 0 ]; do
   case "$1" in
     --attach-kb) ATTACH_KB=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
+    --debug) PROFILE=debug; shift ;;
     *) echo "unknown option $1" >&2; exit 1 ;;
   esac
 done
@@ -38,9 +43,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "building the example (release)..." >&2
-(cd "$ROOT" && cargo build --quiet --release --all-features --example owner_access)
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/owner_access
+echo "building the example ($PROFILE)..." >&2
+if [ "$PROFILE" = release ]; then
+  (cd "$ROOT" && cargo build --quiet --release --all-features --example owner_access)
+else
+  (cd "$ROOT" && cargo build --quiet --all-features --example owner_access)
+fi
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/examples/owner_access
 
 VENV=${CARGO_TARGET_DIR:-$ROOT/target}/e2e-venv
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import jinja2' 2>/dev/null; then
@@ -84,7 +93,7 @@ now() { python3 -c 'import time; print(time.perf_counter())'; }
 # The size of one of our messages, for smtp-source.
 "$BIN" --db "$WORK/size.db" import --communities "$WORK/data/communities.csv" --owners "$WORK/data/owners.csv" >/dev/null
 eligible_one=$("$BIN" --db "$WORK/size.db" review --community bench --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["recipients"][0]["owner_id"])')
-"$BIN" --db "$WORK/size.db" send --community bench --select "$eligible_one" --outbox "$WORK/size" "${ATTACH_ARGS[@]}" >/dev/null
+"$BIN" --db "$WORK/size.db" send --community bench --select "$eligible_one" --outbox "$WORK/size" "${ATTACH_ARGS[@]}" >/dev/null 2>&1
 SIZE=$(for f in "$WORK"/size/*.eml; do tail -n +3 "$f" | wc -c; done | head -1)
 
 ours=(); source_rates=(); python=(); rss=()
@@ -130,11 +139,11 @@ done
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 O=$(median "${ours[@]}"); S=$(median "${source_rates[@]}"); P=$(median "${python[@]}"); R=$(median "${rss[@]}")
-python3 - "$N" "$EXPECTED" "$SIZE" "$ATTACH_KB" "$O" "$S" "$P" "$R" "$RUNS" <<'PY'
+python3 - "$N" "$EXPECTED" "$SIZE" "$ATTACH_KB" "$O" "$S" "$P" "$R" "$RUNS" "$PROFILE" <<'PY'
 import sys
-n, sent, size, kb, o, s, p, rss, runs = sys.argv[1:]
+n, sent, size, kb, o, s, p, rss, runs, _profile = sys.argv[1:]
 o, s, p = float(o), float(s), float(p)
-print(f"owners {n}, eligible {sent}, message {int(size):,} bytes, attachment {kb} KB, median of {runs} runs")
+print(f"owners {n}, eligible {sent}, message {int(size):,} bytes, attachment {kb} KB, median of {runs} runs, {sys.argv[10]} build")
 print("| sender | messages/s | peak RSS |")
 print("|---|---|---|")
 print(f"| owner-access (8 connections) | {o:,.0f} | {int(rss) / 1024:,.1f} MB |")
