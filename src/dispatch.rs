@@ -17,7 +17,8 @@ use futures::stream::FuturesUnordered;
 
 use crate::clock::Clock;
 use crate::domain::{
-    Batch, Delivery, DeliveryOutcome, Mailbox, Owner, OwnerId, Timestamp, TokenRecord, TokenState,
+    Batch, BatchId, Delivery, DeliveryOutcome, Mailbox, Owner, OwnerId, Timestamp, TokenRecord,
+    TokenState,
 };
 use crate::mime::{MessageFrame, message_id};
 use crate::progress::{Progress, RunControl, StopReason};
@@ -78,6 +79,14 @@ pub struct SendOptions {
     /// [`OwnerAccess::resume_after_crash`](crate::OwnerAccess::resume_after_crash)
     /// takes over every claim at once.
     pub claim_lease: Duration,
+    /// Outcomes are recorded in groups (one repository call, one commit) of at most
+    /// this many (default 32), or sooner when the oldest has waited `outcome_delay`.
+    /// After a crash, a message whose outcome was still waiting is sent again by
+    /// `resume` with the same Message-ID, so this also bounds the duplicates a crash
+    /// can cause. A group of 1 records every outcome on its own.
+    pub outcome_group: usize,
+    /// The longest an outcome waits for its group (default 100 ms).
+    pub outcome_delay: Duration,
 }
 
 impl Default for SendOptions {
@@ -88,11 +97,11 @@ impl Default for SendOptions {
             retry: RetryPolicy::default(),
             unreachable_after: 3,
             claim_lease: Duration::from_secs(600),
+            outcome_group: 32,
+            outcome_delay: Duration::from_millis(100),
         }
     }
 }
-
-type ClaimResult = Result<Vec<(Delivery, Option<Owner>)>, RepositoryError>;
 
 /// Everything one run shares across deliveries, prepared once.
 pub(crate) struct PreparedBatch {
@@ -101,6 +110,8 @@ pub(crate) struct PreparedBatch {
     pub frame: MessageFrame,
     pub community_name: String,
     pub message_id_domain: String,
+    /// The encoded attachments' size, to size each message's buffer once.
+    pub attachments_len: usize,
 }
 
 impl PreparedBatch {
@@ -109,15 +120,73 @@ impl PreparedBatch {
     }
 }
 
-/// The outcome of one delivery within a run.
+/// A claimed delivery, checked and with its token stored: ready to render and send.
+struct Ready {
+    delivery: Delivery,
+    owner: Owner,
+    token: RegistrationToken,
+    issued_at: Timestamp,
+    expires_at: Timestamp,
+}
+
+/// What a claimed chunk turned into.
+struct Chunk {
+    ready: Vec<Ready>,
+    /// Deliveries that may no longer be sent (the owner is gone, registered, or has
+    /// another address now), with the reason: they fail at once.
+    skipped: Vec<(OwnerId, String)>,
+}
+
+/// How one delivery ended in this run; recorded later, with others.
 enum Settled {
-    Sent,
-    Failed,
+    Sent {
+        owner: OwnerId,
+        expires_at: Timestamp,
+        attempts: u32,
+    },
+    Failed {
+        owner: OwnerId,
+        error: String,
+        attempts: u32,
+    },
     /// Retries exhausted on connection errors: held back, recorded as failed only if
     /// the run goes on.
-    Unreachable(Delivery, String, u32),
-    /// A fatal error: the delivery was released to pending.
-    Fatal(String),
+    Unreachable {
+        owner: OwnerId,
+        error: String,
+        attempts: u32,
+    },
+    /// A fatal error: the delivery goes back to pending.
+    Fatal { owner: OwnerId, error: String },
+}
+
+/// Outcomes waiting to be recorded in one repository call.
+#[derive(Default)]
+struct Outcomes {
+    items: Vec<(OwnerId, DeliveryOutcome)>,
+    events: Vec<Progress>,
+    since: Option<tokio::time::Instant>,
+}
+
+impl Outcomes {
+    fn push(&mut self, owner: OwnerId, outcome: DeliveryOutcome) {
+        let event = match &outcome {
+            DeliveryOutcome::Sent { .. } => Progress::Sent {
+                owner: owner.clone(),
+            },
+            DeliveryOutcome::Failed { error, .. } => Progress::Failed {
+                owner: owner.clone(),
+                error: error.clone(),
+            },
+        };
+        self.since.get_or_insert_with(tokio::time::Instant::now);
+        self.items.push((owner, outcome));
+        self.events.push(event);
+    }
+
+    fn failed(&mut self, owner: OwnerId, error: String, attempts: u32) {
+        self.push(owner, DeliveryOutcome::Failed { error, attempts });
+    }
 }
 
 pub(crate) struct Engine<'a> {
@@ -183,44 +252,61 @@ impl Engine<'_> {
         };
         let concurrency = self.options.concurrency.max(1);
         let chunk = (concurrency * 4).clamp(16, 512);
+        let group = self.options.outcome_group.max(1);
 
         // A run never takes over its own claims, even when the clock stands still or
         // steps back: it remembers what it took.
         let stale_before = stale_before.min(self.clock.now() - Duration::from_micros(1));
-        let mut queue: VecDeque<(Delivery, Option<Owner>)> = VecDeque::new();
+        let mut queue: VecDeque<Ready> = VecDeque::new();
         let mut taken: HashSet<OwnerId> = HashSet::new();
         let mut exhausted = false;
-        // The next chunk is claimed while the current one is being sent, so workers
-        // never wait on the repository. Boxed futures keep the run `Send` for hosts
-        // that spawn it.
-        let mut claiming: Option<BoxFuture<'_, ClaimResult>> = None;
-        let mut in_flight: FuturesUnordered<BoxFuture<'_, Result<Settled, RepositoryError>>> =
-            FuturesUnordered::new();
-        let mut held: Vec<(Delivery, String, u32)> = Vec::new();
+        // The next chunk is claimed (and its tokens stored) while the current one is
+        // being sent, so workers never wait on the repository. Boxed futures keep the
+        // run `Send` for hosts that spawn it.
+        let mut claiming: Option<BoxFuture<'_, Result<Chunk, RepositoryError>>> = None;
+        let mut in_flight: FuturesUnordered<BoxFuture<'_, Settled>> = FuturesUnordered::new();
+        let mut outcomes = Outcomes::default();
+        let mut held: Vec<(OwnerId, String, u32)> = Vec::new();
+        let mut to_release: Vec<OwnerId> = Vec::new();
         loop {
             let stopping = state.is_stopping(self.control);
             if !stopping && !exhausted && claiming.is_none() && queue.len() < concurrency {
                 claiming = Some(Box::pin(self.claim_chunk(prepared, chunk, stale_before)));
             }
             while !stopping && in_flight.len() < concurrency {
-                let Some((delivery, owner)) = queue.pop_front() else {
+                let Some(ready) = queue.pop_front() else {
                     break;
                 };
-                in_flight.push(Box::pin(self.deliver(prepared, &state, delivery, owner)));
+                in_flight.push(Box::pin(self.deliver(prepared, &state, ready)));
             }
-            if in_flight.is_empty() && claiming.is_none() {
+            let idle = in_flight.is_empty() && claiming.is_none();
+            let due = outcomes
+                .since
+                .is_some_and(|t| t.elapsed() >= self.options.outcome_delay);
+            if outcomes.items.len() >= group || due || idle {
+                self.flush(batch_id, &mut outcomes, &state).await;
+            }
+            if idle {
                 break;
             }
+            let deadline = outcomes.since.map(|t| t + self.options.outcome_delay);
             tokio::select! {
                 biased;
-                Some(result) = in_flight.next(), if !in_flight.is_empty() => match result {
-                    Err(e) => state.fail(e),
-                    Ok(Settled::Sent) | Ok(Settled::Failed) => {
-                        self.flush_held(prepared, &state, &mut held).await;
+                Some(settled) = in_flight.next(), if !in_flight.is_empty() => match settled {
+                    Settled::Sent { owner, expires_at, attempts } => {
+                        Self::give_up_held(&mut held, &mut outcomes);
+                        outcomes.push(owner, DeliveryOutcome::Sent { expires_at, attempts });
                     }
-                    Ok(Settled::Fatal(error)) => state.stop_with(StopReason::Fatal { error }),
-                    Ok(Settled::Unreachable(delivery, error, attempts)) => {
-                        held.push((delivery, error.clone(), attempts));
+                    Settled::Failed { owner, error, attempts } => {
+                        Self::give_up_held(&mut held, &mut outcomes);
+                        outcomes.failed(owner, error, attempts);
+                    }
+                    Settled::Fatal { owner, error } => {
+                        to_release.push(owner);
+                        state.stop_with(StopReason::Fatal { error });
+                    }
+                    Settled::Unreachable { owner, error, attempts } => {
+                        held.push((owner, error.clone(), attempts));
                         if held.len() >= self.options.unreachable_after.max(1) {
                             state.stop_with(StopReason::Unreachable { error });
                         }
@@ -229,10 +315,21 @@ impl Engine<'_> {
                 claimed = async { claiming.as_mut().expect("guarded").await }, if claiming.is_some() => {
                     claiming = None;
                     match claimed {
-                        Ok(items) => {
-                            let before = queue.len();
-                            queue.extend(items.into_iter().filter(|(d, _)| taken.insert(d.owner.clone())));
-                            if queue.len() == before {
+                        Ok(chunk) => {
+                            let mut fresh = 0usize;
+                            for (owner, reason) in chunk.skipped {
+                                if taken.insert(owner.clone()) {
+                                    fresh += 1;
+                                    outcomes.failed(owner, reason, 0);
+                                }
+                            }
+                            for ready in chunk.ready {
+                                if taken.insert(ready.delivery.owner.clone()) {
+                                    fresh += 1;
+                                    queue.push_back(ready);
+                                }
+                            }
+                            if fresh == 0 {
                                 // Nothing new came back (none left, or only our own
                                 // claims): the batch is exhausted for this run.
                                 exhausted = true;
@@ -241,24 +338,25 @@ impl Engine<'_> {
                         Err(e) => state.fail(e),
                     }
                 },
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {}
             }
-        }
-        // Claimed but never started (the run stopped): give them back.
-        let unstarted: Vec<OwnerId> = queue.drain(..).map(|(d, _)| d.owner).collect();
-        if !unstarted.is_empty()
-            && let Err(e) = self.repo.release_deliveries(batch_id, &unstarted).await
-        {
-            state.fail(e);
         }
 
         let stopped = state.stop.lock().expect("run state").clone();
         if stopped.is_some() {
-            let owners: Vec<OwnerId> = held.drain(..).map(|(d, _, _)| d.owner).collect();
-            if !owners.is_empty() {
-                self.repo.release_deliveries(batch_id, &owners).await?;
-            }
+            // The server looked unreachable: those owners are not failed, they wait.
+            to_release.extend(held.drain(..).map(|(owner, _, _)| owner));
         } else {
-            self.flush_held(prepared, &state, &mut held).await;
+            Self::give_up_held(&mut held, &mut outcomes);
+        }
+        self.flush(batch_id, &mut outcomes, &state).await;
+        // Claimed but never started (the run stopped), or stopped by a fatal error:
+        // give them back.
+        to_release.extend(queue.drain(..).map(|r| r.delivery.owner));
+        if !to_release.is_empty()
+            && let Err(e) = self.repo.release_deliveries(batch_id, &to_release).await
+        {
+            state.fail(e);
         }
         if let Some(error) = state.error.lock().expect("run state").take() {
             return Err(error);
@@ -277,47 +375,51 @@ impl Engine<'_> {
         Ok(RunOutcome { stopped })
     }
 
-    /// Records held connection failures as failed: the run went on, so the server was
+    /// Held connection failures become failures: the run went on, so the server was
     /// reachable after all and these owners had their retries.
-    async fn flush_held(
-        &self,
-        prepared: &PreparedBatch,
-        state: &RunState,
-        held: &mut Vec<(Delivery, String, u32)>,
-    ) {
-        for (delivery, error, attempts) in held.drain(..) {
-            let outcome = DeliveryOutcome::Failed {
-                error: error.clone(),
-                attempts,
-            };
-            let now = self.clock.now();
-            match self
-                .repo
-                .record_delivery(&prepared.batch.id, &delivery.owner, &outcome, now)
-                .await
-            {
-                Ok(()) => self.control.emit(Progress::Failed {
-                    owner: delivery.owner,
-                    error,
-                }),
-                Err(e) => state.fail(e),
-            }
+    fn give_up_held(held: &mut Vec<(OwnerId, String, u32)>, outcomes: &mut Outcomes) {
+        for (owner, error, attempts) in held.drain(..) {
+            outcomes.failed(owner, error, attempts);
         }
     }
 
+    /// Records the waiting outcomes in one repository call, then reports them.
+    async fn flush(&self, batch: &BatchId, outcomes: &mut Outcomes, state: &RunState) {
+        if outcomes.items.is_empty() {
+            return;
+        }
+        let items = std::mem::take(&mut outcomes.items);
+        let events = std::mem::take(&mut outcomes.events);
+        outcomes.since = None;
+        match self
+            .repo
+            .record_deliveries(batch, &items, self.clock.now())
+            .await
+        {
+            Ok(()) => events.into_iter().for_each(|e| self.control.emit(e)),
+            Err(e) => state.fail(e),
+        }
+    }
+
+    /// Claims up to `limit` deliveries, loads their owners, and stores a fresh token
+    /// for each one that may still be sent, all in a few repository calls.
     async fn claim_chunk(
         &self,
         prepared: &PreparedBatch,
         limit: usize,
         stale_before: Timestamp,
-    ) -> Result<Vec<(Delivery, Option<Owner>)>, RepositoryError> {
+    ) -> Result<Chunk, RepositoryError> {
         let now = self.clock.now();
         let claimed = self
             .repo
             .claim_deliveries(&prepared.batch.id, limit, now, stale_before)
             .await?;
+        let mut chunk = Chunk {
+            ready: Vec::with_capacity(claimed.len()),
+            skipped: Vec::new(),
+        };
         if claimed.is_empty() {
-            return Ok(Vec::new());
+            return Ok(chunk);
         }
         let ids: Vec<OwnerId> = claimed.iter().map(|d| d.owner.clone()).collect();
         let mut owners: HashMap<OwnerId, Owner> = self
@@ -327,13 +429,37 @@ impl Engine<'_> {
             .into_iter()
             .map(|o| (o.id.clone(), o))
             .collect();
-        Ok(claimed
-            .into_iter()
-            .map(|d| {
-                let owner = owners.remove(&d.owner);
-                (d, owner)
-            })
-            .collect())
+        let issued_at = self.clock.now();
+        let expires_at = issued_at + prepared.token_ttl();
+        let mut records = Vec::with_capacity(claimed.len());
+        for delivery in claimed {
+            let owner = owners.remove(&delivery.owner);
+            if let Some(reason) = Self::skip_reason(&delivery, owner.as_ref()) {
+                chunk.skipped.push((delivery.owner, reason.to_owned()));
+                continue;
+            }
+            let owner = owner.expect("checked by skip_reason");
+            let token = RegistrationToken::generate();
+            records.push(TokenRecord {
+                hash: token.hash(),
+                owner: owner.id.clone(),
+                batch: prepared.batch.id.clone(),
+                issued_at,
+                expires_at,
+                state: TokenState::Live,
+            });
+            chunk.ready.push(Ready {
+                delivery,
+                owner,
+                token,
+                issued_at,
+                expires_at,
+            });
+        }
+        if !records.is_empty() {
+            self.repo.issue_tokens(&records).await?;
+        }
+        Ok(chunk)
     }
 
     /// Why an owner may no longer be sent to, checked at send time (the batch may be
@@ -351,35 +477,17 @@ impl Engine<'_> {
         None
     }
 
-    async fn deliver(
-        &self,
-        prepared: &PreparedBatch,
-        state: &RunState,
-        delivery: Delivery,
-        owner: Option<Owner>,
-    ) -> Result<Settled, RepositoryError> {
+    /// Renders, builds and sends one message, retrying transient errors. Touches no
+    /// repository: the outcome is recorded by the run, grouped with others.
+    async fn deliver(&self, prepared: &PreparedBatch, state: &RunState, ready: Ready) -> Settled {
+        let Ready {
+            delivery,
+            owner,
+            token,
+            issued_at,
+            expires_at,
+        } = ready;
         let batch_id = &prepared.batch.id;
-        if let Some(reason) = Self::skip_reason(&delivery, owner.as_ref()) {
-            return self
-                .settle_failed(prepared, &delivery, reason.to_owned(), 0)
-                .await;
-        }
-        let owner = owner.expect("checked by skip_reason");
-
-        let issued_at = self.clock.now();
-        let expires_at = issued_at + prepared.token_ttl();
-        let token = RegistrationToken::generate();
-        self.repo
-            .issue_token(&TokenRecord {
-                hash: token.hash(),
-                owner: owner.id.clone(),
-                batch: batch_id.clone(),
-                issued_at,
-                expires_at,
-                state: TokenState::Live,
-            })
-            .await?;
-
         let fields = MergeFields {
             first_name: owner.first_name.clone(),
             last_name: owner.last_name.clone(),
@@ -393,9 +501,11 @@ impl Engine<'_> {
         let parts = match prepared.template.render(&fields) {
             Ok(parts) => parts,
             Err(problem) => {
-                return self
-                    .settle_failed(prepared, &delivery, problem.to_string(), 0)
-                    .await;
+                return Settled::Failed {
+                    owner: owner.id,
+                    error: problem.to_string(),
+                    attempts: 0,
+                };
             }
         };
         let to = Mailbox::new(Some(&fields.full_name), delivery.to.clone()).unwrap_or_else(|_| {
@@ -407,13 +517,7 @@ impl Engine<'_> {
         let id = message_id(batch_id, &owner.id, &prepared.message_id_domain);
         // Sized for the encoded attachments up front: growing a 300 KB message by
         // doubling costs several copies and fresh pages per message.
-        let attachments: usize = prepared
-            .frame
-            .encoded_attachments()
-            .iter()
-            .map(|a| a.as_bytes().len())
-            .sum();
-        let mut bytes = Vec::with_capacity(8192 + attachments);
+        let mut bytes = Vec::with_capacity(8192 + prepared.attachments_len);
         prepared
             .frame
             .write_message(&to, &id, issued_at, &parts, &mut bytes);
@@ -432,21 +536,17 @@ impl Engine<'_> {
             self.pace(state).await;
             match self.transport.send(&envelope, &bytes).await {
                 Ok(_) => {
-                    let outcome = DeliveryOutcome::Sent {
+                    return Settled::Sent {
+                        owner: owner.id,
                         expires_at,
                         attempts: attempt,
                     };
-                    self.repo
-                        .record_delivery(batch_id, &owner.id, &outcome, self.clock.now())
-                        .await?;
-                    self.control.emit(Progress::Sent { owner: owner.id });
-                    return Ok(Settled::Sent);
                 }
                 Err(e) if e.is_fatal() => {
-                    self.repo
-                        .release_deliveries(batch_id, std::slice::from_ref(&owner.id))
-                        .await?;
-                    return Ok(Settled::Fatal(e.summary()));
+                    return Settled::Fatal {
+                        owner: owner.id,
+                        error: e.summary(),
+                    };
                 }
                 Err(e) if e.is_transient() && attempt < retry.max_attempts.max(1) => {
                     let delay = jitter(retry.backoff(attempt));
@@ -459,41 +559,21 @@ impl Engine<'_> {
                     self.clock.sleep(delay).await;
                 }
                 Err(e) if e.is_transient() && e.connection => {
-                    return Ok(Settled::Unreachable(delivery, e.summary(), attempt));
+                    return Settled::Unreachable {
+                        owner: owner.id,
+                        error: e.summary(),
+                        attempts: attempt,
+                    };
                 }
                 Err(e) => {
-                    return self
-                        .settle_failed(prepared, &delivery, failure_text(&e), attempt)
-                        .await;
+                    return Settled::Failed {
+                        owner: owner.id,
+                        error: failure_text(&e),
+                        attempts: attempt,
+                    };
                 }
             }
         }
-    }
-
-    async fn settle_failed(
-        &self,
-        prepared: &PreparedBatch,
-        delivery: &Delivery,
-        error: String,
-        attempts: u32,
-    ) -> Result<Settled, RepositoryError> {
-        let outcome = DeliveryOutcome::Failed {
-            error: error.clone(),
-            attempts,
-        };
-        self.repo
-            .record_delivery(
-                &prepared.batch.id,
-                &delivery.owner,
-                &outcome,
-                self.clock.now(),
-            )
-            .await?;
-        self.control.emit(Progress::Failed {
-            owner: delivery.owner.clone(),
-            error: error.clone(),
-        });
-        Ok(Settled::Failed)
     }
 
     /// Waits for the next slot under the rate limit, if there is one.

@@ -259,6 +259,26 @@ pub trait OwnerRepository: Send + Sync + fmt::Display {
         now: Timestamp,
     ) -> RepoResult<()>;
 
+    /// Records several outcomes of one batch: what the send engine calls, so a store
+    /// can commit a group of outcomes at once instead of one commit per message.
+    ///
+    /// # Contract
+    /// - The same as [`record_delivery`](Self::record_delivery) for each, in order,
+    ///   with the same `now`; the first error is returned. Whether the outcomes before
+    ///   it stay recorded is the adapter's choice: the default calls
+    ///   `record_delivery` one by one, a transactional store may record all or none.
+    async fn record_deliveries(
+        &self,
+        batch: &BatchId,
+        outcomes: &[(OwnerId, DeliveryOutcome)],
+        now: Timestamp,
+    ) -> RepoResult<()> {
+        for (owner, outcome) in outcomes {
+            self.record_delivery(batch, owner, outcome, now).await?;
+        }
+        Ok(())
+    }
+
     /// Gives claimed deliveries back (a run that stops before sending them).
     ///
     /// # Contract
@@ -287,6 +307,21 @@ pub trait OwnerRepository: Send + Sync + fmt::Display {
     ///   same batch stay live (a copy of this batch's message may be in the owner's
     ///   mailbox).
     async fn issue_token(&self, token: &TokenRecord) -> RepoResult<()>;
+
+    /// Stores several token hashes, for messages about to be sent: what the send
+    /// engine calls once per chunk of deliveries, so a store can commit them at once.
+    ///
+    /// # Contract
+    /// - The same as [`issue_token`](Self::issue_token) for each, in order; the first
+    ///   error is returned. Whether the tokens before it stay stored is the adapter's
+    ///   choice: the default calls `issue_token` one by one, a transactional store may
+    ///   store all or none.
+    async fn issue_tokens(&self, tokens: &[TokenRecord]) -> RepoResult<()> {
+        for token in tokens {
+            self.issue_token(token).await?;
+        }
+        Ok(())
+    }
 
     /// A token by hash (`Ok(None)` when unknown). Read-only.
     async fn token(&self, hash: &TokenHash) -> RepoResult<Option<TokenRecord>>;

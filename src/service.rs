@@ -825,7 +825,13 @@ impl OwnerAccess {
             batch.invite.reply_to_address().as_ref(),
             &batch.invite.attachments,
         );
+        let attachments_len = frame
+            .encoded_attachments()
+            .iter()
+            .map(|a| a.as_bytes().len())
+            .sum();
         let prepared = PreparedBatch {
+            attachments_len,
             message_id_domain: batch
                 .sender
                 .address

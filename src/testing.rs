@@ -1614,6 +1614,115 @@ pub async fn issue_token_rules(repo: &dyn OwnerRepository) -> CheckResult {
     )
 }
 
+/// `issue_tokens`: a group ends as the same tokens issued one by one would (same-batch
+/// tokens stay live, an older batch's are revoked), and a taken hash is refused.
+pub async fn issue_tokens_in_a_group(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("issue_tokens_in_a_group");
+    let group = [
+        token(1, "a", "b1", t(0), t(1000)),
+        token(2, "a", "b1", t(0), t(1000)),
+        token(3, "b", "b1", t(0), t(1000)),
+    ];
+    c.ok(repo.issue_tokens(&group).await, "issue_tokens")?;
+    for n in 1..=3 {
+        c.eq(
+            token_state(c, repo, n).await?,
+            TokenState::Live,
+            "a token of the group",
+        )?;
+    }
+    c.ok(
+        repo.issue_tokens(&[token(4, "a", "b2", t(10), t(1010))])
+            .await,
+        "issue_tokens",
+    )?;
+    for n in 1..=2 {
+        c.eq(
+            token_state(c, repo, n).await?,
+            TokenState::Revoked { at: t(10) },
+            "a's b1 token after a b2 group",
+        )?;
+    }
+    c.eq(
+        token_state(c, repo, 3).await?,
+        TokenState::Live,
+        "b's token",
+    )?;
+    c.err(
+        repo.issue_tokens(&[token(4, "b", "b3", t(20), t(1020))])
+            .await,
+        "AlreadyExists",
+        is_already_exists,
+        "a group with a taken hash",
+    )
+}
+
+/// `record_deliveries`: a group of outcomes ends as the same outcomes recorded one by
+/// one would, and an unclaimed delivery in the group is refused.
+pub async fn record_deliveries_in_a_group(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("record_deliveries_in_a_group");
+    let before = vec![
+        owner("o1", "c1", Some("o1@example.org")),
+        owner("o2", "c1", Some("o2@example.org")),
+        owner("o3", "c1", Some("o3@example.org")),
+    ];
+    c.ok(repo.upsert_owners(&before, t(0)).await, "upsert_owners")?;
+    c.ok(
+        repo.create_batch(&new_batch("b1", "c1", &["o1", "o2", "o3"], t(0)))
+            .await,
+        "create_batch",
+    )?;
+    c.ok(
+        repo.claim_deliveries(&bid("b1"), 2, t(10), t(0)).await,
+        "claim",
+    )?;
+    let claimed: Vec<String> = c
+        .ok(repo.deliveries(&bid("b1")).await, "deliveries")?
+        .into_iter()
+        .filter(|d| matches!(d.state, DeliveryState::Claimed { .. }))
+        .map(|d| d.owner.to_string())
+        .collect();
+    c.eq(claimed.len(), 2, "claimed deliveries")?;
+    let group = vec![
+        (oid(&claimed[0]), sent(t(1000), 1)),
+        (oid(&claimed[1]), failed("550 no such user", 1)),
+    ];
+    c.ok(
+        repo.record_deliveries(&bid("b1"), &group, t(20)).await,
+        "record_deliveries",
+    )?;
+    c.eq(
+        delivery(c, repo, "b1", &claimed[0]).await?.state,
+        DeliveryState::Sent { at: t(20) },
+        "the sent one",
+    )?;
+    c.eq(
+        get_owner(c, repo, &claimed[0]).await?.access,
+        AccessStatus::NotInvited.after_invitation(t(20), t(1000)),
+        "the sent owner's access",
+    )?;
+    c.eq(
+        delivery(c, repo, "b1", &claimed[1]).await?.state,
+        DeliveryState::Failed {
+            at: t(20),
+            error: "550 no such user".into(),
+        },
+        "the failed one",
+    )?;
+    let unclaimed = ["o1", "o2", "o3"]
+        .into_iter()
+        .find(|o| !claimed.iter().any(|c| c == o))
+        .expect("one left");
+    c.err(
+        repo.record_deliveries(&bid("b1"), &[(oid(unclaimed), sent(t(1000), 1))], t(30))
+            .await,
+        "Precondition",
+        is_precondition,
+        "a group with a pending delivery",
+    )?;
+    check_counts(c, repo, "b1").await
+}
+
 /// `redeem_token`: the reasons (unknown, expired at `expires_at`, revoked, used, owner
 /// already registered) change nothing; a success redeems the token, revokes the
 /// owner's other live tokens, registers the owner and appends `Registered`.
@@ -1911,6 +2020,8 @@ pub const REPOSITORY_CHECKS: &[&str] = &[
     "record_delivery_rules",
     "release_deliveries_rules",
     "issue_token_rules",
+    "issue_tokens_in_a_group",
+    "record_deliveries_in_a_group",
     "redeem_token_rules",
     "redeem_token_concurrently_once",
     "activity_feed_order_and_paging",
@@ -1953,6 +2064,8 @@ where
         record_delivery_rules,
         release_deliveries_rules,
         issue_token_rules,
+        issue_tokens_in_a_group,
+        record_deliveries_in_a_group,
         redeem_token_rules,
         redeem_token_concurrently_once,
         activity_feed_order_and_paging,

@@ -147,6 +147,9 @@ async fn a_stop_signal_finishes_in_flight_messages_and_resume_sends_the_rest_onc
         mixed_owners(40),
         SendOptions {
             concurrency: 2,
+            // Each outcome recorded (and reported) on its own, so the stop comes
+            // right after the fifth message.
+            outcome_group: 1,
             ..fast_options()
         },
     )

@@ -1408,57 +1408,22 @@ impl OwnerRepository for SqliteRepository {
         now: Timestamp,
     ) -> RepoResult<()> {
         let (batch, owner, outcome) = (batch.clone(), owner.clone(), outcome.clone());
+        self.write(move |db| record_delivery_in(db, &batch, &owner, &outcome, now))
+            .await
+    }
+
+    /// All the outcomes in one transaction: one commit (and one disk sync) for the
+    /// group, all or nothing.
+    async fn record_deliveries(
+        &self,
+        batch: &BatchId,
+        outcomes: &[(OwnerId, DeliveryOutcome)],
+        now: Timestamp,
+    ) -> RepoResult<()> {
+        let (batch, outcomes) = (batch.clone(), outcomes.to_vec());
         self.write(move |db| {
-            require_batch(db, &batch)?;
-            let state: String = db
-                .row(
-                    "SELECT state FROM deliveries WHERE batch = ?1 AND owner = ?2",
-                    [batch.as_str(), owner.as_str()],
-                    |r| Ok(r.get(0)?),
-                )?
-                .ok_or_else(|| not_found("delivery", format!("{batch}/{owner}")))?;
-            if state != "claimed" {
-                return Err(precondition(format!(
-                    "delivery `{batch}/{owner}` is {state}, not claimed"
-                )));
-            }
-            let at = ts(now)?;
-            let (new_state, error, attempts, expires) = match &outcome {
-                DeliveryOutcome::Sent {
-                    expires_at,
-                    attempts,
-                } => ("sent", None, *attempts, Some(*expires_at)),
-                DeliveryOutcome::Failed { error, attempts } => {
-                    ("failed", Some(error.as_str()), *attempts, None)
-                }
-            };
-            let moved = db.exec(
-                "UPDATE deliveries SET state = ?3, state_at = ?4, error = ?5,
-                     attempts = min(attempts + ?6, 4294967295)
-                 WHERE batch = ?1 AND owner = ?2 AND state = 'claimed'",
-                rusqlite::params![
-                    batch.as_str(),
-                    owner.as_str(),
-                    new_state,
-                    at,
-                    error,
-                    i64::from(attempts)
-                ],
-            )?;
-            if moved != 1 {
-                return Err(precondition(format!(
-                    "delivery `{batch}/{owner}` is no longer claimed"
-                )));
-            }
-            if let Some(expires_at) = expires {
-                let stored = db.row(
-                    &format!("SELECT {OWNER_COLUMNS} FROM owners WHERE id = ?1"),
-                    [owner.as_str()],
-                    read_owner,
-                )?;
-                if let Some(stored) = stored {
-                    set_access(db, &owner, &stored.access.after_invitation(now, expires_at))?;
-                }
+            for (owner, outcome) in &outcomes {
+                record_delivery_in(db, &batch, owner, outcome, now)?;
             }
             Ok(())
         })
@@ -1535,65 +1500,16 @@ impl OwnerRepository for SqliteRepository {
 
     async fn issue_token(&self, token: &TokenRecord) -> RepoResult<()> {
         let token = token.clone();
+        self.write(move |db| issue_token_in(db, &token)).await
+    }
+
+    /// All the tokens in one transaction: one commit for the chunk, all or nothing.
+    async fn issue_tokens(&self, tokens: &[TokenRecord]) -> RepoResult<()> {
+        let tokens = tokens.to_vec();
         self.write(move |db| {
-            if db.exists("SELECT 1 FROM tokens WHERE hash = ?1", [&token.hash.0[..]])? {
-                return Err(Fail::Repo(RepositoryError::AlreadyExists {
-                    what: "token",
-                    id: token.hash.to_hex(),
-                }));
+            for token in &tokens {
+                issue_token_in(db, token)?;
             }
-            let owner = token.owner.as_str();
-            let batch = token.batch.as_str();
-            // A newer invitation replaces the owner's live one of another batch.
-            db.exec(
-                "UPDATE invitations SET live = 0, closed_at = ?3
-                 WHERE owner = ?1 AND live = 1 AND batch <> ?2",
-                rusqlite::params![owner, batch, ts(token.issued_at)?],
-            )?;
-            let (state, state_at) = match token.state {
-                TokenState::Live => ("live", None),
-                TokenState::Revoked { at } => ("revoked", Some(ts(at)?)),
-                TokenState::Redeemed { at } => ("redeemed", Some(ts(at)?)),
-            };
-            let invitation = match state_at {
-                None => {
-                    let live = db.row(
-                        "SELECT id FROM invitations WHERE owner = ?1 AND live = 1",
-                        [owner],
-                        |r| Ok(r.get::<_, i64>(0)?),
-                    )?;
-                    match live {
-                        Some(id) => id,
-                        None => {
-                            db.exec(
-                                "INSERT INTO invitations (owner, batch, live) VALUES (?1, ?2, 1)",
-                                [owner, batch],
-                            )?;
-                            db.last_insert_rowid()
-                        }
-                    }
-                }
-                // A token stored already spent gets an invitation of its own, closed.
-                Some(at) => {
-                    db.exec(
-                        "INSERT INTO invitations (owner, batch, live, closed_at) VALUES (?1, ?2, 0, ?3)",
-                        rusqlite::params![owner, batch, at],
-                    )?;
-                    db.last_insert_rowid()
-                }
-            };
-            db.exec(
-                "INSERT INTO tokens (hash, invitation, issued_at, expires_at, state, state_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                rusqlite::params![
-                    &token.hash.0[..],
-                    invitation,
-                    ts(token.issued_at)?,
-                    ts(token.expires_at)?,
-                    state,
-                    state_at
-                ],
-            )?;
             Ok(())
         })
         .await
@@ -1690,6 +1606,133 @@ impl OwnerRepository for SqliteRepository {
         })
         .await
     }
+}
+
+/// Records one outcome inside the caller's transaction (see
+/// [`OwnerRepository::record_delivery`]).
+fn record_delivery_in(
+    db: &Db<'_>,
+    batch: &BatchId,
+    owner: &OwnerId,
+    outcome: &DeliveryOutcome,
+    now: Timestamp,
+) -> Res<()> {
+    require_batch(db, batch)?;
+    let state: String = db
+        .row(
+            "SELECT state FROM deliveries WHERE batch = ?1 AND owner = ?2",
+            [batch.as_str(), owner.as_str()],
+            |r| Ok(r.get(0)?),
+        )?
+        .ok_or_else(|| not_found("delivery", format!("{batch}/{owner}")))?;
+    if state != "claimed" {
+        return Err(precondition(format!(
+            "delivery `{batch}/{owner}` is {state}, not claimed"
+        )));
+    }
+    let at = ts(now)?;
+    let (new_state, error, attempts, expires) = match outcome {
+        DeliveryOutcome::Sent {
+            expires_at,
+            attempts,
+        } => ("sent", None, *attempts, Some(*expires_at)),
+        DeliveryOutcome::Failed { error, attempts } => {
+            ("failed", Some(error.as_str()), *attempts, None)
+        }
+    };
+    let moved = db.exec(
+        "UPDATE deliveries SET state = ?3, state_at = ?4, error = ?5,
+             attempts = min(attempts + ?6, 4294967295)
+         WHERE batch = ?1 AND owner = ?2 AND state = 'claimed'",
+        rusqlite::params![
+            batch.as_str(),
+            owner.as_str(),
+            new_state,
+            at,
+            error,
+            i64::from(attempts)
+        ],
+    )?;
+    if moved != 1 {
+        return Err(precondition(format!(
+            "delivery `{batch}/{owner}` is no longer claimed"
+        )));
+    }
+    if let Some(expires_at) = expires {
+        let stored = db.row(
+            &format!("SELECT {OWNER_COLUMNS} FROM owners WHERE id = ?1"),
+            [owner.as_str()],
+            read_owner,
+        )?;
+        if let Some(stored) = stored {
+            set_access(db, owner, &stored.access.after_invitation(now, expires_at))?;
+        }
+    }
+    Ok(())
+}
+
+/// Stores one token inside the caller's transaction (see
+/// [`OwnerRepository::issue_token`]).
+fn issue_token_in(db: &Db<'_>, token: &TokenRecord) -> Res<()> {
+    if db.exists("SELECT 1 FROM tokens WHERE hash = ?1", [&token.hash.0[..]])? {
+        return Err(Fail::Repo(RepositoryError::AlreadyExists {
+            what: "token",
+            id: token.hash.to_hex(),
+        }));
+    }
+    let owner = token.owner.as_str();
+    let batch = token.batch.as_str();
+    // A newer invitation replaces the owner's live one of another batch.
+    db.exec(
+        "UPDATE invitations SET live = 0, closed_at = ?3
+         WHERE owner = ?1 AND live = 1 AND batch <> ?2",
+        rusqlite::params![owner, batch, ts(token.issued_at)?],
+    )?;
+    let (state, state_at) = match token.state {
+        TokenState::Live => ("live", None),
+        TokenState::Revoked { at } => ("revoked", Some(ts(at)?)),
+        TokenState::Redeemed { at } => ("redeemed", Some(ts(at)?)),
+    };
+    let invitation = match state_at {
+        None => {
+            let live = db.row(
+                "SELECT id FROM invitations WHERE owner = ?1 AND live = 1",
+                [owner],
+                |r| Ok(r.get::<_, i64>(0)?),
+            )?;
+            match live {
+                Some(id) => id,
+                None => {
+                    db.exec(
+                        "INSERT INTO invitations (owner, batch, live) VALUES (?1, ?2, 1)",
+                        [owner, batch],
+                    )?;
+                    db.last_insert_rowid()
+                }
+            }
+        }
+        // A token stored already spent gets an invitation of its own, closed.
+        Some(at) => {
+            db.exec(
+                "INSERT INTO invitations (owner, batch, live, closed_at) VALUES (?1, ?2, 0, ?3)",
+                rusqlite::params![owner, batch, at],
+            )?;
+            db.last_insert_rowid()
+        }
+    };
+    db.exec(
+        "INSERT INTO tokens (hash, invitation, issued_at, expires_at, state, state_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        rusqlite::params![
+            &token.hash.0[..],
+            invitation,
+            ts(token.issued_at)?,
+            ts(token.expires_at)?,
+            state,
+            state_at
+        ],
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]
