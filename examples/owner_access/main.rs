@@ -417,16 +417,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         } => {
             let service = app.service(&message, &transport).await?;
             let invite = app.invite(&service, &community, &select, &message).await?;
-            let review = service.review(&invite).await?;
-            if !review.problems.is_empty() {
-                return Err(Error::InvalidInvite {
-                    problems: review.problems,
-                }
-                .into());
-            }
-            let report =
-                progress::run_with_progress(|control| service.send_with(review, control)).await?;
-            finish(&report, json)
+            review_and_send(&service, &invite, json).await
         }
         Command::Draft(DraftCommand::Save {
             community,
@@ -465,16 +456,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             let draft: DraftId = id("draft", &draft)?;
             let service = app.service(&MessageArgs::defaults(), &transport).await?;
             let invite = service.load_draft(&draft).await?;
-            let review = service.review(&invite).await?;
-            if !review.problems.is_empty() {
-                return Err(Error::InvalidInvite {
-                    problems: review.problems,
-                }
-                .into());
-            }
-            let report =
-                progress::run_with_progress(|control| service.send_with(review, control)).await?;
-            finish(&report, json)
+            review_and_send(&service, &invite, json).await
         }
         Command::Resend {
             owner,
@@ -558,6 +540,24 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
     }
+}
+
+/// Generate & Review, then send when the invite has no problem (else exit 1, nothing
+/// stored).
+async fn review_and_send(
+    service: &OwnerAccess,
+    invite: &Invite,
+    json: bool,
+) -> Result<u8, Failure> {
+    let review = service.review(invite).await?;
+    if !review.problems.is_empty() {
+        return Err(Error::InvalidInvite {
+            problems: review.problems,
+        }
+        .into());
+    }
+    let report = progress::run_with_progress(|control| service.send_with(review, control)).await?;
+    finish(&report, json)
 }
 
 /// One message for every token failure: no probing which tokens exist.
