@@ -273,14 +273,17 @@ impl CompiledTemplate {
                 part: TemplatePart::Text,
             });
         }
-        let data = Data::new(fields);
+        // One JSON context for the three parts: handlebars' `render` would convert
+        // the fields again for each.
+        let data = handlebars::Context::wraps(Data::new(fields))
+            .map_err(|e| render_problem(TemplatePart::Subject, e))?;
         let subject = self
             .plain
-            .render(SUBJECT, &data)
+            .render_with_context(SUBJECT, &data)
             .map_err(|e| render_problem(TemplatePart::Subject, e))?;
         let text = self
             .plain
-            .render(TEXT, &data)
+            .render_with_context(TEXT, &data)
             .map_err(|e| render_problem(TemplatePart::Text, e))?;
         if !text.contains(&fields.registration_url) {
             return Err(Problem::MissingRegistrationLink {
@@ -290,7 +293,7 @@ impl CompiledTemplate {
         let html = match &self.html {
             Some(reg) => {
                 let html = reg
-                    .render(HTML, &data)
+                    .render_with_context(HTML, &data)
                     .map_err(|e| render_problem(TemplatePart::Html, e))?;
                 if !html.contains(&handlebars::html_escape(&fields.registration_url)) {
                     return Err(Problem::MissingRegistrationLink {
