@@ -389,7 +389,12 @@ fn sigint_stops_the_send_and_resume_finishes_it() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Interrupt once the send is under way (a few messages written), not on a timer
+    // that a slow machine could outrun.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while s.outbox_files("out").len() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let killed = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
