@@ -20,7 +20,7 @@ use crate::domain::{
     Batch, BatchId, Delivery, DeliveryOutcome, Mailbox, Owner, OwnerId, Timestamp, TokenRecord,
     TokenState,
 };
-use crate::mime::{MessageFrame, message_id};
+use crate::mime::{MessageFrame, MessageIds};
 use crate::progress::{Progress, RunControl, StopReason};
 use crate::repository::{OwnerRepository, RepositoryError};
 use crate::template::{CompiledTemplate, MergeFields};
@@ -109,7 +109,8 @@ pub(crate) struct PreparedBatch {
     pub template: CompiledTemplate,
     pub frame: MessageFrame,
     pub community_name: String,
-    pub message_id_domain: String,
+    /// The batch's Message-IDs, per owner.
+    pub message_ids: MessageIds,
     /// The encoded attachments' size, to size each message's buffer once.
     pub attachments_len: usize,
 }
@@ -514,7 +515,7 @@ impl Engine<'_> {
                 address: delivery.to.clone(),
             }
         });
-        let id = message_id(batch_id, &owner.id, &prepared.message_id_domain);
+        let id = prepared.message_ids.for_owner(&owner.id);
         // Sized for the encoded attachments up front: growing a 300 KB message by
         // doubling costs several copies and fresh pages per message.
         let mut bytes = Vec::with_capacity(8192 + prepared.attachments_len);

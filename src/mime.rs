@@ -256,21 +256,56 @@ impl MessageFrame {
 /// owners or batches. The domain is put in its ASCII (IDNA) form; one that cannot be
 /// used becomes `owner-access.invalid`.
 pub fn message_id(batch: &BatchId, owner: &OwnerId, domain: &str) -> String {
-    let batch_hash = Sha256::digest(batch.as_str().as_bytes());
-    let mut both = Sha256::new();
-    // Length-prefixed so ("ab", "c") and ("a", "bc") cannot collide.
-    both.update((batch.as_str().len() as u64).to_be_bytes());
-    both.update(batch.as_str().as_bytes());
-    both.update(owner.as_str().as_bytes());
-    let owner_hash = both.finalize();
-    let mut id = String::with_capacity(80);
-    id.push_str("oa.");
-    push_hex(&mut id, &batch_hash[..8]);
-    id.push('.');
-    push_hex(&mut id, &owner_hash[..16]);
-    id.push('@');
-    id.push_str(&msg_id_domain(domain));
-    id
+    MessageIds::new(batch, domain).for_owner(owner)
+}
+
+/// Makes the Message-IDs of one batch ([`message_id`]): what depends on the batch
+/// alone (its hash, the domain's ASCII form) is worked out once, not per recipient.
+#[derive(Debug, Clone)]
+pub struct MessageIds {
+    /// The hash state after the length-prefixed batch id.
+    batch_state: Sha256,
+    /// `oa.<64 bits of the batch hash>.`
+    prefix: String,
+    /// `@<domain>`
+    suffix: String,
+}
+
+impl MessageIds {
+    /// The ids of `batch`'s messages, under `domain`.
+    pub fn new(batch: &BatchId, domain: &str) -> Self {
+        let batch_hash = Sha256::digest(batch.as_str().as_bytes());
+        let mut batch_state = Sha256::new();
+        // Length-prefixed so ("ab", "c") and ("a", "bc") cannot collide.
+        batch_state.update((batch.as_str().len() as u64).to_be_bytes());
+        batch_state.update(batch.as_str().as_bytes());
+        let mut prefix = String::with_capacity(20);
+        prefix.push_str("oa.");
+        push_hex(&mut prefix, &batch_hash[..8]);
+        prefix.push('.');
+        Self {
+            batch_state,
+            prefix,
+            suffix: format!("@{}", msg_id_domain(domain)),
+        }
+    }
+
+    /// The domain part, in ASCII.
+    pub fn domain(&self) -> &str {
+        &self.suffix[1..]
+    }
+
+    /// One owner's Message-ID (without angle brackets).
+    pub fn for_owner(&self, owner: &OwnerId) -> String {
+        let mut both = self.batch_state.clone();
+        both.update(owner.as_str().as_bytes());
+        let owner_hash = both.finalize();
+        let mut id = String::with_capacity(self.prefix.len() + 32 + self.suffix.len());
+        id.push_str(&self.prefix);
+        push_hex(&mut id, &owner_hash[..16]);
+        id.push_str(&self.suffix);
+        id
+    }
 }
 
 fn msg_id_domain(domain: &str) -> String {

@@ -19,7 +19,7 @@ use crate::eligibility::{
 };
 use crate::error::{Error, MassEditProblem, Result};
 use crate::invite::{AttachmentLimits, Invite};
-use crate::mime::{MessageFrame, message_id};
+use crate::mime::{MessageFrame, MessageIds, message_id};
 use crate::progress::{RunControl, StopReason};
 use crate::repository::{EmailEdit, OwnerRepository, RedeemOutcome};
 use crate::review::{Excluded, Preview, Recipient, Review};
@@ -832,14 +832,7 @@ impl OwnerAccess {
             .sum();
         let prepared = PreparedBatch {
             attachments_len,
-            message_id_domain: batch
-                .sender
-                .address
-                .smtp_form()
-                .rsplit('@')
-                .next()
-                .unwrap_or("localhost")
-                .to_owned(),
+            message_ids: MessageIds::new(&batch.id, batch.sender.address.domain()),
             community_name: community.name,
             template,
             frame,
@@ -934,7 +927,7 @@ impl OwnerAccess {
             prepared.community_name
         );
         let mut message = Vec::new();
-        let id = format!("{}.summary@{}", batch.id, prepared.message_id_domain);
+        let id = format!("{}.summary@{}", batch.id, prepared.message_ids.domain());
         prepared
             .frame
             .write_plain(to, &id, self.clock.now(), &subject, &text, &mut message);
