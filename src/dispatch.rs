@@ -81,9 +81,12 @@ pub struct SendOptions {
     pub claim_lease: Duration,
     /// Outcomes are recorded in groups (one repository call, one commit) of at most
     /// this many (default 32), or sooner when the oldest has waited `outcome_delay`.
-    /// After a crash, a message whose outcome was still waiting is sent again by
-    /// `resume` with the same Message-ID, so this also bounds the duplicates a crash
-    /// can cause. A group of 1 records every outcome on its own.
+    /// A group is recorded while the next messages go out; new messages wait only
+    /// when a further full group is waiting behind it. After a crash, a message whose
+    /// outcome was not yet recorded is sent again by `resume` with the same
+    /// Message-ID, so this also bounds the duplicates a crash can cause: about two
+    /// groups plus the messages in flight. A group of 1 records every outcome on its
+    /// own.
     pub outcome_group: usize,
     /// The longest an outcome waits for its group (default 100 ms).
     pub outcome_delay: Duration,
@@ -188,6 +191,17 @@ impl Outcomes {
     fn failed(&mut self, owner: OwnerId, error: String, attempts: u32) {
         self.push(owner, DeliveryOutcome::Failed { error, attempts });
     }
+
+    /// Takes the waiting group, leaving this one empty.
+    fn take(&mut self) -> Outcomes {
+        std::mem::take(self)
+    }
+}
+
+/// A group of outcomes after its repository call.
+struct Recorded {
+    events: Vec<Progress>,
+    result: Result<(), RepositoryError>,
 }
 
 pub(crate) struct Engine<'a> {
@@ -265,16 +279,23 @@ impl Engine<'_> {
         // being sent, so workers never wait on the repository. Boxed futures keep the
         // run `Send` for hosts that spawn it.
         let mut claiming: Option<BoxFuture<'_, Result<Chunk, RepositoryError>>> = None;
+        // Outcomes are recorded while the next messages go out: the engine never waits
+        // on a commit unless a whole further group is waiting behind it.
+        let mut recording: Option<BoxFuture<'_, Recorded>> = None;
         let mut in_flight: FuturesUnordered<BoxFuture<'_, Settled>> = FuturesUnordered::new();
         let mut outcomes = Outcomes::default();
         let mut held: Vec<(OwnerId, String, u32)> = Vec::new();
         let mut to_release: Vec<OwnerId> = Vec::new();
         loop {
             let stopping = state.is_stopping(self.control);
-            if !stopping && !exhausted && claiming.is_none() && queue.len() < concurrency {
+            // One chunk is kept in reserve, so the workers never wait on a claim.
+            if !stopping && !exhausted && claiming.is_none() && queue.len() < chunk {
                 claiming = Some(Box::pin(self.claim_chunk(prepared, chunk, stale_before)));
             }
-            while !stopping && in_flight.len() < concurrency {
+            // A full group waits behind the one being recorded: hold new messages back,
+            // which keeps the outcomes a crash can lose to about two groups.
+            let backlogged = recording.is_some() && outcomes.items.len() >= group;
+            while !stopping && !backlogged && in_flight.len() < concurrency {
                 let Some(ready) = queue.pop_front() else {
                     break;
                 };
@@ -284,13 +305,19 @@ impl Engine<'_> {
             let due = outcomes
                 .since
                 .is_some_and(|t| t.elapsed() >= self.options.outcome_delay);
-            if outcomes.items.len() >= group || due || idle {
-                self.flush(batch_id, &mut outcomes, &state).await;
+            if recording.is_none()
+                && !outcomes.items.is_empty()
+                && (outcomes.items.len() >= group || due || idle)
+            {
+                recording = Some(Box::pin(self.record(batch_id, outcomes.take())));
             }
-            if idle {
+            if idle && recording.is_none() {
                 break;
             }
-            let deadline = outcomes.since.map(|t| t + self.options.outcome_delay);
+            let deadline = outcomes
+                .since
+                .filter(|_| recording.is_none())
+                .map(|t| t + self.options.outcome_delay);
             tokio::select! {
                 biased;
                 Some(settled) = in_flight.next(), if !in_flight.is_empty() => match settled {
@@ -339,6 +366,10 @@ impl Engine<'_> {
                         Err(e) => state.fail(e),
                     }
                 },
+                recorded = async { recording.as_mut().expect("guarded").await }, if recording.is_some() => {
+                    recording = None;
+                    self.report(recorded, &state);
+                },
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {}
             }
         }
@@ -384,20 +415,35 @@ impl Engine<'_> {
         }
     }
 
-    /// Records the waiting outcomes in one repository call, then reports them.
+    /// Records a group of outcomes in one repository call; their events are reported
+    /// once it is committed.
+    async fn record(&self, batch: &BatchId, group: Outcomes) -> Recorded {
+        let result = self
+            .repo
+            .record_deliveries(batch, &group.items, self.clock.now())
+            .await;
+        Recorded {
+            events: group.events,
+            result,
+        }
+    }
+
+    /// Records the waiting outcomes now, then reports them.
     async fn flush(&self, batch: &BatchId, outcomes: &mut Outcomes, state: &RunState) {
         if outcomes.items.is_empty() {
             return;
         }
-        let items = std::mem::take(&mut outcomes.items);
-        let events = std::mem::take(&mut outcomes.events);
-        outcomes.since = None;
-        match self
-            .repo
-            .record_deliveries(batch, &items, self.clock.now())
-            .await
-        {
-            Ok(()) => events.into_iter().for_each(|e| self.control.emit(e)),
+        let recorded = self.record(batch, outcomes.take()).await;
+        self.report(recorded, state);
+    }
+
+    /// Reports a recorded group's events, or stops the run on the repository's error.
+    fn report(&self, recorded: Recorded, state: &RunState) {
+        match recorded.result {
+            Ok(()) => recorded
+                .events
+                .into_iter()
+                .for_each(|e| self.control.emit(e)),
             Err(e) => state.fail(e),
         }
     }
