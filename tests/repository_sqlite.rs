@@ -322,7 +322,8 @@ async fn two_redeems_of_one_token_through_two_handles_one_wins() {
 async fn two_sends_of_one_batch_at_once_never_send_an_owner_twice() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("two-senders.db");
-    let n = 120;
+    // More owners than one claim takes (256), so both senders get some.
+    let n = 1000;
     let repo_a = seeded(&path, n).await;
     let repo_b = SqliteRepository::open(&path).await.unwrap();
     let latency = std::time::Duration::from_millis(5);
