@@ -625,6 +625,9 @@ fn write_quoted_printable(out: &mut Vec<u8>, text: &str) {
         };
         let literal = match b {
             b' ' | b'\t' => !at_line_end,
+            // A `.` that would start a line is encoded: the message then never needs
+            // dot-stuffing, and goes to an SMTP server as it is, uncopied.
+            b'.' => column > 0 && column < 75,
             33..=126 => b != b'=',
             _ => false,
         };
@@ -770,6 +773,21 @@ mod tests {
         }
         assert!(!out.windows(2).any(|w| w == b"=_"));
         assert_eq!(decode_qp(&out), to_crlf(&text));
+    }
+
+    #[test]
+    fn quoted_printable_never_starts_a_line_with_a_dot() {
+        // Dots at every column, and at the start of hard lines: none may start an
+        // encoded line, or the message would need dot-stuffing on its way to SMTP.
+        for shift in 0..80 {
+            let text = format!(".start\n{}{}\n.\n", "y".repeat(shift), ".".repeat(160));
+            let mut out = Vec::new();
+            write_quoted_printable(&mut out, &text);
+            for line in out.split(|&b| b == b'\n') {
+                assert!(!line.starts_with(b"."), "{}", String::from_utf8_lossy(&out));
+            }
+            assert_eq!(decode_qp(&out), to_crlf(&text));
+        }
     }
 
     #[test]
