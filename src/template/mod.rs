@@ -34,6 +34,9 @@ use serde::Serialize;
 
 use crate::invite::{Problem, TemplatePart};
 
+mod direct;
+use direct::DirectTemplate;
+
 /// The merge fields a template may use, exactly these names.
 pub const MERGE_FIELDS: [&str; 8] = [
     "owner.first_name",
@@ -142,6 +145,9 @@ pub struct CompiledTemplate {
     plain: Handlebars<'static>,
     /// The HTML body, when one was given: handlebars' HTML escaping.
     html: Option<Handlebars<'static>>,
+    /// Subject, text and HTML in direct form, where they have the usual shape: they
+    /// render without handlebars, to the same text.
+    direct: [Option<DirectTemplate>; 3],
 }
 
 impl fmt::Debug for CompiledTemplate {
@@ -243,6 +249,14 @@ impl CompiledTemplate {
         let (Some(subject_tpl), Some(text_tpl)) = (subject_tpl, text_tpl) else {
             unreachable!("a part that failed to parse reported a problem");
         };
+        let direct = [
+            DirectTemplate::new(&subject_tpl, false),
+            DirectTemplate::new(&text_tpl, false),
+            html_tpl
+                .as_ref()
+                .and_then(|t| t.as_ref())
+                .and_then(|t| DirectTemplate::new(t, true)),
+        ];
         let mut plain = registry(false);
         plain.register_template(SUBJECT, subject_tpl);
         plain.register_template(TEXT, text_tpl);
@@ -255,7 +269,11 @@ impl CompiledTemplate {
             Some(None) => unreachable!("a part that failed to parse reported a problem"),
             None => None,
         };
-        Ok(Self { plain, html })
+        Ok(Self {
+            plain,
+            html,
+            direct,
+        })
     }
 
     /// Renders one owner's parts.
@@ -273,18 +291,33 @@ impl CompiledTemplate {
                 part: TemplatePart::Text,
             });
         }
-        // One JSON context for the three parts: handlebars' `render` would convert
-        // the fields again for each.
-        let data = handlebars::Context::wraps(Data::new(fields))
-            .map_err(|e| render_problem(TemplatePart::Subject, e))?;
-        let subject = self
-            .plain
-            .render_with_context(SUBJECT, &data)
-            .map_err(|e| render_problem(TemplatePart::Subject, e))?;
-        let text = self
-            .plain
-            .render_with_context(TEXT, &data)
-            .map_err(|e| render_problem(TemplatePart::Text, e))?;
+        // One JSON context for the parts handlebars renders: its `render` would convert
+        // the fields again for each. None when every part renders directly.
+        let data = if self
+            .direct
+            .iter()
+            .take(2 + usize::from(self.html.is_some()))
+            .all(Option::is_some)
+        {
+            None
+        } else {
+            Some(
+                handlebars::Context::wraps(Data::new(fields))
+                    .map_err(|e| render_problem(TemplatePart::Subject, e))?,
+            )
+        };
+        let part = |registry: &Handlebars<'static>, index: usize, name: &str, which| match (
+            &self.direct[index],
+            &data,
+        ) {
+            (Some(direct), _) => Ok(direct.render(fields)),
+            (None, Some(data)) => registry
+                .render_with_context(name, data)
+                .map_err(|e| render_problem(which, e)),
+            (None, None) => unreachable!("a context is made when a part needs it"),
+        };
+        let subject = part(&self.plain, 0, SUBJECT, TemplatePart::Subject)?;
+        let text = part(&self.plain, 1, TEXT, TemplatePart::Text)?;
         if !text.contains(&fields.registration_url) {
             return Err(Problem::MissingRegistrationLink {
                 part: TemplatePart::Text,
@@ -292,9 +325,7 @@ impl CompiledTemplate {
         }
         let html = match &self.html {
             Some(reg) => {
-                let html = reg
-                    .render_with_context(HTML, &data)
-                    .map_err(|e| render_problem(TemplatePart::Html, e))?;
+                let html = part(reg, 2, HTML, TemplatePart::Html)?;
                 if !html.contains(&handlebars::html_escape(&fields.registration_url)) {
                     return Err(Problem::MissingRegistrationLink {
                         part: TemplatePart::Html,
