@@ -58,6 +58,8 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import jinja2' 2>/dev
 fi
 
 EXPECTED=$(python3 "$HERE/gen_owners.py" "$N" "$WORK/data")
+# A welcome letter of about 5 KB as a message, the same template files for both senders.
+TEMPLATE_ARGS=(--text "$HERE/invitation.txt" --html "$HERE/invitation.html")
 ATTACH_ARGS=()
 PY_ATTACH=()
 if [ "$ATTACH_KB" -gt 0 ]; then
@@ -93,7 +95,7 @@ now() { python3 -c 'import time; print(time.perf_counter())'; }
 # The size of one of our messages, for smtp-source.
 "$BIN" --db "$WORK/size.db" import --communities "$WORK/data/communities.csv" --owners "$WORK/data/owners.csv" >/dev/null
 eligible_one=$("$BIN" --db "$WORK/size.db" review --community bench --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["recipients"][0]["owner_id"])')
-"$BIN" --db "$WORK/size.db" send --community bench --select "$eligible_one" --outbox "$WORK/size" "${ATTACH_ARGS[@]}" >/dev/null 2>&1
+"$BIN" --db "$WORK/size.db" send --community bench --select "$eligible_one" --outbox "$WORK/size" "${TEMPLATE_ARGS[@]}" "${ATTACH_ARGS[@]}" >/dev/null 2>&1
 SIZE=$(for f in "$WORK"/size/*.eml; do tail -n +3 "$f" | wc -c; done | head -1)
 
 ours=(); source_rates=(); python=(); rss=()
@@ -104,7 +106,7 @@ for run in $(seq "$RUNS"); do
   start_sink
   t0=$(now)
   /usr/bin/time -v -o "$WORK/time.log" "$BIN" --db "$WORK/state.db" send --community bench \
-    --smtp "smtp://127.0.0.1:$PORT" --concurrency 8 "${ATTACH_ARGS[@]}" --json > "$WORK/report.json" 2> "$WORK/send.err" \
+    --smtp "smtp://127.0.0.1:$PORT" --concurrency 8 "${TEMPLATE_ARGS[@]}" "${ATTACH_ARGS[@]}" --json > "$WORK/report.json" 2> "$WORK/send.err" \
     || { cat "$WORK/send.err" >&2; exit 1; }
   t1=$(now)
   got=$(stop_sink)
@@ -127,7 +129,7 @@ for run in $(seq "$RUNS"); do
   # the Python mail-merge
   start_sink
   t0=$(now)
-  read -r py_sent _ < <("$VENV/bin/python" "$HERE/mail_merge.py" --owners "$WORK/data/owners.csv" --port "$PORT" "${PY_ATTACH[@]}")
+  read -r py_sent _ < <("$VENV/bin/python" "$HERE/mail_merge.py" --owners "$WORK/data/owners.csv" --port "$PORT" "${TEMPLATE_ARGS[@]}" "${PY_ATTACH[@]}")
   t1=$(now)
   got=$(stop_sink)
   if [ "$got" != "$EXPECTED" ] || [ "$py_sent" != "$EXPECTED" ]; then
