@@ -590,25 +590,23 @@ fn limit(n: usize) -> i64 {
 
 // ----- Owners ------------------------------------------------------------------------
 
-const OWNER_COLUMNS: &str = "id, community, property, first_name, last_name, property_address, \
-     primary_email, access, invited_first_at, invited_last_at, invited_count, expires_at, registered_at";
+/// The columns of an owner's access status, in the order [`read_access`] reads them.
+macro_rules! access_columns {
+    () => {
+        "access, invited_first_at, invited_last_at, invited_count, expires_at, registered_at"
+    };
+}
+
+const ACCESS_COLUMNS: &str = access_columns!();
+
+/// [`read_owner`]'s columns: the access status from column 7 on.
+const OWNER_COLUMNS: &str = concat!(
+    "id, community, property, first_name, last_name, property_address, primary_email, ",
+    access_columns!()
+);
 
 fn read_owner(row: &Row<'_>) -> Res<Owner> {
-    let access: String = row.get(7)?;
-    let access = match access.as_str() {
-        "not_invited" => AccessStatus::NotInvited,
-        "invited" => AccessStatus::Invited {
-            first_at: read_ts(need(row.get(8)?, "owners.invited_first_at")?)?,
-            last_at: read_ts(need(row.get(9)?, "owners.invited_last_at")?)?,
-            count: u32::try_from(need::<i64>(row.get(10)?, "owners.invited_count")?)
-                .map_err(|e| bad_row("owners.invited_count", e))?,
-            expires_at: read_ts(need(row.get(11)?, "owners.expires_at")?)?,
-        },
-        "registered" => AccessStatus::Registered {
-            at: read_opt_ts(row.get(12)?)?,
-        },
-        other => return Err(bad_row("owners.access", other)),
-    };
+    let access = read_access(row, 7)?;
     Ok(Owner {
         id: read_id!(OwnerId, row.get::<_, String>(0)?, "owners.id")?,
         community: read_id!(CommunityId, row.get::<_, String>(1)?, "owners.community")?,
@@ -618,6 +616,25 @@ fn read_owner(row: &Row<'_>) -> Res<Owner> {
         property_address: row.get(5)?,
         primary_email: row.get(6)?,
         access,
+    })
+}
+
+/// The access status from the columns of `access_columns!()`, starting at column `at`.
+fn read_access(row: &Row<'_>, at: usize) -> Res<AccessStatus> {
+    let access: String = row.get(at)?;
+    Ok(match access.as_str() {
+        "not_invited" => AccessStatus::NotInvited,
+        "invited" => AccessStatus::Invited {
+            first_at: read_ts(need(row.get(at + 1)?, "owners.invited_first_at")?)?,
+            last_at: read_ts(need(row.get(at + 2)?, "owners.invited_last_at")?)?,
+            count: u32::try_from(need::<i64>(row.get(at + 3)?, "owners.invited_count")?)
+                .map_err(|e| bad_row("owners.invited_count", e))?,
+            expires_at: read_ts(need(row.get(at + 4)?, "owners.expires_at")?)?,
+        },
+        "registered" => AccessStatus::Registered {
+            at: read_opt_ts(row.get(at + 5)?)?,
+        },
+        other => return Err(bad_row("owners.access", other)),
     })
 }
 
@@ -1408,8 +1425,11 @@ impl OwnerRepository for SqliteRepository {
         now: Timestamp,
     ) -> RepoResult<()> {
         let (batch, owner, outcome) = (batch.clone(), owner.clone(), outcome.clone());
-        self.write(move |db| record_delivery_in(db, &batch, &owner, &outcome, now))
-            .await
+        self.write(move |db| {
+            require_batch(db, &batch)?;
+            record_outcome(db, &batch, &owner, &outcome, now)
+        })
+        .await
     }
 
     /// All the outcomes in one transaction: one commit (and one disk sync) for the
@@ -1422,8 +1442,9 @@ impl OwnerRepository for SqliteRepository {
     ) -> RepoResult<()> {
         let (batch, outcomes) = (batch.clone(), outcomes.to_vec());
         self.write(move |db| {
+            require_batch(db, &batch)?;
             for (owner, outcome) in &outcomes {
-                record_delivery_in(db, &batch, owner, outcome, now)?;
+                record_outcome(db, &batch, owner, outcome, now)?;
             }
             Ok(())
         })
@@ -1608,28 +1629,16 @@ impl OwnerRepository for SqliteRepository {
     }
 }
 
-/// Records one outcome inside the caller's transaction (see
-/// [`OwnerRepository::record_delivery`]).
-fn record_delivery_in(
+/// Records one outcome of a delivery of a batch known to exist: the compare-and-set
+/// from `claimed`, then the owner's access status for a sent message. The delivery's
+/// state is read only to explain a refusal.
+fn record_outcome(
     db: &Db<'_>,
     batch: &BatchId,
     owner: &OwnerId,
     outcome: &DeliveryOutcome,
     now: Timestamp,
 ) -> Res<()> {
-    require_batch(db, batch)?;
-    let state: String = db
-        .row(
-            "SELECT state FROM deliveries WHERE batch = ?1 AND owner = ?2",
-            [batch.as_str(), owner.as_str()],
-            |r| Ok(r.get(0)?),
-        )?
-        .ok_or_else(|| not_found("delivery", format!("{batch}/{owner}")))?;
-    if state != "claimed" {
-        return Err(precondition(format!(
-            "delivery `{batch}/{owner}` is {state}, not claimed"
-        )));
-    }
     let at = ts(now)?;
     let (new_state, error, attempts, expires) = match outcome {
         DeliveryOutcome::Sent {
@@ -1654,32 +1663,32 @@ fn record_delivery_in(
         ],
     )?;
     if moved != 1 {
-        return Err(precondition(format!(
-            "delivery `{batch}/{owner}` is no longer claimed"
-        )));
+        let state: Option<String> = db.row(
+            "SELECT state FROM deliveries WHERE batch = ?1 AND owner = ?2",
+            [batch.as_str(), owner.as_str()],
+            |r| Ok(r.get(0)?),
+        )?;
+        return Err(match state {
+            None => not_found("delivery", format!("{batch}/{owner}")),
+            Some(state) => precondition(format!(
+                "delivery `{batch}/{owner}` is {state}, not claimed"
+            )),
+        });
     }
     if let Some(expires_at) = expires {
         let stored = db.row(
-            &format!("SELECT {OWNER_COLUMNS} FROM owners WHERE id = ?1"),
+            &format!("SELECT {ACCESS_COLUMNS} FROM owners WHERE id = ?1"),
             [owner.as_str()],
-            read_owner,
+            |r| read_access(r, 0),
         )?;
-        if let Some(stored) = stored {
-            set_access(db, owner, &stored.access.after_invitation(now, expires_at))?;
+        if let Some(access) = stored {
+            set_access(db, owner, &access.after_invitation(now, expires_at))?;
         }
     }
     Ok(())
 }
 
-/// Stores one token inside the caller's transaction (see
-/// [`OwnerRepository::issue_token`]).
 fn issue_token_in(db: &Db<'_>, token: &TokenRecord) -> Res<()> {
-    if db.exists("SELECT 1 FROM tokens WHERE hash = ?1", [&token.hash.0[..]])? {
-        return Err(Fail::Repo(RepositoryError::AlreadyExists {
-            what: "token",
-            id: token.hash.to_hex(),
-        }));
-    }
     let owner = token.owner.as_str();
     let batch = token.batch.as_str();
     // A newer invitation replaces the owner's live one of another batch.
@@ -1720,9 +1729,11 @@ fn issue_token_in(db: &Db<'_>, token: &TokenRecord) -> Res<()> {
             db.last_insert_rowid()
         }
     };
-    db.exec(
+    // A known hash is refused here rather than looked up first: the error rolls the
+    // whole call back, invitation changes included.
+    let inserted = db.exec(
         "INSERT INTO tokens (hash, invitation, issued_at, expires_at, state, state_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (hash) DO NOTHING",
         rusqlite::params![
             &token.hash.0[..],
             invitation,
@@ -1732,6 +1743,12 @@ fn issue_token_in(db: &Db<'_>, token: &TokenRecord) -> Res<()> {
             state_at
         ],
     )?;
+    if inserted == 0 {
+        return Err(Fail::Repo(RepositoryError::AlreadyExists {
+            what: "token",
+            id: token.hash.to_hex(),
+        }));
+    }
     Ok(())
 }
 
