@@ -81,11 +81,11 @@ pub struct SendOptions {
     pub claim_lease: Duration,
     /// Outcomes are recorded in groups (one repository call, one commit) of at most
     /// this many (default 32), or sooner when the oldest has waited `outcome_delay`.
-    /// A group is recorded while the next messages go out; new messages wait only
-    /// when a further full group is waiting behind it. After a crash, a message whose
-    /// outcome was not yet recorded is sent again by `resume` with the same
-    /// Message-ID, so this also bounds the duplicates a crash can cause: about two
-    /// groups plus the messages in flight. A group of 1 records every outcome on its
+    /// A group is recorded while the next messages go out; new messages wait when
+    /// four groups' worth of outcomes are not yet recorded. After a crash, a message
+    /// whose outcome was not yet recorded is sent again by `resume` with the same
+    /// Message-ID, so this also bounds the duplicates a crash can cause: fewer than
+    /// `4 × outcome_group + concurrency`. A group of 1 records every outcome on its
     /// own.
     pub outcome_group: usize,
     /// The longest an outcome waits for its group (default 100 ms).
@@ -112,6 +112,12 @@ impl Default for SendOptions {
 /// 7,800-message send by a fifth (`benches/e2e/run.sh 10000`). Claims of a stopped run
 /// that were never started are given back.
 const CLAIM_CHUNK: usize = 256;
+
+/// How many groups of outcomes may wait to be recorded (one being recorded, the
+/// others filling) before new messages wait. One was too few: a group's commit waits
+/// for the claim in progress, and with SQLite the senders then stood idle for a tenth
+/// of the run (`benches/e2e/run.sh 10000`); four leave them idle under 2%.
+const UNRECORDED_GROUPS: usize = 4;
 
 /// Everything one run shares across deliveries, prepared once.
 pub(crate) struct PreparedBatch {
@@ -289,6 +295,7 @@ impl Engine<'_> {
         // Outcomes are recorded while the next messages go out: the engine never waits
         // on a commit unless a whole further group is waiting behind it.
         let mut recording: Option<BoxFuture<'_, Recorded>> = None;
+        let mut recording_len = 0usize;
         let mut in_flight: FuturesUnordered<BoxFuture<'_, Settled>> = FuturesUnordered::new();
         let mut outcomes = Outcomes::default();
         let mut held: Vec<(OwnerId, String, u32)> = Vec::new();
@@ -299,9 +306,9 @@ impl Engine<'_> {
             if !stopping && !exhausted && claiming.is_none() && queue.len() < chunk {
                 claiming = Some(Box::pin(self.claim_chunk(prepared, chunk, stale_before)));
             }
-            // A full group waits behind the one being recorded: hold new messages back,
-            // which keeps the outcomes a crash can lose to about two groups.
-            let backlogged = recording.is_some() && outcomes.items.len() >= group;
+            // Outcomes not yet recorded are what a crash would send again: new
+            // messages wait while there are `UNRECORDED_GROUPS` groups of them.
+            let backlogged = recording_len + outcomes.items.len() >= group * UNRECORDED_GROUPS;
             while !stopping && !backlogged && in_flight.len() < concurrency {
                 let Some(ready) = queue.pop_front() else {
                     break;
@@ -316,6 +323,7 @@ impl Engine<'_> {
                 && !outcomes.items.is_empty()
                 && (outcomes.items.len() >= group || due || idle)
             {
+                recording_len = outcomes.items.len();
                 recording = Some(Box::pin(self.record(batch_id, outcomes.take())));
             }
             if idle && recording.is_none() {
@@ -375,6 +383,7 @@ impl Engine<'_> {
                 },
                 recorded = async { recording.as_mut().expect("guarded").await }, if recording.is_some() => {
                     recording = None;
+                    recording_len = 0;
                     self.report(recorded, &state);
                 },
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {}
