@@ -453,18 +453,32 @@ impl OwnerAccess {
         Ok(Roster { rows, counts })
     }
 
+    /// The holders of the owners' email addresses that are held by more than one
+    /// owner record: only those can make an address shared. An address held once is
+    /// held by the owner being assessed (had the host changed that owner's address
+    /// meanwhile, the send-time check skips the owner). Keeping only the shared ones
+    /// keeps a 100,000-owner review from holding a second copy of every address.
     async fn holders_of(
         &self,
-        owners: &[Owner],
+        owners: impl IntoIterator<Item = &Owner>,
     ) -> Result<HashMap<String, Vec<(OwnerId, PropertyId)>>> {
-        let mut keys: Vec<String> = owners.iter().filter_map(Owner::email_key).collect();
-        keys.sort();
+        let mut keys: Vec<String> = owners.into_iter().filter_map(Owner::email_key).collect();
+        keys.sort_unstable();
         keys.dedup();
+        let mut holders = self.repo.email_holders(&keys).await?;
+        drop(keys);
+        holders.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         let mut map: HashMap<String, Vec<_>> = HashMap::new();
-        for holder in self.repo.email_holders(&keys).await? {
-            map.entry(holder.key)
-                .or_default()
-                .push((holder.owner, holder.property));
+        let mut holders = holders.into_iter().peekable();
+        while let Some(first) = holders.next() {
+            let mut group = Vec::new();
+            while let Some(next) = holders.next_if(|h| h.key == first.key) {
+                group.push((next.owner, next.property));
+            }
+            if !group.is_empty() {
+                group.push((first.owner, first.property));
+                map.insert(first.key, group);
+            }
         }
         Ok(map)
     }
@@ -591,30 +605,28 @@ impl OwnerAccess {
                 None
             }
         };
-        let ids: Vec<OwnerId> = invite.selection.iter().cloned().collect();
-        let owners: HashMap<OwnerId, Owner> = self
-            .repo
-            .owners(&ids)
-            .await?
-            .into_iter()
-            .filter(|o| o.community == community.id)
-            .map(|o| (o.id.clone(), o))
-            .collect();
-        let found: Vec<Owner> = owners.values().cloned().collect();
-        let holders = self.holders_of(&found).await?;
-        let mut recipients = Vec::new();
+        let mut ids: Vec<OwnerId> = invite.selection.iter().cloned().collect();
+        ids.sort_unstable();
+        // Each owner is held once: ids and owners both sorted, each owner moved from
+        // its vector into the recipients as the two are walked together. A map,
+        // clones or a growing vector would hold a 100,000-owner review two or three
+        // times over at its peak.
+        let mut owners: Vec<Owner> = self.repo.owners(&ids).await?;
+        owners.retain(|o| o.community == community.id);
+        owners.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        let holders = self.holders_of(&owners).await?;
+        let mut recipients = Vec::with_capacity(owners.len());
         let mut excluded = Vec::new();
+        let mut owners = owners.into_iter().peekable();
         for id in ids {
-            match owners.get(&id) {
+            while owners.next_if(|o| o.id < id).is_some() {}
+            match owners.next_if(|o| o.id == id) {
                 None => excluded.push(Excluded {
                     owner: id,
                     reason: Ineligible::UnknownOwner,
                 }),
-                Some(owner) => match assess_with(owner, &holders) {
-                    Eligibility::Eligible { email } => recipients.push(Recipient {
-                        owner: owner.clone(),
-                        email,
-                    }),
+                Some(owner) => match assess_with(&owner, &holders) {
+                    Eligibility::Eligible { email } => recipients.push(Recipient { owner, email }),
                     Eligibility::Excluded { reason } => {
                         excluded.push(Excluded { owner: id, reason })
                     }
@@ -727,8 +739,10 @@ impl OwnerAccess {
             });
         }
         let batch = self.store_batch(&review, false).await?;
+        // The stored batch is all the run needs: the recipients are let go before it.
+        let excluded = review.excluded;
         let mut report = self.run_batch(batch, control, None).await?;
-        report.excluded = review.excluded;
+        report.excluded = excluded;
         Ok(report)
     }
 

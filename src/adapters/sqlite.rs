@@ -493,12 +493,24 @@ impl Db<'_> {
         &self,
         sql: &str,
         params: P,
+        f: impl FnMut(&Row<'_>) -> Res<T>,
+    ) -> Res<Vec<T>> {
+        self.rows_at_most(sql, params, 0, f)
+    }
+
+    /// [`rows`](Self::rows) when there are at most `expected` of them: one allocation
+    /// instead of a doubling vector (which holds up to twice the rows at its peak).
+    fn rows_at_most<T, P: Params>(
+        &self,
+        sql: &str,
+        params: P,
+        expected: usize,
         mut f: impl FnMut(&Row<'_>) -> Res<T>,
     ) -> Res<Vec<T>> {
         self.count.fetch_add(1, Ordering::Relaxed);
         let mut stmt = self.conn.prepare_cached(sql)?;
         let mut rows = stmt.query(params)?;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(expected);
         while let Some(row) = rows.next()? {
             out.push(f(row)?);
         }
@@ -1070,14 +1082,16 @@ impl OwnerRepository for SqliteRepository {
     }
 
     async fn owners(&self, ids: &[OwnerId]) -> RepoResult<Vec<Owner>> {
+        let expected = ids.len();
         let ids = json_list(ids.iter().map(OwnerId::as_str));
         self.read(move |db| {
-            db.rows(
+            db.rows_at_most(
                 &format!(
                     "SELECT {OWNER_COLUMNS} FROM owners
                      WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY id"
                 ),
                 [ids],
+                expected,
                 read_owner,
             )
         })
