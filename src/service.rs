@@ -738,46 +738,55 @@ impl OwnerAccess {
                 summary: None,
             });
         }
-        let batch = self.store_batch(&review, false).await?;
-        // The stored batch is all the run needs: the recipients are let go before it.
-        let excluded = review.excluded;
+        let (batch, excluded) = self.store_batch(review, false).await?;
         let mut report = self.run_batch(batch, control, None).await?;
         report.excluded = excluded;
         Ok(report)
     }
 
-    async fn store_batch(&self, review: &Review, resend: bool) -> Result<Batch> {
+    /// Stores the reviewed batch; gives back who was left out. The review is used up:
+    /// the recipients' ids and addresses move into the stored batch and the rest of
+    /// each owner is let go before the store call, so a large batch is not held twice.
+    async fn store_batch(&self, review: Review, resend: bool) -> Result<(Batch, Vec<Excluded>)> {
         let now = self.clock.now();
+        let Review {
+            invite,
+            community,
+            recipients,
+            excluded,
+            ..
+        } = review;
         let batch = Batch {
             id: BatchId::generate(),
-            community: review.community.id.clone(),
-            invite: review.invite.clone(),
+            community: community.id,
+            invite,
             sender: self.settings.sender.clone(),
             portal_url: self.settings.portal_url.clone(),
             token_ttl_seconds: self.settings.token_ttl.as_secs(),
             created_at: now,
             resend,
         };
+        let recipients_len = recipients.len();
+        let deliveries = recipients
+            .into_iter()
+            .map(|r| (r.owner.id, r.email))
+            .collect();
         let new = NewBatch {
-            deliveries: review
-                .recipients
-                .iter()
-                .map(|r| (r.owner.id.clone(), r.email.clone()))
-                .collect(),
+            deliveries,
             activity: ActivityEntry {
                 community: batch.community.clone(),
                 at: now,
                 kind: ActivityKind::BatchCreated {
                     batch: batch.id.clone(),
-                    recipients: review.recipients.len(),
-                    excluded: review.excluded.len(),
+                    recipients: recipients_len,
+                    excluded: excluded.len(),
                     resend,
                 },
             },
             batch,
         };
         self.repo.create_batch(&new).await?;
-        Ok(new.batch)
+        Ok((new.batch, excluded))
     }
 
     /// Sends what is still pending in a batch (after a stop, or a crash once the
@@ -1013,7 +1022,7 @@ impl OwnerAccess {
                 problems: review.problems,
             });
         }
-        let batch = self.store_batch(&review, true).await?;
+        let (batch, _) = self.store_batch(review, true).await?;
         self.run_batch(batch, control, None).await
     }
 
