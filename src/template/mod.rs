@@ -318,7 +318,9 @@ impl CompiledTemplate {
         };
         let subject = part(&self.plain, 0, SUBJECT, TemplatePart::Subject)?;
         let text = part(&self.plain, 1, TEXT, TemplatePart::Text)?;
-        if !text.contains(&fields.registration_url) {
+        // A body rendered directly writes its top-level `{{registration_url}}` (compile
+        // required one) whatever the values: only handlebars' output is searched.
+        if self.direct[1].is_none() && !text.contains(&fields.registration_url) {
             return Err(Problem::MissingRegistrationLink {
                 part: TemplatePart::Text,
             });
@@ -326,7 +328,9 @@ impl CompiledTemplate {
         let html = match &self.html {
             Some(reg) => {
                 let html = part(reg, 2, HTML, TemplatePart::Html)?;
-                if !html.contains(&handlebars::html_escape(&fields.registration_url)) {
+                if self.direct[2].is_none()
+                    && !html.contains(&handlebars::html_escape(&fields.registration_url))
+                {
                     return Err(Problem::MissingRegistrationLink {
                         part: TemplatePart::Html,
                     });
