@@ -4,17 +4,16 @@
 //! check for that contract must fail on it, and pass on the real adapter.
 #![cfg(feature = "testing")]
 
+mod common;
+
 use std::fmt;
 
+use common::wrapped::{Hooks, Wrapped};
 use owner_access::domain::{
-    AccessStatus, ActivityEntry, Batch, BatchId, Community, CommunityId, Delivery, DeliveryCounts,
-    DeliveryOutcome, DeliveryState, Draft, DraftId, NewBatch, Owner, OwnerId, Page, Timestamp,
-    TokenHash, TokenRecord, TokenRejection, TokenState,
+    AccessStatus, BatchId, Delivery, DeliveryState, NewBatch, Timestamp, TokenHash, TokenRecord,
+    TokenRejection, TokenState,
 };
-use owner_access::eligibility::OwnerFilter;
-use owner_access::repository::{
-    EmailEdit, EmailHolder, RedeemOutcome, RepoResult, RepositoryError,
-};
+use owner_access::repository::{RedeemOutcome, RepoResult, RepositoryError};
 use owner_access::testing::{self, CheckResult, Failure, repository_conformance};
 use owner_access::{InMemoryRepository, OwnerRepository, async_trait};
 
@@ -28,78 +27,17 @@ enum Flaw {
     RacyClaim,
 }
 
-struct Broken {
-    inner: InMemoryRepository,
-    flaw: Flaw,
-}
+/// The in-memory repository with one flaw.
+type Broken = Wrapped<Flawed>;
 
-impl Broken {
-    fn new(flaw: Flaw) -> Self {
-        Self {
-            inner: InMemoryRepository::new(),
-            flaw,
-        }
-    }
-}
-
-impl fmt::Display for Broken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "broken repository ({:?})", self.flaw)
-    }
-}
+#[derive(Debug)]
+struct Flawed(Flaw);
 
 #[async_trait]
-impl OwnerRepository for Broken {
-    async fn upsert_community(&self, community: &Community) -> RepoResult<()> {
-        self.inner.upsert_community(community).await
-    }
-    async fn community(&self, id: &CommunityId) -> RepoResult<Option<Community>> {
-        self.inner.community(id).await
-    }
-    async fn upsert_owners(&self, owners: &[Owner], now: Timestamp) -> RepoResult<()> {
-        self.inner.upsert_owners(owners, now).await
-    }
-    async fn owner(&self, id: &OwnerId) -> RepoResult<Option<Owner>> {
-        self.inner.owner(id).await
-    }
-    async fn owners(&self, ids: &[OwnerId]) -> RepoResult<Vec<Owner>> {
-        self.inner.owners(ids).await
-    }
-    async fn community_owners(
-        &self,
-        community: &CommunityId,
-        filter: &OwnerFilter,
-        now: Timestamp,
-    ) -> RepoResult<Vec<Owner>> {
-        self.inner.community_owners(community, filter, now).await
-    }
-    async fn email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
-        self.inner.email_holders(keys).await
-    }
-    async fn update_emails(
-        &self,
-        edits: &[EmailEdit],
-        activity: &ActivityEntry,
-        now: Timestamp,
-    ) -> RepoResult<Vec<OwnerId>> {
-        self.inner.update_emails(edits, activity, now).await
-    }
-    async fn save_draft(&self, draft: &Draft) -> RepoResult<()> {
-        self.inner.save_draft(draft).await
-    }
-    async fn draft(&self, id: &DraftId) -> RepoResult<Option<Draft>> {
-        self.inner.draft(id).await
-    }
-    async fn drafts(&self, community: &CommunityId) -> RepoResult<Vec<Draft>> {
-        self.inner.drafts(community).await
-    }
-    async fn delete_draft(&self, id: &DraftId) -> RepoResult<bool> {
-        self.inner.delete_draft(id).await
-    }
-
-    async fn create_batch(&self, batch: &NewBatch) -> RepoResult<()> {
-        if self.flaw != Flaw::PartialCreateBatch {
-            return self.inner.create_batch(batch).await;
+impl Hooks for Flawed {
+    async fn create_batch(&self, inner: &InMemoryRepository, batch: &NewBatch) -> RepoResult<()> {
+        if self.0 != Flaw::PartialCreateBatch {
+            return inner.create_batch(batch).await;
         }
         // Inserts row by row and only notices the repeat when it gets there.
         let mut seen = std::collections::BTreeSet::new();
@@ -108,41 +46,35 @@ impl OwnerRepository for Broken {
             .iter()
             .position(|(o, _)| !seen.insert(o.clone()));
         match repeat {
-            None => self.inner.create_batch(batch).await,
+            None => inner.create_batch(batch).await,
             Some(at) => {
                 let partial = NewBatch {
                     deliveries: batch.deliveries[..at].to_vec(),
                     ..batch.clone()
                 };
-                self.inner.create_batch(&partial).await?;
+                inner.create_batch(&partial).await?;
                 Err(RepositoryError::Precondition {
                     message: format!("owner `{}` repeated", batch.deliveries[at].0),
                 })
             }
         }
     }
-    async fn batch(&self, id: &BatchId) -> RepoResult<Option<Batch>> {
-        self.inner.batch(id).await
-    }
-    async fn batches(&self, community: &CommunityId) -> RepoResult<Vec<Batch>> {
-        self.inner.batches(community).await
-    }
 
     async fn claim_deliveries(
         &self,
+        inner: &InMemoryRepository,
         batch: &BatchId,
         limit: usize,
         now: Timestamp,
         stale_before: Timestamp,
     ) -> RepoResult<Vec<Delivery>> {
-        if self.flaw != Flaw::RacyClaim {
-            return self
-                .inner
+        if self.0 != Flaw::RacyClaim {
+            return inner
                 .claim_deliveries(batch, limit, now, stale_before)
                 .await;
         }
         // Read what is open...
-        let all = self.inner.deliveries(batch).await?;
+        let all = inner.deliveries(batch).await?;
         let mut stale: Vec<&Delivery> = all
             .iter()
             .filter(|d| matches!(d.state, DeliveryState::Claimed { at } if at <= stale_before))
@@ -164,51 +96,29 @@ impl OwnerRepository for Broken {
         // ...let another caller in...
         tokio::task::yield_now().await;
         // ...then mark without checking that nobody else took them.
-        self.inner
+        inner
             .claim_deliveries(batch, limit, now, stale_before)
             .await?;
         Ok(chosen)
     }
-    async fn record_delivery(
-        &self,
-        batch: &BatchId,
-        owner: &OwnerId,
-        outcome: &DeliveryOutcome,
-        now: Timestamp,
-    ) -> RepoResult<()> {
-        self.inner.record_delivery(batch, owner, outcome, now).await
-    }
-    async fn release_deliveries(&self, batch: &BatchId, owners: &[OwnerId]) -> RepoResult<()> {
-        self.inner.release_deliveries(batch, owners).await
-    }
-    async fn deliveries(&self, batch: &BatchId) -> RepoResult<Vec<Delivery>> {
-        self.inner.deliveries(batch).await
-    }
-    async fn delivery_counts(&self, batch: &BatchId) -> RepoResult<DeliveryCounts> {
-        self.inner.delivery_counts(batch).await
-    }
-    async fn requeue_failed(&self, batch: &BatchId) -> RepoResult<usize> {
-        self.inner.requeue_failed(batch).await
-    }
-    async fn issue_token(&self, token: &TokenRecord) -> RepoResult<()> {
-        self.inner.issue_token(token).await
-    }
-    async fn token(&self, hash: &TokenHash) -> RepoResult<Option<TokenRecord>> {
-        self.inner.token(hash).await
-    }
 
-    async fn redeem_token(&self, hash: &TokenHash, now: Timestamp) -> RepoResult<RedeemOutcome> {
-        if self.flaw != Flaw::RacyRedeem {
-            return self.inner.redeem_token(hash, now).await;
+    async fn redeem_token(
+        &self,
+        inner: &InMemoryRepository,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> RepoResult<RedeemOutcome> {
+        if self.0 != Flaw::RacyRedeem {
+            return inner.redeem_token(hash, now).await;
         }
         // Read and decide...
-        let Some(token) = self.inner.token(hash).await? else {
+        let Some(token) = inner.token(hash).await? else {
             return Ok(RedeemOutcome::Rejected(TokenRejection::Unknown));
         };
         if let Err(reason) = token.check(now) {
             return Ok(RedeemOutcome::Rejected(reason));
         }
-        let Some(owner) = self.inner.owner(&token.owner).await? else {
+        let Some(owner) = inner.owner(&token.owner).await? else {
             return Ok(RedeemOutcome::Rejected(TokenRejection::Unknown));
         };
         if owner.is_registered() {
@@ -217,7 +127,7 @@ impl OwnerRepository for Broken {
         // ...let another caller in...
         tokio::task::yield_now().await;
         // ...then write, trusting the earlier read.
-        let _ = self.inner.redeem_token(hash, now).await?;
+        let _ = inner.redeem_token(hash, now).await?;
         Ok(RedeemOutcome::Redeemed {
             owner: Box::new(owner.with_access(AccessStatus::Registered { at: Some(now) })),
             token: TokenRecord {
@@ -226,26 +136,14 @@ impl OwnerRepository for Broken {
             },
         })
     }
-    async fn append_activity(&self, entry: &ActivityEntry) -> RepoResult<()> {
-        self.inner.append_activity(entry).await
-    }
-    async fn activity(
-        &self,
-        community: &CommunityId,
-        page: Page,
-    ) -> RepoResult<Vec<ActivityEntry>> {
-        self.inner.activity(community, page).await
-    }
 }
 
-/// The check fails on the flawed adapter, passes on the real one, and the whole
-/// suite on the flawed adapter reports exactly that check.
 async fn caught<'a, F, Fut>(flaw: Flaw, name: &str, check: F)
 where
     F: Fn(&'a dyn OwnerRepository) -> Fut,
     Fut: std::future::Future<Output = CheckResult> + 'a,
 {
-    let broken: &'a Broken = Box::leak(Box::new(Broken::new(flaw)));
+    let broken: &'a Broken = Box::leak(Box::new(Broken::new(Flawed(flaw))));
     let failure = check(broken)
         .await
         .expect_err("the check must catch the flaw");
@@ -257,7 +155,7 @@ where
         .await
         .expect("the real adapter passes the check");
 
-    let failures: Vec<Failure> = repository_conformance(|| async { Broken::new(flaw) })
+    let failures: Vec<Failure> = repository_conformance(|| async { Broken::new(Flawed(flaw)) })
         .await
         .expect_err("the suite must fail on a broken adapter");
     let names: Vec<&str> = failures.iter().map(|f| f.check).collect();

@@ -2,6 +2,8 @@
 //! service over the in-memory adapters and a manual clock.
 #![allow(dead_code)]
 
+pub mod wrapped;
+
 use std::sync::Arc;
 use std::time::Duration;
 

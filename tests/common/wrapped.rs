@@ -1,0 +1,198 @@
+//! A repository that is the in-memory one except for the calls a test changes: those
+//! go through [`Hooks`], whose defaults delegate too. Tests use it to break one
+//! contract on purpose, or to slow one call down.
+
+use std::fmt;
+
+use owner_access::domain::{
+    ActivityEntry, Batch, BatchId, Community, CommunityId, Delivery, DeliveryCounts,
+    DeliveryOutcome, Draft, DraftId, NewBatch, Owner, OwnerId, Page, Timestamp, TokenHash,
+    TokenRecord,
+};
+use owner_access::eligibility::OwnerFilter;
+use owner_access::repository::{EmailEdit, EmailHolder, RedeemOutcome, RepoResult};
+use owner_access::{InMemoryRepository, OwnerRepository, async_trait};
+
+/// The calls a test may change; each gets the wrapped repository.
+#[async_trait]
+pub trait Hooks: fmt::Debug + Send + Sync + 'static {
+    async fn create_batch(&self, inner: &InMemoryRepository, batch: &NewBatch) -> RepoResult<()> {
+        inner.create_batch(batch).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        inner: &InMemoryRepository,
+        batch: &BatchId,
+        limit: usize,
+        now: Timestamp,
+        stale_before: Timestamp,
+    ) -> RepoResult<Vec<Delivery>> {
+        inner
+            .claim_deliveries(batch, limit, now, stale_before)
+            .await
+    }
+
+    async fn record_deliveries(
+        &self,
+        inner: &InMemoryRepository,
+        batch: &BatchId,
+        outcomes: &[(OwnerId, DeliveryOutcome)],
+        now: Timestamp,
+    ) -> RepoResult<()> {
+        inner.record_deliveries(batch, outcomes, now).await
+    }
+
+    async fn redeem_token(
+        &self,
+        inner: &InMemoryRepository,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> RepoResult<RedeemOutcome> {
+        inner.redeem_token(hash, now).await
+    }
+}
+
+pub struct Wrapped<H> {
+    pub inner: InMemoryRepository,
+    pub hooks: H,
+}
+
+impl<H: Hooks> Wrapped<H> {
+    pub fn new(hooks: H) -> Self {
+        Self {
+            inner: InMemoryRepository::new(),
+            hooks,
+        }
+    }
+}
+
+impl<H: Hooks> fmt::Display for Wrapped<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "in-memory repository with {:?}", self.hooks)
+    }
+}
+
+#[async_trait]
+impl<H: Hooks> OwnerRepository for Wrapped<H> {
+    async fn create_batch(&self, batch: &NewBatch) -> RepoResult<()> {
+        self.hooks.create_batch(&self.inner, batch).await
+    }
+    async fn claim_deliveries(
+        &self,
+        batch: &BatchId,
+        limit: usize,
+        now: Timestamp,
+        stale_before: Timestamp,
+    ) -> RepoResult<Vec<Delivery>> {
+        self.hooks
+            .claim_deliveries(&self.inner, batch, limit, now, stale_before)
+            .await
+    }
+    async fn record_deliveries(
+        &self,
+        batch: &BatchId,
+        outcomes: &[(OwnerId, DeliveryOutcome)],
+        now: Timestamp,
+    ) -> RepoResult<()> {
+        self.hooks
+            .record_deliveries(&self.inner, batch, outcomes, now)
+            .await
+    }
+    async fn redeem_token(&self, hash: &TokenHash, now: Timestamp) -> RepoResult<RedeemOutcome> {
+        self.hooks.redeem_token(&self.inner, hash, now).await
+    }
+
+    async fn upsert_community(&self, community: &Community) -> RepoResult<()> {
+        self.inner.upsert_community(community).await
+    }
+    async fn community(&self, id: &CommunityId) -> RepoResult<Option<Community>> {
+        self.inner.community(id).await
+    }
+    async fn upsert_owners(&self, owners: &[Owner], now: Timestamp) -> RepoResult<()> {
+        self.inner.upsert_owners(owners, now).await
+    }
+    async fn owner(&self, id: &OwnerId) -> RepoResult<Option<Owner>> {
+        self.inner.owner(id).await
+    }
+    async fn owners(&self, ids: &[OwnerId]) -> RepoResult<Vec<Owner>> {
+        self.inner.owners(ids).await
+    }
+    async fn community_owners(
+        &self,
+        community: &CommunityId,
+        filter: &OwnerFilter,
+        now: Timestamp,
+    ) -> RepoResult<Vec<Owner>> {
+        self.inner.community_owners(community, filter, now).await
+    }
+    async fn email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
+        self.inner.email_holders(keys).await
+    }
+    async fn update_emails(
+        &self,
+        edits: &[EmailEdit],
+        activity: &ActivityEntry,
+        now: Timestamp,
+    ) -> RepoResult<Vec<OwnerId>> {
+        self.inner.update_emails(edits, activity, now).await
+    }
+    async fn save_draft(&self, draft: &Draft) -> RepoResult<()> {
+        self.inner.save_draft(draft).await
+    }
+    async fn draft(&self, id: &DraftId) -> RepoResult<Option<Draft>> {
+        self.inner.draft(id).await
+    }
+    async fn drafts(&self, community: &CommunityId) -> RepoResult<Vec<Draft>> {
+        self.inner.drafts(community).await
+    }
+    async fn delete_draft(&self, id: &DraftId) -> RepoResult<bool> {
+        self.inner.delete_draft(id).await
+    }
+    async fn batch(&self, id: &BatchId) -> RepoResult<Option<Batch>> {
+        self.inner.batch(id).await
+    }
+    async fn batches(&self, community: &CommunityId) -> RepoResult<Vec<Batch>> {
+        self.inner.batches(community).await
+    }
+    async fn record_delivery(
+        &self,
+        batch: &BatchId,
+        owner: &OwnerId,
+        outcome: &DeliveryOutcome,
+        now: Timestamp,
+    ) -> RepoResult<()> {
+        self.inner.record_delivery(batch, owner, outcome, now).await
+    }
+    async fn release_deliveries(&self, batch: &BatchId, owners: &[OwnerId]) -> RepoResult<()> {
+        self.inner.release_deliveries(batch, owners).await
+    }
+    async fn deliveries(&self, batch: &BatchId) -> RepoResult<Vec<Delivery>> {
+        self.inner.deliveries(batch).await
+    }
+    async fn delivery_counts(&self, batch: &BatchId) -> RepoResult<DeliveryCounts> {
+        self.inner.delivery_counts(batch).await
+    }
+    async fn requeue_failed(&self, batch: &BatchId) -> RepoResult<usize> {
+        self.inner.requeue_failed(batch).await
+    }
+    async fn issue_token(&self, token: &TokenRecord) -> RepoResult<()> {
+        self.inner.issue_token(token).await
+    }
+    async fn issue_tokens(&self, tokens: &[TokenRecord]) -> RepoResult<()> {
+        self.inner.issue_tokens(tokens).await
+    }
+    async fn token(&self, hash: &TokenHash) -> RepoResult<Option<TokenRecord>> {
+        self.inner.token(hash).await
+    }
+    async fn append_activity(&self, entry: &ActivityEntry) -> RepoResult<()> {
+        self.inner.append_activity(entry).await
+    }
+    async fn activity(
+        &self,
+        community: &CommunityId,
+        page: Page,
+    ) -> RepoResult<Vec<ActivityEntry>> {
+        self.inner.activity(community, page).await
+    }
+}
