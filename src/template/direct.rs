@@ -11,7 +11,7 @@
 
 use handlebars::template::{HelperTemplate, Parameter, Template, TemplateElement};
 
-use super::MergeFields;
+use super::{MERGE_FIELDS, MergeFields};
 
 /// One of the merge fields, resolved once at compile time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,21 +27,25 @@ enum Field {
 }
 
 impl Field {
+    /// In the order of [`MERGE_FIELDS`], which holds their names.
+    const ALL: [Field; 8] = [
+        Self::FirstName,
+        Self::LastName,
+        Self::FullName,
+        Self::PropertyAddress,
+        Self::CommunityName,
+        Self::RegistrationUrl,
+        Self::ExpiresOn,
+        Self::PortalUrl,
+    ];
+
     fn named(parameter: &Parameter) -> Option<Self> {
         if !matches!(parameter, Parameter::Path(_) | Parameter::Name(_)) {
             return None;
         }
-        Some(match parameter.as_name()? {
-            "owner.first_name" => Self::FirstName,
-            "owner.last_name" => Self::LastName,
-            "owner.full_name" => Self::FullName,
-            "property.address" => Self::PropertyAddress,
-            "community.name" => Self::CommunityName,
-            "registration_url" => Self::RegistrationUrl,
-            "expires_on" => Self::ExpiresOn,
-            "portal_url" => Self::PortalUrl,
-            _ => return None,
-        })
+        let name = parameter.as_name()?;
+        let at = MERGE_FIELDS.iter().position(|field| *field == name)?;
+        Some(Self::ALL[at])
     }
 
     fn value(self, fields: &MergeFields) -> &str {
@@ -196,7 +200,7 @@ fn write_nodes(out: &mut String, nodes: &[Node], fields: &MergeFields) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{DEFAULT_HTML, DEFAULT_SUBJECT, DEFAULT_TEXT, Data, MERGE_FIELDS, registry};
+    use super::super::{DEFAULT_HTML, DEFAULT_SUBJECT, DEFAULT_TEXT, Data, registry};
     use super::*;
     use proptest::prelude::*;
 
@@ -239,6 +243,28 @@ mod tests {
                     by_handlebars(source, escape, &fields)
                 );
             }
+        }
+    }
+
+    #[test]
+    fn each_merge_field_name_reads_its_own_value() {
+        let fields = MergeFields {
+            first_name: "first".into(),
+            last_name: "last".into(),
+            full_name: "full".into(),
+            property_address: "address".into(),
+            community_name: "community".into(),
+            registration_url: "link".into(),
+            expires_on: "expiry".into(),
+            portal_url: "portal".into(),
+        };
+        for name in MERGE_FIELDS {
+            let source = format!("{{{{{name}}}}}");
+            let template = direct(&source, false).expect("a field is direct");
+            assert_eq!(
+                template.render(&fields),
+                by_handlebars(&source, false, &fields)
+            );
         }
     }
 

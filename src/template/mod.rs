@@ -291,30 +291,24 @@ impl CompiledTemplate {
                 part: TemplatePart::Text,
             });
         }
-        // One JSON context for the parts handlebars renders: its `render` would convert
-        // the fields again for each. None when every part renders directly.
-        let data = if self
-            .direct
-            .iter()
-            .take(2 + usize::from(self.html.is_some()))
-            .all(Option::is_some)
-        {
-            None
-        } else {
-            Some(
-                handlebars::Context::wraps(Data::new(fields))
-                    .map_err(|e| render_problem(TemplatePart::Subject, e))?,
-            )
-        };
-        let part = |registry: &Handlebars<'static>, index: usize, name: &str, which| match (
-            &self.direct[index],
-            &data,
-        ) {
-            (Some(direct), _) => Ok(direct.render(fields)),
-            (None, Some(data)) => registry
+        // One JSON context for the parts handlebars renders, made when the first of
+        // them needs it (its `render` would convert the fields again for each); none
+        // at all when every part renders directly.
+        let mut data: Option<handlebars::Context> = None;
+        let mut part = |registry: &Handlebars<'static>, index: usize, name: &str, which| {
+            if let Some(direct) = &self.direct[index] {
+                return Ok(direct.render(fields));
+            }
+            if data.is_none() {
+                data = Some(
+                    handlebars::Context::wraps(Data::new(fields))
+                        .map_err(|e| render_problem(which, e))?,
+                );
+            }
+            let data = data.as_ref().expect("made above");
+            registry
                 .render_with_context(name, data)
-                .map_err(|e| render_problem(which, e)),
-            (None, None) => unreachable!("a context is made when a part needs it"),
+                .map_err(|e| render_problem(which, e))
         };
         let subject = part(&self.plain, 0, SUBJECT, TemplatePart::Subject)?;
         let text = part(&self.plain, 1, TEXT, TemplatePart::Text)?;
