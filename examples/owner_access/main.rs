@@ -830,8 +830,15 @@ impl App {
     ) -> Result<Invite, Failure> {
         let community: CommunityId = id("community", community)?;
         let mut selection = if select.select.trim().eq_ignore_ascii_case("all") {
-            let roster = service.roster(&community, &OwnerFilter::all()).await?;
-            Selection::all_rows(&roster)
+            // Every owner of the community, straight from the store: the review assesses
+            // each one anyway, so a roster (with its own eligibility pass) would do that
+            // work twice. An unknown community is reported by `compose` below.
+            let owners = self
+                .repo
+                .community_owners(&community, &OwnerFilter::all(), SystemClock.now())
+                .await
+                .map_err(Error::from)?;
+            owners.into_iter().map(|owner| owner.id).collect()
         } else {
             let mut s = Selection::new();
             for raw in select
