@@ -1007,10 +1007,13 @@ pub async fn drafts_round_trip(repo: &dyn OwnerRepository) -> CheckResult {
 // Batches and deliveries.
 
 /// `create_batch` stores the batch, its activity entry and every delivery as
-/// pending; `deliveries` are ordered by owner id; `batches` newest first.
+/// pending, ids and addresses byte for byte (quotes, backslashes and non-ASCII
+/// included); `deliveries` are ordered by owner id; `batches` newest first.
 pub async fn create_batch_stores_everything(repo: &dyn OwnerRepository) -> CheckResult {
     let c = Ctx("create_batch_stores_everything");
-    let b1 = new_batch("b1", "c1", &["o3", "o1", "o2"], t(0));
+    let mut b1 = new_batch("b1", "c1", &["o3", "o1", "o2"], t(0));
+    let odd = (oid(r#"o4 "Zoë" \ 'x'"#), addr("o'brien+hoa@example.org"));
+    b1.deliveries.push(odd.clone());
     c.ok(repo.create_batch(&b1).await, "create_batch")?;
     c.eq(
         c.ok(repo.batch(&bid("b1")).await, "batch")?,
@@ -1020,10 +1023,12 @@ pub async fn create_batch_stores_everything(repo: &dyn OwnerRepository) -> Check
     let deliveries = c.ok(repo.deliveries(&bid("b1")).await, "deliveries")?;
     let want: Vec<Delivery> = ["o1", "o2", "o3"]
         .iter()
-        .map(|o| Delivery {
+        .map(|o| (oid(o), addr(&format!("{o}@example.org"))))
+        .chain([odd])
+        .map(|(owner, to)| Delivery {
             batch: bid("b1"),
-            owner: oid(o),
-            to: addr(&format!("{o}@example.org")),
+            owner,
+            to,
             state: DeliveryState::Pending,
             attempts: 0,
         })
@@ -1032,7 +1037,7 @@ pub async fn create_batch_stores_everything(repo: &dyn OwnerRepository) -> Check
     c.eq(
         c.ok(repo.delivery_counts(&bid("b1")).await, "delivery_counts")?,
         DeliveryCounts {
-            pending: 3,
+            pending: 4,
             ..DeliveryCounts::default()
         },
         "counts",
