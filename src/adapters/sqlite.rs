@@ -1430,21 +1430,34 @@ impl OwnerRepository for SqliteRepository {
                     |r| Ok(r.get::<_, String>(0)?),
                 )?);
             }
-            let mut claimed = Vec::with_capacity(chosen.len());
-            for owner in chosen {
-                // Compare-and-set: the row moves only from a claimable state.
-                let row = db.row(
-                    &format!(
-                        "UPDATE deliveries SET state = 'claimed', state_at = ?3
-                         WHERE batch = ?1 AND owner = ?2
-                           AND (state = 'pending' OR (state = 'claimed' AND state_at <= ?4))
-                         RETURNING {DELIVERY_COLUMNS}"
-                    ),
-                    rusqlite::params![batch.as_str(), owner, now, stale],
-                    |r| read_delivery(&batch, r),
-                )?;
-                claimed.extend(row);
+            if chosen.is_empty() {
+                return Ok(Vec::new());
             }
+            // One compare-and-set statement for the chosen rows: each moves only from a
+            // claimable state. (A statement per row cost one more execution per
+            // message.) RETURNING gives no order, so the choice's order is restored.
+            let mut claimed = db.rows_at_most(
+                &format!(
+                    "UPDATE deliveries SET state = 'claimed', state_at = ?3
+                     WHERE batch = ?1 AND owner IN (SELECT value FROM json_each(?2))
+                       AND (state = 'pending' OR (state = 'claimed' AND state_at <= ?4))
+                     RETURNING {DELIVERY_COLUMNS}"
+                ),
+                rusqlite::params![
+                    batch.as_str(),
+                    json_list(chosen.iter().map(String::as_str)),
+                    now,
+                    stale
+                ],
+                chosen.len(),
+                |r| read_delivery(&batch, r),
+            )?;
+            let position: HashMap<&str, usize> = chosen
+                .iter()
+                .enumerate()
+                .map(|(i, owner)| (owner.as_str(), i))
+                .collect();
+            claimed.sort_by_key(|d| position.get(d.owner.as_str()).copied());
             Ok(claimed)
         })
         .await
@@ -1724,35 +1737,41 @@ fn record_outcome(
 fn issue_token_in(db: &Db<'_>, token: &TokenRecord) -> Res<()> {
     let owner = token.owner.as_str();
     let batch = token.batch.as_str();
-    // A newer invitation replaces the owner's live one of another batch.
-    db.exec(
-        "UPDATE invitations SET live = 0, closed_at = ?3
-         WHERE owner = ?1 AND live = 1 AND batch <> ?2",
-        rusqlite::params![owner, batch, ts(token.issued_at)?],
+    // The owner's live invitation, if any (the schema allows one). One of this batch
+    // takes the token; one of another batch is replaced by a newer invitation, and
+    // closing it revokes its tokens (a trigger).
+    let live = db.row(
+        "SELECT id, batch = ?2 FROM invitations WHERE owner = ?1 AND live = 1",
+        [owner, batch],
+        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, bool>(1)?)),
     )?;
+    let live_of_this_batch = match live {
+        Some((id, true)) => Some(id),
+        Some((id, false)) => {
+            db.exec(
+                "UPDATE invitations SET live = 0, closed_at = ?2 WHERE id = ?1",
+                rusqlite::params![id, ts(token.issued_at)?],
+            )?;
+            None
+        }
+        None => None,
+    };
     let (state, state_at) = match token.state {
         TokenState::Live => ("live", None),
         TokenState::Revoked { at } => ("revoked", Some(ts(at)?)),
         TokenState::Redeemed { at } => ("redeemed", Some(ts(at)?)),
     };
     let invitation = match state_at {
-        None => {
-            let live = db.row(
-                "SELECT id FROM invitations WHERE owner = ?1 AND live = 1",
-                [owner],
-                |r| Ok(r.get::<_, i64>(0)?),
-            )?;
-            match live {
-                Some(id) => id,
-                None => {
-                    db.exec(
-                        "INSERT INTO invitations (owner, batch, live) VALUES (?1, ?2, 1)",
-                        [owner, batch],
-                    )?;
-                    db.last_insert_rowid()
-                }
+        None => match live_of_this_batch {
+            Some(id) => id,
+            None => {
+                db.exec(
+                    "INSERT INTO invitations (owner, batch, live) VALUES (?1, ?2, 1)",
+                    [owner, batch],
+                )?;
+                db.last_insert_rowid()
             }
-        }
+        },
         // A token stored already spent gets an invitation of its own, closed.
         Some(at) => {
             db.exec(
@@ -1827,6 +1846,16 @@ mod tests {
         assert!(
             !claim.contains("TEMP B-TREE"),
             "claims need no sort: {claim}"
+        );
+        let take = plan(
+            &conn,
+            "UPDATE deliveries SET state = 'claimed', state_at = 5
+             WHERE batch = 'b' AND owner IN (SELECT value FROM json_each('[]'))
+               AND (state = 'pending' OR (state = 'claimed' AND state_at <= 3))",
+        );
+        assert!(
+            take.contains("USING PRIMARY KEY (batch=? AND owner=?)"),
+            "{take}"
         );
     }
 
