@@ -710,6 +710,12 @@ impl OwnerAccess {
     /// Sends a reviewed invite: stores the batch (with the invite as written, its
     /// attachments, its activity entry and every delivery as pending) in one step,
     /// then sends. See [`send_with`](Self::send_with).
+    ///
+    /// The send is one future that drives all its connections. On tokio, run it
+    /// where its sockets are polled: in a spawned task, or on a current-thread
+    /// runtime. Awaited in `block_on` of a multi-threaded runtime, every socket event
+    /// passes from a worker thread to the blocked one; that made the end-to-end send
+    /// 15% slower (`benches/e2e/run.sh`).
     pub async fn send(&self, review: Review) -> Result<SendReport> {
         self.send_with(review, RunControl::new()).await
     }

@@ -367,7 +367,11 @@ fn main() -> ExitCode {
             return ExitCode::from(if informational { 0 } else { 1 });
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread drives the sockets and the send engine together; SQLite runs on the
+    // blocking pool. From `block_on` on a multi-threaded runtime, every socket event
+    // was handed from a worker thread to the main thread, which made the send 15%
+    // slower (benches/e2e/run.sh).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
