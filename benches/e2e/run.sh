@@ -10,7 +10,8 @@
 # runs, which measure our memory and growth).
 #
 # Prints a table: messages/s, peak RSS, and the ratios ours / smtp-source and
-# ours / Python (median of R runs, default 3). Exits non-zero when a count is wrong:
+# ours / Python (median of R runs, default 3), then the ratios of each run and their
+# median. Exits non-zero when a count is wrong:
 # every eligible owner must be accepted by the sink exactly once.
 set -euo pipefail
 
@@ -102,7 +103,7 @@ eligible_one=$("$BIN" --db "$WORK/size.db" review --community bench --json | pyt
 "$BIN" --db "$WORK/size.db" send --community bench --select "$eligible_one" --outbox "$WORK/size" "${TEMPLATE_ARGS[@]}" "${ATTACH_ARGS[@]}" >/dev/null 2>&1
 SIZE=$(for f in "$WORK"/size/*.eml; do tail -n +3 "$f" | wc -c; done | head -1)
 
-ours=(); source_rates=(); python=(); rss=()
+ours=(); source_rates=(); python=(); rss=(); by_source=(); by_python=()
 for run in $(seq "$RUNS"); do
   # owner-access
   rm -f "$WORK/state.db"*
@@ -129,6 +130,7 @@ for run in $(seq "$RUNS"); do
   got=$(stop_sink)
   [ "$got" = "$EXPECTED" ] || { echo "smtp-source: the sink accepted $got of $EXPECTED" >&2; exit 1; }
   source_rates+=("$(python3 -c "print($EXPECTED / ($t1 - $t0))")")
+  by_source+=("$(python3 -c "print(${ours[-1]} / ${source_rates[-1]})")")
 
   # the Python mail-merge
   if [ "$PYTHON" = no ]; then
@@ -145,14 +147,19 @@ for run in $(seq "$RUNS"); do
     echo "python: the sink accepted $got and the script says $py_sent, expected $EXPECTED" >&2; exit 1
   fi
   python+=("$(python3 -c "print($EXPECTED / ($t1 - $t0))")")
+  by_python+=("$(python3 -c "print(${ours[-1]} / ${python[-1]})")")
   echo "run $run: ours ${ours[-1]}/s, smtp-source ${source_rates[-1]}/s, python ${python[-1]}/s" >&2
 done
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 O=$(median "${ours[@]}"); S=$(median "${source_rates[@]}"); P=$(median "${python[@]}"); R=$(median "${rss[@]}")
-python3 - "$N" "$EXPECTED" "$SIZE" "$ATTACH_KB" "$O" "$S" "$P" "$R" "$RUNS" "$PROFILE" <<'PY'
+# The ratios of each run too: the machine's speed drifts between runs, and a ratio
+# taken within one run cancels most of that drift.
+BY_S=$(IFS=,; echo "${by_source[*]}"); BY_P=$(IFS=,; echo "${by_python[*]:-}")
+python3 - "$N" "$EXPECTED" "$SIZE" "$ATTACH_KB" "$O" "$S" "$P" "$R" "$RUNS" "$PROFILE" "$BY_S" "$BY_P" <<'PY'
+import statistics
 import sys
-n, sent, size, kb, o, s, p, rss, runs, _profile = sys.argv[1:]
+n, sent, size, kb, o, s, p, rss, runs, _profile, by_s, by_p = sys.argv[1:]
 o, s, p = float(o), float(s), float(p)
 print(f"owners {n}, eligible {sent}, message {int(size):,} bytes, attachment {kb} KB, median of {runs} runs, {sys.argv[10]} build")
 print("| sender | messages/s | peak RSS |")
@@ -163,4 +170,11 @@ if p > 0:
     print(f"| Python mail-merge (1 connection) | {p:,.0f} | |")
 print(f"owner-access took {int(sent) / o:.2f} s (import not counted)")
 print(f"ours / smtp-source: {o / s:.2f}" + (f"; ours / Python: {o / p:.1f}x" if p > 0 else ""))
+by_s = [float(x) for x in by_s.split(",") if x]
+print("per run, ours / smtp-source: " + ", ".join(f"{x:.2f}" for x in by_s)
+      + f" (median {statistics.median(by_s):.2f})")
+by_p = [float(x) for x in by_p.split(",") if x]
+if by_p:
+    print("per run, ours / Python: " + ", ".join(f"{x:.1f}x" for x in by_p)
+          + f" (median {statistics.median(by_p):.1f}x)")
 PY
