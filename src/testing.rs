@@ -177,7 +177,8 @@ fn invited(expires_at: Timestamp) -> AccessStatus {
 fn invite(community: &str) -> Invite {
     Invite {
         community: cid(community),
-        selection: Selection::of([oid("o1"), oid("o2")]),
+        // An id with JSON's and SQL's special characters: a store must keep it as is.
+        selection: Selection::of([oid("o1"), oid("o2"), oid(r#"o9 "Zoë" \ 'x'"#)]),
         subject: "Register for the {{community.name}} owner portal".into(),
         text_body: "Hello {{owner.first_name}},\n\n{{registration_link}}\n".into(),
         html_body: None,

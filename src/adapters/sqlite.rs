@@ -801,10 +801,11 @@ fn insert_invite(db: &Db<'_>, invite: &Invite) -> Res<i64> {
         ],
     )?;
     let id = db.last_insert_rowid();
-    for owner in selection.iter() {
+    // One statement for the whole selection, as for a batch's deliveries.
+    if !selection.is_empty() {
         db.exec(
-            "INSERT INTO invite_selection (invite, owner) VALUES (?1, ?2)",
-            rusqlite::params![id, owner.as_str()],
+            "INSERT INTO invite_selection (invite, owner) SELECT ?1, value FROM json_each(?2)",
+            rusqlite::params![id, json_list(selection.iter().map(OwnerId::as_str))],
         )?;
     }
     for (position, a) in attachments.iter().enumerate() {
