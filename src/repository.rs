@@ -12,8 +12,8 @@ use async_trait::async_trait;
 
 use crate::domain::{
     ActivityEntry, Batch, BatchId, Community, CommunityId, Delivery, DeliveryCounts,
-    DeliveryOutcome, Draft, DraftId, NewBatch, Owner, OwnerId, Page, PropertyId, Timestamp,
-    TokenHash, TokenRecord, TokenRejection,
+    DeliveryOutcome, DeliveryState, Draft, DraftId, NewBatch, Owner, OwnerId, Page, PropertyId,
+    Timestamp, TokenHash, TokenRecord, TokenRejection,
 };
 use crate::eligibility::OwnerFilter;
 
@@ -290,6 +290,19 @@ pub trait OwnerRepository: Send + Sync + fmt::Display {
 
     /// Counts of a batch's deliveries by state.
     async fn delivery_counts(&self, batch: &BatchId) -> RepoResult<DeliveryCounts>;
+
+    /// The failed deliveries of a batch, ordered by owner id: what a send's report
+    /// lists, without reading every delivery of a large batch.
+    ///
+    /// # Contract
+    /// - Exactly the deliveries of [`deliveries`](Self::deliveries) whose state is
+    ///   `Failed`, in the same order. The default filters `deliveries`; a store with
+    ///   an index on the state can answer from it.
+    async fn failed_deliveries(&self, batch: &BatchId) -> RepoResult<Vec<Delivery>> {
+        let mut deliveries = self.deliveries(batch).await?;
+        deliveries.retain(|d| matches!(d.state, DeliveryState::Failed { .. }));
+        Ok(deliveries)
+    }
 
     /// Moves every failed delivery of a batch back to pending ("retry the failed
     /// owners").

@@ -878,8 +878,11 @@ impl OwnerAccess {
             .unwrap_or_else(|| self.clock.now() - self.settings.send.claim_lease);
         let before = self.repo.delivery_counts(&prepared.batch.id).await?;
         let outcome = engine.run(&prepared, stale_before).await?;
-        let deliveries = self.repo.deliveries(&prepared.batch.id).await?;
-        let mut report = report_from(&prepared.batch.id, &deliveries, outcome.stopped.clone());
+        // Counts and the failed ones, not every delivery: a 100,000-owner batch is not
+        // read back whole to report on it.
+        let counts = self.repo.delivery_counts(&prepared.batch.id).await?;
+        let failed = self.repo.failed_deliveries(&prepared.batch.id).await?;
+        let mut report = report_from(&prepared.batch.id, &counts, failed, outcome.stopped.clone());
         let settled_now = report.pending == 0 && (before.pending + before.claimed) > 0;
         self.repo
             .append_activity(&ActivityEntry {
@@ -898,6 +901,8 @@ impl OwnerAccess {
             && !prepared.batch.resend
             && let Some(to) = prepared.batch.invite.summary_address()
         {
+            // The recap lists every recipient: only then is the whole batch read.
+            let deliveries = self.repo.deliveries(&prepared.batch.id).await?;
             report.summary = Some(self.send_summary(&prepared, &to, &deliveries).await);
         }
         Ok(report)
@@ -1158,28 +1163,27 @@ pub(crate) fn merge_fields(
 
 fn report_from(
     batch: &BatchId,
-    deliveries: &[Delivery],
+    counts: &DeliveryCounts,
+    failed: Vec<Delivery>,
     stopped: Option<StopReason>,
 ) -> SendReport {
-    let mut report = SendReport {
+    SendReport {
         batch: Some(batch.clone()),
-        recipients: deliveries.len(),
-        sent: 0,
-        pending: 0,
-        failed: Vec::new(),
+        recipients: counts.total(),
+        sent: counts.sent,
+        pending: counts.pending + counts.claimed,
+        failed: failed
+            .into_iter()
+            .filter_map(|d| match d.state {
+                DeliveryState::Failed { error, .. } => Some(FailedDelivery {
+                    owner: d.owner,
+                    error,
+                }),
+                _ => None,
+            })
+            .collect(),
         excluded: Vec::new(),
         stopped,
         summary: None,
-    };
-    for d in deliveries {
-        match &d.state {
-            DeliveryState::Sent { .. } => report.sent += 1,
-            DeliveryState::Failed { error, .. } => report.failed.push(FailedDelivery {
-                owner: d.owner.clone(),
-                error: error.clone(),
-            }),
-            DeliveryState::Pending | DeliveryState::Claimed { .. } => report.pending += 1,
-        }
     }
-    report
 }

@@ -294,7 +294,19 @@ async fn check_counts(c: Ctx, repo: &dyn OwnerRepository, batch: &str) -> CheckR
         want.add(&d.state);
     }
     let got = c.ok(repo.delivery_counts(&bid(batch)).await, "delivery_counts")?;
-    c.eq(got, want, "delivery_counts against the deliveries' states")
+    c.eq(got, want, "delivery_counts against the deliveries' states")?;
+    let failed: Vec<Delivery> = deliveries
+        .into_iter()
+        .filter(|d| matches!(d.state, DeliveryState::Failed { .. }))
+        .collect();
+    c.eq(
+        c.ok(
+            repo.failed_deliveries(&bid(batch)).await,
+            "failed_deliveries",
+        )?,
+        failed,
+        "failed_deliveries against the deliveries' states",
+    )
 }
 
 async fn delivery(

@@ -1529,6 +1529,22 @@ impl OwnerRepository for SqliteRepository {
         .await
     }
 
+    async fn failed_deliveries(&self, batch: &BatchId) -> RepoResult<Vec<Delivery>> {
+        let batch = batch.clone();
+        self.read(move |db| {
+            require_batch(db, &batch)?;
+            db.rows(
+                &format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM deliveries
+                     WHERE batch = ?1 AND state = 'failed' ORDER BY owner"
+                ),
+                [batch.as_str()],
+                |r| read_delivery(&batch, r),
+            )
+        })
+        .await
+    }
+
     async fn delivery_counts(&self, batch: &BatchId) -> RepoResult<DeliveryCounts> {
         let batch = batch.clone();
         self.read(move |db| {
