@@ -173,6 +173,29 @@ pub trait OwnerRepository: Send + Sync + fmt::Display {
     /// - Returns one [`EmailHolder`] per (key, owner) match, in any order.
     async fn email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>>;
 
+    /// [`email_holders`](Self::email_holders) of the keys that more than one owner
+    /// holds: all that a review needs to find shared addresses. Most addresses are
+    /// held once, so a store that can count holders saves returning them.
+    ///
+    /// # Contract
+    /// - Exactly the holders `email_holders` returns for these keys, less those of
+    ///   keys with a single holder, in any order. The default filters
+    ///   `email_holders`.
+    async fn shared_email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
+        let mut holders = self.email_holders(keys).await?;
+        let mut count: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for h in &holders {
+            *count.entry(h.key.as_str()).or_default() += 1;
+        }
+        let shared: std::collections::HashSet<String> = count
+            .into_iter()
+            .filter(|&(_, n)| n > 1)
+            .map(|(k, _)| k.to_owned())
+            .collect();
+        holders.retain(|h| shared.contains(&h.key));
+        Ok(holders)
+    }
+
     /// Changes primary emails, all or nothing (Mass Edit), and appends `activity`.
     ///
     /// # Contract

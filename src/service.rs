@@ -465,7 +465,7 @@ impl OwnerAccess {
         let mut keys: Vec<String> = owners.into_iter().filter_map(Owner::email_key).collect();
         keys.sort_unstable();
         keys.dedup();
-        let mut holders = self.repo.email_holders(&keys).await?;
+        let mut holders = self.repo.shared_email_holders(&keys).await?;
         drop(keys);
         holders.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         let mut map: HashMap<String, Vec<_>> = HashMap::new();

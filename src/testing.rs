@@ -666,6 +666,26 @@ pub async fn email_holders_rules(repo: &dyn OwnerRepository) -> CheckResult {
                 .map(|h| (h.key.clone(), h.owner.to_string(), h.property.to_string()))
                 .collect();
             c.eq(got.len(), set.len(), "email_holders without duplicates")?;
+            // shared_email_holders: the same, less the keys held once.
+            let shared = c.ok(
+                repo.shared_email_holders(&keys).await,
+                "shared_email_holders",
+            )?;
+            let shared_set: BTreeSet<(String, String, String)> = shared
+                .iter()
+                .map(|h| (h.key.clone(), h.owner.to_string(), h.property.to_string()))
+                .collect();
+            c.eq(
+                shared.len(),
+                shared_set.len(),
+                "shared_email_holders without duplicates",
+            )?;
+            let want_shared: BTreeSet<_> = set
+                .iter()
+                .filter(|(k, _, _)| set.iter().filter(|(k2, _, _)| k2 == k).count() > 1)
+                .cloned()
+                .collect();
+            c.eq(shared_set, want_shared, "shared_email_holders")?;
             Ok::<_, Failure>(set)
         }
     };

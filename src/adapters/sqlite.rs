@@ -1020,6 +1020,24 @@ fn append_activity(db: &Db<'_>, entry: &ActivityEntry) -> Res<()> {
 
 // ----- The port ----------------------------------------------------------------------
 
+impl SqliteRepository {
+    /// The holders of the keys (normalised here) that `sql` selects as
+    /// (email_key, id, property), with the keys as a JSON array in `?1`.
+    async fn holders(&self, keys: &[String], sql: &'static str) -> RepoResult<Vec<EmailHolder>> {
+        let keys = json_array(keys.iter().map(|k| normalize_address(k)));
+        self.read(move |db| {
+            db.rows(sql, [keys], |r| {
+                Ok(EmailHolder {
+                    key: r.get(0)?,
+                    owner: read_id!(OwnerId, r.get::<_, String>(1)?, "owners.id")?,
+                    property: read_id!(PropertyId, r.get::<_, String>(2)?, "owners.property")?,
+                })
+            })
+        })
+        .await
+    }
+}
+
 #[async_trait]
 impl OwnerRepository for SqliteRepository {
     async fn upsert_community(&self, community: &Community) -> RepoResult<()> {
@@ -1145,28 +1163,26 @@ impl OwnerRepository for SqliteRepository {
     }
 
     async fn email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
-        let keys = json_list(
-            keys.iter()
-                .map(|k| normalize_address(k))
-                .collect::<Vec<_>>()
-                .iter()
-                .map(String::as_str),
-        );
-        self.read(move |db| {
-            db.rows(
-                "SELECT o.email_key, o.id, o.property
-                 FROM (SELECT DISTINCT value AS key FROM json_each(?1)) k
-                 JOIN owners o ON o.email_key = k.key",
-                [keys],
-                |r| {
-                    Ok(EmailHolder {
-                        key: r.get(0)?,
-                        owner: read_id!(OwnerId, r.get::<_, String>(1)?, "owners.id")?,
-                        property: read_id!(PropertyId, r.get::<_, String>(2)?, "owners.property")?,
-                    })
-                },
-            )
-        })
+        self.holders(
+            keys,
+            "SELECT o.email_key, o.id, o.property
+             FROM (SELECT DISTINCT value AS key FROM json_each(?1)) k
+             JOIN owners o ON o.email_key = k.key",
+        )
+        .await
+    }
+
+    async fn shared_email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
+        // A second holder is looked for in the email_key index (rowids are in it), so
+        // a key held once costs two index probes and returns nothing.
+        self.holders(
+            keys,
+            "SELECT o.email_key, o.id, o.property
+             FROM (SELECT DISTINCT value AS key FROM json_each(?1)) k
+             JOIN owners o ON o.email_key = k.key
+             WHERE EXISTS (SELECT 1 FROM owners o2
+                           WHERE o2.email_key = k.key AND o2.rowid <> o.rowid)",
+        )
         .await
     }
 
@@ -1849,6 +1865,18 @@ mod tests {
              JOIN owners o ON o.email_key = k.key",
         );
         assert!(holders.contains("INDEX owners_by_email_key"), "{holders}");
+        let shared = plan(
+            &conn,
+            "SELECT o.email_key, o.id, o.property
+             FROM (SELECT DISTINCT value AS key FROM json_each('[]')) k
+             JOIN owners o ON o.email_key = k.key
+             WHERE EXISTS (SELECT 1 FROM owners o2
+                           WHERE o2.email_key = k.key AND o2.rowid <> o.rowid)",
+        );
+        assert!(
+            shared.contains("SEARCH o2") && shared.contains("COVERING INDEX owners_by_email_key"),
+            "the second holder is found in the index alone: {shared}"
+        );
         let roster = plan(
             &conn,
             &format!("SELECT {OWNER_COLUMNS} FROM owners WHERE community = 'c'"),
