@@ -77,6 +77,12 @@ impl<R: OwnerRepository> OwnerRepository for AuditedRepository<R> {
     async fn email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
         self.inner.email_holders(keys).await
     }
+    // The methods with a default are forwarded too: the default would answer from
+    // the other methods, and lose what the inner store does in one query or one
+    // transaction (a group of outcomes, a chunk's tokens, only the shared holders).
+    async fn shared_email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
+        self.inner.shared_email_holders(keys).await
+    }
     async fn update_emails(
         &self,
         edits: &[EmailEdit],
@@ -130,6 +136,14 @@ impl<R: OwnerRepository> OwnerRepository for AuditedRepository<R> {
     ) -> RepoResult<()> {
         self.inner.record_delivery(batch, owner, outcome, now).await
     }
+    async fn record_deliveries(
+        &self,
+        batch: &BatchId,
+        outcomes: &[(OwnerId, DeliveryOutcome)],
+        now: Timestamp,
+    ) -> RepoResult<()> {
+        self.inner.record_deliveries(batch, outcomes, now).await
+    }
     async fn release_deliveries(&self, batch: &BatchId, owners: &[OwnerId]) -> RepoResult<()> {
         self.inner.release_deliveries(batch, owners).await
     }
@@ -139,11 +153,17 @@ impl<R: OwnerRepository> OwnerRepository for AuditedRepository<R> {
     async fn delivery_counts(&self, batch: &BatchId) -> RepoResult<DeliveryCounts> {
         self.inner.delivery_counts(batch).await
     }
+    async fn failed_deliveries(&self, batch: &BatchId) -> RepoResult<Vec<Delivery>> {
+        self.inner.failed_deliveries(batch).await
+    }
     async fn requeue_failed(&self, batch: &BatchId) -> RepoResult<usize> {
         self.inner.requeue_failed(batch).await
     }
     async fn issue_token(&self, token: &TokenRecord) -> RepoResult<()> {
         self.inner.issue_token(token).await
+    }
+    async fn issue_tokens(&self, tokens: &[TokenRecord]) -> RepoResult<()> {
+        self.inner.issue_tokens(tokens).await
     }
     async fn token(&self, hash: &TokenHash) -> RepoResult<Option<TokenRecord>> {
         self.inner.token(hash).await

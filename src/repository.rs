@@ -183,16 +183,11 @@ pub trait OwnerRepository: Send + Sync + fmt::Display {
     ///   `email_holders`.
     async fn shared_email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
         let mut holders = self.email_holders(keys).await?;
-        let mut count: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        let mut count: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for h in &holders {
-            *count.entry(h.key.as_str()).or_default() += 1;
+            *count.entry(h.key.clone()).or_default() += 1;
         }
-        let shared: std::collections::HashSet<String> = count
-            .into_iter()
-            .filter(|&(_, n)| n > 1)
-            .map(|(k, _)| k.to_owned())
-            .collect();
-        holders.retain(|h| shared.contains(&h.key));
+        holders.retain(|h| count[&h.key] > 1);
         Ok(holders)
     }
 

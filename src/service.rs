@@ -465,20 +465,14 @@ impl OwnerAccess {
         let mut keys: Vec<String> = owners.into_iter().filter_map(Owner::email_key).collect();
         keys.sort_unstable();
         keys.dedup();
-        let mut holders = self.repo.shared_email_holders(&keys).await?;
+        // The store leaves out the keys held once.
+        let holders = self.repo.shared_email_holders(&keys).await?;
         drop(keys);
-        holders.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         let mut map: HashMap<String, Vec<_>> = HashMap::new();
-        let mut holders = holders.into_iter().peekable();
-        while let Some(first) = holders.next() {
-            let mut group = Vec::new();
-            while let Some(next) = holders.next_if(|h| h.key == first.key) {
-                group.push((next.owner, next.property));
-            }
-            if !group.is_empty() {
-                group.push((first.owner, first.property));
-                map.insert(first.key, group);
-            }
+        for holder in holders {
+            map.entry(holder.key)
+                .or_default()
+                .push((holder.owner, holder.property));
         }
         Ok(map)
     }
@@ -605,8 +599,8 @@ impl OwnerAccess {
                 None
             }
         };
-        let mut ids: Vec<OwnerId> = invite.selection.iter().cloned().collect();
-        ids.sort_unstable();
+        // A selection iterates in id order.
+        let ids: Vec<OwnerId> = invite.selection.iter().cloned().collect();
         // Each owner is held once: ids and owners both sorted, each owner moved from
         // its vector into the recipients as the two are walked together. A map,
         // clones or a growing vector would hold a 100,000-owner review two or three

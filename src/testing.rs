@@ -660,21 +660,22 @@ pub async fn email_holders_rules(repo: &dyn OwnerRepository) -> CheckResult {
     let holders = |keys: &[&str]| {
         let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
         async move {
+            let as_set =
+                |holders: &[crate::repository::EmailHolder]| -> BTreeSet<(String, String, String)> {
+                    holders
+                        .iter()
+                        .map(|h| (h.key.clone(), h.owner.to_string(), h.property.to_string()))
+                        .collect()
+                };
             let got = c.ok(repo.email_holders(&keys).await, "email_holders")?;
-            let set: BTreeSet<(String, String, String)> = got
-                .iter()
-                .map(|h| (h.key.clone(), h.owner.to_string(), h.property.to_string()))
-                .collect();
+            let set = as_set(&got);
             c.eq(got.len(), set.len(), "email_holders without duplicates")?;
             // shared_email_holders: the same, less the keys held once.
             let shared = c.ok(
                 repo.shared_email_holders(&keys).await,
                 "shared_email_holders",
             )?;
-            let shared_set: BTreeSet<(String, String, String)> = shared
-                .iter()
-                .map(|h| (h.key.clone(), h.owner.to_string(), h.property.to_string()))
-                .collect();
+            let shared_set = as_set(&shared);
             c.eq(
                 shared.len(),
                 shared_set.len(),

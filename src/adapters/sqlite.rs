@@ -586,7 +586,6 @@ fn read_address(raw: &str, what: &str) -> Res<EmailAddress> {
 }
 
 /// A list as one JSON array parameter, for `json_each`: one statement, any length.
-/// A JSON array of strings, for `json_each`: how a set of keys goes into one statement.
 fn json_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
     json_array(items)
 }
@@ -1020,6 +1019,20 @@ fn append_activity(db: &Db<'_>, entry: &ActivityEntry) -> Res<()> {
 
 // ----- The port ----------------------------------------------------------------------
 
+/// Every holder of the keys in `?1` (a JSON array).
+const EMAIL_HOLDERS: &str = "SELECT o.email_key, o.id, o.property
+     FROM (SELECT DISTINCT value AS key FROM json_each(?1)) k
+     JOIN owners o ON o.email_key = k.key";
+
+/// The holders of the keys in `?1` that another owner holds too. The second holder is
+/// looked for in the email_key index (rowids are in it), so a key held once costs two
+/// index probes and returns nothing.
+const SHARED_EMAIL_HOLDERS: &str = "SELECT o.email_key, o.id, o.property
+     FROM (SELECT DISTINCT value AS key FROM json_each(?1)) k
+     JOIN owners o ON o.email_key = k.key
+     WHERE EXISTS (SELECT 1 FROM owners o2
+                   WHERE o2.email_key = k.key AND o2.rowid <> o.rowid)";
+
 impl SqliteRepository {
     /// The holders of the keys (normalised here) that `sql` selects as
     /// (email_key, id, property), with the keys as a JSON array in `?1`.
@@ -1163,27 +1176,11 @@ impl OwnerRepository for SqliteRepository {
     }
 
     async fn email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
-        self.holders(
-            keys,
-            "SELECT o.email_key, o.id, o.property
-             FROM (SELECT DISTINCT value AS key FROM json_each(?1)) k
-             JOIN owners o ON o.email_key = k.key",
-        )
-        .await
+        self.holders(keys, EMAIL_HOLDERS).await
     }
 
     async fn shared_email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
-        // A second holder is looked for in the email_key index (rowids are in it), so
-        // a key held once costs two index probes and returns nothing.
-        self.holders(
-            keys,
-            "SELECT o.email_key, o.id, o.property
-             FROM (SELECT DISTINCT value AS key FROM json_each(?1)) k
-             JOIN owners o ON o.email_key = k.key
-             WHERE EXISTS (SELECT 1 FROM owners o2
-                           WHERE o2.email_key = k.key AND o2.rowid <> o.rowid)",
-        )
-        .await
+        self.holders(keys, SHARED_EMAIL_HOLDERS).await
     }
 
     async fn update_emails(
@@ -1842,9 +1839,12 @@ mod tests {
     use super::*;
 
     /// The plan SQLite picks for a statement, one line per step.
+    /// Parameters are bound as NULL, so the statements the adapter runs can be
+    /// planned as they are written.
     fn plan(conn: &Connection, sql: &str) -> String {
         let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        stmt.query_map([], |r| r.get::<_, String>(3))
+        let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
+        stmt.query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))
             .unwrap()
             .map(Result::unwrap)
             .collect::<Vec<_>>()
@@ -1858,21 +1858,9 @@ mod tests {
             .await
             .unwrap();
         let conn = repo.inner.writer.lock().unwrap();
-        let holders = plan(
-            &conn,
-            "SELECT o.email_key, o.id, o.property
-             FROM (SELECT DISTINCT value AS key FROM json_each('[]')) k
-             JOIN owners o ON o.email_key = k.key",
-        );
+        let holders = plan(&conn, EMAIL_HOLDERS);
         assert!(holders.contains("INDEX owners_by_email_key"), "{holders}");
-        let shared = plan(
-            &conn,
-            "SELECT o.email_key, o.id, o.property
-             FROM (SELECT DISTINCT value AS key FROM json_each('[]')) k
-             JOIN owners o ON o.email_key = k.key
-             WHERE EXISTS (SELECT 1 FROM owners o2
-                           WHERE o2.email_key = k.key AND o2.rowid <> o.rowid)",
-        );
+        let shared = plan(&conn, SHARED_EMAIL_HOLDERS);
         assert!(
             shared.contains("SEARCH o2") && shared.contains("COVERING INDEX owners_by_email_key"),
             "the second holder is found in the index alone: {shared}"

@@ -138,7 +138,7 @@ impl EmailAddress {
         if let Some((local, domain)) = plain_parts(trimmed) {
             return Ok(Self {
                 raw: trimmed.to_owned(),
-                normalized: trimmed.to_ascii_lowercase(),
+                normalized: normalize_address(trimmed),
                 ascii: format!("{local}@{}", domain.to_ascii_lowercase()),
             });
         }

@@ -129,6 +129,9 @@ impl<H: Hooks> OwnerRepository for Wrapped<H> {
     async fn email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
         self.inner.email_holders(keys).await
     }
+    async fn shared_email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
+        self.inner.shared_email_holders(keys).await
+    }
     async fn update_emails(
         &self,
         edits: &[EmailEdit],
@@ -172,6 +175,9 @@ impl<H: Hooks> OwnerRepository for Wrapped<H> {
     }
     async fn delivery_counts(&self, batch: &BatchId) -> RepoResult<DeliveryCounts> {
         self.inner.delivery_counts(batch).await
+    }
+    async fn failed_deliveries(&self, batch: &BatchId) -> RepoResult<Vec<Delivery>> {
+        self.inner.failed_deliveries(batch).await
     }
     async fn requeue_failed(&self, batch: &BatchId) -> RepoResult<usize> {
         self.inner.requeue_failed(batch).await
