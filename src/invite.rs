@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{CommunityId, DraftId, EmailAddress, InvalidEmail};
+use crate::domain::{CommunityId, DraftId, EmailAddress, InvalidEmail, InvalidMailbox, Mailbox};
 use crate::selection::Selection;
 
 /// The invitation as written: recipients, subject, bodies (handlebars templates using
@@ -33,6 +33,15 @@ pub struct Invite {
     pub attachments: Vec<Attachment>,
     /// The draft this invite was loaded from or saved as, if any.
     pub draft: Option<DraftId>,
+    /// The From mailbox as typed (`Name <address>`); `compose` starts it as the
+    /// service's sender, so a draft or batch keeps the one it was written with.
+    /// `None` (an invite stored before this field existed): the service's sender.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// The portal's registration page the links are made from, as typed; `compose`
+    /// starts it as the service's. `None`: the service's.
+    #[serde(default)]
+    pub portal_url: Option<String>,
 }
 
 impl Invite {
@@ -73,6 +82,18 @@ impl Invite {
         self
     }
 
+    /// Sets the From mailbox (`Name <address>` or `address`).
+    pub fn with_from(mut self, from: impl Into<String>) -> Self {
+        self.from = Some(from.into());
+        self
+    }
+
+    /// Sets the portal's registration page the links are made from.
+    pub fn with_portal_url(mut self, url: impl Into<String>) -> Self {
+        self.portal_url = Some(url.into());
+        self
+    }
+
     /// Replaces the selection.
     pub fn with_selection(mut self, selection: Selection) -> Self {
         self.selection = selection;
@@ -87,6 +108,21 @@ impl Invite {
         if self.subject.contains(['\r', '\n']) {
             problems.push(Problem::LineBreakInHeader {
                 field: "Subject".into(),
+            });
+        }
+        if let Some(raw) = self.from.as_deref()
+            && let Err(error) = Mailbox::parse(raw)
+        {
+            problems.push(Problem::InvalidFrom {
+                value: raw.to_owned(),
+                error,
+            });
+        }
+        if let Some(raw) = self.portal_url.as_deref()
+            && check_portal_url(raw).is_err()
+        {
+            problems.push(Problem::InvalidPortalUrl {
+                value: raw.to_owned(),
             });
         }
         if let Some(raw) = self.reply_to.as_deref().filter(|r| !r.trim().is_empty())
@@ -144,6 +180,25 @@ impl Invite {
             .and_then(|r| EmailAddress::parse(r).ok())
     }
 
+    /// The From mailbox, parsed: the invite's, or `default` (the service's sender)
+    /// when it has none or it is invalid (the review reports the latter).
+    pub fn from_mailbox(&self, default: &Mailbox) -> Mailbox {
+        self.from
+            .as_deref()
+            .and_then(|raw| Mailbox::parse(raw).ok())
+            .unwrap_or_else(|| default.clone())
+    }
+
+    /// The portal URL the links are made from: the invite's (trimmed), or `default`
+    /// (the service's) when it has none or it is invalid (the review reports the
+    /// latter).
+    pub fn portal_url_or<'a>(&'a self, default: &'a str) -> &'a str {
+        self.portal_url
+            .as_deref()
+            .and_then(|raw| check_portal_url(raw).ok())
+            .unwrap_or(default)
+    }
+
     /// The Summary address, parsed (`None` when blank or invalid).
     pub fn summary_address(&self) -> Option<EmailAddress> {
         self.summary_to
@@ -151,6 +206,25 @@ impl Invite {
             .and_then(|r| EmailAddress::parse(r).ok())
     }
 }
+
+/// Checks a portal URL: `http://` or `https://`, with something after the scheme, and
+/// no white space or control characters. Gives it back trimmed.
+pub fn check_portal_url(raw: &str) -> Result<&str, PortalUrlError> {
+    let url = raw.trim();
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or(PortalUrlError)?;
+    if rest.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(PortalUrlError);
+    }
+    Ok(url)
+}
+
+/// A portal URL that is not an `http(s)://` URL without spaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the portal URL must be an http(s) URL without spaces")]
+pub struct PortalUrlError;
 
 /// A file sent with every message of a batch. It is checked at review time and
 /// encoded once per batch.
@@ -318,6 +392,20 @@ pub enum Problem {
         /// Why.
         error: InvalidEmail,
     },
+    /// The From is not a valid mailbox.
+    #[error("the From `{value}` is not a valid mailbox: {error}")]
+    InvalidFrom {
+        /// As typed.
+        value: String,
+        /// Why.
+        error: InvalidMailbox,
+    },
+    /// The portal URL is not an `http(s)://` URL without spaces.
+    #[error("the portal URL `{value}` must be an http(s) URL without spaces")]
+    InvalidPortalUrl {
+        /// As typed.
+        value: String,
+    },
     /// The Summary address is not a valid address.
     #[error("the Summary address `{value}` is not a valid address: {error}")]
     InvalidSummaryTo {
@@ -375,6 +463,8 @@ mod tests {
             summary_to: None,
             attachments: vec![],
             draft: None,
+            from: None,
+            portal_url: None,
         }
     }
 
@@ -407,6 +497,8 @@ mod tests {
         };
         let bad = invite()
             .with_subject("Hi\r\nBcc: x@y.org")
+            .with_from("Board <board@>")
+            .with_portal_url("ftp://portal.example.org")
             .with_reply_to("nope")
             .with_summary_to("also@nope")
             .with_attachment(Attachment::new("a.pdf", "application/pdf", vec![0; 5]))
@@ -425,6 +517,8 @@ mod tests {
             kinds,
             [
                 "line_break_in_header",
+                "invalid_from",
+                "invalid_portal_url",
                 "invalid_reply_to",
                 "invalid_summary_to",
                 "attachment_too_large",

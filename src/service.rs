@@ -18,7 +18,7 @@ use crate::eligibility::{
     Eligibility, Ineligible, OwnerFilter, Roster, RosterCounts, RosterRow, assess,
 };
 use crate::error::{Error, MassEditProblem, Result};
-use crate::invite::{AttachmentLimits, Invite};
+use crate::invite::{AttachmentLimits, Invite, check_portal_url};
 use crate::mime::{MessageFrame, MessageIds, message_id};
 use crate::progress::{RunControl, StopReason};
 use crate::repository::{EmailEdit, OwnerRepository, RedeemOutcome};
@@ -109,19 +109,14 @@ impl OwnerAccessBuilder {
         let portal_url = self.portal_url.ok_or_else(|| Error::Config {
             message: "a portal URL is required".into(),
         })?;
-        let portal_url = portal_url.trim().to_owned();
-        let scheme_ok = portal_url.starts_with("https://") || portal_url.starts_with("http://");
-        if !scheme_ok
-            || portal_url
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(Error::Config {
+        let portal_url = check_portal_url(&portal_url)
+            .map_err(|_| Error::Config {
                 message: format!(
-                    "the portal URL `{portal_url}` must be an http(s) URL without spaces"
+                    "the portal URL `{}` must be an http(s) URL without spaces",
+                    portal_url.trim()
                 ),
-            });
-        }
+            })?
+            .to_owned();
         if self.token_ttl.is_zero() {
             return Err(Error::Config {
                 message: "the token lifetime must be positive".into(),
@@ -480,7 +475,7 @@ impl OwnerAccess {
     // ----- Compose, drafts ---------------------------------------------------------
 
     /// The Send Message page, prefilled: the default subject and bodies, Reply-To the
-    /// community's, for the selected owners.
+    /// community's, From and portal URL the service's, for the selected owners.
     pub async fn compose(&self, community: &CommunityId, selection: &Selection) -> Result<Invite> {
         let community = self.community(community).await?;
         Ok(Invite {
@@ -493,6 +488,8 @@ impl OwnerAccess {
             summary_to: None,
             attachments: Vec::new(),
             draft: None,
+            from: Some(self.settings.sender.to_string()),
+            portal_url: Some(self.settings.portal_url.clone()),
         })
     }
 
@@ -656,19 +653,20 @@ impl OwnerAccess {
             })?;
         let now = self.clock.now();
         let expires_at = now + self.settings.token_ttl;
-        let link = registration_link(&self.settings.portal_url, &RegistrationToken::placeholder());
+        let portal_url = review.invite.portal_url_or(&self.settings.portal_url);
+        let link = registration_link(portal_url, &RegistrationToken::placeholder());
         let fields = merge_fields(
             &recipient.owner,
             &review.community.name,
             link,
             expires_at,
-            &self.settings.portal_url,
+            portal_url,
         );
         let parts = template
             .render(&fields)
             .map_err(|p| Error::InvalidInvite { problems: vec![p] })?;
         let frame = MessageFrame::new(
-            &self.settings.sender,
+            &review.invite.from_mailbox(&self.settings.sender),
             review.invite.reply_to_address().as_ref(),
             &review.invite.attachments,
         );
@@ -756,12 +754,16 @@ impl OwnerAccess {
             excluded,
             ..
         } = review;
+        // The From and portal URL the invite was written with (the review checked
+        // them); the batch keeps them, so resume, retry and resend use them too.
+        let sender = invite.from_mailbox(&self.settings.sender);
+        let portal_url = invite.portal_url_or(&self.settings.portal_url).to_owned();
         let batch = Batch {
             id: BatchId::generate(),
             community: community.id,
             invite,
-            sender: self.settings.sender.clone(),
-            portal_url: self.settings.portal_url.clone(),
+            sender,
+            portal_url,
             token_ttl_seconds: self.settings.token_ttl.as_secs(),
             created_at: now,
             resend,
@@ -1031,10 +1033,41 @@ impl OwnerAccess {
         self.run_batch(batch, control, None).await
     }
 
+    /// The invite a [`resend`](Self::resend) to this owner sends: the message of
+    /// the owner's latest batch with the From and portal URL that batch was sent
+    /// with, or the default invitation if there is none; selecting only the owner.
+    /// Edit it and pass it to [`resend_with`](Self::resend_with) to change a part.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown owner.
+    pub async fn compose_resend(&self, owner: &OwnerId) -> Result<Invite> {
+        let owner = self
+            .repo
+            .owner(owner)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: "owner",
+                id: owner.to_string(),
+            })?;
+        let invite = self.latest_invite_for(&owner).await?;
+        Ok(Invite {
+            selection: Selection::single(owner.id),
+            summary_to: None,
+            draft: None,
+            ..invite
+        })
+    }
+
     async fn latest_invite_for(&self, owner: &Owner) -> Result<Invite> {
         for batch in self.repo.batches(&owner.community).await? {
             if batch.invite.selection.contains(&owner.id) {
-                return Ok(batch.invite);
+                // The batch's own From and portal URL: an invite stored before they
+                // travelled with it has none.
+                return Ok(Invite {
+                    from: Some(batch.sender.to_string()),
+                    portal_url: Some(batch.portal_url),
+                    ..batch.invite
+                });
             }
         }
         self.compose(&owner.community, &Selection::single(owner.id.clone()))

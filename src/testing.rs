@@ -186,6 +186,9 @@ fn invite(community: &str) -> Invite {
         summary_to: None,
         attachments: Vec::new(),
         draft: None,
+        // What the manager set: a store must keep both (a draft sends with them).
+        from: Some("\"Zoë's Board\" <board@example.org>".into()),
+        portal_url: Some("https://portal.example.org/register?community=oak&x=\"1\"".into()),
     }
 }
 

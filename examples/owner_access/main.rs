@@ -227,19 +227,20 @@ struct MessageArgs {
     summary_to: Option<String>,
     #[arg(long, value_name = "ADDR")]
     reply_to: Option<String>,
-    #[arg(
-        long,
-        value_name = "ADDR",
-        default_value = "Owner Portal <no-reply@example.com>"
-    )]
-    from: String,
-    #[arg(
-        long,
-        value_name = "URL",
-        default_value = "http://localhost:8080/register"
-    )]
-    portal_url: String,
+    /// The From mailbox [default: Owner Portal <no-reply@example.com>; for resend, the
+    /// owner's latest batch's].
+    #[arg(long, value_name = "ADDR")]
+    from: Option<String>,
+    /// The portal's registration page [default: http://localhost:8080/register; for
+    /// resend, the owner's latest batch's].
+    #[arg(long, value_name = "URL")]
+    portal_url: Option<String>,
 }
+
+/// The From of an invite no --from was given for.
+const DEFAULT_FROM: &str = "Owner Portal <no-reply@example.com>";
+/// The portal URL of an invite no --portal-url was given for.
+const DEFAULT_PORTAL_URL: &str = "http://localhost:8080/register";
 
 impl MessageArgs {
     fn given(&self) -> bool {
@@ -249,6 +250,8 @@ impl MessageArgs {
             || !self.attach.is_empty()
             || self.summary_to.is_some()
             || self.reply_to.is_some()
+            || self.from.is_some()
+            || self.portal_url.is_some()
     }
 }
 
@@ -476,21 +479,11 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         } => {
             let owner: OwnerId = id("owner", &owner)?;
             let service = app.service(&message, &transport).await?;
+            // The owner's latest message (with its From and portal URL), and the
+            // MESSAGE flags given on top of it.
             let invite = if message.given() {
-                let stored = app
-                    .repo
-                    .owner(&owner)
-                    .await
-                    .map_err(Error::from)?
-                    .ok_or_else(|| Failure::input(format!("--owner `{owner}`: no such owner")))?;
-                let select = SelectArgs {
-                    select: owner.to_string(),
-                    exclude: Vec::new(),
-                };
-                Some(
-                    app.invite(&service, stored.community.as_str(), &select, &message)
-                        .await?,
-                )
+                let latest = service.compose_resend(&owner).await?;
+                Some(apply_message(latest, &message)?)
             } else {
                 None
             };
@@ -604,11 +597,7 @@ fn finish(report: &SendReport, json: bool) -> Result<u8, Failure> {
 
 impl MessageArgs {
     fn defaults() -> Self {
-        Self {
-            from: "Owner Portal <no-reply@example.com>".into(),
-            portal_url: "http://localhost:8080/register".into(),
-            ..Self::default()
-        }
+        Self::default()
     }
 }
 
@@ -623,8 +612,8 @@ impl App {
         transport: Arc<dyn MailTransport>,
     ) -> owner_access::OwnerAccessBuilder {
         OwnerAccess::builder(self.repo.clone(), transport)
-            .sender(message.from.clone())
-            .portal_url(message.portal_url.clone())
+            .sender(message.from.as_deref().unwrap_or(DEFAULT_FROM))
+            .portal_url(message.portal_url.as_deref().unwrap_or(DEFAULT_PORTAL_URL))
     }
 
     /// A service for commands that send nothing (a transport that refuses everything).
@@ -863,33 +852,44 @@ impl App {
         {
             selection.deselect(&id("exclude", raw)?);
         }
-        let mut invite = service.compose(&community, &selection).await?;
-        if let Some(subject) = &message.subject {
-            invite.subject = subject.clone();
-        }
-        if let Some(path) = &message.text {
-            invite = invite.with_text_body(read_text(path, "--text")?);
-        }
-        if let Some(path) = &message.html {
-            invite = invite.with_html_body(read_text(path, "--html")?);
-        }
-        for path in &message.attach {
-            let bytes = std::fs::read(path)
-                .map_err(|e| Failure::input(format!("--attach {}: {e}", path.display())))?;
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            invite = invite.with_attachment(Attachment::new(name, content_type(path), bytes));
-        }
-        if let Some(to) = &message.summary_to {
-            invite = invite.with_summary_to(to.clone());
-        }
-        if let Some(reply_to) = &message.reply_to {
-            invite = invite.with_reply_to(reply_to.clone());
-        }
-        Ok(invite)
+        let invite = service.compose(&community, &selection).await?;
+        apply_message(invite, message)
     }
+}
+
+/// The MESSAGE flags given, set on an invite (every one is kept by a draft).
+fn apply_message(mut invite: Invite, message: &MessageArgs) -> Result<Invite, Failure> {
+    if let Some(subject) = &message.subject {
+        invite.subject = subject.clone();
+    }
+    if let Some(path) = &message.text {
+        invite = invite.with_text_body(read_text(path, "--text")?);
+    }
+    if let Some(path) = &message.html {
+        invite = invite.with_html_body(read_text(path, "--html")?);
+    }
+    for path in &message.attach {
+        let bytes = std::fs::read(path)
+            .map_err(|e| Failure::input(format!("--attach {}: {e}", path.display())))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        invite = invite.with_attachment(Attachment::new(name, content_type(path), bytes));
+    }
+    if let Some(to) = &message.summary_to {
+        invite = invite.with_summary_to(to.clone());
+    }
+    if let Some(reply_to) = &message.reply_to {
+        invite = invite.with_reply_to(reply_to.clone());
+    }
+    if let Some(from) = &message.from {
+        invite = invite.with_from(from.clone());
+    }
+    if let Some(url) = &message.portal_url {
+        invite = invite.with_portal_url(url.clone());
+    }
+    Ok(invite)
 }
 
 fn read_text(path: &Path, flag: &str) -> Result<String, Failure> {

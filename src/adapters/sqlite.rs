@@ -68,7 +68,10 @@ use crate::selection::Selection;
 const APPLICATION_ID: i64 = 0x4F41_6363;
 
 /// The embedded migrations; migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("sqlite/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("sqlite/0001_initial.sql"),
+    include_str!("sqlite/0002_invite_sender.sql"),
+];
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -785,10 +788,13 @@ fn insert_invite(db: &Db<'_>, invite: &Invite) -> Res<i64> {
         summary_to,
         attachments,
         draft,
+        from,
+        portal_url,
     } = invite;
     db.exec(
-        "INSERT INTO invites (community, subject, text_body, html_body, reply_to, summary_to, draft)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO invites (community, subject, text_body, html_body, reply_to, summary_to, draft,
+                              sender, portal_url)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         rusqlite::params![
             community.as_str(),
             subject,
@@ -797,6 +803,8 @@ fn insert_invite(db: &Db<'_>, invite: &Invite) -> Res<i64> {
             reply_to,
             summary_to,
             draft.as_ref().map(DraftId::as_str),
+            from,
+            portal_url,
         ],
     )?;
     let id = db.last_insert_rowid();
@@ -820,18 +828,27 @@ fn insert_invite(db: &Db<'_>, invite: &Invite) -> Res<i64> {
 fn read_invite(db: &Db<'_>, id: i64) -> Res<Invite> {
     let head = db
         .row(
-            "SELECT community, subject, text_body, html_body, reply_to, summary_to, draft
+            "SELECT community, subject, text_body, html_body, reply_to, summary_to, draft,
+                    sender, portal_url
              FROM invites WHERE id = ?1",
             [id],
             |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, Option<String>>(6)?,
+                    (
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                    ),
+                    (
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                    ),
+                    (
+                        r.get::<_, Option<String>>(7)?,
+                        r.get::<_, Option<String>>(8)?,
+                    ),
                 ))
             },
         )?
@@ -853,7 +870,11 @@ fn read_invite(db: &Db<'_>, id: i64) -> Res<Invite> {
             })
         },
     )?;
-    let (community, subject, text_body, html_body, reply_to, summary_to, draft) = head;
+    let (
+        (community, subject, text_body, html_body),
+        (reply_to, summary_to, draft),
+        (from, portal_url),
+    ) = head;
     Ok(Invite {
         community: read_id!(CommunityId, community, "invites.community")?,
         selection: Selection::of(selection),
@@ -866,6 +887,8 @@ fn read_invite(db: &Db<'_>, id: i64) -> Res<Invite> {
         draft: draft
             .map(|d| read_id!(DraftId, d, "invites.draft"))
             .transpose()?,
+        from,
+        portal_url,
     })
 }
 

@@ -263,7 +263,8 @@ pub struct Mailbox {
 }
 
 /// Why a mailbox was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum InvalidMailbox {
     /// The address part is invalid.
