@@ -135,7 +135,11 @@ async fn service(
         .map(|i| OwnerId::new(format!("o{i}")).unwrap())
         .collect();
     let mut invite = service.compose(&community, &all).await.unwrap();
-    let text = format!("{}\n\n{}\n", invite.text_body, padding());
+    let text = format!(
+        "{}\n\n{}\n",
+        invite.text_body.as_deref().unwrap_or_default(),
+        padding()
+    );
     invite = invite.with_text_body(text);
     if let Some(a) = attachment {
         invite = invite.with_attachment(a.clone());

@@ -19,10 +19,13 @@ pub struct Invite {
     pub selection: Selection,
     /// Subject template (not HTML-escaped; CR and LF refused).
     pub subject: String,
-    /// Plain-text body template (not escaped).
-    pub text_body: String,
+    /// Plain-text body template (not escaped). `None`: made from the HTML body (its
+    /// words, links as `text (URL)`: see [`crate::template::html_to_text_template`]),
+    /// so both parts carry the same message and the same link.
+    pub text_body: Option<String>,
     /// HTML body template (merge values HTML-escaped). `None`: made from the text
-    /// body (escaped, one paragraph per blank-line-separated block).
+    /// body (escaped, one paragraph per blank-line-separated block). With neither
+    /// body, the review reports [`Problem::MissingBody`].
     pub html_body: Option<String>,
     /// Reply-To as typed; starts as the community's.
     pub reply_to: Option<String>,
@@ -51,15 +54,28 @@ impl Invite {
         self
     }
 
-    /// Replaces the text body; the HTML body is then made from it unless one is set.
+    /// Replaces the body with a text body; the HTML part is made from it. (The old
+    /// HTML body went with the old letter: to give both, use
+    /// [`with_bodies`](Self::with_bodies).)
     pub fn with_text_body(mut self, text: impl Into<String>) -> Self {
-        self.text_body = text.into();
+        self.text_body = Some(text.into());
         self.html_body = None;
         self
     }
 
-    /// Sets an HTML body of its own.
+    /// Replaces the body with an HTML body; the text part is made from it, so a
+    /// text-only reader gets the same letter. (To give both, use
+    /// [`with_bodies`](Self::with_bodies).)
     pub fn with_html_body(mut self, html: impl Into<String>) -> Self {
+        self.html_body = Some(html.into());
+        self.text_body = None;
+        self
+    }
+
+    /// Replaces the body with a text and an HTML version of one letter (they should
+    /// say the same thing: spam filters score alternatives that differ).
+    pub fn with_bodies(mut self, text: impl Into<String>, html: impl Into<String>) -> Self {
+        self.text_body = Some(text.into());
         self.html_body = Some(html.into());
         self
     }
@@ -372,6 +388,9 @@ pub enum Problem {
         /// The name as written.
         field: String,
     },
+    /// The invite has neither a text nor an HTML body.
+    #[error("the invitation has no body: give a text body, an HTML body or both")]
+    MissingBody,
     /// A body does not contain `{{registration_url}}`: the owner could not register.
     #[error("the {part} does not contain the registration link ({{{{registration_url}}}})")]
     MissingRegistrationLink {
@@ -457,7 +476,7 @@ mod tests {
             community: CommunityId::new("c").unwrap(),
             selection: Selection::new(),
             subject: "Hello".into(),
-            text_body: "{{registration_url}}".into(),
+            text_body: Some("{{registration_url}}".into()),
             html_body: None,
             reply_to: None,
             summary_to: None,

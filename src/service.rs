@@ -24,7 +24,10 @@ use crate::progress::{RunControl, StopReason};
 use crate::repository::{EmailEdit, OwnerRepository, RedeemOutcome};
 use crate::review::{Excluded, Preview, Recipient, Review};
 use crate::selection::Selection;
-use crate::template::{CompiledTemplate, DEFAULT_HTML, DEFAULT_SUBJECT, DEFAULT_TEXT, MergeFields};
+use crate::template::{
+    CompiledTemplate, DEFAULT_HTML, DEFAULT_SUBJECT, DEFAULT_TEXT, MergeFields,
+    html_to_text_template,
+};
 use crate::token::{RegistrationToken, hash_token, looks_like_token, registration_link};
 use crate::transport::{Envelope, MailTransport};
 
@@ -482,7 +485,7 @@ impl OwnerAccess {
             community: community.id,
             selection: selection.clone(),
             subject: DEFAULT_SUBJECT.to_owned(),
-            text_body: DEFAULT_TEXT.to_owned(),
+            text_body: Some(DEFAULT_TEXT.to_owned()),
             html_body: Some(DEFAULT_HTML.to_owned()),
             reply_to: community.reply_to.map(String::from),
             summary_to: None,
@@ -581,11 +584,7 @@ impl OwnerAccess {
     pub async fn review(&self, invite: &Invite) -> Result<Review> {
         let community = self.community(&invite.community).await?;
         let mut problems = invite.check_envelope(&self.settings.attachment_limits);
-        let template = match CompiledTemplate::compile(
-            &invite.subject,
-            &invite.text_body,
-            invite.html_body.as_deref(),
-        ) {
+        let template = match CompiledTemplate::for_invite(invite) {
             Ok(t) => Some(Arc::new(t)),
             Err(found) => {
                 for p in found {
@@ -838,12 +837,8 @@ impl OwnerAccess {
         control: RunControl,
         take_over_claims_before: Option<Timestamp>,
     ) -> Result<SendReport> {
-        let template = CompiledTemplate::compile(
-            &batch.invite.subject,
-            &batch.invite.text_body,
-            batch.invite.html_body.as_deref(),
-        )
-        .map_err(|problems| Error::InvalidInvite { problems })?;
+        let template = CompiledTemplate::for_invite(&batch.invite)
+            .map_err(|problems| Error::InvalidInvite { problems })?;
         let community = self.community(&batch.community).await?;
         let frame = MessageFrame::new(
             &batch.sender,
@@ -930,9 +925,17 @@ impl OwnerAccess {
             counts.failed
         ));
         text.push_str("The message as written\n----------------------\n");
+        let body = match (&batch.invite.text_body, &batch.invite.html_body) {
+            (Some(text), _) => text.clone(),
+            (None, Some(html)) => format!(
+                "(the text made from the HTML body)\n{}",
+                html_to_text_template(html)
+            ),
+            (None, None) => String::new(),
+        };
         text.push_str(&format!(
             "Subject: {}\n\n{}\n\n",
-            batch.invite.subject, batch.invite.text_body
+            batch.invite.subject, body
         ));
         if !batch.invite.attachments.is_empty() {
             let names: Vec<&str> = batch

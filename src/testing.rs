@@ -180,7 +180,7 @@ fn invite(community: &str) -> Invite {
         // An id with JSON's and SQL's special characters: a store must keep it as is.
         selection: Selection::of([oid("o1"), oid("o2"), oid(r#"o9 "Zoë" \ 'x'"#)]),
         subject: "Register for the {{community.name}} owner portal".into(),
-        text_body: "Hello {{owner.first_name}},\n\n{{registration_link}}\n".into(),
+        text_body: Some("Hello {{owner.first_name}},\n\n{{registration_link}}\n".into()),
         html_body: None,
         reply_to: Some("board@example.org".into()),
         summary_to: None,
@@ -977,8 +977,15 @@ pub async fn drafts_round_trip(repo: &dyn OwnerRepository) -> CheckResult {
     d1.invite
         .attachments
         .push(Attachment::new("empty.txt", "text/plain", Vec::new()));
-    let d2 = draft("d2", "c1", 10);
-    let d3 = draft("d3", "c1", 5);
+    // HTML only: the text part is made from it. A store must keep "no text body"
+    // apart from an empty one, and an HTML body as written.
+    let mut d2 = draft("d2", "c1", 10);
+    d2.invite.text_body = None;
+    d2.invite.html_body = Some(
+        "<p>Hello {{owner.first_name}} <a href=\"{{registration_url}}\">register</a></p>".into(),
+    );
+    let mut d3 = draft("d3", "c1", 5);
+    d3.invite.text_body = Some(String::new());
     let d4 = draft("d4", "c2", 50);
     for d in [&d1, &d2, &d3, &d4] {
         c.ok(repo.save_draft(d).await, "save_draft")?;
@@ -987,6 +994,16 @@ pub async fn drafts_round_trip(repo: &dyn OwnerRepository) -> CheckResult {
         c.ok(repo.draft(&d1.id).await, "draft")?,
         Some(d1.clone()),
         "draft with attachments",
+    )?;
+    c.eq(
+        c.ok(repo.draft(&d2.id).await, "draft")?,
+        Some(d2.clone()),
+        "draft with an HTML body only",
+    )?;
+    c.eq(
+        c.ok(repo.draft(&d3.id).await, "draft")?,
+        Some(d3.clone()),
+        "draft with an empty text body",
     )?;
     let order = |drafts: Vec<Draft>| {
         drafts

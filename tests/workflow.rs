@@ -147,8 +147,7 @@ async fn nothing_is_sent_or_stored_while_the_invite_is_invalid() {
         ),
         (
             base.clone()
-                .with_text_body("Hello, no link here")
-                .with_html_body("<p>{{registration_url}}</p>"),
+                .with_bodies("Hello, no link here", "<p>{{registration_url}}</p>"),
             "missing_registration_link",
         ),
         (

@@ -217,7 +217,7 @@ struct MessageArgs {
     /// Plain-text body template (without --html, the HTML part is made from it).
     #[arg(long, value_name = "FILE")]
     text: Option<PathBuf>,
-    /// HTML body template.
+    /// HTML body template (without --text, the text part is made from it).
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
     /// A file to attach (repeatable).
@@ -862,12 +862,23 @@ fn apply_message(mut invite: Invite, message: &MessageArgs) -> Result<Invite, Fa
     if let Some(subject) = &message.subject {
         invite.subject = subject.clone();
     }
-    if let Some(path) = &message.text {
-        invite = invite.with_text_body(read_text(path, "--text")?);
-    }
-    if let Some(path) = &message.html {
-        invite = invite.with_html_body(read_text(path, "--html")?);
-    }
+    // One body given: the other part is made from it, so both say the same thing.
+    let text = message
+        .text
+        .as_deref()
+        .map(|p| read_text(p, "--text"))
+        .transpose()?;
+    let html = message
+        .html
+        .as_deref()
+        .map(|p| read_text(p, "--html"))
+        .transpose()?;
+    invite = match (text, html) {
+        (Some(text), Some(html)) => invite.with_bodies(text, html),
+        (Some(text), None) => invite.with_text_body(text),
+        (None, Some(html)) => invite.with_html_body(html),
+        (None, None) => invite,
+    };
     for path in &message.attach {
         let bytes = std::fs::read(path)
             .map_err(|e| Failure::input(format!("--attach {}: {e}", path.display())))?;

@@ -71,6 +71,7 @@ const APPLICATION_ID: i64 = 0x4F41_6363;
 const MIGRATIONS: &[&str] = &[
     include_str!("sqlite/0001_initial.sql"),
     include_str!("sqlite/0002_invite_sender.sql"),
+    include_str!("sqlite/0003_text_from_html.sql"),
 ];
 
 /// The schema version this build writes and reads.
@@ -793,18 +794,19 @@ fn insert_invite(db: &Db<'_>, invite: &Invite) -> Res<i64> {
     } = invite;
     db.exec(
         "INSERT INTO invites (community, subject, text_body, html_body, reply_to, summary_to, draft,
-                              sender, portal_url)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                              sender, portal_url, text_from_html)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         rusqlite::params![
             community.as_str(),
             subject,
-            text_body,
+            text_body.as_deref().unwrap_or_default(),
             html_body,
             reply_to,
             summary_to,
             draft.as_ref().map(DraftId::as_str),
             from,
             portal_url,
+            text_body.is_none(),
         ],
     )?;
     let id = db.last_insert_rowid();
@@ -829,7 +831,7 @@ fn read_invite(db: &Db<'_>, id: i64) -> Res<Invite> {
     let head = db
         .row(
             "SELECT community, subject, text_body, html_body, reply_to, summary_to, draft,
-                    sender, portal_url
+                    sender, portal_url, text_from_html
              FROM invites WHERE id = ?1",
             [id],
             |r| {
@@ -848,6 +850,7 @@ fn read_invite(db: &Db<'_>, id: i64) -> Res<Invite> {
                     (
                         r.get::<_, Option<String>>(7)?,
                         r.get::<_, Option<String>>(8)?,
+                        r.get::<_, bool>(9)?,
                     ),
                 ))
             },
@@ -873,13 +876,13 @@ fn read_invite(db: &Db<'_>, id: i64) -> Res<Invite> {
     let (
         (community, subject, text_body, html_body),
         (reply_to, summary_to, draft),
-        (from, portal_url),
+        (from, portal_url, text_from_html),
     ) = head;
     Ok(Invite {
         community: read_id!(CommunityId, community, "invites.community")?,
         selection: Selection::of(selection),
         subject,
-        text_body,
+        text_body: (!text_from_html).then_some(text_body),
         html_body,
         reply_to,
         summary_to,

@@ -35,7 +35,9 @@ use serde::Serialize;
 use crate::invite::{Problem, TemplatePart};
 
 mod direct;
+mod html_text;
 use direct::DirectTemplate;
+pub use html_text::html_to_text_template;
 
 /// The merge fields a template may use, exactly these names.
 pub const MERGE_FIELDS: [&str; 8] = [
@@ -274,6 +276,49 @@ impl CompiledTemplate {
             html,
             direct,
         })
+    }
+
+    /// Compiles an invite's templates the way they are sent: with no text body, the
+    /// text template is made from the HTML body ([`html_to_text_template`]), and a
+    /// problem found in it is reported against the HTML body, which is what the
+    /// manager wrote; with neither body, [`Problem::MissingBody`].
+    pub fn for_invite(invite: &crate::invite::Invite) -> Result<Self, Vec<Problem>> {
+        match (&invite.text_body, &invite.html_body) {
+            (Some(text), html) => Self::compile(&invite.subject, text, html.as_deref()),
+            (None, Some(html)) => {
+                let text = html_to_text_template(html);
+                Self::compile(&invite.subject, &text, Some(html)).map_err(|problems| {
+                    let mut out: Vec<Problem> = Vec::with_capacity(problems.len());
+                    for problem in problems {
+                        let problem = match problem {
+                            Problem::MissingRegistrationLink {
+                                part: TemplatePart::Text,
+                            } => Problem::MissingRegistrationLink {
+                                part: TemplatePart::Html,
+                            },
+                            Problem::TemplateSyntax {
+                                part: TemplatePart::Text,
+                                message,
+                            } => Problem::TemplateSyntax {
+                                part: TemplatePart::Html,
+                                message,
+                            },
+                            Problem::UnknownField {
+                                part: TemplatePart::Text,
+                                field,
+                            } => Problem::UnknownField {
+                                part: TemplatePart::Html,
+                                field,
+                            },
+                            other => other,
+                        };
+                        push_unique(&mut out, problem);
+                    }
+                    out
+                })
+            }
+            (None, None) => Err(vec![Problem::MissingBody]),
+        }
     }
 
     /// Renders one owner's parts.
