@@ -20,6 +20,7 @@ use crate::domain::{
     Batch, BatchId, Delivery, DeliveryOutcome, Mailbox, Owner, OwnerId, Timestamp, TokenRecord,
     TokenState,
 };
+use crate::error::InvalidSetting;
 use crate::mime::{MessageFrame, MessageIds};
 use crate::progress::{Progress, RunControl, StopReason};
 use crate::repository::{OwnerRepository, RepositoryError};
@@ -66,7 +67,8 @@ pub struct SendOptions {
     /// Messages in flight at once (default 8). An SMTP transport typically opens as
     /// many connections.
     pub concurrency: usize,
-    /// At most this many messages started per second (default: unlimited).
+    /// At most this many messages started per second (default `None`: no limit). See
+    /// [`validate`](Self::validate) for the range.
     pub rate_per_second: Option<f64>,
     /// Retries of transient errors.
     pub retry: RetryPolicy,
@@ -103,6 +105,131 @@ impl Default for SendOptions {
             outcome_group: 32,
             outcome_delay: Duration::from_millis(100),
         }
+    }
+}
+
+impl RetryPolicy {
+    /// The most attempts per delivery in one run.
+    pub const MAX_ATTEMPTS: u32 = 100;
+    /// The longest wait between two attempts.
+    pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+    /// Checks the policy: `max_attempts` from 1 to [`MAX_ATTEMPTS`](Self::MAX_ATTEMPTS),
+    /// `initial_backoff` at most `max_backoff`, which is at most
+    /// [`MAX_BACKOFF`](Self::MAX_BACKOFF).
+    ///
+    /// # Errors
+    /// [`InvalidSetting`] naming the first field out of range.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        if !(1..=Self::MAX_ATTEMPTS).contains(&self.max_attempts) {
+            return Err(InvalidSetting::new(
+                "retry.max_attempts",
+                self.max_attempts,
+                format!(
+                    "from 1 to {} (the first attempt included)",
+                    Self::MAX_ATTEMPTS
+                ),
+            ));
+        }
+        if self.max_backoff > Self::MAX_BACKOFF {
+            return Err(InvalidSetting::new(
+                "retry.max_backoff",
+                self.max_backoff,
+                format!("at most {:?}", Self::MAX_BACKOFF),
+            ));
+        }
+        if self.initial_backoff > self.max_backoff {
+            return Err(InvalidSetting::new(
+                "retry.initial_backoff",
+                self.initial_backoff,
+                format!("at most retry.max_backoff ({:?})", self.max_backoff),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl SendOptions {
+    /// The most messages in flight at once.
+    pub const MAX_CONCURRENCY: usize = 1024;
+    /// The slowest rate: one message an hour. Slower is not a bulk send, and the wait
+    /// for a slot must stay a time the clock can add.
+    pub const MIN_RATE_PER_SECOND: f64 = 1.0 / 3600.0;
+    /// The fastest rate a limit may name (for no limit, `None`).
+    pub const MAX_RATE_PER_SECOND: f64 = 1_000_000.0;
+    /// The longest claim lease.
+    pub const MAX_CLAIM_LEASE: Duration = Duration::from_secs(7 * 24 * 3600);
+    /// The largest group of outcomes recorded at once.
+    pub const MAX_OUTCOME_GROUP: usize = 10_000;
+    /// The longest an outcome may wait for its group.
+    pub const MAX_OUTCOME_DELAY: Duration = Duration::from_secs(60);
+
+    /// Checks every setting against its range: `concurrency` from 1 to
+    /// [`MAX_CONCURRENCY`](Self::MAX_CONCURRENCY); `rate_per_second` `None` (no limit)
+    /// or a finite number from [`MIN_RATE_PER_SECOND`](Self::MIN_RATE_PER_SECOND) to
+    /// [`MAX_RATE_PER_SECOND`](Self::MAX_RATE_PER_SECOND) (zero, negative, NaN and
+    /// infinite rates are refused); the retry policy ([`RetryPolicy::validate`]);
+    /// `unreachable_after` at least 1; `claim_lease` from 1 s to
+    /// [`MAX_CLAIM_LEASE`](Self::MAX_CLAIM_LEASE); `outcome_group` from 1 to
+    /// [`MAX_OUTCOME_GROUP`](Self::MAX_OUTCOME_GROUP); `outcome_delay` at most
+    /// [`MAX_OUTCOME_DELAY`](Self::MAX_OUTCOME_DELAY).
+    ///
+    /// [`OwnerAccessBuilder::build`](crate::OwnerAccessBuilder::build) calls it, so a
+    /// service only ever holds options that passed: nothing is stored or sent with
+    /// options out of range.
+    ///
+    /// # Errors
+    /// [`InvalidSetting`] naming the first setting out of range.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        if !(1..=Self::MAX_CONCURRENCY).contains(&self.concurrency) {
+            return Err(InvalidSetting::new(
+                "concurrency",
+                self.concurrency,
+                format!("from 1 to {}", Self::MAX_CONCURRENCY),
+            ));
+        }
+        if let Some(rate) = self.rate_per_second
+            && !(Self::MIN_RATE_PER_SECOND..=Self::MAX_RATE_PER_SECOND).contains(&rate)
+        {
+            return Err(InvalidSetting::new(
+                "rate_per_second",
+                rate,
+                format!(
+                    "a number of messages per second from 1/3600 (one an hour) to {}",
+                    Self::MAX_RATE_PER_SECOND
+                ),
+            ));
+        }
+        self.retry.validate()?;
+        if self.unreachable_after == 0 {
+            return Err(InvalidSetting::new(
+                "unreachable_after",
+                self.unreachable_after,
+                "at least 1",
+            ));
+        }
+        if !(Duration::from_secs(1)..=Self::MAX_CLAIM_LEASE).contains(&self.claim_lease) {
+            return Err(InvalidSetting::new(
+                "claim_lease",
+                self.claim_lease,
+                format!("from 1s to {:?}", Self::MAX_CLAIM_LEASE),
+            ));
+        }
+        if !(1..=Self::MAX_OUTCOME_GROUP).contains(&self.outcome_group) {
+            return Err(InvalidSetting::new(
+                "outcome_group",
+                self.outcome_group,
+                format!("from 1 to {}", Self::MAX_OUTCOME_GROUP),
+            ));
+        }
+        if self.outcome_delay > Self::MAX_OUTCOME_DELAY {
+            return Err(InvalidSetting::new(
+                "outcome_delay",
+                self.outcome_delay,
+                format!("at most {:?}", Self::MAX_OUTCOME_DELAY),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -644,7 +771,13 @@ impl Engine<'_> {
         let Some(rate) = self.options.rate_per_second.filter(|r| *r > 0.0) else {
             return;
         };
-        let interval = Duration::from_secs_f64(1.0 / rate);
+        // Options are validated before a send, so the interval is at most an hour; the
+        // bound keeps a rate that slipped past from panicking in the clock arithmetic.
+        let interval = Duration::try_from_secs_f64(1.0 / rate)
+            .unwrap_or(Duration::MAX)
+            .min(Duration::from_secs_f64(
+                1.0 / SendOptions::MIN_RATE_PER_SECOND,
+            ));
         let wait = {
             let now = self.clock.now();
             let mut next = state.next_slot.lock().expect("run state");

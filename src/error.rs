@@ -43,6 +43,37 @@ pub enum MassEditProblem {
     },
 }
 
+/// A setting outside the range the workflow can work with: a rate, a concurrency, a
+/// time-out, a limit. Returned by [`SendOptions::validate`](crate::SendOptions::validate)
+/// and by [`OwnerAccessBuilder::build`](crate::OwnerAccessBuilder::build), before
+/// anything is stored or sent; the fix is to change the setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the setting `{setting}` cannot be {value}: it must be {expected}")]
+#[non_exhaustive]
+pub struct InvalidSetting {
+    /// The setting, named as its field or builder method (`rate_per_second`,
+    /// `retry.max_attempts`, `token_ttl`).
+    pub setting: &'static str,
+    /// The value given, as text.
+    pub value: String,
+    /// What the setting accepts.
+    pub expected: String,
+}
+
+impl InvalidSetting {
+    pub(crate) fn new(
+        setting: &'static str,
+        value: impl std::fmt::Debug,
+        expected: impl Into<String>,
+    ) -> Self {
+        Self {
+            setting,
+            value: format!("{value:?}"),
+            expected: expected.into(),
+        }
+    }
+}
+
 /// What went wrong in a workflow call. Every variant leaves stored data as it was
 /// unless its documentation says otherwise.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +122,10 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A rate, concurrency, time-out or limit is out of range; nothing was stored or
+    /// sent.
+    #[error(transparent)]
+    InvalidSetting(#[from] InvalidSetting),
     /// The sender mailbox is invalid.
     #[error("invalid sender: {0}")]
     Sender(#[from] InvalidMailbox),

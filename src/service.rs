@@ -17,7 +17,7 @@ use crate::domain::{
 use crate::eligibility::{
     Eligibility, Ineligible, OwnerFilter, Roster, RosterCounts, RosterRow, assess,
 };
-use crate::error::{Error, MassEditProblem, Result};
+use crate::error::{Error, InvalidSetting, MassEditProblem, Result};
 use crate::invite::{AttachmentLimits, Invite, check_portal_url};
 use crate::mime::{MessageFrame, MessageIds, message_id};
 use crate::progress::{RunControl, StopReason};
@@ -33,6 +33,13 @@ use crate::transport::{Envelope, MailTransport};
 
 /// The default validity of a registration link: 14 days.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// The longest validity a registration link may have: a year.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The largest total of attachments per message a service may allow: 100 MiB (no
+/// mail server takes more; each message in flight is built in memory).
+pub const MAX_ATTACHMENTS_TOTAL: usize = 100 * 1024 * 1024;
 
 /// Settings of an [`OwnerAccess`].
 #[derive(Debug, Clone)]
@@ -103,7 +110,10 @@ impl OwnerAccessBuilder {
     /// # Errors
     /// [`Error::Sender`] for an invalid sender; [`Error::Config`] for a missing sender
     /// or portal URL, a portal URL that is not http(s) or has white space or control
-    /// characters, a zero TTL or a zero concurrency.
+    /// characters; [`Error::InvalidSetting`] for a setting out of range: a token
+    /// lifetime outside 1 s to [`MAX_TOKEN_TTL`], attachment limits above
+    /// [`MAX_ATTACHMENTS_TOTAL`] (or one file allowed more than all), and send
+    /// options that fail [`SendOptions::validate`].
     pub fn build(self) -> Result<OwnerAccess> {
         let sender = self.sender.ok_or_else(|| Error::Config {
             message: "a sender (From) is required".into(),
@@ -120,16 +130,35 @@ impl OwnerAccessBuilder {
                 ),
             })?
             .to_owned();
-        if self.token_ttl.is_zero() {
-            return Err(Error::Config {
-                message: "the token lifetime must be positive".into(),
-            });
+        if !(Duration::from_secs(1)..=MAX_TOKEN_TTL).contains(&self.token_ttl) {
+            return Err(InvalidSetting::new(
+                "token_ttl",
+                self.token_ttl,
+                format!("from 1s to {} days", MAX_TOKEN_TTL.as_secs() / 86_400),
+            )
+            .into());
         }
-        if self.send.concurrency == 0 {
-            return Err(Error::Config {
-                message: "the concurrency must be at least 1".into(),
-            });
+        let limits = &self.attachment_limits;
+        if limits.max_total > MAX_ATTACHMENTS_TOTAL {
+            return Err(InvalidSetting::new(
+                "attachment_limits.max_total",
+                limits.max_total,
+                format!("at most {MAX_ATTACHMENTS_TOTAL} bytes (100 MiB)"),
+            )
+            .into());
         }
+        if limits.max_each > limits.max_total {
+            return Err(InvalidSetting::new(
+                "attachment_limits.max_each",
+                limits.max_each,
+                format!(
+                    "at most attachment_limits.max_total ({} bytes)",
+                    limits.max_total
+                ),
+            )
+            .into());
+        }
+        self.send.validate()?;
         Ok(OwnerAccess {
             repo: self.repo,
             transport: self.transport,

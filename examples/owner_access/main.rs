@@ -148,8 +148,9 @@ enum Command {
     Activity {
         #[arg(long)]
         community: String,
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
+        /// How many entries, from 1 to 100000.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        limit: u32,
         #[arg(long)]
         json: bool,
     },
@@ -279,7 +280,8 @@ struct TransportArgs {
     /// Messages in flight at once (and SMTP connections).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
     concurrency: u32,
-    /// At most this many messages per second.
+    /// At most this many messages per second, from 1/3600 (0.000278, one an hour) to
+    /// 1000000.
     #[arg(long)]
     rate: Option<f64>,
 }
@@ -534,7 +536,9 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         } => {
             let community: CommunityId = id("community", &community)?;
             let service = app.service_without_transport(&MessageArgs::defaults())?;
-            let entries = service.activity(&community, Page::first(limit)).await?;
+            let entries = service
+                .activity(&community, Page::first(limit as usize))
+                .await?;
             print_out(
                 json,
                 output::activity_json(&entries),
@@ -626,6 +630,21 @@ impl App {
         message: &MessageArgs,
         args: &TransportArgs,
     ) -> Result<OwnerAccess, Failure> {
+        // The numbers first, by the library's own rules: a bad one is exit 1 before an
+        // outbox folder is made or anything is stored.
+        let options = SendOptions {
+            concurrency: args.concurrency as usize,
+            rate_per_second: args.rate,
+            ..SendOptions::default()
+        };
+        options.validate().map_err(|e| {
+            let flag = match e.setting {
+                "rate_per_second" => "--rate",
+                "concurrency" => "--concurrency",
+                other => other,
+            };
+            Failure::input(format!("{flag} {}: must be {}", e.value, e.expected))
+        })?;
         let transport: Arc<dyn MailTransport> = match (&args.smtp, &args.outbox) {
             (Some(url), None) => {
                 let mut settings = SmtpSettings::from_url(url)
@@ -661,16 +680,6 @@ impl App {
                     "give exactly one of --smtp URL or --outbox DIR",
                 ));
             }
-        };
-        if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-            return Err(Failure::input(
-                "--rate must be a positive number of messages per second",
-            ));
-        }
-        let options = SendOptions {
-            concurrency: args.concurrency as usize,
-            rate_per_second: args.rate,
-            ..SendOptions::default()
         };
         Ok(self
             .builder(message, transport)

@@ -70,7 +70,8 @@ use tokio_rustls::client::TlsStream;
 
 pub use settings::{
     DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_CONNECTIONS,
-    DEFAULT_MESSAGES_PER_CONNECTION, Security, SmtpConfigError, SmtpSettings,
+    DEFAULT_MESSAGES_PER_CONNECTION, MAX_CONNECTIONS, MAX_TIMEOUT, Security, SmtpConfigError,
+    SmtpSettings,
 };
 
 use crate::transport::{Accepted, Envelope, MailTransport, TransportError};
@@ -110,8 +111,9 @@ impl SmtpTransport {
     ///
     /// # Errors
     /// A [fatal](crate::transport::ErrorClass::Fatal) [`TransportError`] when the
-    /// settings cannot work: an empty host, zero connections, messages per
-    /// connection or time-outs, a HELO name or credentials that cannot be sent, a
+    /// settings cannot work: an empty host, zero connections or more than
+    /// [`MAX_CONNECTIONS`], zero messages per connection, a
+    /// time-out of zero or over [`MAX_TIMEOUT`], a HELO name or credentials that cannot be sent, a
     /// host that is no valid TLS server name, a root certificate that does not
     /// parse, or (with TLS and no extra roots) no root certificates on the platform.
     /// The error never contains the password.

@@ -77,6 +77,12 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// reply to its final dot).
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The most connections one transport keeps (the send engine's
+/// [`MAX_CONCURRENCY`](crate::SendOptions::MAX_CONCURRENCY)).
+pub const MAX_CONNECTIONS: usize = 1024;
+/// The longest connect or command time-out.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// Where and how [`SmtpTransport`](super::SmtpTransport) delivers.
 ///
 /// Build it from a URL ([`from_url`](Self::from_url)) or with [`new`](Self::new), then
@@ -215,7 +221,7 @@ impl SmtpSettings {
 
     /// How many connections to keep open and share among the send engine's workers
     /// (default [`DEFAULT_CONNECTIONS`]). A worker that finds every connection busy
-    /// waits for one. Must be at least 1.
+    /// waits for one. From 1 to [`MAX_CONNECTIONS`].
     pub fn with_connections(mut self, connections: usize) -> Self {
         self.connections = connections;
         self
@@ -230,7 +236,7 @@ impl SmtpSettings {
 
     /// The time allowed to open a connection (TCP connect, greeting, EHLO, TLS and
     /// AUTH together) and the time allowed for each command's reply, the message
-    /// data included. Both must be more than zero.
+    /// data included. Both must be more than zero and at most [`MAX_TIMEOUT`].
     pub fn with_timeouts(mut self, connect: Duration, command: Duration) -> Self {
         self.connect_timeout = connect;
         self.command_timeout = command;
@@ -287,14 +293,24 @@ impl SmtpSettings {
         if self.port == 0 {
             return Err("the SMTP port is 0".into());
         }
-        if self.connections == 0 {
-            return Err("the number of SMTP connections must be at least 1".into());
+        if !(1..=MAX_CONNECTIONS).contains(&self.connections) {
+            return Err(format!(
+                "the number of SMTP connections must be from 1 to {MAX_CONNECTIONS}, not {}",
+                self.connections
+            ));
         }
         if self.messages_per_connection == 0 {
             return Err("the number of messages per SMTP connection must be at least 1".into());
         }
-        if self.connect_timeout.is_zero() || self.command_timeout.is_zero() {
-            return Err("the SMTP connect and command time-outs must be more than zero".into());
+        for (what, timeout) in [
+            ("connect", self.connect_timeout),
+            ("command", self.command_timeout),
+        ] {
+            if timeout.is_zero() || timeout > MAX_TIMEOUT {
+                return Err(format!(
+                    "the SMTP {what} time-out must be more than zero and at most {MAX_TIMEOUT:?}, not {timeout:?}"
+                ));
+            }
         }
         if let Some(name) = &self.helo_name
             && (name.is_empty() || name.bytes().any(|b| !b.is_ascii_graphic()))
@@ -457,6 +473,24 @@ mod tests {
         let base = SmtpSettings::new("mail.example.com", 25, Security::Plain);
         assert!(base.validate().is_ok());
         assert!(base.clone().with_connections(0).validate().is_err());
+        assert!(
+            base.clone()
+                .with_connections(MAX_CONNECTIONS + 1)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            base.clone()
+                .with_connections(MAX_CONNECTIONS)
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            base.clone()
+                .with_timeouts(Duration::from_secs(1), Duration::MAX)
+                .validate()
+                .is_err()
+        );
         assert!(
             base.clone()
                 .with_messages_per_connection(0)
