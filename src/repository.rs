@@ -51,21 +51,24 @@ pub enum RepositoryError {
         /// What is wrong.
         message: String,
     },
-    /// The store cannot be reached or is busy; the same call may succeed later.
+    /// The store cannot be reached, is busy, full or read-only; the same call may
+    /// succeed once that is fixed. Nothing of the call was stored.
     #[error("{store} is unavailable")]
     Unavailable {
         /// The adapter.
         store: String,
-        /// The cause.
+        /// The cause, as the backend reported it: walk [`source`](std::error::Error::source)
+        /// to show it (SqliteRepository names it, "disk full", "read-only file",
+        /// "database is locked", with the `rusqlite::Error` beneath).
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// Any other failure of the adapter.
+    /// Any other failure of the adapter (for SQLite, for example, a missing table).
     #[error("{store} failed")]
     Backend {
         /// The adapter.
         store: String,
-        /// The cause.
+        /// The cause, as the backend reported it (keep its own source chain).
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },

@@ -319,10 +319,26 @@ impl From<Error> for Failure {
                     rows.join("; ")
                 )
             }
-            other => other.to_string(),
+            other => with_causes(other),
         };
         Failure::input(message)
     }
+}
+
+/// An error and its causes on one line, `error: cause: its cause`, so a full disk or a
+/// held lock says so (a cause already in the line is not repeated).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        next = cause.source();
+    }
+    line
 }
 
 impl From<input::InputError> for Failure {
@@ -399,9 +415,13 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
     let db = cli
         .db
         .ok_or_else(|| Failure::input("--db FILE is required"))?;
-    let repo = SqliteRepository::open(&db)
-        .await
-        .map_err(|e| Failure::input(format!("cannot open the database {}: {e}", db.display())))?;
+    let repo = SqliteRepository::open(&db).await.map_err(|e| {
+        Failure::input(format!(
+            "cannot open the database {}: {}",
+            db.display(),
+            with_causes(&e)
+        ))
+    })?;
     let repo: Arc<dyn OwnerRepository> = Arc::new(repo);
     let app = App { repo };
     match cli.command {

@@ -32,6 +32,16 @@
 //! - primary emails are **not** unique (host data may already share one); the
 //!   normalised address is an indexed column that `email_holders` joins against.
 //!
+//! # Errors
+//!
+//! A file refused as not ours is [`RepositoryError::Corrupt`]. A busy, full,
+//! read-only or unreachable file is [`RepositoryError::Unavailable`], any other SQLite
+//! failure [`RepositoryError::Backend`]; both keep the cause as their source, named
+//! for what it means (`disk full`, `read-only file`, `database is locked`, `cannot open
+//! the file`, `permission denied`, `I/O error`, `out of memory`) with the
+//! `rusqlite::Error` beneath, or the `rusqlite::Error` itself (`no such table: …`).
+//! A failed call keeps nothing: each call is one transaction.
+//!
 //! # Durability
 //!
 //! `synchronous = FULL` in WAL mode: every call that writes has committed durably
@@ -229,25 +239,60 @@ fn precondition(message: String) -> Fail {
     Fail::Repo(RepositoryError::Precondition { message })
 }
 
-/// Maps a SQLite error to the kind the workflow reacts to.
+/// A SQLite failure named by what it means for the file ("disk full", "read-only
+/// file", "database is locked"), with SQLite's own error as its source: the cause
+/// that [`RepositoryError::Unavailable`] and [`RepositoryError::Backend`] carry.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}")]
+struct SqliteCause {
+    what: &'static str,
+    #[source]
+    source: rusqlite::Error,
+}
+
+/// What a SQLite result code means, in words, for the codes a host meets in
+/// operation. Others (a missing table, a constraint) carry SQLite's own message.
+fn meaning(code: ErrorCode) -> Option<&'static str> {
+    Some(match code {
+        ErrorCode::DiskFull => "disk full",
+        ErrorCode::ReadOnly => "read-only file",
+        ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+            "database is locked (another connection held the write lock past the busy time-out)"
+        }
+        ErrorCode::CannotOpen => "cannot open the file",
+        ErrorCode::PermissionDenied => "permission denied",
+        ErrorCode::SystemIoFailure => "I/O error",
+        ErrorCode::OutOfMemory => "out of memory",
+        _ => return None,
+    })
+}
+
+/// The cause to keep: SQLite's error, named where its code has a meaning of its own.
+fn cause(e: rusqlite::Error) -> Box<dyn std::error::Error + Send + Sync> {
+    match e.sqlite_error_code().and_then(meaning) {
+        Some(what) => Box::new(SqliteCause { what, source: e }),
+        None => Box::new(e),
+    }
+}
+
+/// Maps a SQLite error to the kind the workflow reacts to, keeping it as the cause.
 fn classify(store: &str, e: rusqlite::Error) -> RepositoryError {
     match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => RepositoryError::Unavailable {
-            store: store.to_owned(),
-            source: Box::new(e),
-        },
         Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => RepositoryError::Corrupt {
             message: format!("{store}: {e}"),
         },
         Some(
-            ErrorCode::CannotOpen
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::CannotOpen
+            | ErrorCode::PermissionDenied
             | ErrorCode::SystemIoFailure
             | ErrorCode::DiskFull
             | ErrorCode::OutOfMemory
             | ErrorCode::ReadOnly,
         ) => RepositoryError::Unavailable {
             store: store.to_owned(),
-            source: Box::new(e),
+            source: cause(e),
         },
         _ => match e {
             rusqlite::Error::FromSqlConversionFailure(..)
@@ -257,7 +302,7 @@ fn classify(store: &str, e: rusqlite::Error) -> RepositoryError {
             },
             e => RepositoryError::Backend {
                 store: store.to_owned(),
-                source: Box::new(e),
+                source: cause(e),
             },
         },
     }
@@ -1863,6 +1908,80 @@ fn issue_token_in(db: &Db<'_>, token: &TokenRecord) -> Res<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The text of an error and every cause beneath it.
+    fn chain(e: &dyn std::error::Error) -> Vec<String> {
+        let mut out = vec![e.to_string()];
+        let mut next = e.source();
+        while let Some(cause) = next {
+            out.push(cause.to_string());
+            next = cause.source();
+        }
+        out
+    }
+
+    /// A database that reaches its size limit (SQLite's `max_page_count`, which fails
+    /// a write exactly as a full disk does) says "disk full", keeps SQLite's error as
+    /// the cause, and keeps nothing of the call.
+    #[tokio::test]
+    async fn a_full_database_says_disk_full_and_keeps_its_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = SqliteRepository::open(dir.path().join("full.db"))
+            .await
+            .unwrap();
+        let community = Community::new(CommunityId::new("c").unwrap(), "C");
+        repo.upsert_community(&community).await.unwrap();
+        {
+            let conn = repo.inner.writer.lock().unwrap();
+            let pages: i64 = conn
+                .query_row("PRAGMA page_count", [], |r| r.get(0))
+                .unwrap();
+            conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+                .unwrap();
+        }
+        let owners: Vec<Owner> = (0..2000)
+            .map(|i| {
+                Owner::new(
+                    OwnerId::new(format!("o{i}")).unwrap(),
+                    community.id.clone(),
+                    PropertyId::new(format!("u{i}")).unwrap(),
+                    "A long enough first name",
+                    "and a last name",
+                )
+                .with_primary_email(format!("owner{i}@example.org"))
+            })
+            .collect();
+        let err = repo
+            .upsert_owners(&owners, Timestamp::from_unix_seconds(0))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, RepositoryError::Unavailable { .. }),
+            "{err:?}"
+        );
+        let text = chain(&err);
+        assert_eq!(text[1], "disk full", "{text:?}");
+        let mut found = None;
+        let mut next = std::error::Error::source(&err);
+        while let Some(cause) = next {
+            found = found.or(cause.downcast_ref::<rusqlite::Error>());
+            next = cause.source();
+        }
+        assert_eq!(
+            found.and_then(rusqlite::Error::sqlite_error_code),
+            Some(ErrorCode::DiskFull),
+            "the rusqlite error is in the chain: {text:?}"
+        );
+        let stored = repo
+            .community_owners(
+                &community.id,
+                &OwnerFilter::all(),
+                Timestamp::from_unix_seconds(0),
+            )
+            .await
+            .unwrap();
+        assert!(stored.is_empty(), "nothing of the failed call is kept");
+    }
 
     /// The plan SQLite picks for a statement, one line per step.
     /// Parameters are bound as NULL, so the statements the adapter runs can be
