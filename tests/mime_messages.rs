@@ -223,10 +223,28 @@ fn hostile_and_long_names_and_subjects_make_a_well_formed_header_block() {
             "{head}"
         );
         let mail = parse_mail(&raw).unwrap();
-        let expected = name.replace(['\r', '\n'], " ").trim().to_owned();
+        let expected = mime_common::name_words(name);
         let (got, address) = single_mailbox(&mail, "To");
         assert_eq!(address, "ana.lopes@example.com", "{head}");
-        assert_eq!(got.as_deref(), Some(expected.as_str()), "{head}");
+        // Read both ways: word by word (as Python and mail clients read a phrase),
+        // and as RFC 2047 says (mailparse: white space between encoded-words
+        // dropped). Only an over-long word reads with spaces the first way.
+        let by_words = mime_common::phrase_reading(&raw, "To").unwrap();
+        if expected.split(' ').any(mime_common::is_over_long) {
+            assert_eq!(
+                by_words.replace(' ', ""),
+                expected.replace(' ', ""),
+                "{head}"
+            );
+        } else {
+            assert_eq!(by_words, expected, "{head}");
+        }
+        let got = got.unwrap();
+        if expected.contains(' ') && got != expected {
+            assert_eq!(got.replace(' ', ""), expected.replace(' ', ""), "{head}");
+        } else {
+            assert_eq!(got, expected, "{head}");
+        }
         assert_eq!(
             single_header(&mail, "Subject"),
             format!("Welcome, {}", name.replace(['\r', '\n'], " ")),

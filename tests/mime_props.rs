@@ -86,8 +86,25 @@ proptest! {
 
         let (got_name, address) = single_mailbox(&mail, "To");
         prop_assert_eq!(address, "owner@xn--bcher-kva.example");
-        let expected_name = single_line(&name).trim().to_owned();
-        prop_assert_eq!(got_name, (!expected_name.is_empty()).then_some(expected_name));
+        let expected_name = mime_common::name_words(&name);
+        // Word by word (as Python and mail clients read a phrase): the name, but
+        // for an over-long word, which alone is split; as RFC 2047 reads it
+        // (mailparse): the same characters.
+        let by_words = mime_common::phrase_reading(&raw, "To");
+        if expected_name.split(' ').any(mime_common::is_over_long) {
+            prop_assert_eq!(
+                by_words.unwrap_or_default().replace(' ', ""),
+                expected_name.replace(' ', "")
+            );
+        } else {
+            prop_assert_eq!(by_words.clone(), (!expected_name.is_empty()).then(|| expected_name.clone()));
+        }
+        // (mailparse also trims Unicode white space such as U+00A0 around the name.)
+        let squeezed = |n: &str| n.split_whitespace().collect::<String>();
+        prop_assert_eq!(
+            got_name.as_deref().map(squeezed).unwrap_or_default(),
+            squeezed(&expected_name)
+        );
         prop_assert_eq!(single_header(&mail, "Subject"), single_line(&subject));
 
         let alternative = if with_attachment { &mail.subparts[0] } else { &mail };

@@ -95,3 +95,128 @@ pub fn single_mailbox(mail: &ParsedMail<'_>, name: &str) -> (Option<String>, Str
 pub fn lf(s: &str) -> String {
     s.replace("\r\n", "\n")
 }
+
+/// A display name as readers that take each encoded-word as a word of the phrase
+/// read it (Python's `email.policy.default` in `To`, Thunderbird, Apple Mail): the
+/// header's tokens before `<address>`, each encoded-word decoded on its own (with
+/// mailparse), quoted strings unquoted, joined by one space.
+pub fn phrase_reading(message: &[u8], name: &str) -> Option<String> {
+    let head = std::str::from_utf8(header_block(message)).unwrap();
+    let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ");
+    let prefix = format!("{name}:");
+    let value = unfolded
+        .split("\r\n")
+        .find(|l| l.len() > prefix.len() && l[..prefix.len()].eq_ignore_ascii_case(&prefix))?
+        [prefix.len()..]
+        .trim();
+    let phrase = value.rsplit_once('<').map_or("", |(p, _)| p).trim();
+    if phrase.is_empty() {
+        return None;
+    }
+    let mut words = Vec::new();
+    let mut rest = phrase;
+    while !rest.is_empty() {
+        rest = rest.trim_start();
+        if let Some(quoted) = rest.strip_prefix('"') {
+            let mut out = String::new();
+            let mut chars = quoted.char_indices();
+            let mut end = quoted.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, e)) = chars.next() {
+                            out.push(e);
+                        }
+                    }
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
+                    c => out.push(c),
+                }
+            }
+            words.push(out);
+            rest = &quoted[end..];
+        } else {
+            let end = rest.find(' ').unwrap_or(rest.len());
+            let token = &rest[..end];
+            let decoded = if token.starts_with("=?") {
+                decode_encoded_word(token)
+            } else {
+                token.to_owned()
+            };
+            words.push(decoded);
+            rest = &rest[end..];
+        }
+    }
+    Some(words.join(" "))
+}
+
+/// A name's words as a display name keeps them: control characters as spaces, runs
+/// of spaces as one, none around.
+pub fn name_words(name: &str) -> String {
+    owner_access::template::single_line(name)
+        .split(' ')
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Whether a word is too long for one encoded-word even in its shorter encoding
+/// (Q or B, RFC 2047 limits), so the writer must split it: an independent model of
+/// the rule, for the tests' expectations.
+pub fn is_over_long(word: &str) -> bool {
+    let q: usize = word
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "!*+-/ ".contains(c) {
+                1
+            } else {
+                3 * c.len_utf8()
+            }
+        })
+        .sum();
+    let b = word.len().div_ceil(3) * 4;
+    12 + q.min(b) > 75
+}
+
+/// One RFC 2047 encoded-word in UTF-8, decoded (an independent decoder: Q by hand,
+/// B with the base64 crate). Panics on anything else.
+pub fn decode_encoded_word(token: &str) -> String {
+    use base64::Engine as _;
+    let inner = token
+        .strip_prefix("=?")
+        .and_then(|t| t.strip_suffix("?="))
+        .unwrap_or_else(|| panic!("not an encoded-word: {token}"));
+    let mut parts = inner.splitn(3, '?');
+    let (charset, encoding, text) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    assert!(charset.eq_ignore_ascii_case("utf-8"), "{token}");
+    let bytes = match encoding {
+        "b" | "B" => base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .unwrap_or_else(|e| panic!("{token}: {e}")),
+        "q" | "Q" => {
+            let mut out = Vec::new();
+            let b = text.as_bytes();
+            let mut i = 0;
+            while i < b.len() {
+                match b[i] {
+                    b'_' => out.push(b' '),
+                    b'=' => {
+                        out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
+                        i += 2;
+                    }
+                    c => out.push(c),
+                }
+                i += 1;
+            }
+            out
+        }
+        other => panic!("unknown encoding {other} in {token}"),
+    };
+    String::from_utf8(bytes).unwrap_or_else(|_| panic!("{token} splits a character"))
+}
