@@ -402,9 +402,11 @@ impl<'a> HeaderWriter<'a> {
     }
 
     /// Writes an encoded-word (at most 75 characters), on a fresh line when it
-    /// would not fit on this one, even right after the header name.
+    /// would not fit on this one. Never right after the header name: readers take
+    /// that fold for a leading space (the first line may then reach 84 characters,
+    /// for a first word of 42 to 45 bytes).
     fn encoded_word(&mut self, word: &str) {
-        if self.column + 1 + word.len() > SOFT_LIMIT {
+        if self.has_token && self.column + 1 + word.len() > SOFT_LIMIT {
             self.out.extend_from_slice(b"\r\n");
             self.column = 0;
         }
@@ -456,7 +458,12 @@ impl<'a> HeaderWriter<'a> {
             while j < words.len() && encoded_len(&content(i, j + 1)) <= limit {
                 j += 1;
             }
-            self.encoded_word(&encode_word(&content(i, j)));
+            // An empty last word of a subject is a trailing space, already encoded at
+            // the end of the word before it.
+            let text = content(i, j);
+            if !text.is_empty() {
+                self.encoded_word(&encode_word(&text));
+            }
             i = j;
         }
     }
