@@ -2,8 +2,10 @@
 //!
 //! An owner is eligible when they are not registered (never invited, or invited and not
 //! yet registered), have a primary email, the email is a valid address, and no other
-//! owner record in the repository uses the same address (compared case-insensitively
-//! after trimming). When several reasons apply, the first of [`Ineligible`]'s variants,
+//! owner record in the repository uses the same address. "The same address" is the
+//! same mailbox: the addresses' [`delivered_key`](crate::domain::delivered_key)s are
+//! equal (the domain IDNA-mapped, needless quoting gone, case folded), so
+//! `y@example.org` and `y@ｅｘａｍｐｌｅ.org` are shared. When several reasons apply, the first of [`Ineligible`]'s variants,
 //! in declaration order, is reported.
 
 use serde::{Deserialize, Serialize};
@@ -29,7 +31,8 @@ pub enum Ineligible {
         /// Why.
         error: InvalidEmail,
     },
-    /// Another owner record uses the same address; each property needs its own.
+    /// Another owner record uses the same address (the same
+    /// [`delivered_key`](crate::domain::delivered_key)); each property needs its own.
     SharedEmail {
         /// The properties of the other records that use it.
         with: Vec<PropertyId>,

@@ -90,7 +90,7 @@ pub struct EmailEdit {
 /// An owner holding a given address (see [`OwnerRepository::email_holders`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmailHolder {
-    /// The comparison key of the address (trimmed, case-folded).
+    /// The comparison key of the address ([`delivered_key`](crate::domain::delivered_key)).
     pub key: String,
     /// The owner record.
     pub owner: OwnerId,
@@ -171,8 +171,12 @@ pub trait OwnerRepository: Send + Sync + fmt::Display {
     /// roster in one call.
     ///
     /// # Contract
-    /// - Keys are compared with [`normalize_address`](crate::domain::normalize_address)
-    ///   of each stored email (trimmed, case-folded), valid or not.
+    /// - A stored email matches a key when its
+    ///   [`delivered_key`](crate::domain::delivered_key) (what
+    ///   [`Owner::email_key`] gives) equals the key's own `delivered_key`, valid or
+    ///   not: `y@ｅｘａｍｐｌｅ.org` is held under `y@example.org`. A store that keeps
+    ///   keys records the [`DELIVERED_KEY_VERSION`](crate::domain::DELIVERED_KEY_VERSION)
+    ///   they were made with and computes them again when it changes.
     /// - Returns one [`EmailHolder`] per (key, owner) match, in any order.
     async fn email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>>;
 
@@ -199,10 +203,10 @@ pub trait OwnerRepository: Send + Sync + fmt::Display {
     /// # Contract
     /// - Every owner must exist, else `NotFound` and nothing changes.
     /// - Compare-and-set on uniqueness: if, with the edits applied, any edited owner's
-    ///   new non-blank address (normalised) would be held by an owner outside the
+    ///   new non-blank address (its `delivered_key`) would be held by an owner outside the
     ///   edit, or by two edited owners, the call fails with `Precondition` and nothing
     ///   changes. (Addresses already shared among *unedited* owners do not matter.)
-    /// - Owners whose normalised address changed get their live tokens revoked at
+    /// - Owners whose address changed (by `delivered_key`) get their live tokens revoked at
     ///   `now`, in the same step.
     /// - Returns the ids whose address changed.
     async fn update_emails(

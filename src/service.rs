@@ -321,7 +321,9 @@ impl OwnerAccess {
     /// A blank email clears the address. Every row is checked first; if any owner is
     /// unknown (or not in `community`), appears twice, gets an invalid address, or
     /// would share an address with another owner record anywhere in the repository
-    /// (compared trimmed and case-insensitively), the whole edit is rejected with
+    /// (the same mailbox: the same [`delivered_key`](crate::domain::delivered_key), so
+    /// `a@ｅxample.org` is refused while another owner holds `a@example.org`), the
+    /// whole edit is rejected with
     /// [`Error::MassEditRejected`] naming every bad row, and nothing changes. Owners
     /// whose address changes lose their outstanding links.
     pub async fn mass_edit_emails(

@@ -453,7 +453,7 @@ pub async fn upsert_merge_rules(repo: &dyn OwnerRepository) -> CheckResult {
 }
 
 /// `upsert_owners` revokes the owner's live tokens at `now` when the primary email
-/// changes (compared normalised), and only then.
+/// changes (compared by `delivered_key`), and only then.
 pub async fn upsert_email_change_revokes_tokens(repo: &dyn OwnerRepository) -> CheckResult {
     let c = Ctx("upsert_email_change_revokes_tokens");
     let a = owner("a", "c1", Some("ann@example.org"));
@@ -645,8 +645,10 @@ pub async fn community_owners_filters(repo: &dyn OwnerRepository) -> CheckResult
     c.eq(none.len(), 0, "owners of an unknown community")
 }
 
-/// `email_holders`: every holder in every community, keys compared trimmed and
-/// case-folded, invalid addresses included, kept in step with upserts.
+/// `email_holders`: every holder in every community, addresses compared by
+/// [`delivered_key`](crate::domain::delivered_key) (fullwidth letters, a soft hyphen,
+/// needless quotes, case and white space make no other mailbox), invalid addresses
+/// included, kept in step with upserts.
 pub async fn email_holders_rules(repo: &dyn OwnerRepository) -> CheckResult {
     let c = Ctx("email_holders_rules");
     let owners = vec![
@@ -658,6 +660,10 @@ pub async fn email_holders_rules(repo: &dyn OwnerRepository) -> CheckResult {
         owner("f", "c1", None),
         owner("g", "c1", Some("   ")),
         owner("h", "c1", Some("other@example.org")),
+        owner("i", "c2", Some("ann@ｅｘａｍｐｌｅ.org")),
+        owner("j", "c1", Some("\"ann\"@exam\u{AD}ple.org")),
+        owner("k", "c1", Some("ann@bücher.example")),
+        owner("l", "c2", Some("ANN@XN--BCHER-KVA.example")),
     ];
     c.ok(repo.upsert_owners(&owners, t(0)).await, "upsert_owners")?;
     let holders = |keys: &[&str]| {
@@ -699,18 +705,35 @@ pub async fn email_holders_rules(repo: &dyn OwnerRepository) -> CheckResult {
         row("ann@example.org", "a"),
         row("ann@example.org", "b"),
         row("ann@example.org", "c"),
+        row("ann@example.org", "i"),
+        row("ann@example.org", "j"),
         row("not-an-email", "d"),
         row("not-an-email", "e"),
     ]
     .into();
     c.eq(got, want, "holders of ann@example.org and not-an-email")?;
+    c.eq(
+        holders(&["ann@xn--bcher-kva.example"]).await?,
+        [
+            row("ann@xn--bcher-kva.example", "k"),
+            row("ann@xn--bcher-kva.example", "l"),
+        ]
+        .into(),
+        "holders of a U-label and an A-label",
+    )?;
     c.eq(holders(&[]).await?, BTreeSet::new(), "holders of no key")?;
     // The index follows upserts.
     let moved = owner("a", "c1", Some("NEW@example.org"));
     c.ok(repo.upsert_owners(&[moved], t(1)).await, "upsert_owners")?;
     c.eq(
         holders(&["ann@example.org"]).await?,
-        [row("ann@example.org", "b"), row("ann@example.org", "c")].into(),
+        [
+            row("ann@example.org", "b"),
+            row("ann@example.org", "c"),
+            row("ann@example.org", "i"),
+            row("ann@example.org", "j"),
+        ]
+        .into(),
         "holders after a's address changed",
     )?;
     c.eq(
@@ -730,7 +753,7 @@ pub async fn email_holders_rules(repo: &dyn OwnerRepository) -> CheckResult {
 // ---------------------------------------------------------------------------------
 // Mass edit.
 
-/// `update_emails`: applies the edits as given, returns the ids whose normalised
+/// `update_emails`: applies the edits as given, returns the ids whose
 /// address changed, revokes their live tokens at `now`, appends the activity entry
 /// and keeps `email_holders` in step; swapping addresses among edited owners is
 /// allowed.
@@ -853,7 +876,7 @@ pub async fn update_emails_not_found_changes_nothing(repo: &dyn OwnerRepository)
 }
 
 /// `update_emails` is compare-and-set on uniqueness: an address held outside the
-/// edit, or given to two edited owners, fails with `Precondition` and changes
+/// edit (in any spelling of its mailbox), or given to two edited owners, fails with `Precondition` and changes
 /// nothing; addresses shared among unedited owners do not matter; two concurrent
 /// edits taking one address: exactly one wins.
 pub async fn update_emails_uniqueness(repo: &dyn OwnerRepository) -> CheckResult {
@@ -889,11 +912,25 @@ pub async fn update_emails_uniqueness(repo: &dyn OwnerRepository) -> CheckResult
         "taking an address held by an owner of another community",
     )?;
     unchanged("after taking a held address").await?;
+    for spelling in [
+        "b@ｅｘａｍｐｌｅ.org",
+        "\"b\"@example.org",
+        "b@exam\u{AD}ple.org",
+    ] {
+        c.err(
+            repo.update_emails(&[edit("a", Some(spelling))], &entry, t(5))
+                .await,
+            "Precondition",
+            is_precondition,
+            "taking another spelling of an address held by another owner",
+        )?;
+        unchanged("after taking another spelling of a held address").await?;
+    }
     c.err(
         repo.update_emails(
             &[
-                edit("e", Some("new@example.org")),
-                edit("a", Some("NEW@example.org")),
+                edit("e", Some("new@bücher.example")),
+                edit("a", Some("NEW@xn--bcher-kva.example")),
             ],
             &entry,
             t(5),

@@ -9,11 +9,15 @@ mod common;
 use std::fmt;
 
 use common::wrapped::{Hooks, Wrapped};
+use std::collections::BTreeMap;
+
 use owner_access::domain::{
-    AccessStatus, BatchId, Delivery, DeliveryState, NewBatch, Timestamp, TokenHash, TokenRecord,
-    TokenRejection, TokenState,
+    AccessStatus, ActivityEntry, BatchId, Delivery, DeliveryState, NewBatch, Owner, OwnerId,
+    Timestamp, TokenHash, TokenRecord, TokenRejection, TokenState, delivered_key,
 };
-use owner_access::repository::{RedeemOutcome, RepoResult, RepositoryError};
+use owner_access::repository::{
+    EmailEdit, EmailHolder, RedeemOutcome, RepoResult, RepositoryError,
+};
 use owner_access::testing::{self, CheckResult, Failure, repository_conformance};
 use owner_access::{InMemoryRepository, OwnerRepository, async_trait};
 
@@ -25,6 +29,37 @@ enum Flaw {
     RacyRedeem,
     /// `claim_deliveries` reads the open deliveries, yields, then marks them.
     RacyClaim,
+    /// `email_holders` matches stored addresses by their trimmed, lower-cased text
+    /// (the key before the delivered address): `ann@ｅｘａｍｐｌｅ.org` is not found
+    /// under `ann@example.org`.
+    TextKeyHolders,
+    /// `update_emails` checks uniqueness on the trimmed, lower-cased text, so it
+    /// lets an owner take another spelling of a held mailbox.
+    TextKeyUniqueness,
+}
+
+/// The comparison key before the delivered address.
+fn text_key(raw: &str) -> String {
+    raw.trim().to_lowercase()
+}
+
+/// The holders of `keys` whose stored address has the key as its text.
+async fn text_holders(inner: &InMemoryRepository, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
+    let holders = inner.email_holders(keys).await?;
+    let ids: Vec<OwnerId> = holders.iter().map(|h| h.owner.clone()).collect();
+    let emails: BTreeMap<OwnerId, String> = inner
+        .owners(&ids)
+        .await?
+        .into_iter()
+        .filter_map(|o| Some((o.id.clone(), text_key(o.primary_email.as_deref()?))))
+        .collect();
+    Ok(holders
+        .into_iter()
+        .filter(|h| {
+            keys.iter()
+                .any(|k| emails.get(&h.owner) == Some(&text_key(k)))
+        })
+        .collect())
 }
 
 /// The in-memory repository with one flaw.
@@ -35,6 +70,77 @@ struct Flawed(Flaw);
 
 #[async_trait]
 impl Hooks for Flawed {
+    async fn email_holders(
+        &self,
+        inner: &InMemoryRepository,
+        keys: &[String],
+    ) -> RepoResult<Vec<EmailHolder>> {
+        if self.0 == Flaw::TextKeyHolders {
+            text_holders(inner, keys).await
+        } else {
+            inner.email_holders(keys).await
+        }
+    }
+
+    async fn update_emails(
+        &self,
+        inner: &InMemoryRepository,
+        edits: &[EmailEdit],
+        activity: &ActivityEntry,
+        now: Timestamp,
+    ) -> RepoResult<Vec<OwnerId>> {
+        if self.0 != Flaw::TextKeyUniqueness {
+            return inner.update_emails(edits, activity, now).await;
+        }
+        let ids: Vec<OwnerId> = edits.iter().map(|e| e.owner.clone()).collect();
+        let stored: BTreeMap<OwnerId, Owner> = inner
+            .owners(&ids)
+            .await?
+            .into_iter()
+            .map(|o| (o.id.clone(), o))
+            .collect();
+        if let Some(missing) = ids.iter().find(|id| !stored.contains_key(*id)) {
+            return Err(RepositoryError::NotFound {
+                what: "owner",
+                id: missing.to_string(),
+            });
+        }
+        // Uniqueness by text: among the edits, then against the other holders.
+        let mut taken = BTreeMap::new();
+        for edit in edits {
+            let Some(key) = edit
+                .email
+                .as_deref()
+                .map(text_key)
+                .filter(|k| !k.is_empty())
+            else {
+                continue;
+            };
+            if taken.insert(key.clone(), edit.owner.clone()).is_some() {
+                return Err(RepositoryError::Precondition { message: key });
+            }
+            let holders = text_holders(inner, &[delivered_key(&key)]).await?;
+            if holders.iter().any(|h| !ids.contains(&h.owner)) {
+                return Err(RepositoryError::Precondition { message: key });
+            }
+        }
+        // Applied as host upserts (which revoke the tokens of a changed address).
+        let mut changed = Vec::new();
+        let mut updated = Vec::new();
+        for edit in edits {
+            let mut owner = stored[&edit.owner].clone();
+            let before = owner.email_key();
+            owner.primary_email = edit.email.clone();
+            if owner.email_key() != before {
+                changed.push(owner.id.clone());
+            }
+            updated.push(owner);
+        }
+        inner.upsert_owners(&updated, now).await?;
+        inner.append_activity(activity).await?;
+        Ok(changed)
+    }
+
     async fn create_batch(&self, inner: &InMemoryRepository, batch: &NewBatch) -> RepoResult<()> {
         if self.0 != Flaw::PartialCreateBatch {
             return inner.create_batch(batch).await;
@@ -192,6 +298,26 @@ async fn a_claim_that_hands_out_a_delivery_twice_is_caught() {
         Flaw::RacyClaim,
         "claim_deliveries_concurrently",
         testing::claim_deliveries_concurrently,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holders_found_by_text_instead_of_mailbox_are_caught() {
+    caught(
+        Flaw::TextKeyHolders,
+        "email_holders_rules",
+        testing::email_holders_rules,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mass_edit_unique_by_text_instead_of_mailbox_is_caught() {
+    caught(
+        Flaw::TextKeyUniqueness,
+        "update_emails_uniqueness",
+        testing::update_emails_uniqueness,
     )
     .await;
 }

@@ -13,8 +13,7 @@ use async_trait::async_trait;
 use crate::domain::{
     AccessStatus, ActivityEntry, ActivityKind, Batch, BatchId, Community, CommunityId, Delivery,
     DeliveryCounts, DeliveryOutcome, DeliveryState, Draft, DraftId, EmailAddress, NewBatch, Owner,
-    OwnerId, Page, Timestamp, TokenHash, TokenRecord, TokenRejection, TokenState,
-    normalize_address,
+    OwnerId, Page, Timestamp, TokenHash, TokenRecord, TokenRejection, TokenState, delivered_key,
 };
 use crate::eligibility::OwnerFilter;
 use crate::repository::{
@@ -28,7 +27,7 @@ use crate::transport::{Accepted, Envelope, MailTransport, TransportError};
 ///
 /// All state sits behind one mutex, so every method is one atomic step and safe to
 /// call from many tasks at once. Lookups are indexed: owners by community and by
-/// normalised email, deliveries per batch with a pending queue and a claim-time
+/// delivered email key, deliveries per batch with a pending queue and a claim-time
 /// index (claiming from a large batch costs O(claimed · log n), not O(n)), tokens by
 /// hash and by owner, activity per community.
 #[derive(Default)]
@@ -226,7 +225,7 @@ where
 fn edit_key(edit: &EmailEdit) -> Option<String> {
     edit.email
         .as_deref()
-        .map(normalize_address)
+        .map(delivered_key)
         .filter(|k| !k.is_empty())
 }
 
@@ -290,7 +289,7 @@ impl OwnerRepository for InMemoryRepository {
 
     async fn email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
         let state = self.lock();
-        let keys: BTreeSet<String> = keys.iter().map(|k| normalize_address(k)).collect();
+        let keys: BTreeSet<String> = keys.iter().map(|k| delivered_key(k)).collect();
         let mut holders = Vec::new();
         for key in keys {
             let Some(ids) = state.owners_by_email.get(&key) else {
@@ -886,7 +885,7 @@ impl InMemoryTransport {
         self.lock().messages.clone()
     }
 
-    /// The accepted messages whose envelope recipient is `to` (compared normalised).
+    /// The accepted messages whose envelope recipient is `to` (compared by `delivered_key`).
     pub fn messages_to(&self, to: &EmailAddress) -> Vec<RecordedMessage> {
         self.lock()
             .messages

@@ -29,8 +29,12 @@
 //! - redeeming is one conditional `UPDATE` (live, not expired, owner not registered),
 //!   so of two concurrent redeems exactly one changes a row; claiming is a conditional
 //!   `UPDATE` per delivery (pending, or claimed before the stale mark);
-//! - primary emails are **not** unique (host data may already share one); the
-//!   normalised address is an indexed column that `email_holders` joins against.
+//! - primary emails are **not** unique (host data may already share one); their
+//!   [`delivered_key`] is an indexed column (`email_key`) that `email_holders` joins
+//!   against. The key is computed in Rust (UTS #46 cannot be done in SQL), so a new
+//!   [`DELIVERED_KEY_VERSION`] comes with a migration, written in Rust, that computes
+//!   every stored key again. Schema version 4 is the first such step: a file written
+//!   before it held trimmed, lower-cased text and is re-keyed when opened.
 //!
 //! # Errors
 //!
@@ -62,10 +66,10 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, Params, Row, TransactionBehavio
 use time::OffsetDateTime;
 
 use crate::domain::{
-    AccessStatus, ActivityEntry, ActivityKind, Batch, BatchId, Community, CommunityId, Delivery,
-    DeliveryCounts, DeliveryOutcome, DeliveryState, Draft, DraftId, EmailAddress, Mailbox,
-    NewBatch, Owner, OwnerId, Page, PropertyId, Timestamp, TokenHash, TokenRecord, TokenRejection,
-    TokenState, normalize_address,
+    AccessStatus, ActivityEntry, ActivityKind, Batch, BatchId, Community, CommunityId,
+    DELIVERED_KEY_VERSION, Delivery, DeliveryCounts, DeliveryOutcome, DeliveryState, Draft,
+    DraftId, EmailAddress, Mailbox, NewBatch, Owner, OwnerId, Page, PropertyId, Timestamp,
+    TokenHash, TokenRecord, TokenRejection, TokenState, delivered_key,
 };
 use crate::eligibility::{AccessFilter, EmailFilter, OwnerFilter};
 use crate::invite::{Attachment, Invite};
@@ -77,12 +81,33 @@ use crate::selection::Selection;
 /// `PRAGMA application_id` of an owner-access database ("OAcc").
 const APPLICATION_ID: i64 = 0x4F41_6363;
 
+/// One step of the schema.
+enum Migration {
+    /// SQL, run as one batch.
+    Sql(&'static str),
+    /// Code, for what SQL cannot do (inside the same transaction as the rest).
+    Code(fn(&Connection) -> Res<()>),
+}
+
 /// The embedded migrations; migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
-    include_str!("sqlite/0001_initial.sql"),
-    include_str!("sqlite/0002_invite_sender.sql"),
-    include_str!("sqlite/0003_text_from_html.sql"),
+const MIGRATIONS: &[Migration] = &[
+    Migration::Sql(include_str!("sqlite/0001_initial.sql")),
+    Migration::Sql(include_str!("sqlite/0002_invite_sender.sql")),
+    Migration::Sql(include_str!("sqlite/0003_text_from_html.sql")),
+    // 4: `owners.email_key` holds `delivered_key` version 1 (it held the trimmed,
+    // lower-cased text). UTS #46 cannot be done in SQL.
+    Migration::Code(rekey_email_index),
 ];
+
+/// The [`DELIVERED_KEY_VERSION`] that `owners.email_key` holds in a file at
+/// [`SCHEMA_VERSION`]. When the crate's key version changes, add a migration that
+/// runs [`rekey_email_index`] and set this to the new version: the build fails until
+/// then.
+const EMAIL_KEY_VERSION: u32 = 1;
+const _: () = assert!(
+    EMAIL_KEY_VERSION == DELIVERED_KEY_VERSION,
+    "a new delivered_key version needs a migration that runs rekey_email_index"
+);
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -517,12 +542,42 @@ fn migrate(path: &Path, conn: &mut Connection) -> Res<()> {
     check_identity(path, &id)?;
     if id.version < SCHEMA_VERSION {
         for migration in &MIGRATIONS[usize::try_from(id.version).unwrap_or(0)..] {
-            tx.execute_batch(migration)?;
+            match migration {
+                Migration::Sql(sql) => tx.execute_batch(sql)?,
+                Migration::Code(step) => step(&tx)?,
+            }
         }
         tx.pragma_update(None, "application_id", APPLICATION_ID)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }
     tx.commit()?;
+    Ok(())
+}
+
+/// Computes every owner's `email_key` again with this build's [`delivered_key`]: the
+/// migration step for a new key version. Only the rows whose key changes are written;
+/// they are collected first, so no row is updated under the scan that reads it.
+fn rekey_email_index(conn: &Connection) -> Res<()> {
+    let mut changes: Vec<(i64, Option<String>)> = Vec::new();
+    {
+        let mut stmt = conn.prepare("SELECT rowid, primary_email, email_key FROM owners")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let email: Option<String> = row.get(1)?;
+            let stored: Option<String> = row.get(2)?;
+            let key = email
+                .as_deref()
+                .map(delivered_key)
+                .filter(|k| !k.is_empty());
+            if key != stored {
+                changes.push((row.get(0)?, key));
+            }
+        }
+    }
+    let mut update = conn.prepare("UPDATE owners SET email_key = ?2 WHERE rowid = ?1")?;
+    for (rowid, key) in changes {
+        update.execute(rusqlite::params![rowid, key])?;
+    }
     Ok(())
 }
 
@@ -1105,10 +1160,10 @@ const SHARED_EMAIL_HOLDERS: &str = "SELECT o.email_key, o.id, o.property
                    WHERE o2.email_key = k.key AND o2.rowid <> o.rowid)";
 
 impl SqliteRepository {
-    /// The holders of the keys (normalised here) that `sql` selects as
+    /// The holders of the keys (passed through `delivered_key` here) that `sql` selects as
     /// (email_key, id, property), with the keys as a JSON array in `?1`.
     async fn holders(&self, keys: &[String], sql: &'static str) -> RepoResult<Vec<EmailHolder>> {
-        let keys = json_array(keys.iter().map(|k| normalize_address(k)));
+        let keys = json_array(keys.iter().map(|k| delivered_key(k)));
         self.read(move |db| {
             db.rows(sql, [keys], |r| {
                 Ok(EmailHolder {
@@ -1280,7 +1335,7 @@ impl OwnerRepository for SqliteRepository {
                 let Some(key) = edit
                     .email
                     .as_deref()
-                    .map(normalize_address)
+                    .map(delivered_key)
                     .filter(|k| !k.is_empty())
                 else {
                     continue;

@@ -14,7 +14,8 @@ pub use activity::{ActivityEntry, ActivityKind, Page};
 pub use batch::{Batch, Delivery, DeliveryCounts, DeliveryOutcome, DeliveryState, Draft, NewBatch};
 pub use community::Community;
 pub use email::{
-    EmailAddress, InvalidEmail, InvalidMailbox, MAX_ADDRESS_LEN, Mailbox, normalize_address,
+    DELIVERED_KEY_VERSION, EmailAddress, InvalidEmail, InvalidMailbox, MAX_ADDRESS_LEN, Mailbox,
+    delivered_key,
 };
 pub use ids::{BatchId, CommunityId, DraftId, InvalidId, MAX_ID_LEN, OwnerId, PropertyId};
 pub use invitation::{TokenHash, TokenRecord, TokenRejection, TokenState};

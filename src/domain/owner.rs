@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{CommunityId, EmailAddress, OwnerId, PropertyId, Timestamp, normalize_address};
+use super::{CommunityId, EmailAddress, OwnerId, PropertyId, Timestamp, delivered_key};
 
 /// One owner of one property. A person who owns two units is two records with two ids
 /// and needs two addresses ("each individual property requires a separate email
@@ -89,12 +89,12 @@ impl Owner {
             .and_then(|raw| EmailAddress::parse(raw).ok())
     }
 
-    /// The comparison key of the primary email (trimmed, case-folded), when there is a
-    /// non-blank one, valid or not.
+    /// The comparison key of the primary email ([`delivered_key`]: the mailbox mail to
+    /// it reaches), when there is a non-blank one, valid or not.
     pub fn email_key(&self) -> Option<String> {
         self.primary_email
             .as_deref()
-            .map(normalize_address)
+            .map(delivered_key)
             .filter(|k| !k.is_empty())
     }
 
@@ -109,7 +109,7 @@ impl Owner {
     /// status is the workflow's: registration is sticky (a host import never
     /// un-registers an owner), an invitation in progress is kept, and a host that says
     /// the owner is registered wins. The second value says whether the primary email
-    /// changed (compared normalised), in which case the caller must revoke the owner's
+    /// changed (compared by [`delivered_key`]), in which case the caller must revoke the owner's
     /// outstanding tokens in the same step.
     pub fn merge_from_host(stored: Option<&Owner>, incoming: &Owner) -> (Owner, bool) {
         let Some(stored) = stored else {

@@ -51,6 +51,24 @@ pub trait Hooks: fmt::Debug + Send + Sync + 'static {
     ) -> RepoResult<RedeemOutcome> {
         inner.redeem_token(hash, now).await
     }
+
+    async fn email_holders(
+        &self,
+        inner: &InMemoryRepository,
+        keys: &[String],
+    ) -> RepoResult<Vec<EmailHolder>> {
+        inner.email_holders(keys).await
+    }
+
+    async fn update_emails(
+        &self,
+        inner: &InMemoryRepository,
+        edits: &[EmailEdit],
+        activity: &ActivityEntry,
+        now: Timestamp,
+    ) -> RepoResult<Vec<OwnerId>> {
+        inner.update_emails(edits, activity, now).await
+    }
 }
 
 pub struct Wrapped<H> {
@@ -127,7 +145,7 @@ impl<H: Hooks> OwnerRepository for Wrapped<H> {
         self.inner.community_owners(community, filter, now).await
     }
     async fn email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
-        self.inner.email_holders(keys).await
+        self.hooks.email_holders(&self.inner, keys).await
     }
     async fn shared_email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
         self.inner.shared_email_holders(keys).await
@@ -138,7 +156,9 @@ impl<H: Hooks> OwnerRepository for Wrapped<H> {
         activity: &ActivityEntry,
         now: Timestamp,
     ) -> RepoResult<Vec<OwnerId>> {
-        self.inner.update_emails(edits, activity, now).await
+        self.hooks
+            .update_emails(&self.inner, edits, activity, now)
+            .await
     }
     async fn save_draft(&self, draft: &Draft) -> RepoResult<()> {
         self.inner.save_draft(draft).await
