@@ -285,7 +285,7 @@ fn property(id: &str) -> PropertyId {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(2048))]
 
     /// Every spelling is accepted, and is sent to the model's delivered address.
     #[test]
@@ -297,6 +297,10 @@ proptest! {
         prop_assert_eq!(parsed.smtp_form().to_ascii_lowercase(), m.delivered(), "{:?}", written);
         prop_assert_eq!(delivered_key(&written), m.delivered(), "{:?}", written);
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// Two spellings of one mailbox are shared, each naming the other's property; a
     /// third owner's spelling is shared with them exactly when the model says it is

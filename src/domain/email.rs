@@ -18,14 +18,15 @@ pub enum InvalidEmail {
     /// Nothing was given, or only white space.
     #[error("the address is empty")]
     Empty,
-    /// Longer than [`MAX_ADDRESS_LEN`] bytes.
+    /// Longer than [`MAX_ADDRESS_LEN`] bytes as sent (the domain in its ASCII form).
     #[error("the address is longer than {MAX_ADDRESS_LEN} bytes")]
     TooLong,
     /// A control character (CR, LF, TAB, NUL...) inside the address: it could inject
     /// headers or SMTP commands.
     #[error("the address contains a control character")]
     ControlCharacter,
-    /// Not an RFC 5322 addr-spec (`local@domain`), with the parser's reason.
+    /// Not an addr-spec (`local@domain`): no `@`, a local part that is neither a
+    /// dot-atom nor one quoted string, or longer than 64 bytes, a domain literal.
     #[error("not an email address: {reason}")]
     Syntax {
         /// What the parser objected to.
@@ -41,7 +42,9 @@ pub enum InvalidEmail {
     /// carry.
     #[error("the part before `@` must be ASCII")]
     NonAsciiLocalPart,
-    /// The domain cannot be converted to its ASCII (IDNA) form.
+    /// The domain cannot be converted to its ASCII (IDNA) form, or that form is not
+    /// RFC 5321 labels (letters, digits, hyphens; a letter or digit at each end; at most
+    /// 63 bytes each, 253 in all).
     #[error("the domain `{domain}` is not a valid international domain name")]
     InvalidDomain {
         /// The domain as given.
@@ -197,19 +200,31 @@ impl Parts<'_> {
     }
 }
 
+/// The longest text looked at as an address: a bound on the work done for a value,
+/// far above what fits in [`MAX_ADDRESS_LEN`] once sent (a U-label spelled with
+/// fullwidth letters takes three bytes a letter before it is mapped).
+const MAX_INPUT_LEN: usize = 4 * MAX_ADDRESS_LEN;
+
+/// The longest local part (RFC 5321 4.5.3.1.1), as sent.
+const MAX_LOCAL_LEN: usize = 64;
+
 /// Validates a trimmed address and takes it apart: the quick path for the usual
 /// address, the full parse for the rest.
 fn parts_of(trimmed: &str) -> Result<Parts<'_>, InvalidEmail> {
     if trimmed.is_empty() {
         return Err(InvalidEmail::Empty);
     }
-    if trimmed.len() > MAX_ADDRESS_LEN {
+    if trimmed.len() > MAX_INPUT_LEN {
         return Err(InvalidEmail::TooLong);
     }
     if trimmed.chars().any(char::is_control) {
         return Err(InvalidEmail::ControlCharacter);
     }
     if let Some((local, domain)) = plain_parts(trimmed) {
+        // Sent as given, so its length is the length sent.
+        if trimmed.len() > MAX_ADDRESS_LEN {
+            return Err(InvalidEmail::TooLong);
+        }
         let domain = if domain.bytes().any(|b| b.is_ascii_uppercase()) {
             Cow::Owned(domain.to_ascii_lowercase())
         } else {
@@ -223,52 +238,68 @@ fn parts_of(trimmed: &str) -> Result<Parts<'_>, InvalidEmail> {
     parts_in_full(trimmed)
 }
 
-/// The full parse (RFC 5322 syntax, then UTS #46 for the domain) of a trimmed address
-/// without control characters.
+/// The full parse of a trimmed address without control characters: an RFC 5322
+/// local part (a dot-atom or one quoted string, ASCII), then the domain through UTS
+/// #46 to its ASCII form, which must be RFC 5321 labels.
+///
+/// The domain is checked after the mapping, not before: a general RFC 5322 parser
+/// (the `email_address` crate did this) counts a label's bytes as written, so a
+/// Greek or fullwidth spelling of a short label was refused as longer than 63 bytes,
+/// and a domain whose dots were ideographic full stops as one long label.
 fn parts_in_full(trimmed: &str) -> Result<Parts<'_>, InvalidEmail> {
-    let options = email_address::Options {
-        minimum_sub_domains: 1,
-        allow_domain_literal: false,
-        allow_display_text: false,
-        allow_long_local_parts: false,
+    let syntax = |reason: &str| InvalidEmail::Syntax {
+        reason: reason.to_owned(),
     };
-    email_address::EmailAddress::parse_with_options(trimmed, options).map_err(|e| {
-        InvalidEmail::Syntax {
-            reason: e.to_string(),
-        }
-    })?;
+    // The domain cannot hold `@` (it would fail the label check below), so the last
+    // one separates, even after a quoted local part holding one.
     let (local, domain) = trimmed
         .rsplit_once('@')
-        .ok_or_else(|| InvalidEmail::Syntax {
-            reason: "no `@`".into(),
-        })?;
+        .ok_or_else(|| syntax("no `@` between a local part and a domain"))?;
+    if local.is_empty() {
+        return Err(syntax("nothing before `@`"));
+    }
+    if domain.is_empty() {
+        return Err(syntax("nothing after `@`"));
+    }
     if !local.is_ascii() {
         return Err(InvalidEmail::NonAsciiLocalPart);
     }
-    let local = wire_local_part(local).ok_or_else(|| InvalidEmail::Syntax {
-        reason: "the part before `@` is neither a dot-atom nor one quoted string".into(),
+    let local = wire_local_part(local).ok_or_else(|| {
+        syntax("the part before `@` is neither a dot-atom nor one non-empty quoted string")
     })?;
+    if domain.starts_with('[') {
+        return Err(syntax("a domain literal (`[…]`) is not accepted"));
+    }
     let invalid_domain = || InvalidEmail::InvalidDomain {
         domain: domain.to_owned(),
     };
     let ascii = idna::domain_to_ascii_cow(domain.as_bytes(), idna::AsciiDenyList::EMPTY)
         .map_err(|_| invalid_domain())?;
     // The dot is looked for after the mapping: `example。org` has one.
-    if !ascii.contains('.') || ascii.ends_with('.') || ascii.starts_with('.') {
+    if !ascii.contains('.') {
         return Err(InvalidEmail::DomainWithoutDot {
             domain: domain.to_owned(),
         });
     }
-    // RFC 5321 4.1.2: only letters, digits and hyphens in a label. UTS #46 maps some
-    // characters to other ASCII (`⑴` to `(1)`); such a domain cannot be delivered to.
-    let ldh = ascii.split('.').all(|label| {
-        !label.is_empty()
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    });
-    if !ldh {
+    // RFC 5321 4.1.2: letters, digits and hyphens, a letter or digit at each end, at
+    // most 63 bytes a label and 253 in all. UTS #46 maps some characters to other
+    // ASCII (`⑴` to `(1)`); such a domain cannot be delivered to.
+    let is_label = |label: &str| {
+        let bytes = label.as_bytes();
+        matches!((bytes.first(), bytes.last()), (Some(f), Some(l)) if f.is_ascii_alphanumeric() && l.is_ascii_alphanumeric())
+            && bytes.len() <= 63
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+    };
+    if ascii.len() > 253 || !ascii.split('.').all(is_label) {
         return Err(invalid_domain());
+    }
+    if local.len() + 1 + ascii.len() > MAX_ADDRESS_LEN {
+        return Err(InvalidEmail::TooLong);
+    }
+    if local.len() > MAX_LOCAL_LEN {
+        return Err(syntax("the part before `@` is longer than 64 bytes"));
     }
     Ok(Parts {
         local,
@@ -276,11 +307,12 @@ fn parts_in_full(trimmed: &str) -> Result<Parts<'_>, InvalidEmail> {
     })
 }
 
-/// The local part as it goes on the wire, from one that the RFC 5322 parse accepted
-/// (a dot-atom, or one quoted string of printable ASCII, spaces and quoted pairs):
-/// a dot-atom stays as it is; a quoted string is read (quoted pairs stand for the
-/// character after the backslash) and written again, as a dot-atom when its content
-/// is one, otherwise quoted with only `"` and `\` escaped. `None` for anything else.
+/// The local part as it goes on the wire, from an ASCII local part without control
+/// characters: a dot-atom stays as it is; one quoted string (RFC 5322 `qtext`,
+/// spaces and quoted pairs) is read, a quoted pair standing for the character after
+/// the backslash, and written again: as a dot-atom when its content is one, otherwise
+/// quoted with only `"` and `\` escaped. `None` for anything else (an unquoted space,
+/// a stray `"`, an empty quoted string, the obsolete `"a".b`).
 fn wire_local_part(local: &str) -> Option<Cow<'_, str>> {
     if is_dot_atom(local) {
         return Some(Cow::Borrowed(local));
@@ -294,6 +326,9 @@ fn wire_local_part(local: &str) -> Option<Cow<'_, str>> {
             '"' => return None,
             c => content.push(c),
         }
+    }
+    if content.is_empty() {
+        return None;
     }
     if is_dot_atom(&content) {
         return Some(Cow::Owned(content));
@@ -326,9 +361,9 @@ impl EmailAddress {
     /// Parses and validates an address. Leading and trailing white space is dropped.
     ///
     /// Accepted: an RFC 5322 addr-spec without comments or a domain literal, at most
-    /// [`MAX_ADDRESS_LEN`] bytes, whose local part is ASCII (a dot-atom or one quoted
-    /// string) and whose domain, after UTS #46 processing, is two or more labels of
-    /// letters, digits and hyphens. A local part that only a quoted string can carry
+    /// [`MAX_ADDRESS_LEN`] bytes as sent, whose local part is ASCII (a dot-atom or one
+    /// quoted string, at most 64 bytes as sent) and whose domain, after UTS #46
+    /// processing, is two or more RFC 5321 labels (letters, digits and hyphens). A local part that only a quoted string can carry
     /// (`"a b"@example.org`) is accepted, and sent and shown exactly in its quoted
     /// form (see [`smtp_form`](Self::smtp_form)).
     pub fn parse(raw: &str) -> Result<Self, InvalidEmail> {
@@ -610,9 +645,22 @@ mod tests {
         }
         assert!(matches!(
             EmailAddress::parse("a@example\u{3002}"),
-            Err(InvalidEmail::DomainWithoutDot { .. }) | Err(InvalidEmail::Syntax { .. })
+            Err(InvalidEmail::InvalidDomain { .. })
+        ));
+        assert!(matches!(
+            EmailAddress::parse("a@-example.org"),
+            Err(InvalidEmail::InvalidDomain { .. })
         ));
         assert!(EmailAddress::parse("a@example\u{3002}org").is_ok());
+        // Labels are measured as sent: 32 Greek letters are 64 bytes as written, and
+        // a much shorter A-label.
+        let greek = "αβγδεζηθικλμνξοπρστυφχψωαβγδεζηθ";
+        assert!(greek.len() > 63);
+        let a = EmailAddress::parse(&format!("a@{greek}.example")).unwrap();
+        assert!(a.smtp_form().len() < 60, "{}", a.smtp_form());
+        assert!(
+            EmailAddress::parse("a@ｅｘａｍｐｌｅｅｘａｍｐｌｅｅｘａｍｐｌｅ\u{3002}org").is_ok()
+        );
     }
 
     #[test]
