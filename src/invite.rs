@@ -298,14 +298,29 @@ impl Default for AttachmentLimits {
     }
 }
 
+/// Whether `c` is one of the Unicode direction controls: the bidi marks (U+061C,
+/// U+200E, U+200F), embeddings and overrides (U+202A–U+202E) and isolates
+/// (U+2066–U+2069).
+///
+/// They make text show in another order than it is stored: a file sent as
+/// `invoice\u{202E}fdp.exe` is shown as `invoiceexe.pdf`. They are removed from
+/// attachment file names ([`sanitize_file_name`]) and from the display names and
+/// subjects written into headers. The zero-width joiner and non-joiner (U+200D,
+/// U+200C) are not among them: emoji sequences and Persian names need them.
+pub fn is_direction_mark(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 /// The name a file is sent under: the last path component, control characters and
 /// characters that are unsafe on common file systems (`/ \ : * ? " < > |`) replaced
-/// by `_`, leading dots and surrounding white space removed, at most 120 characters
-/// (the extension kept). `None` when nothing usable is left.
+/// by `_`, direction marks ([`is_direction_mark`]) removed, leading dots and
+/// surrounding white space removed, at most 120 characters (the extension kept).
+/// `None` when nothing usable is left.
 pub fn sanitize_file_name(raw: &str) -> Option<String> {
     let last = raw.rsplit(['/', '\\']).next().unwrap_or("");
     let cleaned: String = last
         .chars()
+        .filter(|c| !is_direction_mark(*c))
         .map(|c| {
             if c.is_control() || matches!(c, ':' | '*' | '?' | '"' | '<' | '>' | '|') {
                 '_'
@@ -498,6 +513,20 @@ mod tests {
             Some("a_b.pdf")
         );
         assert_eq!(sanitize_file_name("..."), None);
+        assert_eq!(
+            sanitize_file_name("invoice\u{202E}fdp.exe").as_deref(),
+            Some("invoicefdp.exe")
+        );
+        assert_eq!(
+            sanitize_file_name("\u{2067}\u{200F}a\u{061C}b\u{2069}.pdf").as_deref(),
+            Some("ab.pdf")
+        );
+        assert_eq!(sanitize_file_name("\u{202E}\u{202C}"), None);
+        // Joiners stay: emoji sequences and Persian words need them.
+        assert_eq!(
+            sanitize_file_name("👩\u{200D}💻 می\u{200C}خواهم.txt").as_deref(),
+            Some("👩\u{200D}💻 می\u{200C}خواهم.txt")
+        );
         assert_eq!(
             sanitize_file_name("a\r\nb.pdf").as_deref(),
             Some("a__b.pdf")

@@ -684,12 +684,11 @@ const QUOTED_MAX: usize = 70;
 
 /// A mailbox header with a single address: `Name <address>` or `address`.
 fn write_mailbox_header(out: &mut Vec<u8>, name: &str, display: Option<&str>, address: &str) {
-    // The address is validated (no white space, no control characters); filter anyway
-    // so that no input can ever break the header.
-    let address: String = address
-        .chars()
-        .filter(|c| !c.is_whitespace() && !c.is_control() && !matches!(c, '<' | '>'))
-        .collect();
+    // The address is written exactly as it is sent (RCPT TO gets the same
+    // `smtp_form`): a quoted local part keeps its spaces, `<`, `>` and `,`, which only
+    // mean something outside its quotes. It is validated and holds no control
+    // character; one is dropped anyway, so that no input can ever break the header.
+    let address: String = address.chars().filter(|c| !c.is_control()).collect();
     // A display name is words: surrounding white space is not part of it, and runs
     // of spaces inside read as one (a phrase cannot keep them).
     let display = display.map(single_line);
@@ -976,20 +975,25 @@ fn encode_attachment(attachment: &Attachment) -> EncodedAttachment {
 }
 
 /// An RFC 2231 parameter `name*=utf-8''…` (percent-encoded UTF-8), split into
-/// numbered continuations `name*0*=`, `name*1*=`… on folded lines when long. A
-/// `%XX` triple is never split.
+/// numbered continuations `name*0*=`, `name*1*=`… on folded lines when long. Each
+/// continuation holds whole characters: RFC 2231 lets a reader join the pieces before
+/// decoding, but readers that decode each piece alone (mailparse does) lost a
+/// character split between two.
 fn write_rfc2231_param(out: &mut Vec<u8>, name: &str, value: &str) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     const CHUNK: usize = 60;
     let mut chunks: Vec<String> = vec![String::new()];
-    for b in value.bytes() {
-        let mut piece = String::with_capacity(3);
-        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
-            piece.push(b as char);
-        } else {
-            piece.push('%');
-            piece.push(HEX[usize::from(b >> 4)] as char);
-            piece.push(HEX[usize::from(b & 15)] as char);
+    let mut utf8 = [0u8; 4];
+    for c in value.chars() {
+        let mut piece = String::with_capacity(12);
+        for &b in c.encode_utf8(&mut utf8).as_bytes() {
+            if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+                piece.push(b as char);
+            } else {
+                piece.push('%');
+                piece.push(HEX[usize::from(b >> 4)] as char);
+                piece.push(HEX[usize::from(b & 15)] as char);
+            }
         }
         let last = chunks.last_mut().expect("never empty");
         if last.len() + piece.len() > CHUNK {

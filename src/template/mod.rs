@@ -400,10 +400,13 @@ fn render_problem(part: TemplatePart, error: handlebars::RenderError) -> Problem
 }
 
 /// A header value on one line: every control character (CR, LF, TAB, NUL, DEL, C1)
-/// and U+2028 / U+2029 becomes a space.
+/// and U+2028 / U+2029 becomes a space, and the direction marks
+/// ([`is_direction_mark`](crate::invite::is_direction_mark)) are removed, so that a
+/// subject or display name shows in the order it is written.
 pub fn single_line(value: &str) -> String {
     value
         .chars()
+        .filter(|c| !crate::invite::is_direction_mark(*c))
         .map(|c| {
             if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
                 ' '
