@@ -493,6 +493,71 @@ async fn a_database_from_a_newer_version_is_refused_unchanged() {
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
 }
 
+/// The names in a folder, sorted.
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A WAL-mode file that is refused gets no `-wal` or `-shm` beside it: a read-only
+/// connection would create both, so the file is probed as immutable.
+#[tokio::test]
+async fn a_refused_wal_file_gets_no_files_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = dir.path().join("accounting.db");
+    {
+        let conn = rusqlite::Connection::open(&foreign).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.execute_batch("CREATE TABLE invoices (id INTEGER PRIMARY KEY);")
+            .unwrap();
+    }
+    let newer = dir.path().join("newer.db");
+    drop(seeded(&newer, 1).await);
+    {
+        let conn = rusqlite::Connection::open(&newer).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+    }
+    assert_eq!(names_in(dir.path()), ["accounting.db", "newer.db"]);
+    let bytes = (
+        std::fs::read(&foreign).unwrap(),
+        std::fs::read(&newer).unwrap(),
+    );
+    let message = corrupt_message(SqliteRepository::open(&foreign).await);
+    assert!(message.contains("another application"), "{message}");
+    let message = corrupt_message(SqliteRepository::open(&newer).await);
+    assert!(message.contains("newer owner-access"), "{message}");
+    assert_eq!(names_in(dir.path()), ["accounting.db", "newer.db"]);
+    assert_eq!(
+        (
+            std::fs::read(&foreign).unwrap(),
+            std::fs::read(&newer).unwrap()
+        ),
+        bytes
+    );
+}
+
+/// A refused file whose `-wal` is still there (its writer crashed) is read through it,
+/// and the `-shm` that reading made is removed again.
+#[tokio::test]
+async fn a_refused_file_with_a_leftover_wal_keeps_only_what_it_had() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("newer.db");
+    drop(seeded(&path, 1).await);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+    }
+    // A -wal with nothing to replay, as a crash before any write leaves it.
+    std::fs::write(dir.path().join("newer.db-wal"), b"").unwrap();
+    let message = corrupt_message(SqliteRepository::open(&path).await);
+    assert!(message.contains("newer owner-access"), "{message}");
+    assert_eq!(names_in(dir.path()), ["newer.db", "newer.db-wal"]);
+}
+
 #[tokio::test]
 async fn a_missing_directory_is_unavailable_and_display_names_the_file() {
     let dir = tempfile::tempdir().unwrap();

@@ -31,11 +31,19 @@ pub struct FileOutbox {
 impl FileOutbox {
     /// An outbox in `dir`, created (with its parents) if missing.
     ///
+    /// Opening tidies after a crash: the outbox's own temporary files
+    /// (`.<name>.eml.<pid>.<n>.tmp`, what a message is written to before it is
+    /// renamed into place) that are stale are removed. One is stale when the process
+    /// that wrote it (the pid in its name) no longer runs on this machine (where
+    /// `/proc` shows that), or when it was last written more than
+    /// [`STALE_TEMP_AGE`] ago. Any other file is left alone.
+    ///
     /// # Errors
-    /// When the folder cannot be created.
+    /// When the folder cannot be created or listed.
     pub fn new(dir: impl Into<PathBuf>) -> std::io::Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
+        remove_stale_temps(&dir)?;
         Ok(Self {
             dir,
             counter: Default::default(),
@@ -143,6 +151,61 @@ fn write_atomically(path: &Path, trace: &[u8], bytes: &[u8]) -> std::io::Result<
     std::fs::rename(&tmp.0, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp.0);
     })
+}
+
+/// How long an outbox temporary file may go unwritten before another outbox opening
+/// the folder takes it for a crash's leftover, whoever wrote it: writing one message
+/// takes milliseconds.
+pub const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The pid in an outbox temporary file's name (`.<name>.eml.<pid>.<n>.tmp`), or `None`
+/// for any other name.
+fn temp_writer(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let mut parts = rest.rsplitn(3, '.');
+    let n = parts.next()?;
+    let pid = parts.next()?;
+    let target = parts.next()?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(n) || !target.ends_with(".eml") || target.len() <= ".eml".len() {
+        return None;
+    }
+    pid.parse().ok().filter(|_| digits(pid))
+}
+
+/// Whether process `pid` runs on this machine; `None` where that cannot be told.
+fn is_running(pid: u32) -> Option<bool> {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return None;
+    }
+    Some(proc.join(pid.to_string()).exists())
+}
+
+/// Removes the outbox's stale temporary files from `dir` (see [`FileOutbox::new`]).
+fn remove_stale_temps(dir: &Path) -> std::io::Result<()> {
+    let own = std::process::id();
+    for entry in std::fs::read_dir(dir)? {
+        let Ok(entry) = entry else { continue };
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(temp_writer) else {
+            continue;
+        };
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age > STALE_TEMP_AGE);
+        let orphan = pid != own && is_running(pid) == Some(false);
+        if old || orphan {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
 }
 
 fn tempfile_in(dir: &Path, target: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
@@ -259,6 +322,63 @@ mod tests {
         std::fs::write(outbox.dir(), b"a file where the folder was").unwrap();
         let err = outbox.send(&envelope(Some("o")), b"x").await.unwrap_err();
         assert!(err.is_fatal(), "{err:?}");
+    }
+
+    #[test]
+    fn only_the_outbox_own_temporary_names_are_recognised() {
+        assert_eq!(temp_writer(".b-1__o-1.eml.4242.7.tmp"), Some(4242));
+        for other in [
+            "b-1__o-1.eml",
+            ".b-1__o-1.eml.4242.7",
+            "b-1__o-1.eml.4242.7.tmp",
+            ".b-1__o-1.txt.4242.7.tmp",
+            ".eml.4242.7.tmp",
+            ".b.eml.42x.7.tmp",
+            ".b.eml.42.x.tmp",
+            ".b.eml..7.tmp",
+            ".notes.tmp",
+        ] {
+            assert_eq!(temp_writer(other), None, "{other}");
+        }
+    }
+
+    #[tokio::test]
+    async fn opening_removes_stale_temporary_files_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |n: &str| dir.path().join(n);
+        // A pid that runs no process (above Linux's largest pid_max).
+        let dead = ".b-1__o-1.eml.4294967295.0.tmp";
+        let live_old = format!(".b-1__o-2.eml.{}.0.tmp", std::process::id());
+        let live_new = format!(".b-1__o-3.eml.{}.1.tmp", std::process::id());
+        let keep = [
+            "b-1__o-1.eml",
+            ".notes.tmp",
+            "draft.eml.tmp",
+            ".x.txt.1.2.tmp",
+        ];
+        for name in [dead, &live_old, &live_new].into_iter().chain(keep) {
+            std::fs::write(path(name), b"x").unwrap();
+        }
+        let old = std::time::SystemTime::now() - STALE_TEMP_AGE - std::time::Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(path(&live_old))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        FileOutbox::new(dir.path()).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut want: Vec<String> = keep.iter().map(|s| s.to_string()).collect();
+        if !Path::new("/proc/self").exists() {
+            want.push(dead.to_owned()); // no way to tell the writer is gone
+        }
+        want.push(live_new);
+        want.sort();
+        assert_eq!(left, want);
     }
 
     #[test]

@@ -523,15 +523,74 @@ fn check_identity(path: &Path, id: &Identity) -> Res<()> {
     )))
 }
 
-/// Reads a file's identity through a read-only connection: nothing is written.
+/// Reads a file's identity through a read-only connection, creating nothing beside
+/// it: a file refused here is left as it was, with no `-wal` or `-shm` of ours.
+///
+/// Even a read-only connection to a WAL-mode file creates its `-wal` and `-shm`. With
+/// neither there, the main file holds the whole database, so it is read as immutable
+/// (no locks, no side files). When they exist (another connection has the file open,
+/// or one crashed), the file is read through them, and any that this read created is
+/// removed if the file is refused.
 fn probe(path: &Path) -> Res<()> {
+    let sides = side_files(path);
+    let existed: Vec<bool> = sides.iter().map(|p| p.exists()).collect();
+    let result = if existed.iter().any(|e| *e) {
+        probe_with(path, path.as_os_str().to_owned(), OpenFlags::empty())
+    } else {
+        // `file:///abs` (an empty authority) for an absolute path, so that one that
+        // starts with `//` is not read as a host name.
+        let encoded = uri_path(path);
+        let prefix = if encoded.starts_with('/') {
+            "file://"
+        } else {
+            "file:"
+        };
+        let mut uri = std::ffi::OsString::from(prefix);
+        uri.push(encoded);
+        uri.push("?mode=ro&immutable=1");
+        probe_with(path, uri, OpenFlags::SQLITE_OPEN_URI)
+    };
+    if result.is_err() {
+        for (side, existed) in sides.iter().zip(existed) {
+            if !existed {
+                let _ = std::fs::remove_file(side);
+            }
+        }
+    }
+    result
+}
+
+fn probe_with(path: &Path, name: std::ffi::OsString, flags: OpenFlags) -> Res<()> {
     let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        name,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | flags,
     )?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     let id = identity(&conn)?;
     check_identity(path, &id)
+}
+
+/// The files SQLite keeps beside a WAL-mode database.
+fn side_files(path: &Path) -> [PathBuf; 2] {
+    ["-wal", "-shm"].map(|suffix| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    })
+}
+
+/// A path as the path part of a `file:` URI: bytes other than unreserved characters
+/// and `/` are percent-encoded (a `?`, `#` or `%` in a file name means itself).
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for &b in path.as_os_str().as_encoded_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Applies the missing migrations in one `BEGIN IMMEDIATE` transaction, checking the
