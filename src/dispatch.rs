@@ -17,8 +17,8 @@ use futures::stream::FuturesUnordered;
 
 use crate::clock::Clock;
 use crate::domain::{
-    Batch, BatchId, Delivery, DeliveryOutcome, Mailbox, Owner, OwnerId, Timestamp, TokenRecord,
-    TokenState,
+    Batch, BatchId, Community, Delivery, DeliveryOutcome, Mailbox, Owner, OwnerId, Timestamp,
+    TokenRecord, TokenState,
 };
 use crate::error::InvalidSetting;
 use crate::mime::{MessageFrame, MessageIds};
@@ -251,7 +251,10 @@ pub(crate) struct PreparedBatch {
     pub batch: Batch,
     pub template: CompiledTemplate,
     pub frame: MessageFrame,
-    pub community_name: String,
+    /// The community as the batch runs: its name, time zone and branding.
+    pub community: Community,
+    /// The merge field `reply_to`: the batch's Reply-To, or empty.
+    pub reply_to: String,
     /// The batch's Message-IDs, per owner.
     pub message_ids: MessageIds,
     /// The encoded attachments' size, to size each message's buffer once.
@@ -683,10 +686,22 @@ impl Engine<'_> {
             last_name: owner.last_name.clone(),
             full_name: owner.full_name(),
             property_address: owner.property_address.clone(),
-            community_name: prepared.community_name.clone(),
+            community_name: prepared.community.name.clone(),
             registration_url: registration_link(&prepared.batch.portal_url, &token),
-            expires_on: expires_at.date_string(),
+            expires_on: prepared.community.format_time(expires_at),
             portal_url: prepared.batch.portal_url.clone(),
+            reply_to: prepared.reply_to.clone(),
+            logo_url: prepared
+                .community
+                .branding
+                .logo_url()
+                .unwrap_or_default()
+                .to_owned(),
+            accent_color: prepared
+                .community
+                .branding
+                .accent_color_or_default()
+                .to_owned(),
         };
         let parts = match prepared.template.render(&fields) {
             Ok(parts) => parts,

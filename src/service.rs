@@ -687,7 +687,8 @@ impl OwnerAccess {
         let link = registration_link(portal_url, &RegistrationToken::placeholder());
         let fields = merge_fields(
             &recipient.owner,
-            &review.community.name,
+            &review.community,
+            review.invite.reply_to_address().as_ref(),
             link,
             expires_at,
             portal_url,
@@ -884,7 +885,12 @@ impl OwnerAccess {
         let prepared = PreparedBatch {
             attachments_len,
             message_ids: MessageIds::new(&batch.id, batch.sender.address.domain()),
-            community_name: community.name,
+            reply_to: batch
+                .invite
+                .reply_to_address()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            community,
             template,
             frame,
             batch,
@@ -941,7 +947,7 @@ impl OwnerAccess {
         let batch = &prepared.batch;
         let mut text = format!(
             "Owner Access invitations for {} (batch {})\n\n",
-            prepared.community_name, batch.id
+            prepared.community.name, batch.id
         );
         let counts = deliveries
             .iter()
@@ -988,7 +994,7 @@ impl OwnerAccess {
         }
         let subject = format!(
             "Summary: Owner Access invitations for {}",
-            prepared.community_name
+            prepared.community.name
         );
         let mut message = Vec::new();
         let id = format!("{}.summary@{}", batch.id, prepared.message_ids.domain());
@@ -1203,9 +1209,11 @@ fn assess_with(
     assess(Some(owner), found)
 }
 
+/// One owner's merge fields for a preview (the send engine fills its own).
 pub(crate) fn merge_fields(
     owner: &Owner,
-    community_name: &str,
+    community: &Community,
+    reply_to: Option<&EmailAddress>,
     registration_url: String,
     expires_at: Timestamp,
     portal_url: &str,
@@ -1215,10 +1223,13 @@ pub(crate) fn merge_fields(
         last_name: owner.last_name.clone(),
         full_name: owner.full_name(),
         property_address: owner.property_address.clone(),
-        community_name: community_name.to_owned(),
+        community_name: community.name.clone(),
         registration_url,
-        expires_on: expires_at.date_string(),
+        expires_on: community.format_time(expires_at),
         portal_url: portal_url.to_owned(),
+        reply_to: reply_to.map(ToString::to_string).unwrap_or_default(),
+        logo_url: community.branding.logo_url().unwrap_or_default().to_owned(),
+        accent_color: community.branding.accent_color_or_default().to_owned(),
     }
 }
 

@@ -348,7 +348,8 @@ fn failed(error: &str, attempts: u32) -> DeliveryOutcome {
 // ---------------------------------------------------------------------------------
 // Communities and owners.
 
-/// `upsert_community` / `community`: round trip, replace, missing is `None`.
+/// `upsert_community` / `community`: round trip (time zone and branding included),
+/// replace (what the new one leaves unset is cleared), missing is `None`.
 pub async fn communities_round_trip(repo: &dyn OwnerRepository) -> CheckResult {
     let c = Ctx("communities_round_trip");
     c.eq(
@@ -356,7 +357,16 @@ pub async fn communities_round_trip(repo: &dyn OwnerRepository) -> CheckResult {
         None,
         "missing community",
     )?;
-    let oak = Community::new(cid("c1"), "Oak HOA").with_reply_to(addr("board@oak.example.org"));
+    // Everything a community sets for its letters is kept.
+    let oak = Community::new(cid("c1"), "Oak HOA")
+        .with_reply_to(addr("board@oak.example.org"))
+        .with_time_zone(crate::domain::TimeZoneName::new("Europe/Athens").expect("a zone"))
+        .with_branding(
+            crate::domain::Branding::new()
+                .with_logo_url("https://cdn.oak.example.org/logo.png?v=2&size=96")
+                .and_then(|b| b.with_accent_color("#2e7d32"))
+                .expect("valid branding"),
+        );
     c.ok(repo.upsert_community(&oak).await, "upsert_community")?;
     c.eq(
         c.ok(repo.community(&cid("c1")).await, "community")?,

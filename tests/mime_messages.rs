@@ -46,6 +46,9 @@ fn parts() -> RenderedParts {
         ),
         expires_on: "2026-12-10".into(),
         portal_url: "https://portal.example.org/".into(),
+        reply_to: "board@maple.example.org".into(),
+        logo_url: String::new(),
+        accent_color: "#1a5fb4".into(),
     })
     .unwrap()
 }

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use owner_access::domain::{
-    AccessStatus, Community, CommunityId, EmailAddress, Owner, OwnerId, PropertyId,
+    AccessStatus, Branding, Community, CommunityId, EmailAddress, Owner, OwnerId, PropertyId,
+    TimeZoneName,
 };
 use owner_access::repository::EmailEdit;
 
@@ -87,7 +88,8 @@ impl Table {
     }
 }
 
-/// The communities file: `community_id,name,reply_to`.
+/// The communities file: `community_id,name,reply_to`, and optionally `time_zone`
+/// (an IANA name; UTC when empty), `logo_url` and `accent_color` (`#rrggbb`).
 pub fn read_communities(path: &Path) -> Result<Vec<Community>, InputError> {
     let table = Table::read(path, &["community_id", "name", "reply_to"])?;
     let mut out = Vec::new();
@@ -105,11 +107,30 @@ pub fn read_communities(path: &Path) -> Result<Vec<Community>, InputError> {
                     .map_err(|e| table.bad(*line, format!("reply_to `{raw}`: {e}")))?,
             ),
         };
-        out.push(Community {
-            id,
-            name: name.to_owned(),
-            reply_to,
-        });
+        // Optional columns: what the community sets for its letters.
+        let time_zone = match table.field(record, "time_zone") {
+            "" => None,
+            raw => Some(
+                TimeZoneName::new(raw).map_err(|e| table.bad(*line, format!("time_zone: {e}")))?,
+            ),
+        };
+        let mut branding = Branding::new();
+        let raw = table.field(record, "logo_url");
+        if !raw.is_empty() {
+            branding = branding
+                .with_logo_url(raw)
+                .map_err(|e| table.bad(*line, format!("logo_url: {e}")))?;
+        }
+        let raw = table.field(record, "accent_color");
+        if !raw.is_empty() {
+            branding = branding
+                .with_accent_color(raw)
+                .map_err(|e| table.bad(*line, format!("accent_color: {e}")))?;
+        }
+        let mut community = Community::new(id, name).with_branding(branding);
+        community.reply_to = reply_to;
+        community.time_zone = time_zone;
+        out.push(community);
     }
     Ok(out)
 }

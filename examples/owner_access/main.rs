@@ -52,7 +52,7 @@ struct Cli {
 enum Command {
     /// Upsert communities and owners from CSV files, in one step.
     Import {
-        /// `community_id,name,reply_to`
+        /// `community_id,name,reply_to` (optional: `time_zone,logo_url,accent_color`)
         #[arg(long, value_name = "FILE")]
         communities: Option<PathBuf>,
         /// `community_id,owner_id,property_id,first_name,last_name,property_address,primary_email,registered`

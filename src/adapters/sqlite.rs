@@ -66,10 +66,10 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, Params, Row, TransactionBehavio
 use time::OffsetDateTime;
 
 use crate::domain::{
-    AccessStatus, ActivityEntry, ActivityKind, Batch, BatchId, Community, CommunityId,
+    AccessStatus, ActivityEntry, ActivityKind, Batch, BatchId, Branding, Community, CommunityId,
     DELIVERED_KEY_VERSION, Delivery, DeliveryCounts, DeliveryOutcome, DeliveryState, Draft,
-    DraftId, EmailAddress, Mailbox, NewBatch, Owner, OwnerId, Page, PropertyId, Timestamp,
-    TokenHash, TokenRecord, TokenRejection, TokenState, delivered_key,
+    DraftId, EmailAddress, Mailbox, NewBatch, Owner, OwnerId, Page, PropertyId, TimeZoneName,
+    Timestamp, TokenHash, TokenRecord, TokenRejection, TokenState, delivered_key,
 };
 use crate::eligibility::{AccessFilter, EmailFilter, OwnerFilter};
 use crate::invite::{Attachment, Invite};
@@ -97,6 +97,7 @@ const MIGRATIONS: &[Migration] = &[
     // 4: `owners.email_key` holds `delivered_key` version 1 (it held the trimmed,
     // lower-cased text). UTS #46 cannot be done in SQL.
     Migration::Code(rekey_email_index),
+    Migration::Sql(include_str!("sqlite/0005_community_letters.sql")),
 ];
 
 /// The [`DELIVERED_KEY_VERSION`] that `owners.email_key` holds in a file at
@@ -1242,12 +1243,18 @@ impl OwnerRepository for SqliteRepository {
         let c = community.clone();
         self.write(move |db| {
             db.exec(
-                "INSERT INTO communities (id, name, reply_to) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, reply_to = excluded.reply_to",
+                "INSERT INTO communities (id, name, reply_to, time_zone, logo_url, accent_color)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, reply_to = excluded.reply_to,
+                     time_zone = excluded.time_zone, logo_url = excluded.logo_url,
+                     accent_color = excluded.accent_color",
                 rusqlite::params![
                     c.id.as_str(),
                     c.name,
-                    c.reply_to.as_ref().map(EmailAddress::as_str)
+                    c.reply_to.as_ref().map(EmailAddress::as_str),
+                    c.time_zone.as_ref().map(TimeZoneName::as_str),
+                    c.branding.logo_url(),
+                    c.branding.accent_color(),
                 ],
             )?;
             Ok(())
@@ -1259,9 +1266,21 @@ impl OwnerRepository for SqliteRepository {
         let id = id.clone();
         self.read(move |db| {
             db.row(
-                "SELECT name, reply_to FROM communities WHERE id = ?1",
+                "SELECT name, reply_to, time_zone, logo_url, accent_color
+                 FROM communities WHERE id = ?1",
                 [id.as_str()],
                 |r| {
+                    let mut branding = Branding::default();
+                    if let Some(url) = r.get::<_, Option<String>>(3)? {
+                        branding = branding
+                            .with_logo_url(&url)
+                            .map_err(|e| bad_row("communities.logo_url", e))?;
+                    }
+                    if let Some(color) = r.get::<_, Option<String>>(4)? {
+                        branding = branding
+                            .with_accent_color(&color)
+                            .map_err(|e| bad_row("communities.accent_color", e))?;
+                    }
                     Ok(Community {
                         id: id.clone(),
                         name: r.get(0)?,
@@ -1269,6 +1288,14 @@ impl OwnerRepository for SqliteRepository {
                             .get::<_, Option<String>>(1)?
                             .map(|a| read_address(&a, "communities.reply_to"))
                             .transpose()?,
+                        time_zone: r
+                            .get::<_, Option<String>>(2)?
+                            .map(|z| {
+                                TimeZoneName::new(&z)
+                                    .map_err(|e| bad_row("communities.time_zone", e))
+                            })
+                            .transpose()?,
+                        branding,
                     })
                 },
             )

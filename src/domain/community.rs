@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{CommunityId, EmailAddress};
+use super::{Branding, CommunityId, EmailAddress, TimeZoneName};
 
 /// A community (an HOA, a condominium, a building) whose owners are invited together.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -13,6 +13,14 @@ pub struct Community {
     pub name: String,
     /// Where owners' replies go by default (an invitation's Reply-To starts as this).
     pub reply_to: Option<EmailAddress>,
+    /// The time zone the dates of its letters are shown in (the links' expiry,
+    /// `{{expires_on}}`); `None`: UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<TimeZoneName>,
+    /// The logo and accent colour of its letters (`{{community.logo_url}}`,
+    /// `{{community.accent_color}}`); empty: no logo, the default colour.
+    #[serde(default, skip_serializing_if = "Branding::is_empty")]
+    pub branding: Branding,
 }
 
 impl Community {
@@ -22,6 +30,29 @@ impl Community {
             id,
             name: name.into(),
             reply_to: None,
+            time_zone: None,
+            branding: Branding::default(),
+        }
+    }
+
+    /// Sets the time zone of its letters' dates.
+    pub fn with_time_zone(mut self, zone: TimeZoneName) -> Self {
+        self.time_zone = Some(zone);
+        self
+    }
+
+    /// Sets its letters' branding.
+    pub fn with_branding(mut self, branding: Branding) -> Self {
+        self.branding = branding;
+        self
+    }
+
+    /// A moment as its letters show it: in its time zone, or UTC
+    /// (`15 December 2026 at 14:30 UTC`).
+    pub fn format_time(&self, at: super::Timestamp) -> String {
+        match &self.time_zone {
+            Some(zone) => zone.format(at),
+            None => super::branding::format_utc(at),
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod activity;
 mod batch;
+mod branding;
 mod community;
 mod email;
 mod ids;
@@ -12,6 +13,9 @@ mod timestamp;
 
 pub use activity::{ActivityEntry, ActivityKind, Page};
 pub use batch::{Batch, Delivery, DeliveryCounts, DeliveryOutcome, DeliveryState, Draft, NewBatch};
+pub use branding::{
+    Branding, DEFAULT_ACCENT_COLOR, InvalidBranding, InvalidTimeZone, TimeZoneName,
+};
 pub use community::Community;
 pub use email::{
     DELIVERED_KEY_VERSION, EmailAddress, InvalidEmail, InvalidMailbox, MAX_ADDRESS_LEN, Mailbox,

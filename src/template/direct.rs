@@ -24,11 +24,14 @@ enum Field {
     RegistrationUrl,
     ExpiresOn,
     PortalUrl,
+    ReplyTo,
+    LogoUrl,
+    AccentColor,
 }
 
 impl Field {
     /// In the order of [`MERGE_FIELDS`], which holds their names.
-    const ALL: [Field; 8] = [
+    const ALL: [Field; 11] = [
         Self::FirstName,
         Self::LastName,
         Self::FullName,
@@ -37,6 +40,9 @@ impl Field {
         Self::RegistrationUrl,
         Self::ExpiresOn,
         Self::PortalUrl,
+        Self::ReplyTo,
+        Self::LogoUrl,
+        Self::AccentColor,
     ];
 
     fn named(parameter: &Parameter) -> Option<Self> {
@@ -58,6 +64,9 @@ impl Field {
             Self::RegistrationUrl => &fields.registration_url,
             Self::ExpiresOn => &fields.expires_on,
             Self::PortalUrl => &fields.portal_url,
+            Self::ReplyTo => &fields.reply_to,
+            Self::LogoUrl => &fields.logo_url,
+            Self::AccentColor => &fields.accent_color,
         }
     }
 }
@@ -248,6 +257,9 @@ mod tests {
             registration_url: "https://portal.example/register?token=a&b=c".into(),
             expires_on: "2026-12-10".into(),
             portal_url: "https://portal.example/".into(),
+            reply_to: "board@maple.example.org".into(),
+            logo_url: String::new(),
+            accent_color: "#1a5fb4".into(),
         }
     }
 
@@ -280,6 +292,9 @@ mod tests {
             registration_url: "link".into(),
             expires_on: "expiry".into(),
             portal_url: "portal".into(),
+            reply_to: "reply".into(),
+            logo_url: "logo".into(),
+            accent_color: "accent".into(),
         };
         for name in MERGE_FIELDS {
             let source = format!("{{{{{name}}}}}");
@@ -359,6 +374,9 @@ mod tests {
                 registration_url: "https://p.example/r?t=x&y=1".into(),
                 expires_on: "2026-12-10".into(),
                 portal_url: "https://p.example/".into(),
+                reply_to: "board@maple.example.org".into(),
+                logo_url: String::new(),
+                accent_color: "#1a5fb4".into(),
             },
         )
     }

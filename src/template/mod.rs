@@ -40,7 +40,7 @@ use direct::DirectTemplate;
 pub use html_text::html_to_text_template;
 
 /// The merge fields a template may use, exactly these names.
-pub const MERGE_FIELDS: [&str; 8] = [
+pub const MERGE_FIELDS: [&str; 11] = [
     "owner.first_name",
     "owner.last_name",
     "owner.full_name",
@@ -49,6 +49,9 @@ pub const MERGE_FIELDS: [&str; 8] = [
     "registration_url",
     "expires_on",
     "portal_url",
+    "reply_to",
+    "community.logo_url",
+    "community.accent_color",
 ];
 
 /// The merge field that carries the owner's personal link; every body must output it.
@@ -64,44 +67,78 @@ const INLINE_HELPERS: [&str; 5] = ["eq", "ne", "and", "or", "not"];
 /// The default subject: the community and what the message is for.
 pub const DEFAULT_SUBJECT: &str = "Your invitation to the {{community.name}} owner portal";
 
-/// The default plain-text body: greets the owner by name, names the community and the
-/// property, gives the personal registration link with its expiry date and the portal
-/// address for later visits.
+/// The default plain-text body: the same letter as [`DEFAULT_HTML`], word for word
+/// where it can be (spam filters score alternatives that differ): greeting, the
+/// community and the property, the personal link with its expiry, the portal for
+/// later visits, whom to ask, and a line for an owner who did not expect it.
 pub const DEFAULT_TEXT: &str = "\
-{{#if owner.first_name}}Hello {{owner.first_name}},{{else}}Hello {{owner.full_name}},{{/if}}
+{{community.name}}: your invitation to the owner portal
+
+{{#if owner.first_name}}Dear {{owner.first_name}},{{else}}Dear {{owner.full_name}},{{/if}}
 
 {{community.name}} invites you to register for its online owner portal, where you can \
 see your account, community news and documents for {{property.address}}.
 
-Your personal registration link:
+Register for the owner portal with your personal link:
 {{registration_url}}
 
 The link is for you alone and can be used once. It expires on {{expires_on}}.
 
 Once you are registered, sign in at any time at {{portal_url}}
 
+{{#if reply_to}}Questions? Reply to this email or write to {{reply_to}}.{{else}}Questions? \
+Please contact the {{community.name}} management office.{{/if}}
+
 Kind regards,
 {{community.name}}
+
+If you did not expect this invitation, you can ignore it: nothing changes unless you \
+use the link.
 ";
 
-/// The default HTML body: the same message as [`DEFAULT_TEXT`] as a complete small
-/// HTML document, the registration link as an `<a href>`. Merge values are
+/// The default HTML body: a complete small document that reads well from a 375-px
+/// phone to a desktop client. One column of at most 600 px in table layout (which
+/// every mail client renders), the registration link as a button in the community's
+/// accent colour with the plain link below it (wrapping anywhere, so it never makes a
+/// phone scroll sideways), the community's logo when it has one. Merge values are
 /// HTML-escaped when rendered.
 pub const DEFAULT_HTML: &str = r#"<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="x-apple-disable-message-reformatting">
 <title>Your invitation to the {{community.name}} owner portal</title>
 </head>
-<body style="font-family: Arial, Helvetica, sans-serif; line-height: 1.5; color: #222222;">
-<p>{{#if owner.first_name}}Hello {{owner.first_name}},{{else}}Hello {{owner.full_name}},{{/if}}</p>
-<p>{{community.name}} invites you to register for its online owner portal, where you can see your account, community news and documents for {{property.address}}.</p>
-<p><a href="{{registration_url}}" style="display: inline-block; padding: 10px 18px; background: #1a5fb4; color: #ffffff; text-decoration: none; border-radius: 4px;">Register for the owner portal</a></p>
-<p>If the button does not work, copy this link into your browser:<br><a href="{{registration_url}}">{{registration_url}}</a></p>
-<p>The link is for you alone and can be used once. It expires on {{expires_on}}.</p>
-<p>Once you are registered, sign in at any time at <a href="{{portal_url}}">{{portal_url}}</a>.</p>
-<p>Kind regards,<br>{{community.name}}</p>
+<body style="margin: 0; padding: 0; background-color: #f3f4f6;">
+<table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0" style="background-color: #f3f4f6;">
+<tr><td align="center" style="padding: 24px 12px;">
+<table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0" style="max-width: 600px; background-color: #ffffff; border: 1px solid #dfe3e8; border-radius: 8px;">
+<tr><td style="padding: 28px 28px 4px 28px; font-family: Arial, Helvetica, sans-serif; color: #1f2328;">
+{{#if community.logo_url}}<img src="{{community.logo_url}}" alt="{{community.name}}" height="48" style="display: block; height: 48px; width: auto; max-width: 100%; border: 0; margin: 0 0 16px 0;">{{/if}}
+<p style="margin: 0; font-size: 14px; line-height: 1.4; color: #57606a;">{{community.name}}</p>
+<h1 style="margin: 6px 0 0 0; font-size: 22px; line-height: 1.3; font-weight: bold; color: #1f2328;">Your invitation to the owner portal</h1>
+</td></tr>
+<tr><td style="padding: 16px 28px 8px 28px; font-family: Arial, Helvetica, sans-serif; font-size: 16px; line-height: 1.55; color: #1f2328;">
+<p style="margin: 0 0 16px 0;">{{#if owner.first_name}}Dear {{owner.first_name}},{{else}}Dear {{owner.full_name}},{{/if}}</p>
+<p style="margin: 0 0 16px 0;">{{community.name}} invites you to register for its online owner portal, where you can see your account, community news and documents for {{property.address}}.</p>
+<table role="presentation" cellpadding="0" cellspacing="0" border="0" style="margin: 8px 0 20px 0;">
+<tr><td bgcolor="{{community.accent_color}}" style="border-radius: 6px; background-color: {{community.accent_color}};">
+<a href="{{registration_url}}" style="display: inline-block; padding: 13px 24px; font-family: Arial, Helvetica, sans-serif; font-size: 16px; font-weight: bold; line-height: 1.2; color: #ffffff; text-decoration: none; border-radius: 6px;">Register for the owner portal</a>
+</td></tr>
+</table>
+<p style="margin: 0 0 16px 0; font-size: 14px; color: #57606a;">Or open your personal link in your browser:<br><a href="{{registration_url}}" style="color: {{community.accent_color}}; overflow-wrap: anywhere; word-break: break-word;">{{registration_url}}</a></p>
+<p style="margin: 0 0 16px 0;">The link is for you alone and can be used once. It expires on <strong>{{expires_on}}</strong>.</p>
+<p style="margin: 0 0 16px 0;">Once you are registered, sign in at any time at <a href="{{portal_url}}" style="color: {{community.accent_color}}; overflow-wrap: anywhere; word-break: break-word;">{{portal_url}}</a></p>
+<p style="margin: 0 0 16px 0;">{{#if reply_to}}Questions? Reply to this email or write to <a href="mailto:{{reply_to}}" style="color: {{community.accent_color}};">{{reply_to}}</a>.{{else}}Questions? Please contact the {{community.name}} management office.{{/if}}</p>
+<p style="margin: 0 0 8px 0;">Kind regards,<br>{{community.name}}</p>
+</td></tr>
+<tr><td style="padding: 16px 28px 24px 28px; border-top: 1px solid #dfe3e8; font-family: Arial, Helvetica, sans-serif; font-size: 13px; line-height: 1.5; color: #57606a;">
+<p style="margin: 0;">If you did not expect this invitation, you can ignore it: nothing changes unless you use the link.</p>
+</td></tr>
+</table>
+</td></tr>
+</table>
 </body>
 </html>
 "#;
@@ -121,10 +158,19 @@ pub struct MergeFields {
     pub community_name: String,
     /// `registration_url`: the owner's personal link.
     pub registration_url: String,
-    /// `expires_on`: the link's expiry date, `YYYY-MM-DD`.
+    /// `expires_on`: when the link expires, as a person reads it, in the community's
+    /// time zone (UTC unless it has one): `15 December 2026 at 14:30 UTC`.
     pub expires_on: String,
     /// `portal_url`: the portal's URL without a token.
     pub portal_url: String,
+    /// `reply_to`: where the owner's questions go (the message's Reply-To: the
+    /// community's unless the manager changed it); empty when there is none.
+    pub reply_to: String,
+    /// `community.logo_url`: the community's logo, empty when it has none.
+    pub logo_url: String,
+    /// `community.accent_color`: the community's accent colour (`#rrggbb`), or
+    /// [`crate::domain::DEFAULT_ACCENT_COLOR`].
+    pub accent_color: String,
 }
 
 /// One owner's rendered subject and bodies.
@@ -173,6 +219,7 @@ struct Data<'a> {
     registration_url: &'a str,
     expires_on: &'a str,
     portal_url: &'a str,
+    reply_to: &'a str,
 }
 
 #[derive(Serialize)]
@@ -190,6 +237,8 @@ struct PropertyData<'a> {
 #[derive(Serialize)]
 struct CommunityData<'a> {
     name: &'a str,
+    logo_url: &'a str,
+    accent_color: &'a str,
 }
 
 impl<'a> Data<'a> {
@@ -205,10 +254,13 @@ impl<'a> Data<'a> {
             },
             community: CommunityData {
                 name: &f.community_name,
+                logo_url: &f.logo_url,
+                accent_color: &f.accent_color,
             },
             registration_url: &f.registration_url,
             expires_on: &f.expires_on,
             portal_url: &f.portal_url,
+            reply_to: &f.reply_to,
         }
     }
 }
