@@ -405,7 +405,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(status) => ExitCode::from(status),
         Err(failure) => {
-            eprintln!("error: {}", failure.message);
+            eprintln!("error: {}", output::shown(&failure.message));
             ExitCode::from(failure.status)
         }
     }
@@ -462,7 +462,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             let service = app.service_without_transport(&message)?;
             let invite = app.invite(&service, &community, &select, &message).await?;
             let id = service.save_draft(&invite).await?;
-            println!("{id}");
+            println!("{}", output::shown(id.as_str()));
             Ok(0)
         }
         Command::Draft(DraftCommand::List { community, json }) => {
@@ -480,7 +480,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             let draft: DraftId = id("draft", &draft)?;
             let service = app.service_without_transport(&MessageArgs::defaults())?;
             service.discard_draft(&draft).await?;
-            println!("discarded {draft}");
+            println!("discarded {}", output::shown(draft.as_str()));
             Ok(0)
         }
         Command::Draft(DraftCommand::Send {
@@ -540,13 +540,13 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Verify { token } => {
             let service = app.service_without_transport(&MessageArgs::defaults())?;
             let verified = service.verify(&token).await.map_err(token_failure)?;
-            println!("{}", verified.owner.id);
+            println!("{}", output::shown(verified.owner.id.as_str()));
             Ok(0)
         }
         Command::Redeem { token } => {
             let service = app.service_without_transport(&MessageArgs::defaults())?;
             let registration = service.redeem(&token).await.map_err(token_failure)?;
-            println!("{}", registration.owner.id);
+            println!("{}", output::shown(registration.owner.id.as_str()));
             Ok(0)
         }
         Command::Activity {
@@ -597,9 +597,9 @@ fn token_failure(e: Error) -> Failure {
 
 fn print_out(json: bool, value: serde_json::Value, text: String) {
     if json {
-        println!("{value}");
+        println!("{}", output::json_text(&value));
     } else {
-        print!("{text}");
+        print!("{}", output::terminal_safe(&text));
     }
 }
 

@@ -1,10 +1,90 @@
 //! What the commands print: one JSON document on stdout with `--json`, readable lines
 //! otherwise. The JSON shapes are a contract other tools rely on.
+//!
+//! Every value in the readable lines goes through [`shown`]: owners' names and
+//! addresses, subjects, server replies and error texts come from other people, and one
+//! holding `ESC ] 0 ; … BEL` or `ESC [ 2 J` would retitle or clear the manager's
+//! terminal. JSON keeps the exact strings; [`json_text`] writes the characters that
+//! JSON leaves raw but a terminal acts on as `\u` escapes, which decode to the same
+//! strings.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
 
 use owner_access::domain::{ActivityEntry, Draft};
 use owner_access::eligibility::Roster;
+use owner_access::invite::is_direction_mark;
 use owner_access::{Excluded, Review, SendReport};
 use serde_json::{Value, json};
+
+/// Whether a terminal may act on `c` or show text around it out of order: control
+/// characters (C0, DEL, C1) and the direction marks.
+fn acts_on_terminal(c: char) -> bool {
+    c.is_control() || is_direction_mark(c)
+}
+
+/// A value as text output shows it: `\` for a backslash, `\n`, `\r`, `\t`, and
+/// `\u{…}` (hexadecimal) for every other control character and direction mark, so
+/// no value can move the cursor, end the line, retitle or clear the terminal, or
+/// reorder what is shown, and the escapes cannot be mistaken for the value's own
+/// text. Anything else is printed as it is.
+pub fn shown(value: &str) -> Cow<'_, str> {
+    if !value.chars().any(|c| c == '\\' || acts_on_terminal(c)) {
+        return Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if acts_on_terminal(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Lines of text output, made safe for a terminal as a whole: what [`shown`] would
+/// escape, but line breaks and backslashes, which the lines' own layout uses. The
+/// values in them are already [`shown`]; this is the last guard before printing.
+pub fn terminal_safe(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(|c| c != '\n' && acts_on_terminal(c)) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c != '\n' && acts_on_terminal(c) {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A JSON document as printed: serde_json's text with DEL, the C1 controls and the
+/// direction marks (which JSON allows raw in a string) written as `\uXXXX`. They can
+/// only occur inside strings, and a JSON reader decodes the escape to the same
+/// character: the strings stay exact.
+pub fn json_text(value: &Value) -> String {
+    let text = value.to_string();
+    if !text.chars().any(acts_on_terminal) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if acts_on_terminal(c) {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
 
 fn excluded_json(excluded: &[Excluded]) -> Value {
     Value::Array(
@@ -32,7 +112,7 @@ pub fn report_json(report: &SendReport) -> Value {
 pub fn report_text(report: &SendReport) -> String {
     let mut out = format!(
         "batch {}: {} recipients, {} sent, {} failed, {} pending, {} excluded\n",
-        report.batch.as_ref().map_or("(none)", |b| b.as_str()),
+        shown(report.batch.as_ref().map_or("(none)", |b| b.as_str())),
         report.recipients,
         report.sent,
         report.failed.len(),
@@ -40,20 +120,32 @@ pub fn report_text(report: &SendReport) -> String {
         report.excluded.len()
     );
     if let Some(reason) = &report.stopped {
-        out.push_str(&format!("stopped: {reason}\n"));
+        out.push_str(&format!("stopped: {}\n", shown(&reason.to_string())));
     }
     for f in &report.failed {
-        out.push_str(&format!("failed {}: {}\n", f.owner, f.error));
+        out.push_str(&format!(
+            "failed {}: {}\n",
+            shown(f.owner.as_str()),
+            shown(&f.error)
+        ));
     }
     for e in &report.excluded {
-        out.push_str(&format!("excluded {}: {}\n", e.owner, e.reason));
+        out.push_str(&excluded_line(e));
     }
     out
 }
 
+fn excluded_line(e: &Excluded) -> String {
+    format!(
+        "excluded {}: {}\n",
+        shown(e.owner.as_str()),
+        shown(&e.reason.to_string())
+    )
+}
+
 pub fn review_json(review: &Review) -> Value {
     json!({
-        "recipients": review.recipients.iter().map(|r| json!({"owner_id": r.owner.id.as_str(), "email": r.email.as_str()})).collect::<Vec<_>>(),
+        "recipients": review.recipients.iter().map(|r| json!({"owner_id": r.owner.id.as_str(), "email": r.email.as_str(), "delivered_to": r.email.smtp_form()})).collect::<Vec<_>>(),
         "excluded": excluded_json(&review.excluded),
         "problems": review.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
     })
@@ -66,14 +158,19 @@ pub fn review_text(review: &Review) -> String {
         review.excluded.len(),
         review.problems.len()
     );
+    // The address as it will be delivered, which is what To shows.
     for r in &review.recipients {
-        out.push_str(&format!("to {} <{}>\n", r.owner.id, r.email));
+        out.push_str(&format!(
+            "to {} <{}>\n",
+            shown(r.owner.id.as_str()),
+            shown(r.email.smtp_form())
+        ));
     }
     for e in &review.excluded {
-        out.push_str(&format!("excluded {}: {}\n", e.owner, e.reason));
+        out.push_str(&excluded_line(e));
     }
     for p in &review.problems {
-        out.push_str(&format!("problem: {p}\n"));
+        out.push_str(&format!("problem: {}\n", shown(&p.to_string())));
     }
     out
 }
@@ -113,14 +210,16 @@ pub fn roster_text(roster: &Roster) -> String {
             .unwrap_or_default();
         out.push_str(&format!(
             "{:<16} {:<12} {:<28} {:<32} {:<12} {}\n",
-            row.owner.id.as_str(),
-            row.owner.property.as_str(),
-            row.owner.full_name(),
-            row.owner.primary_email.as_deref().unwrap_or("-"),
+            shown(row.owner.id.as_str()),
+            shown(row.owner.property.as_str()),
+            shown(&row.owner.full_name()),
+            shown(row.owner.primary_email.as_deref().unwrap_or("-")),
             status,
-            row.eligibility
-                .reason()
-                .map_or_else(|| "eligible".to_owned(), ToString::to_string),
+            shown(
+                &row.eligibility
+                    .reason()
+                    .map_or_else(|| "eligible".to_owned(), ToString::to_string)
+            ),
         ));
     }
     out
@@ -149,10 +248,10 @@ pub fn drafts_text(drafts: &[Draft]) -> String {
         .map(|d| {
             format!(
                 "{} {} {} selected: {}\n",
-                d.id,
+                shown(d.id.as_str()),
                 d.created_at,
                 d.invite.selection.len(),
-                d.invite.subject
+                shown(&d.invite.subject)
             )
         })
         .collect()
@@ -187,7 +286,7 @@ pub fn activity_text(entries: &[ActivityEntry]) -> String {
             if let Value::Object(map) = &mut rest {
                 map.remove("kind");
             }
-            format!("{} {kind} {rest}\n", e.at)
+            format!("{} {} {}\n", e.at, shown(&kind), json_text(&rest))
         })
         .collect()
 }

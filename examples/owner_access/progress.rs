@@ -75,7 +75,11 @@ where
                 }
                 Progress::Failed { owner, error } => {
                     c.failed.fetch_add(1, Ordering::Relaxed);
-                    let line = format!("failed {owner}: {error}");
+                    let line = format!(
+                        "failed {}: {}",
+                        crate::output::shown(owner.as_str()),
+                        crate::output::shown(&error.to_string())
+                    );
                     match &b {
                         Some(bar) => bar.println(line),
                         None => eprintln!("{line}"),
@@ -85,7 +89,7 @@ where
                     c.retried.fetch_add(1, Ordering::Relaxed);
                 }
                 Progress::Stopped { reason } => {
-                    let line = format!("stopped: {reason}");
+                    let line = format!("stopped: {}", crate::output::shown(&reason.to_string()));
                     match &b {
                         Some(bar) => bar.println(line),
                         None => eprintln!("{line}"),
