@@ -165,7 +165,8 @@ impl MessageFrame {
     ///
     /// Headers: From, To (only `to`, with its display name), Reply-To when the frame
     /// has one, Subject, Date, Message-ID (`<message_id>`; characters that cannot be
-    /// in a msg-id are dropped), MIME-Version. Body: `multipart/alternative` with
+    /// in a msg-id are dropped), `Auto-Submitted: auto-generated` (so vacation
+    /// replies do not answer it), MIME-Version. Body: `multipart/alternative` with
     /// `text/plain` then `text/html` (UTF-8; quoted-printable, or base64 for mostly
     /// non-ASCII text), inside `multipart/mixed` with the prepared attachments when
     /// there are any. CRLF line endings throughout.
@@ -251,7 +252,9 @@ impl MessageFrame {
         out.extend_from_slice(rfc5322_date(date).as_bytes());
         out.extend_from_slice(b"\r\nMessage-ID: <");
         out.extend(message_id.bytes().filter(|&b| is_msg_id_byte(b)));
-        out.extend_from_slice(b">\r\nMIME-Version: 1.0\r\n");
+        // Invitations and recaps are sent by a program: vacation and other automatic
+        // replies must not answer them (RFC 3834).
+        out.extend_from_slice(b">\r\nAuto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\n");
     }
 }
 

@@ -157,3 +157,32 @@ fn a_draft_sends_every_message_flag_it_was_saved_with() {
     assert!(link_in(&third.text, portal).contains("&token="));
     assert!(third.text.contains("the oak board invites you"));
 }
+
+#[test]
+fn send_counts_the_excluded_owners_by_reason_and_json_still_lists_them() {
+    let s = Session::new().imported();
+    let text = s.ok(&["send", "--community", "maple", "--outbox", "out"]);
+    assert!(
+        text.contains(
+            "excluded: 1 no primary email, 1 invalid email, 2 email shared with another owner, \
+             1 already registered (`review` or `--json` lists each owner)"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("excluded o"), "no line per owner: {text}");
+    let (code, report) = s.json(&[
+        "send",
+        "--community",
+        "maple",
+        "--select",
+        "o3,o4",
+        "--outbox",
+        "again",
+        "--json",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        reasons(&report),
+        [("o3", "no_email"), ("o4", "invalid_email")].map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+}

@@ -129,12 +129,39 @@ pub fn report_text(report: &SendReport) -> String {
             shown(&f.error)
         ));
     }
-    for e in &report.excluded {
-        out.push_str(&excluded_line(e));
-    }
+    out.push_str(&excluded_counts(&report.excluded));
     out
 }
 
+/// Excluded owners counted by reason, not listed: a 3,000-owner community can
+/// exclude hundreds. `review` (or `--json`) lists each one.
+fn excluded_counts(excluded: &[Excluded]) -> String {
+    if excluded.is_empty() {
+        return String::new();
+    }
+    let mut counts: Vec<(&'static str, usize)> = Vec::new();
+    for e in excluded {
+        let label = match e.reason.code() {
+            "unknown_owner" => "no such owner",
+            "registered" => "already registered",
+            "no_email" => "no primary email",
+            "invalid_email" => "invalid email",
+            "shared_email" => "email shared with another owner",
+            other => other,
+        };
+        match counts.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((label, 1)),
+        }
+    }
+    let listed: Vec<String> = counts.iter().map(|(l, n)| format!("{n} {l}")).collect();
+    format!(
+        "excluded: {} (`review` or `--json` lists each owner)\n",
+        listed.join(", ")
+    )
+}
+
+/// One excluded owner, for `review`, which lists each one.
 fn excluded_line(e: &Excluded) -> String {
     format!(
         "excluded {}: {}\n",
