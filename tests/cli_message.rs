@@ -186,3 +186,16 @@ fn send_counts_the_excluded_owners_by_reason_and_json_still_lists_them() {
         [("o3", "no_email"), ("o4", "invalid_email")].map(|(a, b)| (a.to_owned(), b.to_owned()))
     );
 }
+
+#[test]
+fn a_token_that_starts_with_a_dash_is_a_token_not_a_flag() {
+    let s = Session::new().imported();
+    // About one token in 64 starts with `-` (base64url): clap took it for a flag.
+    let out = s.run(&["verify", "--token", &format!("-{}", "A".repeat(42))]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("this registration link is not valid"),
+        "{stderr}"
+    );
+}

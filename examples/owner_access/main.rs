@@ -136,12 +136,14 @@ enum Command {
     },
     /// Check a registration token without using it.
     Verify {
-        #[arg(long)]
+        /// A token may start with `-` (it is base64url).
+        #[arg(long, allow_hyphen_values = true)]
         token: String,
     },
     /// Complete a registration with a token (once).
     Redeem {
-        #[arg(long)]
+        /// A token may start with `-` (it is base64url).
+        #[arg(long, allow_hyphen_values = true)]
         token: String,
     },
     /// The community activity feed, newest first.
