@@ -19,7 +19,7 @@ use owner_access::domain::{
     TokenRecord,
 };
 use owner_access::eligibility::OwnerFilter;
-use owner_access::repository::{EmailEdit, EmailHolder, RedeemOutcome, RepoResult};
+use owner_access::repository::{EmailEdit, EmailHolder, ImportSession, RedeemOutcome, RepoResult};
 use owner_access::{InMemoryRepository, OwnerRepository, async_trait};
 
 /// Forwards every call to `inner` and notes each write in `audit`.
@@ -60,6 +60,12 @@ impl<R: OwnerRepository> OwnerRepository for AuditedRepository<R> {
         self.note(format!("upsert {} owners", owners.len()));
         self.inner.upsert_owners(owners, now).await
     }
+    /// Forwarded: left to the default, an import would no longer be the inner store's
+    /// one transaction (and would be held in memory whole until it commits).
+    async fn begin_import<'a>(&'a self, now: Timestamp) -> RepoResult<Box<dyn ImportSession + 'a>> {
+        self.note("import".to_owned());
+        self.inner.begin_import(now).await
+    }
     async fn owner(&self, id: &OwnerId) -> RepoResult<Option<Owner>> {
         self.inner.owner(id).await
     }
@@ -86,7 +92,7 @@ impl<R: OwnerRepository> OwnerRepository for AuditedRepository<R> {
     async fn update_emails(
         &self,
         edits: &[EmailEdit],
-        activity: &ActivityEntry,
+        activity: &[ActivityEntry],
         now: Timestamp,
     ) -> RepoResult<Vec<OwnerId>> {
         self.note(format!("update {} emails", edits.len()));

@@ -198,7 +198,40 @@ pub trait OwnerRepository: Send + Sync + fmt::Display {
         Ok(holders)
     }
 
-    /// Changes primary emails, all or nothing (Mass Edit), and appends `activity`.
+    /// Starts an import: communities and owners from host data, written in chunks of
+    /// the caller's choosing and made visible in one step by
+    /// [`ImportSession::commit`]. What an import of a large community needs: one
+    /// transaction without the whole file in memory at once.
+    ///
+    /// # Contract
+    /// - Nothing written through the session is visible, to this store's other calls
+    ///   or to anyone else, before `commit` returns `Ok`; then all of it is, at once.
+    /// - Dropping the session without committing, or any error from one of its calls
+    ///   (the commit included), keeps nothing of it.
+    /// - [`ImportSession::upsert_communities`] stores as
+    ///   [`upsert_community`](Self::upsert_community) does;
+    ///   [`ImportSession::upsert_owners`] as [`upsert_owners`](Self::upsert_owners)
+    ///   does, with `now` for revoked tokens. A later chunk sees the earlier ones: an
+    ///   owner given twice ends as the second merged onto the first.
+    /// - While a session is open, other writes may wait for it (a store with one
+    ///   writer holds it until the session ends: with SQLite, another write waits up
+    ///   to its busy time-out and then fails as `Unavailable`).
+    /// - The default keeps every chunk in memory until `commit`, then calls
+    ///   `upsert_community` for each community and `upsert_owners` once for all the
+    ///   owners: the owners are one step, but a failure between those calls keeps the
+    ///   communities. A store that can do both in one transaction should override it,
+    ///   as the in-memory and SQLite ones do; a wrapper should forward it.
+    async fn begin_import<'a>(&'a self, now: Timestamp) -> RepoResult<Box<dyn ImportSession + 'a>> {
+        Ok(Box::new(BufferedImport {
+            repo: self,
+            now,
+            communities: Vec::new(),
+            owners: Vec::new(),
+        }))
+    }
+
+    /// Changes primary emails, all or nothing (Mass Edit), and appends `activity`
+    /// (one entry per community whose owners the edit touches).
     ///
     /// # Contract
     /// - Every owner must exist, else `NotFound` and nothing changes.
@@ -209,10 +242,11 @@ pub trait OwnerRepository: Send + Sync + fmt::Display {
     /// - Owners whose address changed (by `delivered_key`) get their live tokens revoked at
     ///   `now`, in the same step.
     /// - Returns the ids whose address changed.
+    /// - Appends every entry of `activity`, in order, in the same step.
     async fn update_emails(
         &self,
         edits: &[EmailEdit],
-        activity: &ActivityEntry,
+        activity: &[ActivityEntry],
         now: Timestamp,
     ) -> RepoResult<Vec<OwnerId>>;
 
@@ -386,4 +420,50 @@ pub trait OwnerRepository: Send + Sync + fmt::Display {
     /// - Newest first (by `at`; entries with the same `at` newest-appended first).
     async fn activity(&self, community: &CommunityId, page: Page)
     -> RepoResult<Vec<ActivityEntry>>;
+}
+
+/// An import in progress ([`OwnerRepository::begin_import`]): nothing of it is visible
+/// until [`commit`](Self::commit); dropping it keeps nothing.
+#[async_trait]
+pub trait ImportSession: Send {
+    /// Inserts or replaces communities, as
+    /// [`OwnerRepository::upsert_community`] does for each.
+    async fn upsert_communities(&mut self, communities: &[Community]) -> RepoResult<()>;
+
+    /// Inserts or updates owners, as [`OwnerRepository::upsert_owners`] does (merged
+    /// from host data, live tokens revoked when the primary email changes), with the
+    /// session's `now`.
+    async fn upsert_owners(&mut self, owners: &[Owner]) -> RepoResult<()>;
+
+    /// Makes everything written through the session visible, in one step.
+    async fn commit(self: Box<Self>) -> RepoResult<()>;
+}
+
+/// The default import session: keeps every chunk until `commit`, then writes through
+/// the repository's own calls (see [`OwnerRepository::begin_import`]).
+struct BufferedImport<'a, R: ?Sized> {
+    repo: &'a R,
+    now: Timestamp,
+    communities: Vec<Community>,
+    owners: Vec<Owner>,
+}
+
+#[async_trait]
+impl<R: OwnerRepository + ?Sized> ImportSession for BufferedImport<'_, R> {
+    async fn upsert_communities(&mut self, communities: &[Community]) -> RepoResult<()> {
+        self.communities.extend_from_slice(communities);
+        Ok(())
+    }
+
+    async fn upsert_owners(&mut self, owners: &[Owner]) -> RepoResult<()> {
+        self.owners.extend_from_slice(owners);
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> RepoResult<()> {
+        for community in &self.communities {
+            self.repo.upsert_community(community).await?;
+        }
+        self.repo.upsert_owners(&self.owners, self.now).await
+    }
 }

@@ -331,13 +331,29 @@ impl OwnerAccess {
         community: &CommunityId,
         edits: &[EmailEdit],
     ) -> Result<MassEditReport> {
+        self.mass_edit_in(Some(community), edits).await
+    }
+
+    /// [`mass_edit_emails`](Self::mass_edit_emails) for owners of any communities:
+    /// one file of edits, all or nothing as a whole. Each community whose owners the
+    /// edit touches gets its own activity entry (with its own count), in the same
+    /// step. An id that names no owner at all is an `UnknownOwner` row.
+    pub async fn mass_edit_emails_across(&self, edits: &[EmailEdit]) -> Result<MassEditReport> {
+        self.mass_edit_in(None, edits).await
+    }
+
+    async fn mass_edit_in(
+        &self,
+        community: Option<&CommunityId>,
+        edits: &[EmailEdit],
+    ) -> Result<MassEditReport> {
         let ids: Vec<OwnerId> = edits.iter().map(|e| e.owner.clone()).collect();
         let existing: HashMap<OwnerId, Owner> = self
             .repo
             .owners(&ids)
             .await?
             .into_iter()
-            .filter(|o| &o.community == community)
+            .filter(|o| community.is_none_or(|c| &o.community == c))
             .map(|o| (o.id.clone(), o))
             .collect();
         let mut problems = Vec::new();
@@ -415,16 +431,22 @@ impl OwnerAccess {
         if !problems.is_empty() {
             return Err(Error::MassEditRejected { problems });
         }
-        let changing = edits
-            .iter()
-            .filter(|e| existing[&e.owner].email_key() != new_keys[&e.owner])
-            .count();
+        // Each community the edit touches, with how many of its owners change address.
+        let mut changing: BTreeMap<&CommunityId, usize> = BTreeMap::new();
+        for e in edits {
+            let owner = &existing[&e.owner];
+            *changing.entry(&owner.community).or_default() +=
+                usize::from(owner.email_key() != new_keys[&e.owner]);
+        }
         let now = self.clock.now();
-        let activity = ActivityEntry {
-            community: community.clone(),
-            at: now,
-            kind: ActivityKind::MassEdit { changed: changing },
-        };
+        let activity: Vec<ActivityEntry> = changing
+            .into_iter()
+            .map(|(community, changed)| ActivityEntry {
+                community: community.clone(),
+                at: now,
+                kind: ActivityKind::MassEdit { changed },
+            })
+            .collect();
         let edits: Vec<EmailEdit> = edits
             .iter()
             .map(|e| EmailEdit {

@@ -560,6 +560,157 @@ pub async fn upsert_is_all_or_nothing(repo: &dyn OwnerRepository) -> CheckResult
     c.eq(seen.last().copied(), Some((n, 2 * n)), "final state")
 }
 
+/// `begin_import` is one step: nothing written through a session is visible before
+/// `commit` (nor after the session is dropped), everything is after it; chunks follow
+/// `upsert_owners`'s rules with the session's `now`, a later chunk merging onto an
+/// earlier one; and a reader running alongside the commit sees the communities and
+/// owners together or not at all.
+pub async fn import_session_is_one_step(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("import_session_is_one_step");
+    // Stored before: a registered owner and an invited one with a live token.
+    let reg = owner("reg", "c1", Some("reg@example.org"))
+        .with_access(AccessStatus::Registered { at: Some(t(-5)) });
+    let moving = owner("moving", "c1", Some("old@example.org"));
+    c.ok(
+        repo.upsert_owners(&[reg.clone(), moving.clone()], t(0))
+            .await,
+        "upsert_owners",
+    )?;
+    c.ok(
+        repo.issue_token(&token(1, "moving", "b1", t(1), t(1000)))
+            .await,
+        "issue_token",
+    )?;
+    let imported = Community::new(cid("imported"), "Imported HOA");
+    let first: Vec<Owner> = (0..60)
+        .map(|i| {
+            owner(
+                &format!("i{i:02}"),
+                "imported",
+                Some(&format!("i{i}@example.org")),
+            )
+        })
+        .collect();
+    let mut second: Vec<Owner> = (60..120)
+        .map(|i| {
+            owner(
+                &format!("i{i:02}"),
+                "imported",
+                Some(&format!("i{i}@example.org")),
+            )
+        })
+        .collect();
+    // Given again in a later chunk: merged onto the first.
+    let mut again = first[0].clone();
+    again.first_name = "Second".into();
+    second.push(again.clone());
+    let mut reg_again = reg.clone();
+    reg_again.access = AccessStatus::NotInvited;
+    reg_again.first_name = "Renamed".into();
+    second.push(reg_again.clone());
+    second.push(moving.clone().with_primary_email("new@example.org"));
+    let ids: Vec<OwnerId> = first.iter().chain(&second).map(|o| o.id.clone()).collect();
+    let visible = || {
+        let ids = &ids;
+        async move {
+            let community = c.ok(repo.community(&cid("imported")).await, "community")?;
+            let owners = c.ok(repo.owners(ids).await, "owners")?;
+            let imported = owners
+                .iter()
+                .filter(|o| o.community == cid("imported"))
+                .count();
+            Ok::<_, Failure>((community.is_some(), imported))
+        }
+    };
+
+    // Dropped without a commit: nothing is kept.
+    {
+        let mut session = c.ok(repo.begin_import(t(30)).await, "begin_import")?;
+        c.ok(
+            session
+                .upsert_communities(std::slice::from_ref(&imported))
+                .await,
+            "upsert_communities",
+        )?;
+        c.ok(
+            session.upsert_owners(&first).await,
+            "upsert_owners (session)",
+        )?;
+    }
+    c.eq(visible().await?, (false, 0), "after a dropped session")?;
+
+    let mut session = c.ok(repo.begin_import(t(30)).await, "begin_import")?;
+    c.ok(
+        session
+            .upsert_communities(std::slice::from_ref(&imported))
+            .await,
+        "upsert_communities",
+    )?;
+    c.ok(
+        session.upsert_owners(&first).await,
+        "upsert_owners (session)",
+    )?;
+    c.eq(visible().await?, (false, 0), "before the commit")?;
+    c.eq(
+        token_state(c, repo, 1).await?,
+        TokenState::Live,
+        "a token before the commit that revokes it",
+    )?;
+    c.ok(
+        session.upsert_owners(&second).await,
+        "upsert_owners (session)",
+    )?;
+    c.eq(visible().await?, (false, 0), "before the commit")?;
+    let done = AtomicBool::new(false);
+    let commit = async {
+        let r = session.commit().await;
+        done.store(true, Ordering::SeqCst);
+        r
+    };
+    let reader = async {
+        let mut seen = Vec::new();
+        loop {
+            let finished = done.load(Ordering::SeqCst);
+            seen.push(visible().await?);
+            if finished {
+                return Ok::<_, Failure>(seen);
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    let (committed, seen) = futures::join!(commit, reader);
+    c.ok(committed, "commit")?;
+    // The community is read before the owners: once it shows, every owner must, and
+    // the owners (one read) show all or none.
+    for (community, owners) in seen? {
+        c.ensure(owners == 120 || (owners == 0 && !community), || {
+            format!(
+                "a reader saw part of an import: the community stored {community}, then \
+                 {owners} of 120 owners"
+            )
+        })?;
+    }
+    c.eq(visible().await?, (true, 120), "after the commit")?;
+    c.eq(
+        c.ok(repo.community(&cid("imported")).await, "community")?,
+        Some(imported),
+        "the imported community",
+    )?;
+    let (want, _) = Owner::merge_from_host(Some(&first[0]), &again);
+    c.eq(
+        get_owner(c, repo, again.id.as_str()).await?,
+        want,
+        "an owner given in two chunks",
+    )?;
+    let (want, _) = Owner::merge_from_host(Some(&reg), &reg_again);
+    c.eq(get_owner(c, repo, "reg").await?, want, "a registered owner")?;
+    c.eq(
+        token_state(c, repo, 1).await?,
+        TokenState::Revoked { at: t(30) },
+        "the token of an owner whose address the import changed",
+    )
+}
+
 /// `community_owners` returns exactly the community's owners for which
 /// [`OwnerFilter::matches`] holds, for every filter and several `now`s (an
 /// invitation valid at one and expired at another), and follows owners that move
@@ -774,6 +925,7 @@ pub async fn update_emails_applies_and_revokes(repo: &dyn OwnerRepository) -> Ch
         owner("b", "c1", Some("b@example.org")),
         owner("c", "c1", Some("c@example.org")),
         owner("d", "c1", None),
+        owner("e", "c2", None),
     ];
     c.ok(repo.upsert_owners(&owners, t(0)).await, "upsert_owners")?;
     for (n, o) in [(1, "a"), (2, "b"), (3, "c")] {
@@ -782,21 +934,23 @@ pub async fn update_emails_applies_and_revokes(repo: &dyn OwnerRepository) -> Ch
             "issue_token",
         )?;
     }
-    let entry = mass_edit("c1", t(5), 3);
+    // One edit across two communities, with an entry for each.
+    let entries = [mass_edit("c1", t(5), 3), mass_edit("c2", t(5), 1)];
     let edits = [
         edit("a", Some("a2@example.org")),
         edit("b", Some(" B@Example.org")),
         edit("c", None),
         edit("d", Some("d@example.org")),
+        edit("e", Some("e@example.org")),
     ];
     let changed = c.ok(
-        repo.update_emails(&edits, &entry, t(10)).await,
+        repo.update_emails(&edits, &entries, t(10)).await,
         "update_emails",
     )?;
     let changed: BTreeSet<String> = changed.iter().map(|o| o.to_string()).collect();
     c.eq(
         changed,
-        ["a", "c", "d"].map(String::from).into(),
+        ["a", "c", "d", "e"].map(String::from).into(),
         "changed ids",
     )?;
     for e in &edits {
@@ -818,7 +972,17 @@ pub async fn update_emails_applies_and_revokes(repo: &dyn OwnerRepository) -> Ch
         TokenState::Revoked { at: t(10) },
         "c's token",
     )?;
-    c.eq(all_activity(c, repo, "c1").await?, vec![entry], "activity")?;
+    let [c1_entry, c2_entry] = entries;
+    c.eq(
+        all_activity(c, repo, "c1").await?,
+        vec![c1_entry],
+        "c1's activity",
+    )?;
+    c.eq(
+        all_activity(c, repo, "c2").await?,
+        vec![c2_entry],
+        "c2's activity",
+    )?;
     let holders = c.ok(
         repo.email_holders(&["a@example.org".into(), "a2@example.org".into()])
             .await,
@@ -838,7 +1002,7 @@ pub async fn update_emails_applies_and_revokes(repo: &dyn OwnerRepository) -> Ch
         edit("d", Some("a2@example.org")),
     ];
     c.ok(
-        repo.update_emails(&swap, &mass_edit("c1", t(20), 2), t(20))
+        repo.update_emails(&swap, &[mass_edit("c1", t(20), 2)], t(20))
             .await,
         "update_emails (swap)",
     )?;
@@ -866,7 +1030,7 @@ pub async fn update_emails_not_found_changes_nothing(repo: &dyn OwnerRepository)
         edit("ghost", Some("y@example.org")),
     ];
     c.err(
-        repo.update_emails(&edits, &mass_edit("c1", t(5), 2), t(5))
+        repo.update_emails(&edits, &[mass_edit("c1", t(5), 2)], t(5))
             .await,
         "NotFound",
         is_not_found,
@@ -913,7 +1077,7 @@ pub async fn update_emails_uniqueness(repo: &dyn OwnerRepository) -> CheckResult
         c.eq(token_state(c, repo, 1).await?, TokenState::Live, what)?;
         c.eq(all_activity(c, repo, "c1").await?, vec![], what)
     };
-    let entry = mass_edit("c1", t(5), 2);
+    let entry = [mass_edit("c1", t(5), 2)];
     c.err(
         repo.update_emails(&[edit("a", Some(" B@EXAMPLE.org "))], &entry, t(5))
             .await,
@@ -2112,6 +2276,7 @@ pub const REPOSITORY_CHECKS: &[&str] = &[
     "upsert_merge_rules",
     "upsert_email_change_revokes_tokens",
     "upsert_is_all_or_nothing",
+    "import_session_is_one_step",
     "community_owners_filters",
     "email_holders_rules",
     "update_emails_applies_and_revokes",
@@ -2156,6 +2321,7 @@ where
         upsert_merge_rules,
         upsert_email_change_revokes_tokens,
         upsert_is_all_or_nothing,
+        import_session_is_one_step,
         community_owners_filters,
         email_holders_rules,
         update_emails_applies_and_revokes,

@@ -12,11 +12,11 @@ use common::wrapped::{Hooks, Wrapped};
 use std::collections::BTreeMap;
 
 use owner_access::domain::{
-    AccessStatus, ActivityEntry, BatchId, Delivery, DeliveryState, NewBatch, Owner, OwnerId,
-    Timestamp, TokenHash, TokenRecord, TokenRejection, TokenState, delivered_key,
+    AccessStatus, ActivityEntry, BatchId, Community, Delivery, DeliveryState, NewBatch, Owner,
+    OwnerId, Timestamp, TokenHash, TokenRecord, TokenRejection, TokenState, delivered_key,
 };
 use owner_access::repository::{
-    EmailEdit, EmailHolder, RedeemOutcome, RepoResult, RepositoryError,
+    EmailEdit, EmailHolder, ImportSession, RedeemOutcome, RepoResult, RepositoryError,
 };
 use owner_access::testing::{self, CheckResult, Failure, repository_conformance};
 use owner_access::{InMemoryRepository, OwnerRepository, async_trait};
@@ -36,6 +36,35 @@ enum Flaw {
     /// `update_emails` checks uniqueness on the trimmed, lower-cased text, so it
     /// lets an owner take another spelling of a held mailbox.
     TextKeyUniqueness,
+    /// `begin_import` writes each chunk straight into the store as it comes, as a
+    /// streaming import without a transaction would.
+    StreamingImport,
+}
+
+/// An import that writes each chunk as it comes: visible before the commit, and
+/// kept when the session is dropped.
+struct Streaming<'a> {
+    inner: &'a InMemoryRepository,
+    now: Timestamp,
+}
+
+#[async_trait]
+impl ImportSession for Streaming<'_> {
+    async fn upsert_communities(&mut self, communities: &[Community]) -> RepoResult<()> {
+        for c in communities {
+            self.inner.upsert_community(c).await?;
+            tokio::task::yield_now().await;
+        }
+        Ok(())
+    }
+
+    async fn upsert_owners(&mut self, owners: &[Owner]) -> RepoResult<()> {
+        self.inner.upsert_owners(owners, self.now).await
+    }
+
+    async fn commit(self: Box<Self>) -> RepoResult<()> {
+        Ok(())
+    }
 }
 
 /// The comparison key before the delivered address.
@@ -70,6 +99,18 @@ struct Flawed(Flaw);
 
 #[async_trait]
 impl Hooks for Flawed {
+    async fn begin_import<'a>(
+        &self,
+        inner: &'a InMemoryRepository,
+        now: Timestamp,
+    ) -> RepoResult<Box<dyn ImportSession + 'a>> {
+        if self.0 == Flaw::StreamingImport {
+            Ok(Box::new(Streaming { inner, now }))
+        } else {
+            inner.begin_import(now).await
+        }
+    }
+
     async fn email_holders(
         &self,
         inner: &InMemoryRepository,
@@ -86,7 +127,7 @@ impl Hooks for Flawed {
         &self,
         inner: &InMemoryRepository,
         edits: &[EmailEdit],
-        activity: &ActivityEntry,
+        activity: &[ActivityEntry],
         now: Timestamp,
     ) -> RepoResult<Vec<OwnerId>> {
         if self.0 != Flaw::TextKeyUniqueness {
@@ -137,7 +178,9 @@ impl Hooks for Flawed {
             updated.push(owner);
         }
         inner.upsert_owners(&updated, now).await?;
-        inner.append_activity(activity).await?;
+        for entry in activity {
+            inner.append_activity(entry).await?;
+        }
         Ok(changed)
     }
 
@@ -318,6 +361,16 @@ async fn a_mass_edit_unique_by_text_instead_of_mailbox_is_caught() {
         Flaw::TextKeyUniqueness,
         "update_emails_uniqueness",
         testing::update_emails_uniqueness,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_that_writes_each_chunk_as_it_comes_is_caught() {
+    caught(
+        Flaw::StreamingImport,
+        "import_session_is_one_step",
+        testing::import_session_is_one_step,
     )
     .await;
 }

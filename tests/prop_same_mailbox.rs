@@ -378,7 +378,7 @@ proptest! {
                 at: Timestamp::from_unix_seconds(1),
                 kind: ActivityKind::MassEdit { changed: 1 },
             };
-            let direct = repo.update_emails(&edits, &entry, Timestamp::from_unix_seconds(1)).await;
+            let direct = repo.update_emails(&edits, &[entry], Timestamp::from_unix_seconds(1)).await;
             prop_assert!(direct.is_err(), "{fourth:?}: the store took it");
             Ok(())
         })?;

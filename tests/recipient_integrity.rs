@@ -161,11 +161,11 @@ async fn check_mass_edit_refuses_the_same_mailbox(repo: Arc<dyn OwnerRepository>
         let direct = repo
             .update_emails(
                 &edits,
-                &owner_access::domain::ActivityEntry {
+                &[owner_access::domain::ActivityEntry {
                     community: community.clone(),
                     at: t0(),
                     kind: owner_access::domain::ActivityKind::MassEdit { changed: 1 },
-                },
+                }],
                 t0(),
             )
             .await;

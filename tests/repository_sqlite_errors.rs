@@ -97,6 +97,46 @@ async fn a_full_disk_says_disk_full_and_keeps_nothing_of_the_call() {
     assert_eq!(stored(&repo).await, written, "the failed call kept nothing");
 }
 
+/// An import session that fills the disk keeps nothing: not its communities, not the
+/// owners of its earlier chunks.
+#[tokio::test]
+async fn an_import_that_fills_the_disk_keeps_nothing() {
+    let Some(disk) = small_disk::SmallDisk::mount(640) else {
+        return;
+    };
+    let repo = SqliteRepository::open(disk.path().join("state.db"))
+        .await
+        .unwrap();
+    let mut session = repo
+        .begin_import(Timestamp::from_unix_seconds(0))
+        .await
+        .unwrap();
+    session
+        .upsert_communities(&[Community::new(CommunityId::new("maple").unwrap(), "Maple")])
+        .await
+        .unwrap();
+    let mut written = 0;
+    let err = loop {
+        assert!(written < 100_000, "640 KB never filled up");
+        match session.upsert_owners(&owners(written, 500)).await {
+            Ok(()) => written += 500,
+            Err(e) => break e,
+        }
+    };
+    assert!(written > 0, "some chunks went in before the disk filled");
+    let text = chain(&err);
+    assert!(text.iter().any(|t| t == "disk full"), "{text:?}");
+    // The session has ended: a commit now fails, and keeps nothing.
+    assert!(session.commit().await.is_err());
+    assert_eq!(stored(&repo).await, 0);
+    assert!(
+        repo.community(&CommunityId::new("maple").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
 #[tokio::test]
 async fn a_held_write_lock_says_database_is_locked() {
     let dir = tempfile::tempdir().unwrap();

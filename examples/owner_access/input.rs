@@ -1,7 +1,9 @@
 //! Reading the CSV files: UTF-8 (a leading BOM accepted), a header row, columns in any
 //! order, unknown columns ignored. Line numbers count the header as line 1.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use owner_access::domain::{
@@ -20,29 +22,56 @@ impl std::fmt::Display for InputError {
     }
 }
 
-struct Table {
+/// A CSV file's header row: where each column is.
+struct Header {
     path: String,
     columns: HashMap<String, usize>,
-    rows: Vec<(usize, csv::StringRecord)>,
 }
 
-impl Table {
-    fn read(path: &Path, required: &[&str]) -> Result<Table, InputError> {
+impl Header {
+    fn field<'r>(&self, record: &'r csv::StringRecord, column: &str) -> &'r str {
+        self.columns
+            .get(column)
+            .and_then(|&i| record.get(i))
+            .map(str::trim)
+            .unwrap_or("")
+    }
+
+    fn bad(&self, line: usize, what: impl std::fmt::Display) -> InputError {
+        InputError(format!("{} line {line}: {what}", self.path))
+    }
+}
+
+/// A CSV file read a record at a time, never whole: a million-owner file is streamed.
+struct Rows {
+    header: Header,
+    reader: csv::Reader<BufReader<File>>,
+    record: csv::StringRecord,
+    read: usize,
+}
+
+impl Rows {
+    fn open(path: &Path, required: &[&str]) -> Result<Rows, InputError> {
         let shown = path.display().to_string();
-        let bytes =
-            std::fs::read(path).map_err(|e| InputError(format!("cannot read {shown}: {e}")))?;
-        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
-        if std::str::from_utf8(bytes).is_err() {
-            return Err(InputError(format!("{shown} is not UTF-8 text")));
+        let file = File::open(path).map_err(|e| InputError(format!("cannot read {shown}: {e}")))?;
+        let mut input = BufReader::with_capacity(64 * 1024, file);
+        let starts_with_bom = input
+            .fill_buf()
+            .map_err(|e| InputError(format!("cannot read {shown}: {e}")))?
+            .starts_with(b"\xEF\xBB\xBF");
+        if starts_with_bom {
+            input.consume(3);
         }
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(false)
-            .from_reader(bytes);
-        let headers = reader
-            .headers()
-            .map_err(|e| InputError(format!("{shown}: cannot read the header row: {e}")))?
-            .clone();
+            .from_reader(input);
+        let headers = reader.headers().map_err(|e| {
+            InputError(format!(
+                "{shown}: cannot read the header row: {}",
+                utf8_hint(&e)
+            ))
+        })?;
         let columns: HashMap<String, usize> = headers
             .iter()
             .enumerate()
@@ -59,32 +88,82 @@ impl Table {
                 missing.join(", ")
             )));
         }
-        let mut rows = Vec::new();
-        for (i, record) in reader.records().enumerate() {
-            let line = i + 2;
-            let record = record.map_err(|e| InputError(format!("{shown} line {line}: {e}")))?;
-            if record.iter().all(|f| f.trim().is_empty()) {
+        Ok(Rows {
+            header: Header {
+                path: shown,
+                columns,
+            },
+            reader,
+            record: csv::StringRecord::new(),
+            read: 0,
+        })
+    }
+
+    /// The next row that is not blank, with its line number, or `None` at the end.
+    fn next(&mut self) -> Result<Option<usize>, InputError> {
+        loop {
+            let more = self.reader.read_record(&mut self.record).map_err(|e| {
+                let line = e.position().map_or(self.read + 2, |p| {
+                    usize::try_from(p.line()).unwrap_or(usize::MAX)
+                });
+                self.header.bad(line, utf8_hint(&e))
+            })?;
+            if !more {
+                return Ok(None);
+            }
+            self.read += 1;
+            if self.record.iter().all(|f| f.trim().is_empty()) {
                 continue;
             }
-            rows.push((line, record));
+            let line = self.record.position().map_or(self.read + 1, |p| {
+                usize::try_from(p.line()).unwrap_or(usize::MAX)
+            });
+            return Ok(Some(line));
+        }
+    }
+
+    fn field(&self, column: &str) -> &str {
+        self.header.field(&self.record, column)
+    }
+
+    fn bad(&self, line: usize, what: impl std::fmt::Display) -> InputError {
+        self.header.bad(line, what)
+    }
+}
+
+/// csv's error, saying plainly when the file is not UTF-8.
+fn utf8_hint(e: &csv::Error) -> String {
+    match e.kind() {
+        csv::ErrorKind::Utf8 { .. } => format!("not UTF-8 text ({e})"),
+        _ => e.to_string(),
+    }
+}
+
+/// A small CSV file, read whole (the communities and mass-edit files).
+struct Table {
+    header: Header,
+    rows: Vec<(usize, csv::StringRecord)>,
+}
+
+impl Table {
+    fn read(path: &Path, required: &[&str]) -> Result<Table, InputError> {
+        let mut reader = Rows::open(path, required)?;
+        let mut rows = Vec::new();
+        while let Some(line) = reader.next()? {
+            rows.push((line, reader.record.clone()));
         }
         Ok(Table {
-            path: shown,
-            columns,
+            header: reader.header,
             rows,
         })
     }
 
     fn field<'r>(&self, record: &'r csv::StringRecord, column: &str) -> &'r str {
-        self.columns
-            .get(column)
-            .and_then(|&i| record.get(i))
-            .map(str::trim)
-            .unwrap_or("")
+        self.header.field(record, column)
     }
 
     fn bad(&self, line: usize, what: impl std::fmt::Display) -> InputError {
-        InputError(format!("{} line {line}: {what}", self.path))
+        self.header.bad(line, what)
     }
 }
 
@@ -143,48 +222,57 @@ fn parse_bool(raw: &str) -> Option<bool> {
     }
 }
 
-/// The owners file. `known` says whether a community id exists (in the communities file
-/// or already stored).
-pub fn read_owners(
-    path: &Path,
-    known: &dyn Fn(&CommunityId) -> bool,
-) -> Result<Vec<Owner>, InputError> {
-    let columns = [
-        "community_id",
-        "owner_id",
-        "property_id",
-        "first_name",
-        "last_name",
-        "property_address",
-        "primary_email",
-        "registered",
-    ];
-    let table = Table::read(path, &columns)?;
-    let mut seen: BTreeMap<OwnerId, usize> = BTreeMap::new();
-    let mut out = Vec::new();
-    for (line, record) in &table.rows {
-        let community = CommunityId::new(table.field(record, "community_id"))
-            .map_err(|e| table.bad(*line, format!("community_id: {e}")))?;
-        if !known(&community) {
-            return Err(table.bad(
-                *line,
-                format!("community `{community}` is neither in the communities file nor stored"),
-            ));
-        }
-        let id = OwnerId::new(table.field(record, "owner_id"))
-            .map_err(|e| table.bad(*line, format!("owner_id: {e}")))?;
-        if let Some(first) = seen.insert(id.clone(), *line) {
-            return Err(table.bad(
-                *line,
+/// The columns of the owners file.
+pub const OWNER_COLUMNS: [&str; 8] = [
+    "community_id",
+    "owner_id",
+    "property_id",
+    "first_name",
+    "last_name",
+    "property_address",
+    "primary_email",
+    "registered",
+];
+
+/// The owners file, read an owner at a time: an import streams it in chunks instead
+/// of holding it whole. Each owner id may appear once (the ids seen so far are kept,
+/// which is what a check of the whole file needs).
+pub struct OwnerRows {
+    rows: Rows,
+    seen: HashMap<OwnerId, usize>,
+}
+
+impl OwnerRows {
+    pub fn open(path: &Path) -> Result<OwnerRows, InputError> {
+        Ok(OwnerRows {
+            rows: Rows::open(path, &OWNER_COLUMNS)?,
+            seen: HashMap::new(),
+        })
+    }
+
+    /// The next owner and its line, or `None` at the end of the file. Whether its
+    /// community exists is the caller's to check (`bad` words the error).
+    pub fn next_owner(&mut self) -> Result<Option<(usize, Owner)>, InputError> {
+        let Some(line) = self.rows.next()? else {
+            return Ok(None);
+        };
+        let rows = &self.rows;
+        let community = CommunityId::new(rows.field("community_id"))
+            .map_err(|e| rows.bad(line, format!("community_id: {e}")))?;
+        let id = OwnerId::new(rows.field("owner_id"))
+            .map_err(|e| rows.bad(line, format!("owner_id: {e}")))?;
+        if let Some(first) = self.seen.insert(id.clone(), line) {
+            return Err(rows.bad(
+                line,
                 format!("owner `{id}` already appears on line {first}"),
             ));
         }
-        let property = PropertyId::new(table.field(record, "property_id"))
-            .map_err(|e| table.bad(*line, format!("property_id: {e}")))?;
-        let registered_raw = table.field(record, "registered");
+        let property = PropertyId::new(rows.field("property_id"))
+            .map_err(|e| rows.bad(line, format!("property_id: {e}")))?;
+        let registered_raw = rows.field("registered");
         let registered = parse_bool(registered_raw).ok_or_else(|| {
-            table.bad(
-                *line,
+            rows.bad(
+                line,
                 format!("registered must be true/false, 1/0 or yes/no, not `{registered_raw}`"),
             )
         })?;
@@ -192,20 +280,23 @@ pub fn read_owners(
             id,
             community,
             property,
-            table.field(record, "first_name"),
-            table.field(record, "last_name"),
+            rows.field("first_name"),
+            rows.field("last_name"),
         )
-        .with_property_address(table.field(record, "property_address"));
-        let email = table.field(record, "primary_email");
+        .with_property_address(rows.field("property_address"));
+        let email = rows.field("primary_email");
         if !email.is_empty() {
             owner = owner.with_primary_email(email);
         }
         if registered {
             owner.access = AccessStatus::Registered { at: None };
         }
-        out.push(owner);
+        Ok(Some((line, owner)))
     }
-    Ok(out)
+
+    pub fn bad(&self, line: usize, what: impl std::fmt::Display) -> InputError {
+        self.rows.bad(line, what)
+    }
 }
 
 /// The mass-edit file: `owner_id,primary_email`.
@@ -222,18 +313,4 @@ pub fn read_edits(path: &Path) -> Result<Vec<EmailEdit>, InputError> {
         });
     }
     Ok(out)
-}
-
-/// The distinct community ids named in an owners file (rows that do not parse are left
-/// to [`read_owners`] to report).
-pub fn community_ids(path: &Path) -> Result<Vec<CommunityId>, InputError> {
-    let table = Table::read(path, &["community_id"])?;
-    let mut ids: Vec<CommunityId> = table
-        .rows
-        .iter()
-        .filter_map(|(_, record)| CommunityId::new(table.field(record, "community_id")).ok())
-        .collect();
-    ids.sort();
-    ids.dedup();
-    Ok(ids)
 }

@@ -19,7 +19,7 @@ mod input;
 mod output;
 mod progress;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -287,6 +287,10 @@ struct TransportArgs {
     #[arg(long)]
     rate: Option<f64>,
 }
+
+/// Owners handed to the store at once during an import: a few MB, so the import's
+/// memory does not grow with the file.
+const IMPORT_CHUNK: usize = 4096;
 
 /// A failure, as one sentence, with its exit status.
 struct Failure {
@@ -723,42 +727,63 @@ impl App {
             Some(path) => input::read_communities(path)?,
             None => Vec::new(),
         };
-        let in_file: HashSet<CommunityId> = communities.iter().map(|c| c.id.clone()).collect();
-        let owners = match owners {
-            Some(path) => {
-                // Which communities are already stored, asked once per distinct id.
-                let mut stored = HashSet::new();
-                let ids = input::community_ids(path)?;
-                for community in ids {
-                    if !in_file.contains(&community)
-                        && self
-                            .repo
-                            .community(&community)
-                            .await
-                            .map_err(Error::from)?
-                            .is_some()
-                    {
-                        stored.insert(community);
-                    }
-                }
-                input::read_owners(path, &|c| in_file.contains(c) || stored.contains(c))?
-            }
-            None => Vec::new(),
-        };
-        for community in &communities {
-            self.repo
-                .upsert_community(community)
-                .await
-                .map_err(Error::from)?;
-        }
-        self.repo
-            .upsert_owners(&owners, SystemClock.now())
+        // One transaction for the whole import, fed in chunks as the file is read: a
+        // bad row or a store failure anywhere keeps nothing, and a million owners are
+        // never in memory at once.
+        let mut session = self
+            .repo
+            .begin_import(SystemClock.now())
             .await
             .map_err(Error::from)?;
+        session
+            .upsert_communities(&communities)
+            .await
+            .map_err(Error::from)?;
+        let mut known: HashMap<CommunityId, bool> =
+            communities.iter().map(|c| (c.id.clone(), true)).collect();
+        let mut imported = 0usize;
+        if let Some(path) = owners {
+            let mut rows = input::OwnerRows::open(path)?;
+            let mut chunk = Vec::with_capacity(IMPORT_CHUNK);
+            while let Some((line, owner)) = rows.next_owner()? {
+                let exists = match known.get(&owner.community) {
+                    Some(exists) => *exists,
+                    None => {
+                        let stored = self
+                            .repo
+                            .community(&owner.community)
+                            .await
+                            .map_err(Error::from)?
+                            .is_some();
+                        known.insert(owner.community.clone(), stored);
+                        stored
+                    }
+                };
+                if !exists {
+                    return Err(rows
+                        .bad(
+                            line,
+                            format!(
+                                "community `{}` is neither in the communities file nor stored",
+                                owner.community
+                            ),
+                        )
+                        .into());
+                }
+                chunk.push(owner);
+                if chunk.len() == IMPORT_CHUNK {
+                    session.upsert_owners(&chunk).await.map_err(Error::from)?;
+                    imported += chunk.len();
+                    chunk.clear();
+                }
+            }
+            session.upsert_owners(&chunk).await.map_err(Error::from)?;
+            imported += chunk.len();
+        }
+        session.commit().await.map_err(Error::from)?;
         println!(
-            "imported {} communities and {} owners",
+            "imported {} communities and {imported} owners",
             communities.len(),
-            owners.len()
         );
         Ok(0)
     }
@@ -801,23 +826,9 @@ impl App {
         if edits.is_empty() {
             return Err(Failure::input(format!("{}: no edits", path.display())));
         }
-        // The community is the one of the file's owners; an owner of another community
-        // is reported as unknown in it.
-        let mut community = None;
-        for edit in &edits {
-            if let Some(owner) = self.repo.owner(&edit.owner).await.map_err(Error::from)? {
-                community = Some(owner.community);
-                break;
-            }
-        }
-        let Some(community) = community else {
-            return Err(Failure::input(format!(
-                "{}: none of the owners exists",
-                path.display()
-            )));
-        };
+        // Owners of any communities, all or nothing for the whole file.
         let service = self.service_without_transport(&MessageArgs::defaults())?;
-        let report = service.mass_edit_emails(&community, &edits).await?;
+        let report = service.mass_edit_emails_across(&edits).await?;
         println!(
             "changed {} addresses ({} unchanged)",
             report.changed.len(),

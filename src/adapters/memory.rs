@@ -17,7 +17,8 @@ use crate::domain::{
 };
 use crate::eligibility::OwnerFilter;
 use crate::repository::{
-    EmailEdit, EmailHolder, OwnerRepository, RedeemOutcome, RepoResult, RepositoryError,
+    EmailEdit, EmailHolder, ImportSession, OwnerRepository, RedeemOutcome, RepoResult,
+    RepositoryError,
 };
 use crate::transport::{Accepted, Envelope, MailTransport, TransportError};
 
@@ -208,6 +209,51 @@ impl State {
     }
 }
 
+impl State {
+    /// `upsert_owners` under the lock (nothing in it can fail).
+    fn upsert_owners(&mut self, owners: &[Owner], now: Timestamp) {
+        for incoming in owners {
+            let (merged, email_changed) =
+                Owner::merge_from_host(self.owners.get(&incoming.id), incoming);
+            if email_changed {
+                self.revoke_live_tokens(&merged.id, now, |_| false);
+            }
+            self.put_owner(merged);
+        }
+    }
+}
+
+/// An import into an [`InMemoryRepository`]: everything is applied at `commit`, under
+/// one lock.
+struct MemoryImport<'a> {
+    repo: &'a InMemoryRepository,
+    now: Timestamp,
+    communities: Vec<Community>,
+    owners: Vec<Owner>,
+}
+
+#[async_trait]
+impl ImportSession for MemoryImport<'_> {
+    async fn upsert_communities(&mut self, communities: &[Community]) -> RepoResult<()> {
+        self.communities.extend_from_slice(communities);
+        Ok(())
+    }
+
+    async fn upsert_owners(&mut self, owners: &[Owner]) -> RepoResult<()> {
+        self.owners.extend_from_slice(owners);
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> RepoResult<()> {
+        let mut state = self.repo.lock();
+        for community in self.communities {
+            state.communities.insert(community.id.clone(), community);
+        }
+        state.upsert_owners(&self.owners, self.now);
+        Ok(())
+    }
+}
+
 fn remove_from_index<K, V>(index: &mut HashMap<K, BTreeSet<V>>, key: &K, value: &V)
 where
     K: std::hash::Hash + Eq,
@@ -244,16 +290,18 @@ impl OwnerRepository for InMemoryRepository {
 
     async fn upsert_owners(&self, owners: &[Owner], now: Timestamp) -> RepoResult<()> {
         // Nothing below can fail, and the lock is held throughout: one atomic step.
-        let mut state = self.lock();
-        for incoming in owners {
-            let (merged, email_changed) =
-                Owner::merge_from_host(state.owners.get(&incoming.id), incoming);
-            if email_changed {
-                state.revoke_live_tokens(&merged.id, now, |_| false);
-            }
-            state.put_owner(merged);
-        }
+        self.lock().upsert_owners(owners, now);
         Ok(())
+    }
+
+    /// Keeps the chunks until `commit`, which applies them all under one lock.
+    async fn begin_import<'a>(&'a self, now: Timestamp) -> RepoResult<Box<dyn ImportSession + 'a>> {
+        Ok(Box::new(MemoryImport {
+            repo: self,
+            now,
+            communities: Vec::new(),
+            owners: Vec::new(),
+        }))
     }
 
     async fn owner(&self, id: &OwnerId) -> RepoResult<Option<Owner>> {
@@ -311,7 +359,7 @@ impl OwnerRepository for InMemoryRepository {
     async fn update_emails(
         &self,
         edits: &[EmailEdit],
-        activity: &ActivityEntry,
+        activity: &[ActivityEntry],
         now: Timestamp,
     ) -> RepoResult<Vec<OwnerId>> {
         let mut state = self.lock();
@@ -355,7 +403,9 @@ impl OwnerRepository for InMemoryRepository {
             }
             state.put_owner(owner);
         }
-        state.append_activity(activity.clone());
+        for entry in activity {
+            state.append_activity(entry.clone());
+        }
         Ok(changed)
     }
 

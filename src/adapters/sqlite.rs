@@ -74,7 +74,8 @@ use crate::domain::{
 use crate::eligibility::{AccessFilter, EmailFilter, OwnerFilter};
 use crate::invite::{Attachment, Invite};
 use crate::repository::{
-    EmailEdit, EmailHolder, OwnerRepository, RedeemOutcome, RepoResult, RepositoryError,
+    EmailEdit, EmailHolder, ImportSession, OwnerRepository, RedeemOutcome, RepoResult,
+    RepositoryError,
 };
 use crate::selection::Selection;
 
@@ -1241,25 +1242,7 @@ impl SqliteRepository {
 impl OwnerRepository for SqliteRepository {
     async fn upsert_community(&self, community: &Community) -> RepoResult<()> {
         let c = community.clone();
-        self.write(move |db| {
-            db.exec(
-                "INSERT INTO communities (id, name, reply_to, time_zone, logo_url, accent_color)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, reply_to = excluded.reply_to,
-                     time_zone = excluded.time_zone, logo_url = excluded.logo_url,
-                     accent_color = excluded.accent_color",
-                rusqlite::params![
-                    c.id.as_str(),
-                    c.name,
-                    c.reply_to.as_ref().map(EmailAddress::as_str),
-                    c.time_zone.as_ref().map(TimeZoneName::as_str),
-                    c.branding.logo_url(),
-                    c.branding.accent_color(),
-                ],
-            )?;
-            Ok(())
-        })
-        .await
+        self.write(move |db| put_community(db, &c)).await
     }
 
     async fn community(&self, id: &CommunityId) -> RepoResult<Option<Community>> {
@@ -1305,22 +1288,25 @@ impl OwnerRepository for SqliteRepository {
 
     async fn upsert_owners(&self, owners: &[Owner], now: Timestamp) -> RepoResult<()> {
         let owners = owners.to_vec();
-        self.write(move |db| {
-            let now = ts(now)?;
-            let ids: Vec<&str> = owners.iter().map(|o| o.id.as_str()).collect();
-            let mut stored = owners_by_id(db, &ids)?;
-            for incoming in &owners {
-                let (merged, email_changed) =
-                    Owner::merge_from_host(stored.get(&incoming.id), incoming);
-                if email_changed {
-                    close_live_invitation(db, &merged.id, now)?;
-                }
-                put_owner(db, &merged)?;
-                stored.insert(merged.id.clone(), merged);
-            }
-            Ok(())
-        })
-        .await
+        self.write(move |db| upsert_owners_in(db, &owners, now))
+            .await
+    }
+
+    /// One transaction on a connection of its own, held by a blocking thread until
+    /// `commit` (or until the session is dropped, which rolls it back). The session
+    /// takes the file's write lock when it begins: other writes wait for it up to the
+    /// busy time-out (10 s), as writes from another process do.
+    async fn begin_import<'a>(&'a self, now: Timestamp) -> RepoResult<Box<dyn ImportSession + 'a>> {
+        let (steps, queue) = std::sync::mpsc::sync_channel(1);
+        let (ready, begun) = tokio::sync::oneshot::channel();
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.import(now, queue, ready));
+        let store = self.to_string();
+        begun.await.map_err(|_| session_ended(&store))??;
+        Ok(Box::new(SqliteImport {
+            steps: Some(steps),
+            store,
+        }))
     }
 
     async fn owner(&self, id: &OwnerId) -> RepoResult<Option<Owner>> {
@@ -1398,11 +1384,11 @@ impl OwnerRepository for SqliteRepository {
     async fn update_emails(
         &self,
         edits: &[EmailEdit],
-        activity: &ActivityEntry,
+        activity: &[ActivityEntry],
         now: Timestamp,
     ) -> RepoResult<Vec<OwnerId>> {
         let edits = edits.to_vec();
-        let activity = activity.clone();
+        let activity = activity.to_vec();
         self.write(move |db| {
             let now = ts(now)?;
             let ids: Vec<&str> = edits.iter().map(|e| e.owner.as_str()).collect();
@@ -1460,7 +1446,9 @@ impl OwnerRepository for SqliteRepository {
                     rusqlite::params![id.as_str(), owner.primary_email, owner.email_key()],
                 )?;
             }
-            append_activity(db, &activity)?;
+            for entry in &activity {
+                append_activity(db, entry)?;
+            }
             Ok(changed)
         })
         .await
@@ -1914,6 +1902,169 @@ impl OwnerRepository for SqliteRepository {
             )
         })
         .await
+    }
+}
+
+fn put_community(db: &Db<'_>, c: &Community) -> Res<()> {
+    db.exec(
+        "INSERT INTO communities (id, name, reply_to, time_zone, logo_url, accent_color)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, reply_to = excluded.reply_to,
+             time_zone = excluded.time_zone, logo_url = excluded.logo_url,
+             accent_color = excluded.accent_color",
+        rusqlite::params![
+            c.id.as_str(),
+            c.name,
+            c.reply_to.as_ref().map(EmailAddress::as_str),
+            c.time_zone.as_ref().map(TimeZoneName::as_str),
+            c.branding.logo_url(),
+            c.branding.accent_color(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// `upsert_owners` inside a transaction: each owner merged onto the stored one.
+fn upsert_owners_in(db: &Db<'_>, owners: &[Owner], now: Timestamp) -> Res<()> {
+    let now = ts(now)?;
+    let ids: Vec<&str> = owners.iter().map(|o| o.id.as_str()).collect();
+    let mut stored = owners_by_id(db, &ids)?;
+    for incoming in owners {
+        let (merged, email_changed) = Owner::merge_from_host(stored.get(&incoming.id), incoming);
+        if email_changed {
+            close_live_invitation(db, &merged.id, now)?;
+        }
+        put_owner(db, &merged)?;
+        stored.insert(merged.id.clone(), merged);
+    }
+    Ok(())
+}
+
+// ----- Import sessions ---------------------------------------------------------------
+
+/// One step of an import, for the thread that holds its transaction.
+enum ImportStep {
+    Communities(Vec<Community>),
+    Owners(Vec<Owner>),
+    Commit,
+}
+
+type ImportReply = tokio::sync::oneshot::Sender<RepoResult<()>>;
+
+/// An import into a [`SqliteRepository`]: each call is handed to the thread that holds
+/// the session's transaction, and waits for its answer.
+struct SqliteImport {
+    steps: Option<std::sync::mpsc::SyncSender<(ImportStep, ImportReply)>>,
+    store: String,
+}
+
+fn session_ended(store: &str) -> RepositoryError {
+    RepositoryError::Backend {
+        store: store.to_owned(),
+        source: Box::new(Message(
+            "the import session ended (after an error, nothing of it was kept)".into(),
+        )),
+    }
+}
+
+impl SqliteImport {
+    async fn step(&mut self, step: ImportStep) -> RepoResult<()> {
+        let steps = self
+            .steps
+            .as_ref()
+            .ok_or_else(|| session_ended(&self.store))?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        // The thread answers each step before the next is sent: the queue is empty,
+        // so this never blocks.
+        if steps.send((step, reply)).is_err() {
+            self.steps = None;
+            return Err(session_ended(&self.store));
+        }
+        let result = answer
+            .await
+            .unwrap_or_else(|_| Err(session_ended(&self.store)));
+        if result.is_err() {
+            self.steps = None;
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl ImportSession for SqliteImport {
+    async fn upsert_communities(&mut self, communities: &[Community]) -> RepoResult<()> {
+        self.step(ImportStep::Communities(communities.to_vec()))
+            .await
+    }
+
+    async fn upsert_owners(&mut self, owners: &[Owner]) -> RepoResult<()> {
+        self.step(ImportStep::Owners(owners.to_vec())).await
+    }
+
+    async fn commit(mut self: Box<Self>) -> RepoResult<()> {
+        self.step(ImportStep::Commit).await
+    }
+}
+
+impl Inner {
+    /// The thread of an import session: opens its connection, begins, and runs each
+    /// step in the transaction until the commit, an error (rolled back, and the
+    /// session ends) or the session's end (dropped: rolled back).
+    fn import(
+        &self,
+        now: Timestamp,
+        queue: std::sync::mpsc::Receiver<(ImportStep, ImportReply)>,
+        ready: ImportReply,
+    ) {
+        let mut conn = match self.session_connection() {
+            Ok(conn) => conn,
+            Err(e) => {
+                let _ = ready.send(Err(self.fail(Fail::Sql(e))));
+                return;
+            }
+        };
+        let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => {
+                let _ = ready.send(Err(self.fail(Fail::Sql(e))));
+                return;
+            }
+        };
+        if ready.send(Ok(())).is_err() {
+            return;
+        }
+        let db = Db {
+            conn: &tx,
+            count: &self.statements,
+        };
+        while let Ok((step, reply)) = queue.recv() {
+            let result = match step {
+                ImportStep::Communities(communities) => {
+                    communities.iter().try_for_each(|c| put_community(&db, c))
+                }
+                ImportStep::Owners(owners) => upsert_owners_in(&db, &owners, now),
+                ImportStep::Commit => {
+                    let _ = reply.send(tx.commit().map_err(|e| self.fail(Fail::Sql(e))));
+                    return;
+                }
+            };
+            if let Err(e) = result {
+                let _ = reply.send(Err(self.fail(e)));
+                return; // the transaction rolls back as it is dropped
+            }
+            let _ = reply.send(Ok(()));
+        }
+    }
+
+    /// A write connection of its own, set up as the shared writer is.
+    fn session_connection(&self) -> rusqlite::Result<Connection> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")?;
+        Ok(conn)
     }
 }
 

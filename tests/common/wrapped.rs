@@ -10,7 +10,7 @@ use owner_access::domain::{
     TokenRecord,
 };
 use owner_access::eligibility::OwnerFilter;
-use owner_access::repository::{EmailEdit, EmailHolder, RedeemOutcome, RepoResult};
+use owner_access::repository::{EmailEdit, EmailHolder, ImportSession, RedeemOutcome, RepoResult};
 use owner_access::{InMemoryRepository, OwnerRepository, async_trait};
 
 /// The calls a test may change; each gets the wrapped repository.
@@ -64,10 +64,18 @@ pub trait Hooks: fmt::Debug + Send + Sync + 'static {
         &self,
         inner: &InMemoryRepository,
         edits: &[EmailEdit],
-        activity: &ActivityEntry,
+        activity: &[ActivityEntry],
         now: Timestamp,
     ) -> RepoResult<Vec<OwnerId>> {
         inner.update_emails(edits, activity, now).await
+    }
+
+    async fn begin_import<'a>(
+        &self,
+        inner: &'a InMemoryRepository,
+        now: Timestamp,
+    ) -> RepoResult<Box<dyn ImportSession + 'a>> {
+        inner.begin_import(now).await
     }
 }
 
@@ -153,12 +161,15 @@ impl<H: Hooks> OwnerRepository for Wrapped<H> {
     async fn update_emails(
         &self,
         edits: &[EmailEdit],
-        activity: &ActivityEntry,
+        activity: &[ActivityEntry],
         now: Timestamp,
     ) -> RepoResult<Vec<OwnerId>> {
         self.hooks
             .update_emails(&self.inner, edits, activity, now)
             .await
+    }
+    async fn begin_import<'a>(&'a self, now: Timestamp) -> RepoResult<Box<dyn ImportSession + 'a>> {
+        self.hooks.begin_import(&self.inner, now).await
     }
     async fn save_draft(&self, draft: &Draft) -> RepoResult<()> {
         self.inner.save_draft(draft).await
