@@ -199,3 +199,42 @@ fn a_token_that_starts_with_a_dash_is_a_token_not_a_flag() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_communities_file_sets_the_time_zone_and_branding_of_the_letter() {
+    let s = Session::new();
+    s.write(
+        "communities.csv",
+        "community_id,name,reply_to,time_zone,logo_url,accent_color\n\
+         maple,Maple Grove HOA,board@maple.example.org,Europe/Athens,https://maple.example.org/logo.png,#2E6B30\n",
+    );
+    let s = s.imported();
+    s.ok(&[
+        "send",
+        "--community",
+        "maple",
+        "--select",
+        "o1",
+        "--outbox",
+        "out",
+    ]);
+    let sent = read(&s.outbox_files("out")[0]);
+    assert!(
+        sent.text.contains(" EET."),
+        "the expiry in Athens time: {}",
+        sent.text
+    );
+    assert!(sent.html.contains("background-color: #2e6b30;"));
+    assert!(
+        sent.html
+            .contains("<img src=\"https://maple.example.org/logo.png\"")
+    );
+
+    s.write(
+        "bad.csv",
+        "community_id,name,reply_to,time_zone\nmaple,Maple Grove HOA,,Mars/Base\n",
+    );
+    let out = s.run(&["import", "--communities", "bad.csv"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("time_zone"));
+}
