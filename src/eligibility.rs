@@ -220,7 +220,12 @@ impl OwnerFilter {
             AccessFilter::Invited => matches!(state, AccessState::Invited | AccessState::Expired),
             AccessFilter::Registered => state == AccessState::Registered,
         };
-        let has_email = owner.email_key().is_some();
+        // A non-blank address, valid or not: what `email_key` is `Some` for, without
+        // working the key out.
+        let has_email = owner
+            .primary_email
+            .as_deref()
+            .is_some_and(|e| !e.trim().is_empty());
         let email_ok = match self.email {
             EmailFilter::Any => true,
             EmailFilter::WithEmail => has_email,

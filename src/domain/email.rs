@@ -171,10 +171,25 @@ pub const DELIVERED_KEY_VERSION: u32 = 1;
 /// - Never empty for a string with anything but white space; empty for a blank one.
 pub fn delivered_key(raw: &str) -> String {
     let trimmed = raw.trim();
+    // The usual address is sent as given but for the domain's case: its key is its
+    // text in lower case, made in one allocation.
+    if plain_at(trimmed).is_some() {
+        return trimmed.to_ascii_lowercase();
+    }
     match parts_of(trimmed) {
         Ok(parts) => parts.key(),
         Err(_) => trimmed.to_ascii_lowercase(),
     }
+}
+
+/// Where the `@` of a usual address is ([`plain_parts`], within
+/// [`MAX_ADDRESS_LEN`]), or `None` for any other string. Such an address holds no
+/// control character and is sent as given, the domain lower-cased.
+fn plain_at(trimmed: &str) -> Option<usize> {
+    if trimmed.len() > MAX_ADDRESS_LEN {
+        return None;
+    }
+    plain_parts(trimmed).map(|(local, _)| local.len())
 }
 
 /// An accepted address taken apart: the local part as it goes on the wire (quoting
@@ -368,6 +383,15 @@ impl EmailAddress {
     /// form (see [`smtp_form`](Self::smtp_form)).
     pub fn parse(raw: &str) -> Result<Self, InvalidEmail> {
         let trimmed = raw.trim();
+        if let Some(at) = plain_at(trimmed) {
+            let mut ascii = trimmed.to_owned();
+            ascii[at + 1..].make_ascii_lowercase();
+            return Ok(Self {
+                normalized: trimmed.to_ascii_lowercase(),
+                ascii,
+                raw: trimmed.to_owned(),
+            });
+        }
         let parts = parts_of(trimmed)?;
         Ok(Self {
             normalized: parts.key(),
@@ -772,6 +796,13 @@ mod tests {
                         (fast.smtp_form(), fast.key()),
                         (full.smtp_form(), full.key())
                     );
+                    // The quick forms that `parse` and `delivered_key` build too.
+                    if address.len() <= MAX_ADDRESS_LEN {
+                        let parsed = EmailAddress::parse(&address).expect("the plain path took it");
+                        prop_assert_eq!(parsed.smtp_form(), full.smtp_form());
+                        prop_assert_eq!(parsed.normalized(), full.key());
+                        prop_assert_eq!(delivered_key(&address), full.key());
+                    }
                 }
             }
         }
