@@ -12,14 +12,17 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use owner_access::domain::{
     ActivityEntry, Batch, BatchId, Community, CommunityId, Delivery, DeliveryCounts,
-    DeliveryOutcome, Draft, DraftId, NewBatch, Owner, OwnerId, Page, Timestamp, TokenHash,
-    TokenRecord,
+    DeliveryOutcome, Draft, DraftId, NewBatch, Owner, OwnerId, Page, SenderId, Timestamp,
+    TokenHash, TokenRecord,
 };
 use owner_access::eligibility::OwnerFilter;
-use owner_access::repository::{EmailEdit, EmailHolder, ImportSession, RedeemOutcome, RepoResult};
+use owner_access::repository::{
+    EmailEdit, EmailHolder, HeldClaims, ImportSession, RedeemOutcome, RepoResult,
+};
 use owner_access::{InMemoryRepository, OwnerRepository, async_trait};
 
 /// Forwards every call to `inner` and notes each write in `audit`.
@@ -85,7 +88,9 @@ impl<R: OwnerRepository> OwnerRepository for AuditedRepository<R> {
     }
     // The methods with a default are forwarded too: the default would answer from
     // the other methods, and lose what the inner store does in one query or one
-    // transaction (a group of outcomes, a chunk's tokens, only the shared holders).
+    // transaction (a chunk's tokens, only the shared holders, only the failed
+    // deliveries). `record_delivery` is the exception: its default calls this
+    // wrapper's own `record_deliveries`.
     async fn shared_email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
         self.inner.shared_email_holders(keys).await
     }
@@ -122,36 +127,60 @@ impl<R: OwnerRepository> OwnerRepository for AuditedRepository<R> {
     async fn batches(&self, community: &CommunityId) -> RepoResult<Vec<Batch>> {
         self.inner.batches(community).await
     }
+    // The claim methods: leases held by a sender (see the trait's "Claims are leases"
+    // section). A store of your own keeps their rules in its own statements:
+    // compare-and-set on the state and the lease's end for a claim, on the holder for
+    // a renewal, an outcome and a release.
     async fn claim_deliveries(
         &self,
         batch: &BatchId,
+        sender: &SenderId,
         limit: usize,
+        lease: Duration,
         now: Timestamp,
-        stale_before: Timestamp,
     ) -> RepoResult<Vec<Delivery>> {
         self.inner
-            .claim_deliveries(batch, limit, now, stale_before)
+            .claim_deliveries(batch, sender, limit, lease, now)
             .await
     }
-    async fn record_delivery(
+    async fn renew_claims(
         &self,
         batch: &BatchId,
-        owner: &OwnerId,
-        outcome: &DeliveryOutcome,
+        sender: &SenderId,
+        owners: &[OwnerId],
+        lease: Duration,
         now: Timestamp,
-    ) -> RepoResult<()> {
-        self.inner.record_delivery(batch, owner, outcome, now).await
+    ) -> RepoResult<Vec<OwnerId>> {
+        self.inner
+            .renew_claims(batch, sender, owners, lease, now)
+            .await
     }
     async fn record_deliveries(
         &self,
         batch: &BatchId,
+        sender: &SenderId,
         outcomes: &[(OwnerId, DeliveryOutcome)],
         now: Timestamp,
-    ) -> RepoResult<()> {
-        self.inner.record_deliveries(batch, outcomes, now).await
+    ) -> RepoResult<Vec<OwnerId>> {
+        self.note(format!("record {} outcomes in {batch}", outcomes.len()));
+        self.inner
+            .record_deliveries(batch, sender, outcomes, now)
+            .await
     }
-    async fn release_deliveries(&self, batch: &BatchId, owners: &[OwnerId]) -> RepoResult<()> {
-        self.inner.release_deliveries(batch, owners).await
+    async fn release_deliveries(
+        &self,
+        batch: &BatchId,
+        sender: &SenderId,
+        owners: &[OwnerId],
+    ) -> RepoResult<Vec<OwnerId>> {
+        self.inner.release_deliveries(batch, sender, owners).await
+    }
+    async fn held_claims(&self, batch: &BatchId, now: Timestamp) -> RepoResult<HeldClaims> {
+        self.inner.held_claims(batch, now).await
+    }
+    async fn revoke_claims(&self, batch: &BatchId) -> RepoResult<usize> {
+        self.note(format!("revoke the claims on {batch}"));
+        self.inner.revoke_claims(batch).await
     }
     async fn deliveries(&self, batch: &BatchId) -> RepoResult<Vec<Delivery>> {
         self.inner.deliveries(batch).await

@@ -23,7 +23,7 @@ use std::time::Instant;
 use owner_access::adapters::sqlite::SqliteRepository;
 use owner_access::domain::{
     ActivityEntry, ActivityKind, Batch, BatchId, Community, CommunityId, DeliveryOutcome,
-    EmailAddress, Mailbox, NewBatch, Owner, OwnerId, PropertyId,
+    EmailAddress, Mailbox, NewBatch, Owner, OwnerId, PropertyId, SenderId,
 };
 use owner_access::eligibility::OwnerFilter;
 use owner_access::invite::Invite;
@@ -140,9 +140,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let expires_at = now + std::time::Duration::from_secs(14 * 86_400);
     let started = Instant::now();
     let mut recorded = 0;
+    let sender = SenderId::generate();
     loop {
         let claimed = repo
-            .claim_deliveries(&batch_id, 32, SystemClock.now(), now)
+            .claim_deliveries(
+                &batch_id,
+                &sender,
+                32,
+                owner_access::DEFAULT_CLAIM_LEASE,
+                SystemClock.now(),
+            )
             .await?;
         if claimed.is_empty() {
             break;
@@ -152,8 +159,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 expires_at,
                 attempts: 1,
             };
-            repo.record_delivery(&batch_id, &delivery.owner, &outcome, SystemClock.now())
-                .await?;
+            repo.record_delivery(
+                &batch_id,
+                &sender,
+                &delivery.owner,
+                &outcome,
+                SystemClock.now(),
+            )
+            .await?;
             recorded += 1;
         }
     }

@@ -3,6 +3,13 @@
 //! the run (leaving the rest pending) on a fatal error, on a run of connection failures,
 //! or when the host asks.
 //!
+//! Each run is a sender with an id of its own; its claims are leases it renews while
+//! it works (one repository call for all of them, every quarter of a lease), and it
+//! starts a message only on a claim renewed recently enough that no other sender can
+//! have taken it. When the rest of the batch is held by other senders, the run waits
+//! for their leases to run out, or for them to settle it, and so ends only when the
+//! batch is settled or it stops with a reason.
+//!
 //! Nothing is buffered per batch: deliveries are claimed in small chunks as workers
 //! free up, each message is built, sent and dropped; shared parts (compiled templates,
 //! encoded attachments) are prepared once per run.
@@ -14,16 +21,18 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::domain::{
-    Batch, BatchId, Community, Delivery, DeliveryOutcome, Mailbox, Owner, OwnerId, Timestamp,
-    TokenRecord, TokenState,
+    Batch, BatchId, Community, Delivery, DeliveryCounts, DeliveryOutcome, Mailbox, Owner, OwnerId,
+    SenderId, Timestamp, TokenRecord, TokenState,
 };
 use crate::error::InvalidSetting;
 use crate::mime::{MessageFrame, MessageIds};
 use crate::progress::{Progress, RunControl, StopReason};
-use crate::repository::{OwnerRepository, RepositoryError};
+use crate::repository::{ClaimHolder, OwnerRepository, RepositoryError};
 use crate::template::{CompiledTemplate, MergeFields};
 use crate::token::{RegistrationToken, registration_link};
 use crate::transport::{DeliveryTag, Envelope, MailTransport, TransportError};
@@ -76,10 +85,15 @@ pub struct SendOptions {
     /// connection errors (default 3): the server is unreachable, and failing every
     /// remaining owner would be wrong. Those deliveries go back to pending.
     pub unreachable_after: usize,
-    /// A claim older than this is presumed abandoned by a dead process and may be
-    /// taken over (default 10 minutes).
+    /// How long a claim on a delivery lasts unless its sender renews it (default
+    /// 20 s). A run renews all the claims it holds every quarter of this, in one
+    /// repository call, so it never loses them however slow it is; it starts no
+    /// message on a claim it could not renew for three quarters of it. Once a dead
+    /// run's claims have gone this long without renewal, another run may take them
+    /// over: a crash strands deliveries for at most this long, and a `resume` started
+    /// at once finishes within about one lease plus the sending time.
     /// [`OwnerAccess::resume_after_crash`](crate::OwnerAccess::resume_after_crash)
-    /// takes over every claim at once.
+    /// takes over every claim at once instead.
     pub claim_lease: Duration,
     /// Outcomes are recorded in groups (one repository call, one commit) of at most
     /// this many (default 32), or sooner when the oldest has waited `outcome_delay`.
@@ -101,7 +115,7 @@ impl Default for SendOptions {
             rate_per_second: None,
             retry: RetryPolicy::default(),
             unreachable_after: 3,
-            claim_lease: Duration::from_secs(600),
+            claim_lease: DEFAULT_CLAIM_LEASE,
             outcome_group: 32,
             outcome_delay: Duration::from_millis(100),
         }
@@ -157,6 +171,9 @@ impl SendOptions {
     pub const MIN_RATE_PER_SECOND: f64 = 1.0 / 3600.0;
     /// The fastest rate a limit may name (for no limit, `None`).
     pub const MAX_RATE_PER_SECOND: f64 = 1_000_000.0;
+    /// The shortest claim lease: a run renews every quarter of a lease, so a shorter
+    /// one would be mostly renewals.
+    pub const MIN_CLAIM_LEASE: Duration = Duration::from_millis(100);
     /// The longest claim lease.
     pub const MAX_CLAIM_LEASE: Duration = Duration::from_secs(7 * 24 * 3600);
     /// The largest group of outcomes recorded at once.
@@ -169,7 +186,8 @@ impl SendOptions {
     /// or a finite number from [`MIN_RATE_PER_SECOND`](Self::MIN_RATE_PER_SECOND) to
     /// [`MAX_RATE_PER_SECOND`](Self::MAX_RATE_PER_SECOND) (zero, negative, NaN and
     /// infinite rates are refused); the retry policy ([`RetryPolicy::validate`]);
-    /// `unreachable_after` at least 1; `claim_lease` from 1 s to
+    /// `unreachable_after` at least 1; `claim_lease` from
+    /// [`MIN_CLAIM_LEASE`](Self::MIN_CLAIM_LEASE) to
     /// [`MAX_CLAIM_LEASE`](Self::MAX_CLAIM_LEASE); `outcome_group` from 1 to
     /// [`MAX_OUTCOME_GROUP`](Self::MAX_OUTCOME_GROUP); `outcome_delay` at most
     /// [`MAX_OUTCOME_DELAY`](Self::MAX_OUTCOME_DELAY).
@@ -208,11 +226,15 @@ impl SendOptions {
                 "at least 1",
             ));
         }
-        if !(Duration::from_secs(1)..=Self::MAX_CLAIM_LEASE).contains(&self.claim_lease) {
+        if !(Self::MIN_CLAIM_LEASE..=Self::MAX_CLAIM_LEASE).contains(&self.claim_lease) {
             return Err(InvalidSetting::new(
                 "claim_lease",
                 self.claim_lease,
-                format!("from 1s to {:?}", Self::MAX_CLAIM_LEASE),
+                format!(
+                    "from {:?} to {:?}",
+                    Self::MIN_CLAIM_LEASE,
+                    Self::MAX_CLAIM_LEASE
+                ),
             ));
         }
         if !(1..=Self::MAX_OUTCOME_GROUP).contains(&self.outcome_group) {
@@ -232,6 +254,24 @@ impl SendOptions {
         Ok(())
     }
 }
+
+/// The default [`SendOptions::claim_lease`]: short, since a crash strands deliveries
+/// this long, yet four renewals' worth, so a store slow for a few seconds (SQLite
+/// waits up to 10 s for a lock) does not cost a live sender its claims.
+pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(20);
+
+/// A run renews its leases once this fraction of a lease has passed since the last
+/// renewal began...
+const RENEW_AFTER: f64 = 0.25;
+
+/// ...and starts no message on them once this fraction has passed without one: the
+/// rest is the margin for a message already started and for the two clocks.
+const FRESH_FOR: f64 = 0.75;
+
+/// The longest a run waiting on another sender's leases goes without looking at them
+/// again, as a fraction of its own lease: a live sender that settles the batch is
+/// noticed this soon.
+const LOOK_AGAIN_AFTER: f64 = 0.5;
 
 /// Deliveries claimed, and their tokens stored, in one go. Each claim is a few
 /// repository calls and commits whose cost hardly depends on their size, so large
@@ -282,6 +322,8 @@ struct Chunk {
     /// Deliveries that may no longer be sent (the owner is gone, registered, or has
     /// another address now), with the reason: they fail at once.
     skipped: Vec<(OwnerId, String)>,
+    /// When the claim was asked for: its lease runs from no earlier than this.
+    asked_at: Instant,
 }
 
 /// How one delivery ended in this run; recorded later, with others.
@@ -305,6 +347,10 @@ enum Settled {
     },
     /// A fatal error: the delivery goes back to pending.
     Fatal { owner: OwnerId, error: String },
+    /// Another sender took it over before this run started its message.
+    Lost,
+    /// The run stopped while this message waited for a renewal: it goes back.
+    Unstarted { owner: OwnerId },
 }
 
 /// Outcomes waiting to be recorded in one repository call.
@@ -312,7 +358,7 @@ enum Settled {
 struct Outcomes {
     items: Vec<(OwnerId, DeliveryOutcome)>,
     events: Vec<Progress>,
-    since: Option<tokio::time::Instant>,
+    since: Option<Instant>,
 }
 
 impl Outcomes {
@@ -326,7 +372,7 @@ impl Outcomes {
                 error: error.clone(),
             },
         };
-        self.since.get_or_insert_with(tokio::time::Instant::now);
+        self.since.get_or_insert_with(Instant::now);
         self.items.push((owner, outcome));
         self.events.push(event);
     }
@@ -343,8 +389,16 @@ impl Outcomes {
 
 /// A group of outcomes after its repository call.
 struct Recorded {
-    events: Vec<Progress>,
-    result: Result<(), RepositoryError>,
+    group: Outcomes,
+    /// The owners the repository refused: another sender holds them now.
+    result: Result<Vec<OwnerId>, RepositoryError>,
+}
+
+/// A renewal after its repository call.
+struct Renewed {
+    asked_at: Instant,
+    /// The owners not renewed: another sender holds them now.
+    result: Result<Vec<OwnerId>, RepositoryError>,
 }
 
 pub(crate) struct Engine<'a> {
@@ -359,9 +413,22 @@ struct RunState {
     stop: Mutex<Option<StopReason>>,
     error: Mutex<Option<RepositoryError>>,
     next_slot: Mutex<Option<Timestamp>>,
+    leases: Leases,
+    /// The last `Waiting` event, so a wait that did not change is told once.
+    last_wait: Mutex<Option<Progress>>,
 }
 
 impl RunState {
+    fn new() -> Self {
+        Self {
+            stop: Mutex::new(None),
+            error: Mutex::new(None),
+            next_slot: Mutex::new(None),
+            leases: Leases::default(),
+            last_wait: Mutex::new(None),
+        }
+    }
+
     fn stop_with(&self, reason: StopReason) {
         let mut stop = self.stop.lock().expect("run state");
         if stop.is_none() {
@@ -376,48 +443,123 @@ impl RunState {
         }
     }
 
+    fn has_failed(&self) -> bool {
+        self.error.lock().expect("run state").is_some()
+    }
+
     fn is_stopping(&self, control: &RunControl) -> bool {
         if control.stop.is_stopped() {
             self.stop_with(StopReason::Cancelled);
         }
-        self.stop.lock().expect("run state").is_some()
-            || self.error.lock().expect("run state").is_some()
+        self.stop.lock().expect("run state").is_some() || self.has_failed()
     }
+}
+
+/// This run's hold on its claims, as its workers check it before each attempt.
+#[derive(Default)]
+struct Leases {
+    /// Until when (by this process's monotonic clock) a message may be started on
+    /// this run's claims: `FRESH_FOR` of a lease after the last renewal (or the first
+    /// claim) was asked for. Monotonic time keeps running while the process is
+    /// paused, so a sender woken after its lease ran out renews before it sends.
+    fresh_until: Mutex<Option<Instant>>,
+    /// Deliveries another sender took over: never started here again.
+    lost: Mutex<HashSet<OwnerId>>,
+    /// Wakes the workers waiting for a renewal.
+    renewed: Notify,
+}
+
+impl Leases {
+    fn is_fresh(&self) -> bool {
+        self.fresh_until
+            .lock()
+            .expect("leases")
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    fn fresh_until(&self, until: Instant) {
+        *self.fresh_until.lock().expect("leases") = Some(until);
+        self.renewed.notify_waiters();
+    }
+
+    fn is_lost(&self, owner: &OwnerId) -> bool {
+        self.lost.lock().expect("leases").contains(owner)
+    }
+
+    /// Marks deliveries as taken over; returns those not known as such before.
+    fn lose(&self, owners: Vec<OwnerId>) -> Vec<OwnerId> {
+        let mut lost = self.lost.lock().expect("leases");
+        let fresh: Vec<OwnerId> = owners
+            .into_iter()
+            .filter(|o| lost.insert(o.clone()))
+            .collect();
+        drop(lost);
+        // Workers waiting for a renewal see the loss at once.
+        self.renewed.notify_waiters();
+        fresh
+    }
+
+    /// A delivery claimed again (its taker gave it back): this run's once more.
+    fn regained(&self, owner: &OwnerId) {
+        let mut lost = self.lost.lock().expect("leases");
+        if !lost.is_empty() {
+            lost.remove(owner);
+        }
+    }
+
+    fn lost_count(&self) -> usize {
+        self.lost.lock().expect("leases").len()
+    }
+}
+
+/// What a run found when it had nothing more to claim.
+enum Leftover {
+    /// Nothing: every delivery is sent or failed.
+    Settled(DeliveryCounts),
+    /// Other senders hold deliveries; the run waited for their leases.
+    Waited,
+    /// Pending deliveries and no holder: claimable again (another sender gave them
+    /// back meanwhile).
+    Unclaimed,
 }
 
 /// What a run did.
 pub(crate) struct RunOutcome {
     pub stopped: Option<StopReason>,
+    /// The batch's counts when the run ended: nothing open unless it stopped.
+    pub counts: DeliveryCounts,
 }
 
 impl Engine<'_> {
-    /// Sends what is claimable in the batch until nothing is left or the run stops.
-    pub async fn run(
-        &self,
-        prepared: &PreparedBatch,
-        stale_before: Timestamp,
-    ) -> Result<RunOutcome, RepositoryError> {
+    /// Sends the batch until it is settled or the run stops: claims what is
+    /// claimable, renews what it holds, and when the rest is held by other senders,
+    /// waits for their leases to run out (or for them to settle it).
+    pub async fn run(&self, prepared: &PreparedBatch) -> Result<RunOutcome, RepositoryError> {
         let batch_id = &prepared.batch.id;
+        let sender = SenderId::generate();
         let counts = self.repo.delivery_counts(batch_id).await?;
         self.control.emit(Progress::Queued {
             batch: batch_id.clone(),
             pending: counts.pending + counts.claimed,
         });
-        let state = RunState {
-            stop: Mutex::new(None),
-            error: Mutex::new(None),
-            next_slot: Mutex::new(None),
-        };
+        let state = RunState::new();
         let concurrency = self.options.concurrency.max(1);
         let chunk = CLAIM_CHUNK;
         let group = self.options.outcome_group.max(1);
+        let lease = self.options.claim_lease;
+        let renew_after = lease.mul_f64(RENEW_AFTER);
+        let fresh_for = lease.mul_f64(FRESH_FOR);
 
-        // A run never takes over its own claims, even when the clock stands still or
-        // steps back: it remembers what it took.
-        let stale_before = stale_before.min(self.clock.now() - Duration::from_micros(1));
         let mut queue: VecDeque<Ready> = VecDeque::new();
-        let mut taken: HashSet<OwnerId> = HashSet::new();
         let mut exhausted = false;
+        // Every delivery this run holds a claim on, from its claim until its outcome
+        // is recorded or it is given back: what a renewal renews.
+        let mut holding: HashSet<OwnerId> = HashSet::new();
+        // When the lease of everything in `holding` began, at the latest: the last
+        // renewal's or, before one, the first claim's request.
+        let mut lease_start: Option<Instant> = None;
+        let mut unclaimed_looks = 0u32;
+        let mut settled: Option<DeliveryCounts> = None;
         // The next chunk is claimed (and its tokens stored) while the current one is
         // being sent, so workers never wait on the repository. Boxed futures keep the
         // run `Send` for hosts that spawn it.
@@ -426,15 +568,32 @@ impl Engine<'_> {
         // on a commit unless a whole further group is waiting behind it.
         let mut recording: Option<BoxFuture<'_, Recorded>> = None;
         let mut recording_len = 0usize;
+        // A renewal runs alone (no claim or group recorded meanwhile): it renews all
+        // that is held when it starts, and what it refuses was taken over, not settled
+        // by this run in the meantime.
+        let mut renewing: Option<BoxFuture<'_, Renewed>> = None;
         let mut in_flight: FuturesUnordered<BoxFuture<'_, Settled>> = FuturesUnordered::new();
         let mut outcomes = Outcomes::default();
-        let mut held: Vec<(OwnerId, String, u32)> = Vec::new();
+        let mut unreachable: Vec<(OwnerId, String, u32)> = Vec::new();
         let mut to_release: Vec<OwnerId> = Vec::new();
         loop {
             let stopping = state.is_stopping(self.control);
+            let renewal_due = renewing.is_none()
+                && !holding.is_empty()
+                && lease_start.is_some_and(|t| t.elapsed() >= renew_after);
+            if renewal_due && claiming.is_none() && recording.is_none() {
+                let owners: Vec<OwnerId> = holding.iter().cloned().collect();
+                renewing = Some(Box::pin(self.renew(batch_id, &sender, owners)));
+            }
+            let renewal_pending = renewal_due || renewing.is_some();
             // One chunk is kept in reserve, so the workers never wait on a claim.
-            if !stopping && !exhausted && claiming.is_none() && queue.len() < chunk {
-                claiming = Some(Box::pin(self.claim_chunk(prepared, chunk, stale_before)));
+            if !stopping
+                && !exhausted
+                && !renewal_pending
+                && claiming.is_none()
+                && queue.len() < chunk
+            {
+                claiming = Some(Box::pin(self.claim_chunk(prepared, &sender, chunk)));
             }
             // Outcomes not yet recorded are what a crash would send again: new
             // messages wait while there are `UNRECORDED_GROUPS` groups of them.
@@ -450,28 +609,75 @@ impl Engine<'_> {
                 .since
                 .is_some_and(|t| t.elapsed() >= self.options.outcome_delay);
             if recording.is_none()
+                && !renewal_pending
                 && !outcomes.items.is_empty()
                 && (outcomes.items.len() >= group || due || idle)
             {
                 recording_len = outcomes.items.len();
-                recording = Some(Box::pin(self.record(batch_id, outcomes.take())));
+                recording = Some(Box::pin(self.record(batch_id, &sender, outcomes.take())));
             }
-            if idle && recording.is_none() {
-                break;
+            let in_hand = !idle
+                || recording.is_some()
+                || renewing.is_some()
+                || !outcomes.items.is_empty()
+                || (!queue.is_empty() && !stopping);
+            if !in_hand {
+                if stopping {
+                    break;
+                }
+                if !unreachable.is_empty() {
+                    // The run went on, so the server was reachable after all: these
+                    // owners had their retries.
+                    Self::give_up_held(&mut unreachable, &mut outcomes);
+                    continue;
+                }
+                if exhausted {
+                    match self.leftover(batch_id, &sender, &state).await {
+                        Ok(Leftover::Settled(counts)) => {
+                            settled = Some(counts);
+                            break;
+                        }
+                        Ok(Leftover::Waited) => unclaimed_looks = 0,
+                        Ok(Leftover::Unclaimed) => {
+                            unclaimed_looks += 1;
+                            if unclaimed_looks > 3 {
+                                state.fail(RepositoryError::Corrupt {
+                                    message: format!(
+                                        "batch `{batch_id}` has pending deliveries that claim_deliveries never returns"
+                                    ),
+                                });
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            state.fail(e);
+                            break;
+                        }
+                    }
+                    exhausted = false;
+                    continue;
+                }
             }
-            let deadline = outcomes
-                .since
-                .filter(|_| recording.is_none())
-                .map(|t| t + self.options.outcome_delay);
+            // Wake up for what is due and not already waiting on something else.
+            let deadlines = [
+                outcomes
+                    .since
+                    .filter(|_| recording.is_none() && !renewal_pending)
+                    .map(|t| t + self.options.outcome_delay),
+                lease_start
+                    .filter(|_| !renewal_pending && !holding.is_empty())
+                    .map(|t| t + renew_after),
+            ];
+            let deadline = deadlines.into_iter().flatten().min();
             tokio::select! {
                 biased;
                 Some(settled) = in_flight.next(), if !in_flight.is_empty() => match settled {
                     Settled::Sent { owner, expires_at, attempts } => {
-                        Self::give_up_held(&mut held, &mut outcomes);
+                        Self::give_up_held(&mut unreachable, &mut outcomes);
                         outcomes.push(owner, DeliveryOutcome::Sent { expires_at, attempts });
                     }
                     Settled::Failed { owner, error, attempts } => {
-                        Self::give_up_held(&mut held, &mut outcomes);
+                        Self::give_up_held(&mut unreachable, &mut outcomes);
                         outcomes.failed(owner, error, attempts);
                     }
                     Settled::Fatal { owner, error } => {
@@ -479,32 +685,56 @@ impl Engine<'_> {
                         state.stop_with(StopReason::Fatal { error });
                     }
                     Settled::Unreachable { owner, error, attempts } => {
-                        held.push((owner, error.clone(), attempts));
-                        if held.len() >= self.options.unreachable_after.max(1) {
+                        unreachable.push((owner, error.clone(), attempts));
+                        if unreachable.len() >= self.options.unreachable_after.max(1) {
                             state.stop_with(StopReason::Unreachable { error });
                         }
+                    }
+                    Settled::Lost => {}
+                    Settled::Unstarted { owner } => to_release.push(owner),
+                },
+                renewed = async { renewing.as_mut().expect("guarded").await }, if renewing.is_some() => {
+                    renewing = None;
+                    match renewed.result {
+                        Ok(refused) => {
+                            lease_start = Some(renewed.asked_at);
+                            state.leases.fresh_until(renewed.asked_at + fresh_for);
+                            self.lose(refused, &mut holding, &mut queue, &state);
+                        }
+                        Err(e) => state.fail(e),
                     }
                 },
                 claimed = async { claiming.as_mut().expect("guarded").await }, if claiming.is_some() => {
                     claiming = None;
                     match claimed {
                         Ok(chunk) => {
+                            if holding.is_empty() {
+                                lease_start = Some(chunk.asked_at);
+                                state.leases.fresh_until(chunk.asked_at + fresh_for);
+                            }
+                            // A delivery this run already holds (claimed again when its
+                            // lease ran out before a renewal) is already on its way.
                             let mut fresh = 0usize;
                             for (owner, reason) in chunk.skipped {
-                                if taken.insert(owner.clone()) {
+                                state.leases.regained(&owner);
+                                if holding.insert(owner.clone()) {
                                     fresh += 1;
                                     outcomes.failed(owner, reason, 0);
                                 }
                             }
                             for ready in chunk.ready {
-                                if taken.insert(ready.delivery.owner.clone()) {
+                                state.leases.regained(&ready.delivery.owner);
+                                if holding.insert(ready.delivery.owner.clone()) {
                                     fresh += 1;
                                     queue.push_back(ready);
                                 }
                             }
+                            if fresh > 0 {
+                                unclaimed_looks = 0;
+                            }
                             if fresh == 0 {
-                                // Nothing new came back (none left, or only our own
-                                // claims): the batch is exhausted for this run.
+                                // Nothing new came back: what is left is settled, or
+                                // held by other senders.
                                 exhausted = true;
                             }
                         }
@@ -514,43 +744,64 @@ impl Engine<'_> {
                 recorded = async { recording.as_mut().expect("guarded").await }, if recording.is_some() => {
                     recording = None;
                     recording_len = 0;
-                    self.report(recorded, &state);
+                    for (owner, _) in &recorded.group.items {
+                        holding.remove(owner);
+                    }
+                    self.report(recorded, &mut holding, &mut queue, &state);
                 },
-                _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {}
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
             }
         }
 
-        let stopped = state.stop.lock().expect("run state").clone();
+        let mut stopped = state.stop.lock().expect("run state").clone();
         if stopped.is_some() {
             // The server looked unreachable: those owners are not failed, they wait.
-            to_release.extend(held.drain(..).map(|(owner, _, _)| owner));
+            to_release.extend(unreachable.drain(..).map(|(owner, _, _)| owner));
         } else {
-            Self::give_up_held(&mut held, &mut outcomes);
+            Self::give_up_held(&mut unreachable, &mut outcomes);
         }
-        self.flush(batch_id, &mut outcomes, &state).await;
+        self.flush(
+            batch_id,
+            &sender,
+            &mut outcomes,
+            &mut holding,
+            &mut queue,
+            &state,
+        )
+        .await;
         // Claimed but never started (the run stopped), or stopped by a fatal error:
-        // give them back.
+        // give them back. Those another sender took meanwhile are refused, and stay
+        // that sender's.
         to_release.extend(queue.drain(..).map(|r| r.delivery.owner));
         if !to_release.is_empty()
-            && let Err(e) = self.repo.release_deliveries(batch_id, &to_release).await
+            && let Err(e) = self
+                .repo
+                .release_deliveries(batch_id, &sender, &to_release)
+                .await
         {
             state.fail(e);
         }
         if let Some(error) = state.error.lock().expect("run state").take() {
             return Err(error);
         }
+        if let Some(StopReason::TakenOver { deliveries }) = &mut stopped {
+            *deliveries = state.leases.lost_count();
+        }
         if let Some(reason) = &stopped {
             self.control.emit(Progress::Stopped {
                 reason: reason.clone(),
             });
         }
-        let counts = self.repo.delivery_counts(batch_id).await?;
+        let counts = match settled {
+            Some(counts) => counts,
+            None => self.repo.delivery_counts(batch_id).await?,
+        };
         self.control.emit(Progress::Finished {
             sent: counts.sent,
             failed: counts.failed,
             pending: counts.pending + counts.claimed,
         });
-        Ok(RunOutcome { stopped })
+        Ok(RunOutcome { stopped, counts })
     }
 
     /// Held connection failures become failures: the run went on, so the server was
@@ -561,36 +812,155 @@ impl Engine<'_> {
         }
     }
 
-    /// Records a group of outcomes in one repository call; their events are reported
-    /// once it is committed.
-    async fn record(&self, batch: &BatchId, group: Outcomes) -> Recorded {
+    /// Deliveries another sender took over: never sent here again, no longer held,
+    /// and the run stops (its claims are not safe with it: it was paused or cut off
+    /// from the store for longer than its lease).
+    fn lose(
+        &self,
+        owners: Vec<OwnerId>,
+        holding: &mut HashSet<OwnerId>,
+        queue: &mut VecDeque<Ready>,
+        state: &RunState,
+    ) {
+        if owners.is_empty() {
+            return;
+        }
+        for owner in &owners {
+            holding.remove(owner);
+        }
+        for owner in state.leases.lose(owners) {
+            self.control.emit(Progress::TakenOver { owner });
+        }
+        queue.retain(|r| !state.leases.is_lost(&r.delivery.owner));
+        state.stop_with(StopReason::TakenOver { deliveries: 0 });
+    }
+
+    /// Renews every lease this run holds, in one repository call.
+    async fn renew(&self, batch: &BatchId, sender: &SenderId, owners: Vec<OwnerId>) -> Renewed {
+        let asked_at = Instant::now();
         let result = self
             .repo
-            .record_deliveries(batch, &group.items, self.clock.now())
+            .renew_claims(
+                batch,
+                sender,
+                &owners,
+                self.options.claim_lease,
+                self.clock.now(),
+            )
             .await;
-        Recorded {
-            events: group.events,
-            result,
-        }
+        Renewed { asked_at, result }
+    }
+
+    /// Records a group of outcomes in one repository call; their events are reported
+    /// once it is committed.
+    async fn record(&self, batch: &BatchId, sender: &SenderId, group: Outcomes) -> Recorded {
+        let result = self
+            .repo
+            .record_deliveries(batch, sender, &group.items, self.clock.now())
+            .await;
+        Recorded { group, result }
     }
 
     /// Records the waiting outcomes now, then reports them.
-    async fn flush(&self, batch: &BatchId, outcomes: &mut Outcomes, state: &RunState) {
+    async fn flush(
+        &self,
+        batch: &BatchId,
+        sender: &SenderId,
+        outcomes: &mut Outcomes,
+        holding: &mut HashSet<OwnerId>,
+        queue: &mut VecDeque<Ready>,
+        state: &RunState,
+    ) {
         if outcomes.items.is_empty() {
             return;
         }
-        let recorded = self.record(batch, outcomes.take()).await;
-        self.report(recorded, state);
+        let recorded = self.record(batch, sender, outcomes.take()).await;
+        for (owner, _) in &recorded.group.items {
+            holding.remove(owner);
+        }
+        self.report(recorded, holding, queue, state);
     }
 
-    /// Reports a recorded group's events, or stops the run on the repository's error.
-    fn report(&self, recorded: Recorded, state: &RunState) {
+    /// Reports a recorded group's events, except those of the deliveries another
+    /// sender took over (their outcome did not count); or stops the run on the
+    /// repository's error.
+    fn report(
+        &self,
+        recorded: Recorded,
+        holding: &mut HashSet<OwnerId>,
+        queue: &mut VecDeque<Ready>,
+        state: &RunState,
+    ) {
         match recorded.result {
-            Ok(()) => recorded
-                .events
-                .into_iter()
-                .for_each(|e| self.control.emit(e)),
+            Ok(refused) => {
+                let refused_set: HashSet<&OwnerId> = refused.iter().collect();
+                for ((owner, _), event) in recorded.group.items.iter().zip(recorded.group.events) {
+                    if !refused_set.contains(owner) {
+                        self.control.emit(event);
+                    }
+                }
+                self.lose(refused, holding, queue, state);
+            }
             Err(e) => state.fail(e),
+        }
+    }
+
+    /// Looks at what is left of the batch once this run has nothing more to claim.
+    /// When other senders hold some of it, tells the observer and waits until the
+    /// first of their leases runs out (at most `LOOK_AGAIN_AFTER` of a lease, so a
+    /// live sender's end is noticed soon).
+    async fn leftover(
+        &self,
+        batch: &BatchId,
+        sender: &SenderId,
+        state: &RunState,
+    ) -> Result<Leftover, RepositoryError> {
+        let held = self.repo.held_claims(batch, self.clock.now()).await?;
+        let others: Vec<&ClaimHolder> = held
+            .holders
+            .iter()
+            .filter(|h| h.sender != *sender)
+            .collect();
+        let (Some(first), Some(until)) = (
+            others.iter().map(|h| h.first_until).min(),
+            others.iter().map(|h| h.last_until).max(),
+        ) else {
+            let counts = self.repo.delivery_counts(batch).await?;
+            return Ok(if counts.pending + counts.claimed == 0 {
+                Leftover::Settled(counts)
+            } else {
+                Leftover::Unclaimed
+            });
+        };
+        let waiting = Progress::Waiting {
+            held: others.iter().map(|h| h.deliveries).sum(),
+            senders: others.len(),
+            until,
+        };
+        let changed = {
+            let mut last = state.last_wait.lock().expect("run state");
+            let changed = last.as_ref() != Some(&waiting);
+            *last = Some(waiting.clone());
+            changed
+        };
+        if changed {
+            self.control.emit(waiting);
+        }
+        // A moment past the first lease's end, so that it has run out when we claim.
+        let wait = (first - held.now + Duration::from_millis(5))
+            .min(self.options.claim_lease.mul_f64(LOOK_AGAIN_AFTER));
+        self.wait(wait, state).await;
+        Ok(Leftover::Waited)
+    }
+
+    /// Sleeps on the run's clock, in slices, so that a stop request ends the wait.
+    async fn wait(&self, total: Duration, state: &RunState) {
+        const SLICE: Duration = Duration::from_millis(200);
+        let mut left = total;
+        while !left.is_zero() && !state.is_stopping(self.control) {
+            let slice = left.min(SLICE);
+            self.clock.sleep(slice).await;
+            left = left.saturating_sub(slice);
         }
     }
 
@@ -599,17 +969,24 @@ impl Engine<'_> {
     async fn claim_chunk(
         &self,
         prepared: &PreparedBatch,
+        sender: &SenderId,
         limit: usize,
-        stale_before: Timestamp,
     ) -> Result<Chunk, RepositoryError> {
-        let now = self.clock.now();
+        let asked_at = Instant::now();
         let claimed = self
             .repo
-            .claim_deliveries(&prepared.batch.id, limit, now, stale_before)
+            .claim_deliveries(
+                &prepared.batch.id,
+                sender,
+                limit,
+                self.options.claim_lease,
+                self.clock.now(),
+            )
             .await?;
         let mut chunk = Chunk {
             ready: Vec::with_capacity(claimed.len()),
             skipped: Vec::new(),
+            asked_at,
         };
         if claimed.is_empty() {
             return Ok(chunk);
@@ -670,8 +1047,29 @@ impl Engine<'_> {
         None
     }
 
+    /// Waits until a message may be started on `owner`'s claim: not taken over, and
+    /// the run's leases renewed recently enough that no other sender can have taken
+    /// it. `false` when it was taken over, or the run stops while it waits.
+    async fn may_send(&self, state: &RunState, owner: &OwnerId) -> bool {
+        loop {
+            let renewed = state.leases.renewed.notified();
+            if state.leases.is_lost(owner) {
+                return false;
+            }
+            if state.leases.is_fresh() {
+                return true;
+            }
+            if state.is_stopping(self.control) {
+                return false;
+            }
+            // Bounded, so that a stop request is seen while a renewal is late.
+            let _ = tokio::time::timeout(Duration::from_millis(100), renewed).await;
+        }
+    }
+
     /// Renders, builds and sends one message, retrying transient errors. Touches no
-    /// repository: the outcome is recorded by the run, grouped with others.
+    /// repository: the outcome is recorded by the run, grouped with others. Before
+    /// each attempt it checks that the run still holds the claim.
     async fn deliver(&self, prepared: &PreparedBatch, state: &RunState, ready: Ready) -> Settled {
         let Ready {
             delivery,
@@ -739,6 +1137,13 @@ impl Engine<'_> {
         loop {
             attempt += 1;
             self.pace(state).await;
+            if !self.may_send(state, &owner.id).await {
+                return if state.leases.is_lost(&owner.id) {
+                    Settled::Lost
+                } else {
+                    Settled::Unstarted { owner: owner.id }
+                };
+            }
             match self.transport.send(&envelope, &bytes).await {
                 Ok(_) => {
                     return Settled::Sent {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::channel::mpsc;
 
-use crate::domain::{BatchId, OwnerId};
+use crate::domain::{BatchId, OwnerId, Timestamp};
 
 /// One thing that happened during a send run, in the order it happened. A host draws a
 /// progress bar from these.
@@ -43,6 +43,27 @@ pub enum Progress {
         /// Why.
         error: String,
     },
+    /// What is left of the batch is held by other senders: the run waits for their
+    /// leases to run out (their senders died) or for them to settle it (they are
+    /// alive and renewing), then goes on. Sent again whenever the run looks again and
+    /// they still hold some.
+    Waiting {
+        /// Deliveries held by other senders.
+        held: usize,
+        /// How many senders hold them.
+        senders: usize,
+        /// When the last of their leases runs out unless renewed, by the store's
+        /// clock: the longest this wait lasts if those senders are dead.
+        until: Timestamp,
+    },
+    /// Another sender took this delivery over after this run's lease on it ran out
+    /// (this process was paused, or could not reach the store, for longer than the
+    /// lease). This run's outcome for it, if any, was not recorded: the delivery is
+    /// the other sender's now. The run stops.
+    TakenOver {
+        /// The owner.
+        owner: OwnerId,
+    },
     /// The run stopped early; what was not sent stays pending for `resume`.
     Stopped {
         /// Why.
@@ -77,6 +98,27 @@ pub enum StopReason {
         /// The last error.
         error: String,
     },
+    /// Another sender took over some of this run's deliveries after their lease ran
+    /// out: this process was paused or cut off from the store for longer than the
+    /// lease. Those deliveries are that sender's to finish; this run gave back the
+    /// others it held and stopped, so the two do not compete.
+    TakenOver {
+        /// How many deliveries were taken over.
+        deliveries: usize,
+    },
+}
+
+impl StopReason {
+    /// A short machine-readable name: `cancelled`, `fatal`, `unreachable`,
+    /// `taken_over`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StopReason::Cancelled => "cancelled",
+            StopReason::Fatal { .. } => "fatal",
+            StopReason::Unreachable { .. } => "unreachable",
+            StopReason::TakenOver { .. } => "taken_over",
+        }
+    }
 }
 
 impl std::fmt::Display for StopReason {
@@ -85,6 +127,10 @@ impl std::fmt::Display for StopReason {
             StopReason::Cancelled => f.write_str("stopped on request"),
             StopReason::Fatal { error } => write!(f, "fatal transport error: {error}"),
             StopReason::Unreachable { error } => write!(f, "mail server unreachable: {error}"),
+            StopReason::TakenOver { deliveries } => write!(
+                f,
+                "another sender took over {deliveries} deliveries after this run's lease on them ran out"
+            ),
         }
     }
 }
@@ -92,7 +138,7 @@ impl std::fmt::Display for StopReason {
 /// Lets a host stop a run gracefully: no new message is started, the ones in flight
 /// finish, the rest stays pending. Cloning shares the signal. (Dropping the run's
 /// future also stops it, but then in-flight messages end in an unknown state and their
-/// claims are taken over by the next run only after the claim lease.)
+/// claims are taken over by the next run only once their lease has run out.)
 #[derive(Debug, Clone, Default)]
 pub struct StopSignal(Arc<AtomicBool>);
 

@@ -7,13 +7,14 @@
 //! (claiming a delivery, redeeming a token, changing emails) are compare-and-set.
 
 use std::fmt;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::domain::{
     ActivityEntry, Batch, BatchId, Community, CommunityId, Delivery, DeliveryCounts,
     DeliveryOutcome, DeliveryState, Draft, DraftId, NewBatch, Owner, OwnerId, Page, PropertyId,
-    Timestamp, TokenHash, TokenRecord, TokenRejection,
+    SenderId, Timestamp, TokenHash, TokenRecord, TokenRejection,
 };
 use crate::eligibility::OwnerFilter;
 
@@ -38,12 +39,26 @@ pub enum RepositoryError {
         /// Its key.
         id: String,
     },
-    /// A compare-and-set found the record in another state than required (a delivery
-    /// not claimed, an address taken meanwhile). Nothing was changed.
+    /// A compare-and-set found the record in another state than required (an address
+    /// taken meanwhile). Nothing was changed.
     #[error("precondition failed: {message}")]
     Precondition {
         /// What did not hold.
         message: String,
+    },
+    /// A write about a claimed delivery came from a sender that does not hold its
+    /// claim: another sender took it over after its lease ran out (the writer was
+    /// paused or cut off from the store for longer than the lease), or it was
+    /// released, revoked or settled. Nothing was changed; the delivery is not the
+    /// writer's to record.
+    #[error("sender `{sender}` does not hold the claim on delivery `{batch}/{owner}`")]
+    NotHolder {
+        /// The batch.
+        batch: BatchId,
+        /// The delivery's owner.
+        owner: OwnerId,
+        /// The sender whose write was refused.
+        sender: SenderId,
     },
     /// The stored data cannot be read (a corrupt or foreign file, a bad row).
     #[error("stored data is corrupt: {message}")]
@@ -112,10 +127,63 @@ pub enum RedeemOutcome {
     Rejected(TokenRejection),
 }
 
+/// The senders holding claims on a batch (see [`OwnerRepository::held_claims`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldClaims {
+    /// The judging clock's now, to compare the leases' ends with.
+    pub now: Timestamp,
+    /// One entry per sender holding claims, in any order.
+    pub holders: Vec<ClaimHolder>,
+}
+
+/// One sender's claims on a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimHolder {
+    /// The sender.
+    pub sender: SenderId,
+    /// How many deliveries it holds.
+    pub deliveries: usize,
+    /// The earliest end of its leases: when the first of them may be taken over.
+    pub first_until: Timestamp,
+    /// The latest end of its leases: when all of them may be, unless it renews them.
+    pub last_until: Timestamp,
+}
+
 /// Storage for owners, drafts, batches, tokens and the activity feed.
 ///
 /// Object safe: hold it as `Arc<dyn OwnerRepository>`. Implementations must be safe to
 /// call concurrently from many tasks and many processes sharing the store.
+///
+/// # Claims are leases
+///
+/// A run of the send engine claims a batch's deliveries before sending them. A claim
+/// names its holder (the run's [`SenderId`]) and runs until a time (`until`); the
+/// holder renews it well before then for as long as it works on the delivery, so a
+/// live sender never loses a claim however slow it is, and a dead sender's claims can
+/// be taken once their lease has run out. The claim methods below
+/// ([`claim_deliveries`](Self::claim_deliveries), [`renew_claims`](Self::renew_claims),
+/// [`record_deliveries`](Self::record_deliveries),
+/// [`release_deliveries`](Self::release_deliveries), [`held_claims`](Self::held_claims),
+/// [`revoke_claims`](Self::revoke_claims)) keep these rules:
+///
+/// - **One clock judges.** Whether a lease has run out is decided by one clock for
+///   every sender of a batch: the store's own where it has one (a database server's
+///   `now()`), else the `now` the caller passes. Callers pass their `now` and the
+///   lease's *duration*, never an end time, so either works: a lease written when the
+///   judging clock reads T runs until T + duration. The in-memory and SQLite adapters
+///   judge by the caller's `now` (the processes sharing one SQLite file run on one
+///   machine, with one clock).
+/// - **Claim** takes pending deliveries and run-out leases, never a lease that still
+///   runs, whoever holds it.
+/// - **Renew** extends only the caller's own leases.
+/// - **Fencing.** An outcome, a renewal and a release count only when they come from
+///   the sender that holds the claim now. A lease that ran out but that nobody took
+///   is still its holder's. A grouped write applies to the deliveries its sender still
+///   holds and returns the others as refused, unchanged: one taken-over delivery never
+///   costs the rest of the group, and a late write never overwrites the outcome of the
+///   sender that took over.
+/// - **Revoke** ends every claim on a batch at once, for an operator who knows their
+///   senders are dead.
 #[async_trait]
 pub trait OwnerRepository: Send + Sync + fmt::Display {
     /// Inserts or replaces a community.
@@ -285,64 +353,141 @@ pub trait OwnerRepository: Send + Sync + fmt::Display {
     /// The batches of a community, newest first.
     async fn batches(&self, community: &CommunityId) -> RepoResult<Vec<Batch>>;
 
-    /// Claims up to `limit` deliveries of a batch for sending.
+    // ----- Claims: leases held by a sender ---------------------------------------
+    //
+    // The rules are the trait's "Claims are leases" section; these methods are one
+    // block that keeps them.
+
+    /// Claims up to `limit` deliveries of a batch for `sender`, each for `lease`.
     ///
     /// # Contract
-    /// - Compare-and-set: takes deliveries that are pending, or claimed at or before
-    ///   `stale_before` (their sender is presumed dead), and marks them claimed at
-    ///   `now`. Two concurrent callers never get the same delivery.
-    /// - Returns the claimed deliveries (state `Claimed`); an empty list when none is
-    ///   left. `NotFound` when the batch does not exist.
+    /// - Compare-and-set, one atomic step (for a database, one statement): takes
+    ///   deliveries that are pending, or claimed with a lease that has run out (its
+    ///   `until` at or before the judging clock's now), whoever held them; never one
+    ///   whose lease still runs, not even the caller's own. Two concurrent callers
+    ///   never get the same delivery.
+    /// - Each becomes `Claimed { at: now, holder: sender, until: now + lease }`, by
+    ///   the judging clock.
+    /// - Pending deliveries first (by owner id), then run-out leases (the oldest
+    ///   `until` first).
+    /// - Returns the claimed deliveries as stored, in any order; an empty list when
+    ///   none is claimable. `NotFound` when the batch does not exist.
     async fn claim_deliveries(
         &self,
         batch: &BatchId,
+        sender: &SenderId,
         limit: usize,
+        lease: Duration,
         now: Timestamp,
-        stale_before: Timestamp,
     ) -> RepoResult<Vec<Delivery>>;
 
-    /// Records how a claimed delivery ended.
+    /// Renews `sender`'s leases on the listed deliveries: what a live sender calls
+    /// well before they run out, once for everything it holds, not once per message.
     ///
     /// # Contract
-    /// - Compare-and-set: only a delivery in state `Claimed` moves, to `Sent` or
-    ///   `Failed` at `now`; any other state gives `Precondition` and nothing changes.
-    /// - Adds `attempts` to the delivery's count.
-    /// - On `Sent`, the owner's access becomes
-    ///   [`AccessStatus::after_invitation`](crate::domain::AccessStatus::after_invitation)`(now, expires_at)`,
-    ///   in the same step.
-    async fn record_delivery(
+    /// - One atomic step (for a database, one statement).
+    /// - Each listed delivery claimed by `sender` gets `until = now + lease` by the
+    ///   judging clock, even if its lease had run out, as long as no other sender took
+    ///   it; `at` and `holder` stay.
+    /// - Returns the listed owners it did not renew, in any order: those `sender`
+    ///   does not hold (taken over by another sender, released, revoked, settled,
+    ///   unknown). They are left unchanged.
+    /// - `NotFound` when the batch does not exist.
+    async fn renew_claims(
         &self,
         batch: &BatchId,
-        owner: &OwnerId,
-        outcome: &DeliveryOutcome,
+        sender: &SenderId,
+        owners: &[OwnerId],
+        lease: Duration,
         now: Timestamp,
-    ) -> RepoResult<()>;
+    ) -> RepoResult<Vec<OwnerId>>;
 
-    /// Records several outcomes of one batch: what the send engine calls, so a store
-    /// can commit a group of outcomes at once instead of one commit per message.
+    /// Records how claimed deliveries ended: what the send engine calls for a group
+    /// of outcomes, so a store commits them at once instead of once per message.
     ///
     /// # Contract
-    /// - The same as [`record_delivery`](Self::record_delivery) for each, in order,
-    ///   with the same `now`; the first error is returned. Whether the outcomes before
-    ///   it stay recorded is the adapter's choice: the default calls
-    ///   `record_delivery` one by one, a transactional store may record all or none.
+    /// - Fenced, per delivery: an outcome counts only if `sender` holds the
+    ///   delivery's claim now (a lease that ran out but that nobody took is still
+    ///   held). The others are refused and left unchanged; the rest of the group is
+    ///   recorded all the same.
+    /// - A recorded delivery moves from `Claimed` to `Sent` or `Failed` at `now`, its
+    ///   `attempts` grows by the outcome's, and on `Sent` the owner's access becomes
+    ///   [`AccessStatus::after_invitation`](crate::domain::AccessStatus::after_invitation)`(now, expires_at)`,
+    ///   in the same step.
+    /// - The whole group is one atomic step; an error records none of it.
+    /// - Returns the refused owners, in any order. `NotFound` when the batch does
+    ///   not exist.
     async fn record_deliveries(
         &self,
         batch: &BatchId,
+        sender: &SenderId,
         outcomes: &[(OwnerId, DeliveryOutcome)],
         now: Timestamp,
-    ) -> RepoResult<()> {
-        for (owner, outcome) in outcomes {
-            self.record_delivery(batch, owner, outcome, now).await?;
-        }
-        Ok(())
-    }
+    ) -> RepoResult<Vec<OwnerId>>;
 
-    /// Gives claimed deliveries back (a run that stops before sending them).
+    /// Records how one claimed delivery ended.
     ///
     /// # Contract
-    /// - Each listed delivery that is `Claimed` becomes `Pending`; others are left.
-    async fn release_deliveries(&self, batch: &BatchId, owners: &[OwnerId]) -> RepoResult<()>;
+    /// - [`record_deliveries`](Self::record_deliveries) of one outcome, which the
+    ///   default calls; a refusal is [`RepositoryError::NotHolder`].
+    async fn record_delivery(
+        &self,
+        batch: &BatchId,
+        sender: &SenderId,
+        owner: &OwnerId,
+        outcome: &DeliveryOutcome,
+        now: Timestamp,
+    ) -> RepoResult<()> {
+        let refused = self
+            .record_deliveries(batch, sender, &[(owner.clone(), outcome.clone())], now)
+            .await?;
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(RepositoryError::NotHolder {
+                batch: batch.clone(),
+                owner: owner.clone(),
+                sender: sender.clone(),
+            })
+        }
+    }
+
+    /// Gives claimed deliveries back, pending (a run that stops before sending them).
+    ///
+    /// # Contract
+    /// - Fenced, per delivery, one atomic step: each listed delivery `sender` holds
+    ///   becomes `Pending`; the others are left unchanged and returned as refused, in
+    ///   any order.
+    /// - `NotFound` when the batch does not exist.
+    async fn release_deliveries(
+        &self,
+        batch: &BatchId,
+        sender: &SenderId,
+        owners: &[OwnerId],
+    ) -> RepoResult<Vec<OwnerId>>;
+
+    /// Who holds claims on a batch and until when: what a run waits on when the rest
+    /// of a batch is held by other senders.
+    ///
+    /// # Contract
+    /// - One [`ClaimHolder`] per sender holding at least one `Claimed` delivery of
+    ///   the batch (leases that ran out included, until someone takes them), in any
+    ///   order, with its number of deliveries and their earliest and latest `until`.
+    /// - [`HeldClaims::now`] is the judging clock's now (the given `now` for a store
+    ///   without a clock of its own), to compare the `until`s with.
+    /// - `NotFound` when the batch does not exist.
+    async fn held_claims(&self, batch: &BatchId, now: Timestamp) -> RepoResult<HeldClaims>;
+
+    /// Ends every claim on a batch at once, whoever holds it: an operator's take-over
+    /// of a batch whose sender is known to be dead, without waiting for its leases.
+    ///
+    /// # Contract
+    /// - One atomic step: every `Claimed` delivery of the batch becomes `Pending`.
+    ///   Their former holders' later writes about them are refused (fencing).
+    /// - Returns how many were claimed. `NotFound` when the batch does not exist.
+    async fn revoke_claims(&self, batch: &BatchId) -> RepoResult<usize>;
+
+    // ----- Batch reads -----------------------------------------------------------
 
     /// Every delivery of a batch, ordered by owner id.
     async fn deliveries(&self, batch: &BatchId) -> RepoResult<Vec<Delivery>>;

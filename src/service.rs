@@ -794,7 +794,7 @@ impl OwnerAccess {
             });
         }
         let (batch, excluded) = self.store_batch(review, false).await?;
-        let mut report = self.run_batch(batch, control, None).await?;
+        let mut report = self.run_batch(batch, control, false).await?;
         report.excluded = excluded;
         Ok(report)
     }
@@ -848,9 +848,15 @@ impl OwnerAccess {
         Ok((new.batch, excluded))
     }
 
-    /// Sends what is still pending in a batch (after a stop, or a crash once the
-    /// claims of the dead process are older than the claim lease), with the batch's
-    /// stored message.
+    /// Finishes a batch (after a stop or a crash): sends what is pending, with the
+    /// batch's stored message, and ends when the batch is settled.
+    ///
+    /// Deliveries another sender holds are not touched while their lease runs: the
+    /// run waits, telling its observer ([`Progress::Waiting`](crate::Progress::Waiting))
+    /// how many they are and until when. If that sender is dead, its leases run out
+    /// within [`SendOptions::claim_lease`] of its last renewal and the run takes them
+    /// over; if it is alive, the run follows it until the batch is settled. The only
+    /// early ends are stops, and each has a reason in [`SendReport::stopped`].
     pub async fn resume(&self, batch: &BatchId) -> Result<SendReport> {
         self.resume_with(batch, RunControl::new()).await
     }
@@ -858,28 +864,30 @@ impl OwnerAccess {
     /// [`resume`](Self::resume) with progress events and a stop signal.
     pub async fn resume_with(&self, batch: &BatchId, control: RunControl) -> Result<SendReport> {
         let batch = self.batch(batch).await?;
-        self.run_batch(batch, control, None).await
+        self.run_batch(batch, control, false).await
     }
 
-    /// Resumes a batch after its sending process died, taking over every claim at
-    /// once instead of waiting for the claim lease. Only call it when no other process
-    /// is sending this batch: a message in flight there could go twice (with the same
-    /// Message-ID).
+    /// [`resume_with`](Self::resume_with) without the wait: first ends every claim on
+    /// the batch, whoever holds it ([`OwnerRepository::revoke_claims`]), for an
+    /// operator who knows that the sender holding them is dead.
+    ///
+    /// What it risks, if that sender is in fact alive: the messages it has in flight
+    /// go twice (with the same Message-ID), and it stops at its next write about the
+    /// batch, which the repository refuses. Nobody is counted twice.
     pub async fn resume_after_crash(
         &self,
         batch: &BatchId,
         control: RunControl,
     ) -> Result<SendReport> {
         let batch = self.batch(batch).await?;
-        let now = self.clock.now();
-        self.run_batch(batch, control, Some(now)).await
+        self.run_batch(batch, control, true).await
     }
 
     /// Sends again to the owners of a batch whose delivery failed: one call.
     pub async fn retry_failed(&self, batch: &BatchId, control: RunControl) -> Result<SendReport> {
         let batch = self.batch(batch).await?;
         self.repo.requeue_failed(&batch.id).await?;
-        self.run_batch(batch, control, None).await
+        self.run_batch(batch, control, false).await
     }
 
     async fn batch(&self, id: &BatchId) -> Result<Batch> {
@@ -893,7 +901,7 @@ impl OwnerAccess {
         &self,
         batch: Batch,
         control: RunControl,
-        take_over_claims_before: Option<Timestamp>,
+        take_over: bool,
     ) -> Result<SendReport> {
         let template = CompiledTemplate::for_invite(&batch.invite)
             .map_err(|problems| Error::InvalidInvite { problems })?;
@@ -928,15 +936,22 @@ impl OwnerAccess {
             options: &self.settings.send,
             control: &control,
         };
-        let stale_before = take_over_claims_before
-            .unwrap_or_else(|| self.clock.now() - self.settings.send.claim_lease);
+        if take_over {
+            self.repo.revoke_claims(&prepared.batch.id).await?;
+        }
         let before = self.repo.delivery_counts(&prepared.batch.id).await?;
-        let outcome = engine.run(&prepared, stale_before).await?;
-        // Counts and the failed ones, not every delivery: a 100,000-owner batch is not
-        // read back whole to report on it.
-        let counts = self.repo.delivery_counts(&prepared.batch.id).await?;
+        let outcome = engine.run(&prepared).await?;
+        // The engine's final counts and the failed ones, not every delivery: a
+        // 100,000-owner batch is not read back whole to report on it. The counts are
+        // those the engine ended on, so what is pending in the report is what its
+        // stop reason left.
         let failed = self.repo.failed_deliveries(&prepared.batch.id).await?;
-        let mut report = report_from(&prepared.batch.id, &counts, failed, outcome.stopped.clone());
+        let mut report = report_from(
+            &prepared.batch.id,
+            &outcome.counts,
+            failed,
+            outcome.stopped.clone(),
+        );
         let settled_now = report.pending == 0 && (before.pending + before.claimed) > 0;
         self.repo
             .append_activity(&ActivityEntry {
@@ -1105,7 +1120,7 @@ impl OwnerAccess {
             });
         }
         let (batch, _) = self.store_batch(review, true).await?;
-        self.run_batch(batch, control, None).await
+        self.run_batch(batch, control, false).await
     }
 
     /// The invite a [`resend`](Self::resend) to this owner sends: the message of

@@ -39,12 +39,14 @@ use crate::adapters::memory::InMemoryTransport;
 use crate::domain::{
     AccessStatus, ActivityEntry, ActivityKind, Batch, BatchId, Community, CommunityId, Delivery,
     DeliveryCounts, DeliveryOutcome, DeliveryState, Draft, DraftId, EmailAddress, Mailbox,
-    NewBatch, Owner, OwnerId, Page, PropertyId, Timestamp, TokenHash, TokenRecord, TokenRejection,
-    TokenState,
+    NewBatch, Owner, OwnerId, Page, PropertyId, SenderId, Timestamp, TokenHash, TokenRecord,
+    TokenRejection, TokenState,
 };
 use crate::eligibility::{AccessFilter, EmailFilter, OwnerFilter};
 use crate::invite::{Attachment, Invite};
-use crate::repository::{EmailEdit, OwnerRepository, RedeemOutcome, RepoResult, RepositoryError};
+use crate::repository::{
+    ClaimHolder, EmailEdit, HeldClaims, OwnerRepository, RedeemOutcome, RepoResult, RepositoryError,
+};
 use crate::selection::Selection;
 use crate::transport::{Envelope, MailTransport};
 
@@ -123,6 +125,9 @@ fn is_already_exists(e: &RepositoryError) -> bool {
 fn is_precondition(e: &RepositoryError) -> bool {
     matches!(e, RepositoryError::Precondition { .. })
 }
+fn is_not_holder(e: &RepositoryError) -> bool {
+    matches!(e, RepositoryError::NotHolder { .. })
+}
 
 // ---------------------------------------------------------------------------------
 // Fixtures.
@@ -140,6 +145,37 @@ fn cid(id: &str) -> CommunityId {
 
 fn oid(id: &str) -> OwnerId {
     OwnerId::new(id).expect("fixture id")
+}
+
+fn sid(id: &str) -> SenderId {
+    SenderId::new(id).expect("fixture id")
+}
+
+/// The lease the checks ask for.
+const LEASE: Duration = Duration::from_secs(30);
+
+fn claimed_state(at: Timestamp, holder: &SenderId, until: Timestamp) -> DeliveryState {
+    DeliveryState::Claimed {
+        at,
+        holder: holder.clone(),
+        until,
+    }
+}
+
+fn sorted_owners(deliveries: &[Delivery]) -> Vec<&str> {
+    let mut owners: Vec<&str> = deliveries.iter().map(|d| d.owner.as_str()).collect();
+    owners.sort_unstable();
+    owners
+}
+
+fn names(owners: &[&str]) -> Vec<String> {
+    owners.iter().map(|o| (*o).to_owned()).collect()
+}
+
+fn sorted(owners: Vec<OwnerId>) -> Vec<String> {
+    let mut owners: Vec<String> = owners.into_iter().map(String::from).collect();
+    owners.sort_unstable();
+    owners
 }
 
 fn bid(id: &str) -> BatchId {
@@ -1395,7 +1431,8 @@ pub async fn create_batch_duplicate_id(repo: &dyn OwnerRepository) -> CheckResul
     let first = new_batch("b1", "c1", &["o1", "o2"], t(0));
     c.ok(repo.create_batch(&first).await, "create_batch")?;
     let claimed = c.ok(
-        repo.claim_deliveries(&bid("b1"), 1, t(1), t(-100)).await,
+        repo.claim_deliveries(&bid("b1"), &sid("a"), 1, LEASE, t(1))
+            .await,
         "claim",
     )?;
     let before = c.ok(repo.deliveries(&bid("b1")).await, "deliveries")?;
@@ -1425,98 +1462,120 @@ pub async fn create_batch_duplicate_id(repo: &dyn OwnerRepository) -> CheckResul
     )
 }
 
-/// `claim_deliveries`: respects the limit, marks claimed at `now`, never hands out a
-/// fresh claim, reclaims claims at or before `stale_before`, never touches settled
-/// deliveries, `NotFound` for a missing batch.
+/// `claim_deliveries`: respects the limit; pending deliveries first, by owner id;
+/// each claimed by the caller at `now` until `now + lease`; a lease that still runs
+/// is never taken, not by another sender nor by its holder; one that has run out
+/// (`until` at or before `now`) is taken over; settled deliveries never; `NotFound`
+/// for a missing batch.
 pub async fn claim_deliveries_rules(repo: &dyn OwnerRepository) -> CheckResult {
     let c = Ctx("claim_deliveries_rules");
+    let (a, b) = (sid("sender-a"), sid("sender-b"));
     c.err(
-        repo.claim_deliveries(&bid("zz"), 5, t(0), t(-10)).await,
+        repo.claim_deliveries(&bid("zz"), &a, 5, LEASE, t(0)).await,
         "NotFound",
         is_not_found,
         "claiming from a missing batch",
     )?;
-    let owners = ["o1", "o2", "o3", "o4", "o5"];
+    let owners = ["o4", "o2", "o5", "o1", "o3"];
     c.ok(
         repo.create_batch(&new_batch("b1", "c1", &owners, t(0)))
             .await,
         "create_batch",
     )?;
     let first = c.ok(
-        repo.claim_deliveries(&bid("b1"), 2, t(10), t(0)).await,
+        repo.claim_deliveries(&bid("b1"), &a, 2, LEASE, t(10)).await,
         "claim",
     )?;
-    c.eq(first.len(), 2, "claimed with limit 2")?;
+    c.eq(
+        sorted_owners(&first),
+        vec!["o1", "o2"],
+        "limit 2: the first pending by owner id",
+    )?;
     for d in &first {
-        c.eq(
-            &d.state,
-            &DeliveryState::Claimed { at: t(10) },
-            "returned state",
-        )?;
+        let want = claimed_state(t(10), &a, t(40));
+        c.eq(&d.state, &want, "returned state")?;
         c.eq(
             delivery(c, repo, "b1", d.owner.as_str()).await?.state,
-            DeliveryState::Claimed { at: t(10) },
+            want,
             "stored state",
         )?;
     }
     let second = c.ok(
-        repo.claim_deliveries(&bid("b1"), 10, t(11), t(0)).await,
+        repo.claim_deliveries(&bid("b1"), &b, 10, LEASE, t(11))
+            .await,
         "claim",
     )?;
-    c.eq(second.len(), 3, "the rest")?;
-    let all: BTreeSet<String> = first
-        .iter()
-        .chain(&second)
-        .map(|d| d.owner.to_string())
-        .collect();
-    c.eq(all.len(), 5, "distinct deliveries claimed")?;
-    let none = c.ok(
-        repo.claim_deliveries(&bid("b1"), 10, t(12), t(9)).await,
-        "claim",
-    )?;
-    c.eq(
-        none.len(),
-        0,
-        "claims made after stale_before are not taken",
-    )?;
-    let stale = c.ok(
-        repo.claim_deliveries(&bid("b1"), 10, t(100), t(10)).await,
-        "claim",
-    )?;
-    c.eq(
-        stale
-            .iter()
-            .map(|d| d.owner.to_string())
-            .collect::<BTreeSet<_>>(),
-        first.iter().map(|d| d.owner.to_string()).collect(),
-        "claims made at stale_before are taken over",
-    )?;
-    for d in &stale {
+    c.eq(sorted_owners(&second), vec!["o3", "o4", "o5"], "the rest")?;
+    for (sender, name) in [(&a, "its holder"), (&b, "another sender")] {
+        let none = c.ok(
+            repo.claim_deliveries(&bid("b1"), sender, 10, LEASE, t(39))
+                .await,
+            "claim",
+        )?;
         c.eq(
-            &d.state,
-            &DeliveryState::Claimed { at: t(100) },
-            "retaken state",
+            sorted_owners(&none),
+            Vec::<&str>::new(),
+            &format!("leases that still run are not taken by {name}"),
         )?;
     }
-    let done = &second[0].owner;
-    c.ok(
-        repo.record_delivery(&bid("b1"), done, &sent(t(5000), 1), t(101))
+    let taken = c.ok(
+        repo.claim_deliveries(&bid("b1"), &b, 10, LEASE, t(40))
             .await,
-        "record_delivery",
-    )?;
-    let rest = c.ok(
-        repo.claim_deliveries(&bid("b1"), 10, t(200), t(150)).await,
         "claim",
     )?;
     c.eq(
-        rest.len(),
-        4,
-        "everything open is stale now, the sent one is not claimable",
+        sorted_owners(&taken),
+        vec!["o1", "o2"],
+        "leases that ran out at `now` are taken over",
     )?;
-    c.ensure(rest.iter().all(|d| &d.owner != done), || {
-        "a sent delivery was claimed again".into()
-    })?;
-    check_counts(c, repo, "b1").await
+    for d in &taken {
+        c.eq(
+            &d.state,
+            &claimed_state(t(40), &b, t(70)),
+            "taken-over state",
+        )?;
+    }
+    c.eq(
+        c.ok(
+            repo.record_deliveries(&bid("b1"), &b, &[(oid("o3"), sent(t(5000), 1))], t(41))
+                .await,
+            "record_deliveries",
+        )?,
+        vec![],
+        "refused",
+    )?;
+    let rest = c.ok(
+        repo.claim_deliveries(&bid("b1"), &a, 10, LEASE, t(200))
+            .await,
+        "claim",
+    )?;
+    c.eq(
+        sorted_owners(&rest),
+        vec!["o1", "o2", "o4", "o5"],
+        "every lease ran out; the sent delivery is not claimable",
+    )?;
+    // Pending deliveries come before run-out leases.
+    c.ok(
+        repo.create_batch(&new_batch("b2", "c1", &["p1", "p2", "p3"], t(0)))
+            .await,
+        "create_batch",
+    )?;
+    c.ok(
+        repo.claim_deliveries(&bid("b2"), &a, 1, LEASE, t(0)).await,
+        "claim",
+    )?;
+    let pending_first = c.ok(
+        repo.claim_deliveries(&bid("b2"), &b, 2, LEASE, t(100))
+            .await,
+        "claim",
+    )?;
+    c.eq(
+        sorted_owners(&pending_first),
+        vec!["p2", "p3"],
+        "pending deliveries before a run-out lease",
+    )?;
+    check_counts(c, repo, "b1").await?;
+    check_counts(c, repo, "b2").await
 }
 
 /// `claim_deliveries` under contention: many concurrent claimers on one batch of
@@ -1529,10 +1588,13 @@ pub async fn claim_deliveries_concurrently(repo: &dyn OwnerRepository) -> CheckR
         repo.create_batch(&new_batch("b1", "c1", &refs, t(0))).await,
         "create_batch",
     )?;
-    let claimers = (0..25).map(|_| async {
+    let claimers = (0..25).map(|i| async move {
+        let sender = sid(&format!("claimer-{i}"));
         let mut mine = Vec::new();
         loop {
-            let got = repo.claim_deliveries(&bid("b1"), 7, t(10), t(0)).await?;
+            let got = repo
+                .claim_deliveries(&bid("b1"), &sender, 7, LEASE, t(10))
+                .await?;
             if got.is_empty() {
                 return Ok::<_, RepositoryError>(mine);
             }
@@ -1569,12 +1631,484 @@ pub async fn claim_deliveries_concurrently(repo: &dyn OwnerRepository) -> CheckR
     )
 }
 
-/// `record_delivery`: only from `Claimed` (`Precondition` otherwise, recording twice
-/// included, nothing changed), adds attempts, `Sent` moves the owner's access by
-/// [`AccessStatus::after_invitation`], `Failed` leaves it; `requeue_failed` moves
-/// failed deliveries back to pending.
+/// `renew_claims`: extends only the caller's own leases (by `now + lease`, keeping
+/// `at`), so a claim at their old end does not take them; refuses and leaves
+/// unchanged what the caller does not hold (another sender's, pending, sent,
+/// unknown); renews a lease that ran out as long as nobody took it; `NotFound` for a
+/// missing batch.
+pub async fn renew_claims_rules(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("renew_claims_rules");
+    let (a, b) = (sid("sender-a"), sid("sender-b"));
+    c.err(
+        repo.renew_claims(&bid("zz"), &a, &[oid("o1")], LEASE, t(0))
+            .await,
+        "NotFound",
+        is_not_found,
+        "renewing in a missing batch",
+    )?;
+    c.ok(
+        repo.create_batch(&new_batch(
+            "b1",
+            "c1",
+            &["o1", "o2", "o3", "o4", "o5"],
+            t(0),
+        ))
+        .await,
+        "create_batch",
+    )?;
+    c.ok(
+        repo.claim_deliveries(&bid("b1"), &a, 3, LEASE, t(0)).await,
+        "claim",
+    )?;
+    c.ok(
+        repo.claim_deliveries(&bid("b1"), &b, 1, LEASE, t(0)).await,
+        "claim",
+    )?;
+    let refused = c.ok(
+        repo.renew_claims(
+            &bid("b1"),
+            &a,
+            &[oid("o1"), oid("o2"), oid("o4"), oid("o5"), oid("ghost")],
+            LEASE,
+            t(20),
+        )
+        .await,
+        "renew_claims",
+    )?;
+    c.eq(
+        sorted(refused),
+        names(&["ghost", "o4", "o5"]),
+        "refused: another sender's, a pending one, an unknown one",
+    )?;
+    for o in ["o1", "o2"] {
+        c.eq(
+            delivery(c, repo, "b1", o).await?.state,
+            claimed_state(t(0), &a, t(50)),
+            "a renewed lease",
+        )?;
+    }
+    c.eq(
+        delivery(c, repo, "b1", "o3").await?.state,
+        claimed_state(t(0), &a, t(30)),
+        "an unlisted lease",
+    )?;
+    c.eq(
+        delivery(c, repo, "b1", "o4").await?.state,
+        claimed_state(t(0), &b, t(30)),
+        "another sender's lease, after a refused renewal",
+    )?;
+    c.eq(
+        delivery(c, repo, "b1", "o5").await?.state,
+        DeliveryState::Pending,
+        "a pending delivery, after a refused renewal",
+    )?;
+    let at_old_end = c.ok(
+        repo.claim_deliveries(&bid("b1"), &b, 10, LEASE, t(30))
+            .await,
+        "claim",
+    )?;
+    c.eq(
+        sorted_owners(&at_old_end),
+        vec!["o3", "o4", "o5"],
+        "at the old end, the leases not renewed (and the pending one) are taken",
+    )?;
+    // o1 and o2 have run out at t(60) but nobody took them: still a's to renew.
+    c.eq(
+        c.ok(
+            repo.renew_claims(&bid("b1"), &a, &[oid("o1")], LEASE, t(60))
+                .await,
+            "renew_claims",
+        )?,
+        vec![],
+        "refused: a run-out lease nobody took",
+    )?;
+    c.eq(
+        delivery(c, repo, "b1", "o1").await?.state,
+        claimed_state(t(0), &a, t(90)),
+        "a run-out lease renewed",
+    )?;
+    let later = c.ok(
+        repo.claim_deliveries(&bid("b1"), &b, 10, LEASE, t(60))
+            .await,
+        "claim",
+    )?;
+    c.eq(
+        sorted_owners(&later),
+        vec!["o2", "o3", "o4", "o5"],
+        "every lease but the renewed one has run out",
+    )?;
+    c.eq(
+        sorted(
+            c.ok(
+                repo.renew_claims(&bid("b1"), &a, &[oid("o1"), oid("o2")], LEASE, t(61))
+                    .await,
+                "renew_claims",
+            )?,
+        ),
+        names(&["o2"]),
+        "refused: a lease taken over",
+    )?;
+    c.ok(
+        repo.record_deliveries(&bid("b1"), &a, &[(oid("o1"), sent(t(5000), 1))], t(62))
+            .await,
+        "record_deliveries",
+    )?;
+    c.eq(
+        sorted(
+            c.ok(
+                repo.renew_claims(&bid("b1"), &a, &[oid("o1")], LEASE, t(63))
+                    .await,
+                "renew_claims",
+            )?,
+        ),
+        names(&["o1"]),
+        "refused: a sent delivery",
+    )?;
+    c.eq(
+        delivery(c, repo, "b1", "o1").await?.state,
+        DeliveryState::Sent { at: t(62) },
+        "a sent delivery, after a refused renewal",
+    )?;
+    check_counts(c, repo, "b1").await
+}
+
+/// Fencing: once another sender took a delivery over, the former holder's outcome,
+/// renewal and release are refused and change nothing (the delivery stays the new
+/// holder's, its owner's access untouched), while the rest of the same group is
+/// recorded; the new holder's outcome counts once, and nobody's later write
+/// overwrites it. A single `record_delivery` refusal is `NotHolder`.
+pub async fn stale_holder_writes_are_refused(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("stale_holder_writes_are_refused");
+    let (a, b) = (sid("sender-a"), sid("sender-b"));
+    let before = vec![
+        owner("o1", "c1", Some("o1@example.org")),
+        owner("o2", "c1", Some("o2@example.org")),
+        owner("o3", "c1", Some("o3@example.org")),
+    ];
+    c.ok(repo.upsert_owners(&before, t(0)).await, "upsert_owners")?;
+    c.ok(
+        repo.create_batch(&new_batch("b1", "c1", &["o1", "o2", "o3"], t(0)))
+            .await,
+        "create_batch",
+    )?;
+    c.ok(
+        repo.claim_deliveries(&bid("b1"), &a, 3, LEASE, t(0)).await,
+        "claim",
+    )?;
+    let taken = c.ok(
+        repo.claim_deliveries(&bid("b1"), &b, 2, LEASE, t(30)).await,
+        "claim",
+    )?;
+    c.eq(sorted_owners(&taken), vec!["o1", "o2"], "taken over")?;
+    // a wakes up: one of its outcomes is refused, the other (o3: its lease ran out
+    // but nobody took it) counts.
+    let refused = c.ok(
+        repo.record_deliveries(
+            &bid("b1"),
+            &a,
+            &[
+                (oid("o1"), sent(t(1000), 1)),
+                (oid("o3"), failed("550 no such user", 1)),
+            ],
+            t(31),
+        )
+        .await,
+        "record_deliveries",
+    )?;
+    c.eq(sorted(refused), names(&["o1"]), "refused outcomes")?;
+    let o1 = delivery(c, repo, "b1", "o1").await?;
+    c.eq(
+        (o1.state, o1.attempts),
+        (claimed_state(t(30), &b, t(60)), 0),
+        "a refused outcome changes nothing",
+    )?;
+    c.eq(
+        get_owner(c, repo, "o1").await?,
+        before[0].clone(),
+        "a refused Sent leaves the owner's access",
+    )?;
+    c.eq(
+        delivery(c, repo, "b1", "o3").await?.state,
+        DeliveryState::Failed {
+            at: t(31),
+            error: "550 no such user".into(),
+        },
+        "the rest of the group is recorded",
+    )?;
+    c.err(
+        repo.record_delivery(&bid("b1"), &a, &oid("o2"), &sent(t(1000), 1), t(31))
+            .await,
+        "NotHolder",
+        is_not_holder,
+        "record_delivery from a former holder",
+    )?;
+    c.eq(
+        sorted(c.ok(
+            repo.release_deliveries(&bid("b1"), &a, &[oid("o2")]).await,
+            "release_deliveries",
+        )?),
+        names(&["o2"]),
+        "a release from a former holder is refused",
+    )?;
+    c.eq(
+        delivery(c, repo, "b1", "o2").await?.state,
+        claimed_state(t(30), &b, t(60)),
+        "after the refused writes",
+    )?;
+    c.eq(
+        c.ok(
+            repo.record_deliveries(&bid("b1"), &b, &[(oid("o1"), sent(t(1000), 2))], t(32))
+                .await,
+            "record_deliveries",
+        )?,
+        vec![],
+        "the new holder's outcome is refused",
+    )?;
+    for (sender, name) in [(&a, "the former holder"), (&b, "the holder, again")] {
+        c.eq(
+            sorted(
+                c.ok(
+                    repo.record_deliveries(
+                        &bid("b1"),
+                        sender,
+                        &[(oid("o1"), failed("late", 1))],
+                        t(33),
+                    )
+                    .await,
+                    "record_deliveries",
+                )?,
+            ),
+            names(&["o1"]),
+            &format!("a later outcome from {name} is refused"),
+        )?;
+    }
+    let o1 = delivery(c, repo, "b1", "o1").await?;
+    c.eq(
+        (o1.state, o1.attempts),
+        (DeliveryState::Sent { at: t(32) }, 2),
+        "the outcome counted once",
+    )?;
+    c.eq(
+        get_owner(c, repo, "o1").await?.access,
+        AccessStatus::NotInvited.after_invitation(t(32), t(1000)),
+        "o1 access",
+    )?;
+    check_counts(c, repo, "b1").await
+}
+
+/// `held_claims` names every holder with its number of deliveries and the first
+/// and last end of its leases, and the clock's `now`; `revoke_claims` ends every claim
+/// at once (the deliveries are pending, the former holders' writes refused).
+pub async fn held_claims_and_revoke(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("held_claims_and_revoke");
+    let (a, b) = (sid("sender-a"), sid("sender-b"));
+    for (what, missing) in [
+        (
+            "held_claims",
+            repo.held_claims(&bid("zz"), t(0)).await.map(|_| ()),
+        ),
+        (
+            "revoke_claims",
+            repo.revoke_claims(&bid("zz")).await.map(|_| ()),
+        ),
+    ] {
+        c.err(
+            missing,
+            "NotFound",
+            is_not_found,
+            &format!("{what} of a missing batch"),
+        )?;
+    }
+    c.ok(
+        repo.create_batch(&new_batch(
+            "b1",
+            "c1",
+            &["o1", "o2", "o3", "o4", "o5"],
+            t(0),
+        ))
+        .await,
+        "create_batch",
+    )?;
+    c.eq(
+        c.ok(repo.held_claims(&bid("b1"), t(1)).await, "held_claims")?,
+        HeldClaims {
+            now: t(1),
+            holders: vec![],
+        },
+        "nobody holds anything",
+    )?;
+    c.ok(
+        repo.claim_deliveries(&bid("b1"), &a, 2, LEASE, t(0)).await,
+        "claim",
+    )?;
+    c.ok(
+        repo.renew_claims(&bid("b1"), &a, &[oid("o2")], LEASE, t(10))
+            .await,
+        "renew_claims",
+    )?;
+    c.ok(
+        repo.claim_deliveries(&bid("b1"), &b, 1, LEASE, t(5)).await,
+        "claim",
+    )?;
+    let mut held = c.ok(repo.held_claims(&bid("b1"), t(12)).await, "held_claims")?;
+    held.holders.sort_by(|x, y| x.sender.cmp(&y.sender));
+    c.eq(
+        held,
+        HeldClaims {
+            now: t(12),
+            holders: vec![
+                ClaimHolder {
+                    sender: a.clone(),
+                    deliveries: 2,
+                    first_until: t(30),
+                    last_until: t(40),
+                },
+                ClaimHolder {
+                    sender: b.clone(),
+                    deliveries: 1,
+                    first_until: t(35),
+                    last_until: t(35),
+                },
+            ],
+        },
+        "held_claims",
+    )?;
+    c.eq(
+        c.ok(repo.revoke_claims(&bid("b1")).await, "revoke_claims")?,
+        3,
+        "revoked",
+    )?;
+    c.eq(
+        c.ok(repo.delivery_counts(&bid("b1")).await, "delivery_counts")?,
+        DeliveryCounts {
+            pending: 5,
+            ..DeliveryCounts::default()
+        },
+        "counts after the revoke",
+    )?;
+    c.eq(
+        c.ok(repo.held_claims(&bid("b1"), t(13)).await, "held_claims")?
+            .holders,
+        vec![],
+        "holders after the revoke",
+    )?;
+    c.eq(
+        sorted(
+            c.ok(
+                repo.record_deliveries(&bid("b1"), &a, &[(oid("o1"), sent(t(1000), 1))], t(14))
+                    .await,
+                "record_deliveries",
+            )?,
+        ),
+        names(&["o1"]),
+        "a revoked holder's outcome is refused",
+    )?;
+    c.eq(
+        sorted(
+            c.ok(
+                repo.renew_claims(&bid("b1"), &b, &[oid("o3")], LEASE, t(14))
+                    .await,
+                "renew_claims",
+            )?,
+        ),
+        names(&["o3"]),
+        "a revoked holder's renewal is refused",
+    )?;
+    c.eq(
+        c.ok(repo.revoke_claims(&bid("b1")).await, "revoke_claims")?,
+        0,
+        "nothing left to revoke",
+    )?;
+    check_counts(c, repo, "b1").await
+}
+
+/// A renewal racing a take-over at the moment a lease runs out: each delivery ends
+/// with exactly one of the two senders, the one the repository told (renewed and not
+/// refused, or claimed).
+pub async fn renewal_races_take_over(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("renewal_races_take_over");
+    let (a, b) = (sid("sender-a"), sid("sender-b"));
+    let names: Vec<String> = (0..60).map(|i| format!("o{i:03}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    c.ok(
+        repo.create_batch(&new_batch("b1", "c1", &refs, t(0))).await,
+        "create_batch",
+    )?;
+    c.ok(
+        repo.claim_deliveries(&bid("b1"), &a, 60, LEASE, t(0)).await,
+        "claim",
+    )?;
+    let owners: Vec<OwnerId> = names.iter().map(|n| oid(n)).collect();
+    let renewals = owners.chunks(10).map(|chunk| {
+        let a = &a;
+        async move {
+            tokio::task::yield_now().await;
+            let refused = repo
+                .renew_claims(&bid("b1"), a, chunk, LEASE, t(30))
+                .await?;
+            Ok::<_, RepositoryError>(
+                chunk
+                    .iter()
+                    .filter(|o| !refused.contains(o))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            )
+        }
+    });
+    let take_over = async {
+        let mut got = Vec::new();
+        loop {
+            let claimed = repo
+                .claim_deliveries(&bid("b1"), &b, 7, LEASE, t(30))
+                .await?;
+            if claimed.is_empty() {
+                return Ok::<_, RepositoryError>(got);
+            }
+            got.extend(claimed.into_iter().map(|d| d.owner));
+            tokio::task::yield_now().await;
+        }
+    };
+    let (renewed, taken) = futures::join!(join_all(renewals), take_over);
+    let mut kept: BTreeSet<OwnerId> = BTreeSet::new();
+    for chunk in renewed {
+        kept.extend(c.ok(chunk, "renew_claims")?);
+    }
+    let taken: BTreeSet<OwnerId> = c.ok(taken, "claim_deliveries")?.into_iter().collect();
+    let both: Vec<&OwnerId> = kept.intersection(&taken).collect();
+    c.ensure(both.is_empty(), || {
+        format!(
+            "{} deliveries were renewed for the holder and taken over too, e.g. {:?}",
+            both.len(),
+            both.first()
+        )
+    })?;
+    c.eq(
+        kept.len() + taken.len(),
+        60,
+        "every delivery ends with one sender",
+    )?;
+    for d in c.ok(repo.deliveries(&bid("b1")).await, "deliveries")? {
+        let want = if kept.contains(&d.owner) {
+            claimed_state(t(0), &a, t(60))
+        } else {
+            claimed_state(t(30), &b, t(60))
+        };
+        c.eq(
+            d.state,
+            want,
+            "the stored lease agrees with what the senders were told",
+        )?;
+    }
+    Ok(())
+}
+
+/// `record_delivery`: only from the claim's holder (`NotHolder` otherwise: a pending
+/// delivery, a settled one, recording twice; nothing changed), adds attempts, `Sent`
+/// moves the owner's access by [`AccessStatus::after_invitation`], `Failed` leaves
+/// it; `requeue_failed` moves failed deliveries back to pending.
 pub async fn record_delivery_rules(repo: &dyn OwnerRepository) -> CheckResult {
     let c = Ctx("record_delivery_rules");
+    let a = sid("sender-a");
     let before = vec![
         owner("o1", "c1", Some("o1@example.org")).with_access(invited(t(-100))),
         owner("o2", "c1", Some("o2@example.org")),
@@ -1587,10 +2121,10 @@ pub async fn record_delivery_rules(repo: &dyn OwnerRepository) -> CheckResult {
         "create_batch",
     )?;
     c.err(
-        repo.record_delivery(&bid("b1"), &oid("o1"), &sent(t(1000), 1), t(5))
+        repo.record_delivery(&bid("b1"), &a, &oid("o1"), &sent(t(1000), 1), t(5))
             .await,
-        "Precondition",
-        is_precondition,
+        "NotHolder",
+        is_not_holder,
         "recording a pending delivery",
     )?;
     c.eq(
@@ -1604,11 +2138,12 @@ pub async fn record_delivery_rules(repo: &dyn OwnerRepository) -> CheckResult {
         "o1 unchanged",
     )?;
     c.ok(
-        repo.claim_deliveries(&bid("b1"), 10, t(10), t(0)).await,
+        repo.claim_deliveries(&bid("b1"), &a, 10, LEASE, t(10))
+            .await,
         "claim",
     )?;
     c.ok(
-        repo.record_delivery(&bid("b1"), &oid("o1"), &sent(t(1000), 2), t(20))
+        repo.record_delivery(&bid("b1"), &a, &oid("o1"), &sent(t(1000), 2), t(20))
             .await,
         "record_delivery (sent)",
     )?;
@@ -1624,10 +2159,10 @@ pub async fn record_delivery_rules(repo: &dyn OwnerRepository) -> CheckResult {
         "o1 access after the send",
     )?;
     c.err(
-        repo.record_delivery(&bid("b1"), &oid("o1"), &failed("late", 1), t(21))
+        repo.record_delivery(&bid("b1"), &a, &oid("o1"), &failed("late", 1), t(21))
             .await,
-        "Precondition",
-        is_precondition,
+        "NotHolder",
+        is_not_holder,
         "recording a sent delivery again",
     )?;
     let d1 = delivery(c, repo, "b1", "o1").await?;
@@ -1639,6 +2174,7 @@ pub async fn record_delivery_rules(repo: &dyn OwnerRepository) -> CheckResult {
     c.ok(
         repo.record_delivery(
             &bid("b1"),
+            &a,
             &oid("o2"),
             &failed("550 5.1.1 no such user", 1),
             t(22),
@@ -1664,17 +2200,24 @@ pub async fn record_delivery_rules(repo: &dyn OwnerRepository) -> CheckResult {
         "o2 unchanged by a failure",
     )?;
     c.err(
-        repo.record_delivery(&bid("b1"), &oid("o2"), &sent(t(1000), 1), t(23))
+        repo.record_delivery(&bid("b1"), &a, &oid("o2"), &sent(t(1000), 1), t(23))
             .await,
-        "Precondition",
-        is_precondition,
+        "NotHolder",
+        is_not_holder,
         "recording a failed delivery",
     )?;
     c.ensure(
-        repo.record_delivery(&bid("b1"), &oid("ghost"), &sent(t(1000), 1), t(23))
+        repo.record_delivery(&bid("b1"), &a, &oid("ghost"), &sent(t(1000), 1), t(23))
             .await
             .is_err(),
         || "recording a delivery that does not exist must fail".into(),
+    )?;
+    c.err(
+        repo.record_deliveries(&bid("zz"), &a, &[(oid("o3"), sent(t(1000), 1))], t(23))
+            .await,
+        "NotFound",
+        is_not_found,
+        "record_deliveries in a missing batch",
     )?;
     check_counts(c, repo, "b1").await?;
     c.err(
@@ -1700,7 +2243,8 @@ pub async fn record_delivery_rules(repo: &dyn OwnerRepository) -> CheckResult {
         "o2 after requeue",
     )?;
     let again = c.ok(
-        repo.claim_deliveries(&bid("b1"), 10, t(30), t(0)).await,
+        repo.claim_deliveries(&bid("b1"), &a, 10, LEASE, t(30))
+            .await,
         "claim",
     )?;
     c.eq(
@@ -1709,7 +2253,7 @@ pub async fn record_delivery_rules(repo: &dyn OwnerRepository) -> CheckResult {
         "claimable after requeue",
     )?;
     c.ok(
-        repo.record_delivery(&bid("b1"), &oid("o2"), &sent(t(2000), 2), t(31))
+        repo.record_delivery(&bid("b1"), &a, &oid("o2"), &sent(t(2000), 2), t(31))
             .await,
         "record_delivery",
     )?;
@@ -1735,73 +2279,77 @@ pub async fn record_delivery_rules(repo: &dyn OwnerRepository) -> CheckResult {
     check_counts(c, repo, "b1").await
 }
 
-/// `release_deliveries`: claimed → pending; pending, sent and unknown are left.
+/// `release_deliveries`: the caller's claims become pending; pending, sent, unknown
+/// and another sender's are refused and left.
 pub async fn release_deliveries_rules(repo: &dyn OwnerRepository) -> CheckResult {
     let c = Ctx("release_deliveries_rules");
+    let (a, b) = (sid("sender-a"), sid("sender-b"));
+    c.err(
+        repo.release_deliveries(&bid("zz"), &a, &[oid("o1")]).await,
+        "NotFound",
+        is_not_found,
+        "releasing in a missing batch",
+    )?;
     c.ok(
-        repo.create_batch(&new_batch("b1", "c1", &["o1", "o2", "o3", "o4"], t(0)))
-            .await,
+        repo.create_batch(&new_batch(
+            "b1",
+            "c1",
+            &["o1", "o2", "o3", "o4", "o5"],
+            t(0),
+        ))
+        .await,
         "create_batch",
     )?;
     c.ok(
-        repo.claim_deliveries(&bid("b1"), 3, t(10), t(0)).await,
+        repo.claim_deliveries(&bid("b1"), &a, 3, LEASE, t(10)).await,
         "claim",
     )?;
-    let deliveries = c.ok(repo.deliveries(&bid("b1")).await, "deliveries")?;
-    let claimed: Vec<OwnerId> = deliveries
-        .iter()
-        .filter(|d| matches!(d.state, DeliveryState::Claimed { .. }))
-        .map(|d| d.owner.clone())
-        .collect();
-    let pending: Vec<OwnerId> = deliveries
-        .iter()
-        .filter(|d| d.state == DeliveryState::Pending)
-        .map(|d| d.owner.clone())
-        .collect();
-    c.eq(
-        (claimed.len(), pending.len()),
-        (3, 1),
-        "claimed and pending",
+    c.ok(
+        repo.claim_deliveries(&bid("b1"), &b, 1, LEASE, t(10)).await,
+        "claim",
     )?;
     c.ok(
-        repo.record_delivery(&bid("b1"), &claimed[0], &sent(t(1000), 1), t(11))
+        repo.record_delivery(&bid("b1"), &a, &oid("o1"), &sent(t(1000), 1), t(11))
             .await,
         "record_delivery",
     )?;
-    c.ok(
+    let refused = c.ok(
         repo.release_deliveries(
             &bid("b1"),
-            &[
-                claimed[0].clone(),
-                claimed[1].clone(),
-                pending[0].clone(),
-                oid("ghost"),
-            ],
+            &a,
+            &[oid("o1"), oid("o2"), oid("o4"), oid("o5"), oid("ghost")],
         )
         .await,
         "release_deliveries",
     )?;
-    let state = |o: &OwnerId| {
-        let o = o.to_string();
-        async move { delivery(c, repo, "b1", &o).await.map(|d| d.state) }
-    };
     c.eq(
-        state(&claimed[0]).await?,
+        sorted(refused),
+        names(&["ghost", "o1", "o4", "o5"]),
+        "refused: sent, another sender's, pending, unknown",
+    )?;
+    let state = |o: &'static str| async move { delivery(c, repo, "b1", o).await.map(|d| d.state) };
+    c.eq(
+        state("o1").await?,
         DeliveryState::Sent { at: t(11) },
         "a sent delivery is left",
     )?;
     c.eq(
-        state(&claimed[1]).await?,
+        state("o2").await?,
         DeliveryState::Pending,
         "a released delivery",
     )?;
     c.eq(
-        state(&claimed[2]).await?,
-        DeliveryState::Claimed { at: t(10) },
+        state("o3").await?,
+        claimed_state(t(10), &a, t(40)),
         "an unlisted claim",
     )?;
     c.eq(
-        state(&pending[0]).await?,
+        state("o4").await?,
+        claimed_state(t(10), &b, t(40)),
+        "another sender's claim",
+    )?;
+    c.eq(
+        state("o5").await?,
         DeliveryState::Pending,
         "a pending delivery",
     )?;
@@ -1928,9 +2476,11 @@ pub async fn issue_tokens_in_a_group(repo: &dyn OwnerRepository) -> CheckResult 
 }
 
 /// `record_deliveries`: a group of outcomes ends as the same outcomes recorded one by
-/// one would, and an unclaimed delivery in the group is refused.
+/// one would, and a delivery in the group the caller does not hold (here a pending
+/// one) is refused without costing the rest of the group.
 pub async fn record_deliveries_in_a_group(repo: &dyn OwnerRepository) -> CheckResult {
     let c = Ctx("record_deliveries_in_a_group");
+    let a = sid("sender-a");
     let before = vec![
         owner("o1", "c1", Some("o1@example.org")),
         owner("o2", "c1", Some("o2@example.org")),
@@ -1943,52 +2493,50 @@ pub async fn record_deliveries_in_a_group(repo: &dyn OwnerRepository) -> CheckRe
         "create_batch",
     )?;
     c.ok(
-        repo.claim_deliveries(&bid("b1"), 2, t(10), t(0)).await,
+        repo.claim_deliveries(&bid("b1"), &a, 2, LEASE, t(10)).await,
         "claim",
     )?;
-    let claimed: Vec<String> = c
-        .ok(repo.deliveries(&bid("b1")).await, "deliveries")?
-        .into_iter()
-        .filter(|d| matches!(d.state, DeliveryState::Claimed { .. }))
-        .map(|d| d.owner.to_string())
-        .collect();
-    c.eq(claimed.len(), 2, "claimed deliveries")?;
     let group = vec![
-        (oid(&claimed[0]), sent(t(1000), 1)),
-        (oid(&claimed[1]), failed("550 no such user", 1)),
+        (oid("o1"), sent(t(1000), 1)),
+        (oid("o3"), sent(t(1000), 1)),
+        (oid("o2"), failed("550 no such user", 1)),
     ];
-    c.ok(
-        repo.record_deliveries(&bid("b1"), &group, t(20)).await,
-        "record_deliveries",
+    c.eq(
+        sorted(c.ok(
+            repo.record_deliveries(&bid("b1"), &a, &group, t(20)).await,
+            "record_deliveries",
+        )?),
+        names(&["o3"]),
+        "refused: the pending delivery",
     )?;
     c.eq(
-        delivery(c, repo, "b1", &claimed[0]).await?.state,
+        delivery(c, repo, "b1", "o1").await?.state,
         DeliveryState::Sent { at: t(20) },
         "the sent one",
     )?;
     c.eq(
-        get_owner(c, repo, &claimed[0]).await?.access,
+        get_owner(c, repo, "o1").await?.access,
         AccessStatus::NotInvited.after_invitation(t(20), t(1000)),
         "the sent owner's access",
     )?;
     c.eq(
-        delivery(c, repo, "b1", &claimed[1]).await?.state,
+        delivery(c, repo, "b1", "o2").await?.state,
         DeliveryState::Failed {
             at: t(20),
             error: "550 no such user".into(),
         },
         "the failed one",
     )?;
-    let unclaimed = ["o1", "o2", "o3"]
-        .into_iter()
-        .find(|o| !claimed.iter().any(|c| c == o))
-        .expect("one left");
-    c.err(
-        repo.record_deliveries(&bid("b1"), &[(oid(unclaimed), sent(t(1000), 1))], t(30))
-            .await,
-        "Precondition",
-        is_precondition,
-        "a group with a pending delivery",
+    let o3 = delivery(c, repo, "b1", "o3").await?;
+    c.eq(
+        (o3.state, o3.attempts),
+        (DeliveryState::Pending, 0),
+        "the refused one is unchanged",
+    )?;
+    c.eq(
+        get_owner(c, repo, "o3").await?,
+        before[2].clone(),
+        "the refused owner's access is unchanged",
     )?;
     check_counts(c, repo, "b1").await
 }
@@ -2288,6 +2836,10 @@ pub const REPOSITORY_CHECKS: &[&str] = &[
     "create_batch_duplicate_id",
     "claim_deliveries_rules",
     "claim_deliveries_concurrently",
+    "renew_claims_rules",
+    "stale_holder_writes_are_refused",
+    "held_claims_and_revoke",
+    "renewal_races_take_over",
     "record_delivery_rules",
     "release_deliveries_rules",
     "issue_token_rules",
@@ -2333,6 +2885,10 @@ where
         create_batch_duplicate_id,
         claim_deliveries_rules,
         claim_deliveries_concurrently,
+        renew_claims_rules,
+        stale_holder_writes_are_refused,
+        held_claims_and_revoke,
+        renewal_races_take_over,
         record_delivery_rules,
         release_deliveries_rules,
         issue_token_rules,

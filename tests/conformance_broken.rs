@@ -1,19 +1,22 @@
 //! The conformance suite catches broken adapters: each wrapper below delegates to
 //! [`InMemoryRepository`] but breaks one contract the way a real adapter could (a
-//! non-atomic batch insert, a read-then-write redeem, a read-then-write claim). The
+//! non-atomic batch insert, a read-then-write redeem, a read-then-write claim, a
+//! renewal that renews nothing, an outcome recorded whoever holds the claim). The
 //! check for that contract must fail on it, and pass on the real adapter.
 #![cfg(feature = "testing")]
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use common::wrapped::{Hooks, Wrapped};
-use std::collections::BTreeMap;
 
 use owner_access::domain::{
-    AccessStatus, ActivityEntry, BatchId, Community, Delivery, DeliveryState, NewBatch, Owner,
-    OwnerId, Timestamp, TokenHash, TokenRecord, TokenRejection, TokenState, delivered_key,
+    AccessStatus, ActivityEntry, BatchId, Community, Delivery, DeliveryOutcome, DeliveryState,
+    NewBatch, Owner, OwnerId, SenderId, Timestamp, TokenHash, TokenRecord, TokenRejection,
+    TokenState, delivered_key,
 };
 use owner_access::repository::{
     EmailEdit, EmailHolder, ImportSession, RedeemOutcome, RepoResult, RepositoryError,
@@ -39,6 +42,10 @@ enum Flaw {
     /// `begin_import` writes each chunk straight into the store as it comes, as a
     /// streaming import without a transaction would.
     StreamingImport,
+    /// `renew_claims` reports every lease renewed and renews none.
+    NoRenewal,
+    /// `record_deliveries` records any claimed delivery, whoever holds its claim.
+    UnfencedRecord,
 }
 
 /// An import that writes each chunk as it comes: visible before the commit, and
@@ -213,32 +220,37 @@ impl Hooks for Flawed {
         &self,
         inner: &InMemoryRepository,
         batch: &BatchId,
+        sender: &SenderId,
         limit: usize,
+        lease: Duration,
         now: Timestamp,
-        stale_before: Timestamp,
     ) -> RepoResult<Vec<Delivery>> {
         if self.0 != Flaw::RacyClaim {
             return inner
-                .claim_deliveries(batch, limit, now, stale_before)
+                .claim_deliveries(batch, sender, limit, lease, now)
                 .await;
         }
         // Read what is open...
         let all = inner.deliveries(batch).await?;
-        let mut stale: Vec<&Delivery> = all
+        let mut run_out: Vec<&Delivery> = all
             .iter()
-            .filter(|d| matches!(d.state, DeliveryState::Claimed { at } if at <= stale_before))
+            .filter(|d| matches!(d.state, DeliveryState::Claimed { until, .. } if until <= now))
             .collect();
-        stale.sort_by_key(|d| match d.state {
-            DeliveryState::Claimed { at } => (at, d.owner.clone()),
+        run_out.sort_by_key(|d| match d.state {
+            DeliveryState::Claimed { until, .. } => (until, d.owner.clone()),
             _ => unreachable!(),
         });
         let chosen: Vec<Delivery> = all
             .iter()
             .filter(|d| d.state == DeliveryState::Pending)
-            .chain(stale)
+            .chain(run_out)
             .take(limit)
             .map(|d| Delivery {
-                state: DeliveryState::Claimed { at: now },
+                state: DeliveryState::Claimed {
+                    at: now,
+                    holder: sender.clone(),
+                    until: now + lease,
+                },
                 ..d.clone()
             })
             .collect();
@@ -246,9 +258,60 @@ impl Hooks for Flawed {
         tokio::task::yield_now().await;
         // ...then mark without checking that nobody else took them.
         inner
-            .claim_deliveries(batch, limit, now, stale_before)
+            .claim_deliveries(batch, sender, limit, lease, now)
             .await?;
         Ok(chosen)
+    }
+
+    async fn renew_claims(
+        &self,
+        inner: &InMemoryRepository,
+        batch: &BatchId,
+        sender: &SenderId,
+        owners: &[OwnerId],
+        lease: Duration,
+        now: Timestamp,
+    ) -> RepoResult<Vec<OwnerId>> {
+        if self.0 != Flaw::NoRenewal {
+            return inner.renew_claims(batch, sender, owners, lease, now).await;
+        }
+        // Says every lease was renewed, and renews none.
+        Ok(Vec::new())
+    }
+
+    async fn record_deliveries(
+        &self,
+        inner: &InMemoryRepository,
+        batch: &BatchId,
+        sender: &SenderId,
+        outcomes: &[(OwnerId, DeliveryOutcome)],
+        now: Timestamp,
+    ) -> RepoResult<Vec<OwnerId>> {
+        if self.0 != Flaw::UnfencedRecord {
+            return inner.record_deliveries(batch, sender, outcomes, now).await;
+        }
+        // Checks that each delivery is claimed, not by whom: records it as if the
+        // writer were whoever holds it now.
+        let holders: BTreeMap<OwnerId, SenderId> = inner
+            .deliveries(batch)
+            .await?
+            .into_iter()
+            .filter_map(|d| match d.state {
+                DeliveryState::Claimed { holder, .. } => Some((d.owner, holder)),
+                _ => None,
+            })
+            .collect();
+        let mut refused = Vec::new();
+        for (owner, outcome) in outcomes {
+            match holders.get(owner) {
+                Some(holder) => {
+                    let one = [(owner.clone(), outcome.clone())];
+                    refused.extend(inner.record_deliveries(batch, holder, &one, now).await?);
+                }
+                None => refused.push(owner.clone()),
+            }
+        }
+        Ok(refused)
     }
 
     async fn redeem_token(
@@ -292,11 +355,21 @@ where
     F: Fn(&'a dyn OwnerRepository) -> Fut,
     Fut: std::future::Future<Output = CheckResult> + 'a,
 {
+    caught_by(flaw, &[name], check).await;
+}
+
+/// `check` (the first of `names`) fails on the flaw and passes on the real adapter;
+/// the whole suite fails on it, in exactly the checks `names`.
+async fn caught_by<'a, F, Fut>(flaw: Flaw, names: &[&str], check: F)
+where
+    F: Fn(&'a dyn OwnerRepository) -> Fut,
+    Fut: std::future::Future<Output = CheckResult> + 'a,
+{
     let broken: &'a Broken = Box::leak(Box::new(Broken::new(Flawed(flaw))));
     let failure = check(broken)
         .await
         .expect_err("the check must catch the flaw");
-    assert_eq!(failure.check, name);
+    assert_eq!(failure.check, names[0]);
     println!("{flaw:?} caught: {failure}");
 
     let real: &'a InMemoryRepository = Box::leak(Box::new(InMemoryRepository::new()));
@@ -307,12 +380,12 @@ where
     let failures: Vec<Failure> = repository_conformance(|| async { Broken::new(Flawed(flaw)) })
         .await
         .expect_err("the suite must fail on a broken adapter");
-    let names: Vec<&str> = failures.iter().map(|f| f.check).collect();
-    assert_eq!(
-        names,
-        vec![name],
-        "only the broken contract fails: {failures:?}"
-    );
+    let failed: Vec<&str> = failures.iter().map(|f| f.check).collect();
+    let mut want = names.to_vec();
+    want.sort_unstable();
+    let mut got = failed.clone();
+    got.sort_unstable();
+    assert_eq!(got, want, "only the broken contract fails: {failures:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,9 +410,9 @@ async fn a_redeem_without_compare_and_set_is_caught() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_that_hands_out_a_delivery_twice_is_caught() {
-    caught(
+    caught_by(
         Flaw::RacyClaim,
-        "claim_deliveries_concurrently",
+        &["claim_deliveries_concurrently", "renewal_races_take_over"],
         testing::claim_deliveries_concurrently,
     )
     .await;
@@ -351,6 +424,20 @@ async fn holders_found_by_text_instead_of_mailbox_are_caught() {
         Flaw::TextKeyHolders,
         "email_holders_rules",
         testing::email_holders_rules,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_that_does_not_renew_leases_is_caught() {
+    caught_by(
+        Flaw::NoRenewal,
+        &[
+            "renew_claims_rules",
+            "held_claims_and_revoke",
+            "renewal_races_take_over",
+        ],
+        testing::renew_claims_rules,
     )
     .await;
 }
@@ -371,6 +458,16 @@ async fn an_import_that_writes_each_chunk_as_it_comes_is_caught() {
         Flaw::StreamingImport,
         "import_session_is_one_step",
         testing::import_session_is_one_step,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_without_fencing_is_caught() {
+    caught(
+        Flaw::UnfencedRecord,
+        "stale_holder_writes_are_refused",
+        testing::stale_holder_writes_are_refused,
     )
     .await;
 }

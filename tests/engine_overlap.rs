@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use common::wrapped::{Hooks, Wrapped};
 use common::{addr, mixed_owners, oid, t0};
-use owner_access::domain::{BatchId, Community, CommunityId, DeliveryOutcome, OwnerId, Timestamp};
+use owner_access::domain::{
+    BatchId, Community, CommunityId, DeliveryOutcome, OwnerId, SenderId, Timestamp,
+};
 use owner_access::repository::RepoResult;
 use owner_access::{
     InMemoryRepository, InMemoryTransport, ManualClock, OwnerAccess, OwnerRepository, Selection,
@@ -48,12 +50,13 @@ impl Hooks for SlowRecords {
         &self,
         inner: &InMemoryRepository,
         batch: &BatchId,
+        sender: &SenderId,
         outcomes: &[(OwnerId, DeliveryOutcome)],
         now: Timestamp,
-    ) -> RepoResult<()> {
+    ) -> RepoResult<Vec<OwnerId>> {
         let accepted_before = self.transport.len();
         tokio::time::sleep(self.delay).await;
-        let result = inner.record_deliveries(batch, outcomes, now).await;
+        let result = inner.record_deliveries(batch, sender, outcomes, now).await;
         self.recordings.lock().unwrap().push(Recording {
             accepted_before,
             accepted_after: self.transport.len(),

@@ -62,6 +62,8 @@ fn duration() -> impl Strategy<Value = Duration> {
         Duration::ZERO,
         Duration::from_nanos(1),
         Duration::from_millis(1),
+        Duration::from_millis(100),
+        Duration::from_millis(100) - Duration::from_nanos(1),
         Duration::from_secs(1),
         Duration::from_secs(1) - Duration::from_nanos(1),
         Duration::from_secs(60),
@@ -166,7 +168,7 @@ fn acceptable(s: &Settings) -> bool {
         && o.retry.max_backoff <= HOUR
         && o.retry.initial_backoff <= o.retry.max_backoff
         && o.unreachable_after >= 1
-        && o.claim_lease >= Duration::from_secs(1)
+        && o.claim_lease >= Duration::from_millis(100)
         && o.claim_lease <= 7 * DAY
         && (1..=10_000).contains(&o.outcome_group)
         && o.outcome_delay <= Duration::from_secs(60)

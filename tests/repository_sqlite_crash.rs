@@ -1,6 +1,7 @@
-//! A sender killed with SIGKILL mid-batch, then the batch resumed from the SQLite file:
-//! no owner is lost, and an owner who gets two messages gets the same Message-ID twice,
-//! with both links working.
+//! A sender killed with SIGKILL mid-batch, then the batch resumed from the SQLite file
+//! with a plain `resume`, which waits for the dead sender's leases: no owner is lost,
+//! and an owner who gets two messages gets the same Message-ID twice, with both links
+//! working.
 //!
 //! The test binary re-runs itself as the child: `crash_child_sender` (ignored, so only
 //! the parent runs it) sends through a slow transport that logs every accepted
@@ -19,14 +20,16 @@ use owner_access::domain::{Community, CommunityId, Owner, OwnerId, PropertyId};
 use owner_access::eligibility::OwnerFilter;
 use owner_access::transport::{Accepted, Envelope, MailTransport, TransportError};
 use owner_access::{
-    Clock, InMemoryTransport, OwnerAccess, OwnerRepository, RunControl, Selection, SendOptions,
-    SystemClock, async_trait,
+    Clock, InMemoryTransport, OwnerAccess, OwnerRepository, Selection, SendOptions, SystemClock,
+    async_trait,
 };
 
 const DB_VAR: &str = "OWNER_ACCESS_CRASH_DB";
 const LOG_VAR: &str = "OWNER_ACCESS_CRASH_LOG";
 const OWNERS: usize = 80;
 const CONCURRENCY: usize = 4;
+/// Short, so the resume's wait for the dead sender's leases is short too.
+const LEASE: Duration = Duration::from_secs(2);
 
 fn community() -> CommunityId {
     CommunityId::new("crash-court").unwrap()
@@ -38,6 +41,7 @@ fn service(repo: SqliteRepository, transport: Arc<dyn MailTransport>) -> OwnerAc
         .portal_url("https://portal.example.com/register")
         .send_options(SendOptions {
             concurrency: CONCURRENCY,
+            claim_lease: LEASE,
             ..SendOptions::default()
         })
         .build()
@@ -210,11 +214,14 @@ async fn a_sender_killed_mid_batch_loses_nobody() {
 
     let transport = Arc::new(InMemoryTransport::new());
     let service = service(repo.clone(), transport.clone());
-    let report = service
-        .resume_after_crash(&batch, RunControl::new())
-        .await
-        .unwrap();
+    let resumed_at = Instant::now();
+    let report = service.resume(&batch).await.unwrap();
+    let took = resumed_at.elapsed();
     assert!(report.is_complete(), "{report:?}");
+    assert!(
+        took < LEASE + Duration::from_secs(30),
+        "the resume waits about one lease, then sends: {took:?}"
+    );
     let counts = repo.delivery_counts(&batch).await.unwrap();
     assert_eq!(
         (counts.sent, counts.pending, counts.claimed),
@@ -248,7 +255,7 @@ async fn a_sender_killed_mid_batch_loses_nobody() {
     }
     eprintln!(
         "killed after {accepted_before_kill} accepted messages ({at_crash:?}); \
-         resume sent {}, {} duplicates",
+         resume sent {} in {took:?}, {} duplicates",
         transport.len(),
         duplicates.len()
     );

@@ -196,39 +196,6 @@ async fn a_stop_signal_finishes_in_flight_messages_and_resume_sends_the_rest_onc
 }
 
 #[tokio::test]
-async fn claims_of_a_dead_process_are_taken_over_after_the_lease_or_at_once_after_a_crash() {
-    let w = world(6).await;
-    let review = review_for(&w, 6).await;
-    w.transport.fail_all(Fault::Fatal);
-    let report = w.service.send(review).await.unwrap();
-    let batch = report.batch.unwrap();
-    w.transport.clear_faults();
-    // Another "process" claims two deliveries and dies.
-    let now = owner_access::Clock::now(w.clock.as_ref());
-    let taken = w
-        .repo
-        .claim_deliveries(&batch, 2, now, now - Duration::from_secs(1))
-        .await
-        .unwrap();
-    assert_eq!(taken.len(), 2);
-
-    let first = w.service.resume(&batch).await.unwrap();
-    assert_eq!(
-        (first.sent, first.pending),
-        (4, 2),
-        "fresh claims are left alone"
-    );
-    w.clock.advance(Duration::from_secs(1));
-    let second = w
-        .service
-        .resume_after_crash(&batch, RunControl::new())
-        .await
-        .unwrap();
-    assert_eq!((second.sent, second.pending), (6, 0));
-    assert_eq!(w.transport.len(), 6);
-}
-
-#[tokio::test]
 async fn concurrency_is_bounded() {
     let repo_world = world_with(
         mixed_owners(24),

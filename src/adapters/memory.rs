@@ -13,12 +13,13 @@ use async_trait::async_trait;
 use crate::domain::{
     AccessStatus, ActivityEntry, ActivityKind, Batch, BatchId, Community, CommunityId, Delivery,
     DeliveryCounts, DeliveryOutcome, DeliveryState, Draft, DraftId, EmailAddress, NewBatch, Owner,
-    OwnerId, Page, Timestamp, TokenHash, TokenRecord, TokenRejection, TokenState, delivered_key,
+    OwnerId, Page, SenderId, Timestamp, TokenHash, TokenRecord, TokenRejection, TokenState,
+    delivered_key,
 };
 use crate::eligibility::OwnerFilter;
 use crate::repository::{
-    EmailEdit, EmailHolder, ImportSession, OwnerRepository, RedeemOutcome, RepoResult,
-    RepositoryError,
+    ClaimHolder, EmailEdit, EmailHolder, HeldClaims, ImportSession, OwnerRepository, RedeemOutcome,
+    RepoResult, RepositoryError,
 };
 use crate::transport::{Accepted, Envelope, MailTransport, TransportError};
 
@@ -28,8 +29,8 @@ use crate::transport::{Accepted, Envelope, MailTransport, TransportError};
 ///
 /// All state sits behind one mutex, so every method is one atomic step and safe to
 /// call from many tasks at once. Lookups are indexed: owners by community and by
-/// delivered email key, deliveries per batch with a pending queue and a claim-time
-/// index (claiming from a large batch costs O(claimed · log n), not O(n)), tokens by
+/// delivered email key, deliveries per batch with a pending queue and an index of leases
+/// by their end (claiming from a large batch costs O(claimed · log n), not O(n)), tokens by
 /// hash and by owner, activity per community.
 #[derive(Default)]
 pub struct InMemoryRepository {
@@ -90,7 +91,8 @@ struct BatchState {
     batch: Batch,
     deliveries: BTreeMap<OwnerId, Delivery>,
     pending: BTreeSet<OwnerId>,
-    /// Claimed deliveries by claim time, so stale ones are found without a scan.
+    /// Claimed deliveries by the end of their lease, so run-out ones are found
+    /// without a scan.
     claimed: BTreeSet<(Timestamp, OwnerId)>,
     failed: BTreeSet<OwnerId>,
     counts: DeliveryCounts,
@@ -107,8 +109,8 @@ impl BatchState {
                 self.pending.remove(owner);
                 self.counts.pending -= 1;
             }
-            DeliveryState::Claimed { at } => {
-                self.claimed.remove(&(*at, owner.clone()));
+            DeliveryState::Claimed { until, .. } => {
+                self.claimed.remove(&(*until, owner.clone()));
                 self.counts.claimed -= 1;
             }
             DeliveryState::Sent { .. } => self.counts.sent -= 1,
@@ -121,8 +123,8 @@ impl BatchState {
             DeliveryState::Pending => {
                 self.pending.insert(owner.clone());
             }
-            DeliveryState::Claimed { at } => {
-                self.claimed.insert((*at, owner.clone()));
+            DeliveryState::Claimed { until, .. } => {
+                self.claimed.insert((*until, owner.clone()));
             }
             DeliveryState::Sent { .. } => {}
             DeliveryState::Failed { .. } => {
@@ -131,6 +133,14 @@ impl BatchState {
         }
         self.counts.add(&state);
         delivery.state = state;
+    }
+
+    /// Whether `sender` holds the claim on this delivery now.
+    fn is_held_by(&self, owner: &OwnerId, sender: &SenderId) -> bool {
+        matches!(
+            self.deliveries.get(owner).map(|d| &d.state),
+            Some(DeliveryState::Claimed { holder, .. }) if holder == sender
+        )
     }
 }
 
@@ -518,9 +528,10 @@ impl OwnerRepository for InMemoryRepository {
     async fn claim_deliveries(
         &self,
         batch: &BatchId,
+        sender: &SenderId,
         limit: usize,
+        lease: Duration,
         now: Timestamp,
-        stale_before: Timestamp,
     ) -> RepoResult<Vec<Delivery>> {
         let mut state = self.lock();
         let b = state
@@ -532,13 +543,18 @@ impl OwnerRepository for InMemoryRepository {
         chosen.extend(
             b.claimed
                 .iter()
-                .take_while(|(at, _)| *at <= stale_before)
+                .take_while(|(until, _)| *until <= now)
                 .take(room)
                 .map(|(_, owner)| owner.clone()),
         );
         let mut claimed = Vec::with_capacity(chosen.len());
         for owner in chosen {
-            b.set_state(&owner, DeliveryState::Claimed { at: now });
+            let lease = DeliveryState::Claimed {
+                at: now,
+                holder: sender.clone(),
+                until: now + lease,
+            };
+            b.set_state(&owner, lease);
             if let Some(d) = b.deliveries.get(&owner) {
                 claimed.push(d.clone());
             }
@@ -546,73 +562,150 @@ impl OwnerRepository for InMemoryRepository {
         Ok(claimed)
     }
 
-    async fn record_delivery(
+    async fn renew_claims(
         &self,
         batch: &BatchId,
-        owner: &OwnerId,
-        outcome: &DeliveryOutcome,
+        sender: &SenderId,
+        owners: &[OwnerId],
+        lease: Duration,
         now: Timestamp,
-    ) -> RepoResult<()> {
+    ) -> RepoResult<Vec<OwnerId>> {
         let mut state = self.lock();
         let b = state
             .batches
             .get_mut(batch)
             .ok_or_else(|| not_found("batch", batch))?;
-        let delivery = b
-            .deliveries
-            .get_mut(owner)
-            .ok_or_else(|| not_found("delivery", format!("{batch}/{owner}")))?;
-        if !matches!(delivery.state, DeliveryState::Claimed { .. }) {
-            return Err(RepositoryError::Precondition {
-                message: format!(
-                    "delivery `{batch}/{owner}` is {:?}, not claimed",
-                    delivery.state
-                ),
-            });
+        let mut refused = Vec::new();
+        for owner in owners {
+            let at = match b.deliveries.get(owner).map(|d| &d.state) {
+                Some(DeliveryState::Claimed { at, holder, .. }) if holder == sender => *at,
+                _ => {
+                    refused.push(owner.clone());
+                    continue;
+                }
+            };
+            let renewed = DeliveryState::Claimed {
+                at,
+                holder: sender.clone(),
+                until: now + lease,
+            };
+            b.set_state(owner, renewed);
         }
-        let (new_state, attempts, expires) = match outcome {
-            DeliveryOutcome::Sent {
-                expires_at,
-                attempts,
-            } => (
-                DeliveryState::Sent { at: now },
-                *attempts,
-                Some(*expires_at),
-            ),
-            DeliveryOutcome::Failed { error, attempts } => (
-                DeliveryState::Failed {
-                    at: now,
-                    error: error.clone(),
-                },
-                *attempts,
-                None,
-            ),
-        };
-        delivery.attempts = delivery.attempts.saturating_add(attempts);
-        b.set_state(owner, new_state);
-        if let Some(expires_at) = expires
-            && let Some(o) = state.owners.get_mut(owner)
-        {
-            o.access = o.access.after_invitation(now, expires_at);
-        }
-        Ok(())
+        Ok(refused)
     }
 
-    async fn release_deliveries(&self, batch: &BatchId, owners: &[OwnerId]) -> RepoResult<()> {
+    async fn record_deliveries(
+        &self,
+        batch: &BatchId,
+        sender: &SenderId,
+        outcomes: &[(OwnerId, DeliveryOutcome)],
+        now: Timestamp,
+    ) -> RepoResult<Vec<OwnerId>> {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let b = state
+            .batches
+            .get_mut(batch)
+            .ok_or_else(|| not_found("batch", batch))?;
+        let mut refused = Vec::new();
+        for (owner, outcome) in outcomes {
+            if !b.is_held_by(owner, sender) {
+                refused.push(owner.clone());
+                continue;
+            }
+            let (new_state, attempts, expires) = match outcome {
+                DeliveryOutcome::Sent {
+                    expires_at,
+                    attempts,
+                } => (
+                    DeliveryState::Sent { at: now },
+                    *attempts,
+                    Some(*expires_at),
+                ),
+                DeliveryOutcome::Failed { error, attempts } => (
+                    DeliveryState::Failed {
+                        at: now,
+                        error: error.clone(),
+                    },
+                    *attempts,
+                    None,
+                ),
+            };
+            if let Some(d) = b.deliveries.get_mut(owner) {
+                d.attempts = d.attempts.saturating_add(attempts);
+            }
+            b.set_state(owner, new_state);
+            if let Some(expires_at) = expires
+                && let Some(o) = state.owners.get_mut(owner)
+            {
+                o.access = o.access.after_invitation(now, expires_at);
+            }
+        }
+        Ok(refused)
+    }
+
+    async fn release_deliveries(
+        &self,
+        batch: &BatchId,
+        sender: &SenderId,
+        owners: &[OwnerId],
+    ) -> RepoResult<Vec<OwnerId>> {
         let mut state = self.lock();
         let b = state
             .batches
             .get_mut(batch)
             .ok_or_else(|| not_found("batch", batch))?;
+        let mut refused = Vec::new();
         for owner in owners {
-            if matches!(
-                b.deliveries.get(owner).map(|d| &d.state),
-                Some(DeliveryState::Claimed { .. })
-            ) {
+            if b.is_held_by(owner, sender) {
                 b.set_state(owner, DeliveryState::Pending);
+            } else {
+                refused.push(owner.clone());
             }
         }
-        Ok(())
+        Ok(refused)
+    }
+
+    async fn held_claims(&self, batch: &BatchId, now: Timestamp) -> RepoResult<HeldClaims> {
+        let state = self.lock();
+        let b = state
+            .batches
+            .get(batch)
+            .ok_or_else(|| not_found("batch", batch))?;
+        let mut by_sender: BTreeMap<&SenderId, ClaimHolder> = BTreeMap::new();
+        // In order of `until`: the first seen of a sender is its earliest.
+        for (until, owner) in &b.claimed {
+            let Some(DeliveryState::Claimed { holder, .. }) =
+                b.deliveries.get(owner).map(|d| &d.state)
+            else {
+                continue;
+            };
+            let entry = by_sender.entry(holder).or_insert_with(|| ClaimHolder {
+                sender: holder.clone(),
+                deliveries: 0,
+                first_until: *until,
+                last_until: *until,
+            });
+            entry.deliveries += 1;
+            entry.last_until = *until;
+        }
+        Ok(HeldClaims {
+            now,
+            holders: by_sender.into_values().collect(),
+        })
+    }
+
+    async fn revoke_claims(&self, batch: &BatchId) -> RepoResult<usize> {
+        let mut state = self.lock();
+        let b = state
+            .batches
+            .get_mut(batch)
+            .ok_or_else(|| not_found("batch", batch))?;
+        let claimed: Vec<OwnerId> = b.claimed.iter().map(|(_, owner)| owner.clone()).collect();
+        for owner in &claimed {
+            b.set_state(owner, DeliveryState::Pending);
+        }
+        Ok(claimed.len())
     }
 
     async fn deliveries(&self, batch: &BatchId) -> RepoResult<Vec<Delivery>> {

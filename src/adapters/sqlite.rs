@@ -27,8 +27,12 @@
 //! - one delivery per (batch, owner) (the primary key), with a state whose fields
 //!   match it;
 //! - redeeming is one conditional `UPDATE` (live, not expired, owner not registered),
-//!   so of two concurrent redeems exactly one changes a row; claiming is a conditional
-//!   `UPDATE` per delivery (pending, or claimed before the stale mark);
+//!   so of two concurrent redeems exactly one changes a row;
+//! - a claim names its holder and the end of its lease (CHECKs tie both to the
+//!   claimed state). Claiming a chunk is one conditional `UPDATE` (pending, or a lease
+//!   that has run out); renewing, recording and releasing are conditional on the
+//!   holder (fencing). Leases are judged by the `now` the caller passes: the
+//!   processes sharing a file run on one machine;
 //! - primary emails are **not** unique (host data may already share one); their
 //!   [`delivered_key`] is an indexed column (`email_key`) that `email_holders` joins
 //!   against. The key is computed in Rust (UTS #46 cannot be done in SQL), so a new
@@ -51,8 +55,11 @@
 //! `synchronous = FULL` in WAL mode: every call that writes has committed durably
 //! when it returns, so each delivery outcome, and each token before its message goes
 //! out, survives a process kill or a power cut. After a crash, reopening the file
-//! recovers the last committed state; `resume_after_crash` then sends only what is
-//! still pending.
+//! recovers the last committed state; a `resume` sends what is still pending, once
+//! the dead sender's leases have run out.
+//!
+//! A file of a schema before leases (versions 1 to 5) is migrated on open: its claims
+//! get the holder `pre-lease` and the ten-minute lease those versions gave them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -68,14 +75,14 @@ use time::OffsetDateTime;
 use crate::domain::{
     AccessStatus, ActivityEntry, ActivityKind, Batch, BatchId, Branding, Community, CommunityId,
     DELIVERED_KEY_VERSION, Delivery, DeliveryCounts, DeliveryOutcome, DeliveryState, Draft,
-    DraftId, EmailAddress, Mailbox, NewBatch, Owner, OwnerId, Page, PropertyId, TimeZoneName,
-    Timestamp, TokenHash, TokenRecord, TokenRejection, TokenState, delivered_key,
+    DraftId, EmailAddress, Mailbox, NewBatch, Owner, OwnerId, Page, PropertyId, SenderId,
+    TimeZoneName, Timestamp, TokenHash, TokenRecord, TokenRejection, TokenState, delivered_key,
 };
 use crate::eligibility::{AccessFilter, EmailFilter, OwnerFilter};
 use crate::invite::{Attachment, Invite};
 use crate::repository::{
-    EmailEdit, EmailHolder, ImportSession, OwnerRepository, RedeemOutcome, RepoResult,
-    RepositoryError,
+    ClaimHolder, EmailEdit, EmailHolder, HeldClaims, ImportSession, OwnerRepository, RedeemOutcome,
+    RepoResult, RepositoryError,
 };
 use crate::selection::Selection;
 
@@ -99,6 +106,7 @@ const MIGRATIONS: &[Migration] = &[
     // lower-cased text). UTS #46 cannot be done in SQL.
     Migration::Code(rekey_email_index),
     Migration::Sql(include_str!("sqlite/0005_community_letters.sql")),
+    Migration::Sql(include_str!("sqlite/0006_leases.sql")),
 ];
 
 /// The [`DELIVERED_KEY_VERSION`] that `owners.email_key` holds in a file at
@@ -720,12 +728,6 @@ fn ts(t: Timestamp) -> Res<i64> {
     })
 }
 
-/// A timestamp for a comparison: out-of-range values clamp to the ends.
-fn ts_bound(t: Timestamp) -> i64 {
-    let n = t.as_offset_date_time().unix_timestamp_nanos();
-    i64::try_from(n).unwrap_or(if n < 0 { i64::MIN } else { i64::MAX })
-}
-
 fn read_ts(n: i64) -> Res<Timestamp> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(n))
         .map(Timestamp::from_offset_date_time)
@@ -1124,14 +1126,28 @@ fn require_batch(db: &Db<'_>, batch: &BatchId) -> Res<()> {
     }
 }
 
-const DELIVERY_COLUMNS: &str = "owner, to_addr, state, state_at, error, attempts";
+macro_rules! delivery_columns {
+    () => {
+        "owner, to_addr, state, state_at, error, attempts, holder, lease_until"
+    };
+}
+
+const DELIVERY_COLUMNS: &str = delivery_columns!();
 
 fn read_delivery(batch: &BatchId, r: &Row<'_>) -> Res<Delivery> {
     let state: String = r.get(2)?;
     let at = read_opt_ts(r.get(3)?)?;
     let state = match (state.as_str(), at) {
         ("pending", None) => DeliveryState::Pending,
-        ("claimed", Some(at)) => DeliveryState::Claimed { at },
+        ("claimed", Some(at)) => DeliveryState::Claimed {
+            at,
+            holder: read_id!(
+                SenderId,
+                need(r.get::<_, Option<String>>(6)?, "deliveries.holder")?,
+                "deliveries.holder"
+            )?,
+            until: read_ts(need(r.get(7)?, "deliveries.lease_until")?)?,
+        },
         ("sent", Some(at)) => DeliveryState::Sent { at },
         ("failed", Some(at)) => DeliveryState::Failed {
             at,
@@ -1619,110 +1635,139 @@ impl OwnerRepository for SqliteRepository {
     async fn claim_deliveries(
         &self,
         batch: &BatchId,
+        sender: &SenderId,
         limit_to: usize,
+        lease: Duration,
         now: Timestamp,
-        stale_before: Timestamp,
     ) -> RepoResult<Vec<Delivery>> {
-        let batch = batch.clone();
+        let (batch, sender) = (batch.clone(), sender.clone());
         self.write(move |db| {
-            require_batch(db, &batch)?;
-            let now = ts(now)?;
-            let stale = ts_bound(stale_before);
-            let mut chosen = db.rows(
-                "SELECT owner FROM deliveries WHERE batch = ?1 AND state = 'pending'
-                 ORDER BY owner LIMIT ?2",
-                rusqlite::params![batch.as_str(), limit(limit_to)],
-                |r| Ok(r.get::<_, String>(0)?),
-            )?;
-            let room = limit_to.saturating_sub(chosen.len());
-            if room > 0 {
-                chosen.extend(db.rows(
-                    "SELECT owner FROM deliveries WHERE batch = ?1 AND state = 'claimed'
-                         AND state_at <= ?2
-                     ORDER BY state_at, owner LIMIT ?3",
-                    rusqlite::params![batch.as_str(), stale, limit(room)],
-                    |r| Ok(r.get::<_, String>(0)?),
-                )?);
-            }
-            if chosen.is_empty() {
-                return Ok(Vec::new());
-            }
-            // One compare-and-set statement for the chosen rows: each moves only from a
-            // claimable state. (A statement per row cost one more execution per
-            // message.) RETURNING gives no order, so the choice's order is restored.
-            let mut claimed = db.rows_at_most(
-                &format!(
-                    "UPDATE deliveries SET state = 'claimed', state_at = ?3
-                     WHERE batch = ?1 AND owner IN (SELECT value FROM json_each(?2))
-                       AND (state = 'pending' OR (state = 'claimed' AND state_at <= ?4))
-                     RETURNING {DELIVERY_COLUMNS}"
-                ),
+            let claimed = db.rows_at_most(
+                CLAIM,
                 rusqlite::params![
                     batch.as_str(),
-                    json_list(chosen.iter().map(String::as_str)),
-                    now,
-                    stale
+                    limit(limit_to),
+                    ts(now)?,
+                    sender.as_str(),
+                    ts(now + lease)?
                 ],
-                chosen.len(),
+                limit_to,
                 |r| read_delivery(&batch, r),
             )?;
-            let position: HashMap<&str, usize> = chosen
-                .iter()
-                .enumerate()
-                .map(|(i, owner)| (owner.as_str(), i))
-                .collect();
-            claimed.sort_by_key(|d| position.get(d.owner.as_str()).copied());
+            if claimed.is_empty() {
+                require_batch(db, &batch)?;
+            }
             Ok(claimed)
         })
         .await
     }
 
-    async fn record_delivery(
+    async fn renew_claims(
         &self,
         batch: &BatchId,
-        owner: &OwnerId,
-        outcome: &DeliveryOutcome,
+        sender: &SenderId,
+        owners: &[OwnerId],
+        lease: Duration,
         now: Timestamp,
-    ) -> RepoResult<()> {
-        let (batch, owner, outcome) = (batch.clone(), owner.clone(), outcome.clone());
+    ) -> RepoResult<Vec<OwnerId>> {
+        let (batch, sender, owners) = (batch.clone(), sender.clone(), owners.to_vec());
         self.write(move |db| {
-            require_batch(db, &batch)?;
-            record_outcome(db, &batch, &owner, &outcome, now)
+            let renewed = db.rows_at_most(
+                RENEW,
+                rusqlite::params![
+                    batch.as_str(),
+                    json_list(owners.iter().map(OwnerId::as_str)),
+                    sender.as_str(),
+                    ts(now + lease)?
+                ],
+                owners.len(),
+                |r| Ok(r.get::<_, String>(0)?),
+            )?;
+            if renewed.is_empty() {
+                require_batch(db, &batch)?;
+            }
+            Ok(refused(owners, &renewed))
         })
         .await
     }
 
     /// All the outcomes in one transaction: one commit (and one disk sync) for the
-    /// group, all or nothing.
+    /// group.
     async fn record_deliveries(
         &self,
         batch: &BatchId,
+        sender: &SenderId,
         outcomes: &[(OwnerId, DeliveryOutcome)],
         now: Timestamp,
-    ) -> RepoResult<()> {
-        let (batch, outcomes) = (batch.clone(), outcomes.to_vec());
+    ) -> RepoResult<Vec<OwnerId>> {
+        let (batch, sender, outcomes) = (batch.clone(), sender.clone(), outcomes.to_vec());
         self.write(move |db| {
             require_batch(db, &batch)?;
+            let mut refused = Vec::new();
             for (owner, outcome) in &outcomes {
-                record_outcome(db, &batch, owner, outcome, now)?;
+                if !record_outcome(db, &batch, &sender, owner, outcome, now)? {
+                    refused.push(owner.clone());
+                }
             }
-            Ok(())
+            Ok(refused)
         })
         .await
     }
 
-    async fn release_deliveries(&self, batch: &BatchId, owners: &[OwnerId]) -> RepoResult<()> {
-        let (batch, owners) = (batch.clone(), owners.to_vec());
+    async fn release_deliveries(
+        &self,
+        batch: &BatchId,
+        sender: &SenderId,
+        owners: &[OwnerId],
+    ) -> RepoResult<Vec<OwnerId>> {
+        let (batch, sender, owners) = (batch.clone(), sender.clone(), owners.to_vec());
+        self.write(move |db| {
+            let released = db.rows_at_most(
+                RELEASE,
+                rusqlite::params![
+                    batch.as_str(),
+                    json_list(owners.iter().map(OwnerId::as_str)),
+                    sender.as_str()
+                ],
+                owners.len(),
+                |r| Ok(r.get::<_, String>(0)?),
+            )?;
+            if released.is_empty() {
+                require_batch(db, &batch)?;
+            }
+            Ok(refused(owners, &released))
+        })
+        .await
+    }
+
+    async fn held_claims(&self, batch: &BatchId, now: Timestamp) -> RepoResult<HeldClaims> {
+        let batch = batch.clone();
+        self.read(move |db| {
+            require_batch(db, &batch)?;
+            let holders = db.rows(HELD_CLAIMS, [batch.as_str()], |r| {
+                Ok(ClaimHolder {
+                    sender: read_id!(SenderId, r.get::<_, String>(0)?, "deliveries.holder")?,
+                    deliveries: usize::try_from(r.get::<_, i64>(1)?)
+                        .map_err(|e| bad_row("claim count", e))?,
+                    first_until: read_ts(r.get(2)?)?,
+                    last_until: read_ts(r.get(3)?)?,
+                })
+            })?;
+            Ok(HeldClaims { now, holders })
+        })
+        .await
+    }
+
+    async fn revoke_claims(&self, batch: &BatchId) -> RepoResult<usize> {
+        let batch = batch.clone();
         self.write(move |db| {
             require_batch(db, &batch)?;
-            for owner in &owners {
-                db.exec(
-                    "UPDATE deliveries SET state = 'pending', state_at = NULL
-                     WHERE batch = ?1 AND owner = ?2 AND state = 'claimed'",
-                    [batch.as_str(), owner.as_str()],
-                )?;
-            }
-            Ok(())
+            db.exec(
+                "UPDATE deliveries SET state = 'pending', state_at = NULL, holder = NULL,
+                     lease_until = NULL
+                 WHERE batch = ?1 AND state = 'claimed'",
+                [batch.as_str()],
+            )
         })
         .await
     }
@@ -2068,16 +2113,17 @@ impl Inner {
     }
 }
 
-/// Records one outcome of a delivery of a batch known to exist: the compare-and-set
-/// from `claimed`, then the owner's access status for a sent message. The delivery's
-/// state is read only to explain a refusal.
+/// Records one outcome of a delivery of a batch known to exist, if `sender` holds its
+/// claim: the compare-and-set from `claimed` by that holder, then the owner's access
+/// status for a sent message. Returns whether it was recorded.
 fn record_outcome(
     db: &Db<'_>,
     batch: &BatchId,
+    sender: &SenderId,
     owner: &OwnerId,
     outcome: &DeliveryOutcome,
     now: Timestamp,
-) -> Res<()> {
+) -> Res<bool> {
     let at = ts(now)?;
     let (new_state, error, attempts, expires) = match outcome {
         DeliveryOutcome::Sent {
@@ -2090,29 +2136,20 @@ fn record_outcome(
     };
     let moved = db.exec(
         "UPDATE deliveries SET state = ?3, state_at = ?4, error = ?5,
-             attempts = min(attempts + ?6, 4294967295)
-         WHERE batch = ?1 AND owner = ?2 AND state = 'claimed'",
+             attempts = min(attempts + ?6, 4294967295), holder = NULL, lease_until = NULL
+         WHERE batch = ?1 AND owner = ?2 AND state = 'claimed' AND holder = ?7",
         rusqlite::params![
             batch.as_str(),
             owner.as_str(),
             new_state,
             at,
             error,
-            i64::from(attempts)
+            i64::from(attempts),
+            sender.as_str()
         ],
     )?;
     if moved != 1 {
-        let state: Option<String> = db.row(
-            "SELECT state FROM deliveries WHERE batch = ?1 AND owner = ?2",
-            [batch.as_str(), owner.as_str()],
-            |r| Ok(r.get(0)?),
-        )?;
-        return Err(match state {
-            None => not_found("delivery", format!("{batch}/{owner}")),
-            Some(state) => precondition(format!(
-                "delivery `{batch}/{owner}` is {state}, not claimed"
-            )),
-        });
+        return Ok(false);
     }
     if let Some(expires_at) = expires {
         let stored = db.row(
@@ -2124,8 +2161,61 @@ fn record_outcome(
             set_access(db, owner, &access.after_invitation(now, expires_at))?;
         }
     }
-    Ok(())
+    Ok(true)
 }
+
+/// The listed owners that a fenced write did not touch.
+fn refused(listed: Vec<OwnerId>, done: &[String]) -> Vec<OwnerId> {
+    if done.len() == listed.len() {
+        return Vec::new();
+    }
+    let done: HashSet<&str> = done.iter().map(String::as_str).collect();
+    listed
+        .into_iter()
+        .filter(|o| !done.contains(o.as_str()))
+        .collect()
+}
+
+/// Claims a chunk in one statement: the chosen rows are pending ones by owner (their
+/// `lease_until` is NULL, so ordering by it first keeps the index's order and needs no
+/// sort), then run-out leases by their end; the `UPDATE`'s own condition is the
+/// compare-and-set. RETURNING gives the rows in no particular order.
+const CLAIM: &str = concat!(
+    "UPDATE deliveries SET state = 'claimed', state_at = ?3, holder = ?4, lease_until = ?5
+     WHERE batch = ?1 AND owner IN (
+         SELECT owner FROM (
+             SELECT owner FROM deliveries WHERE batch = ?1 AND state = 'pending'
+              ORDER BY lease_until, owner LIMIT ?2)
+         UNION ALL
+         SELECT owner FROM (
+             SELECT owner FROM deliveries WHERE batch = ?1 AND state = 'claimed'
+                AND lease_until <= ?3
+              ORDER BY lease_until, owner LIMIT ?2)
+         LIMIT ?2)
+       AND (state = 'pending' OR (state = 'claimed' AND lease_until <= ?3))
+     RETURNING ",
+    delivery_columns!()
+);
+
+/// Renews a sender's leases on the listed deliveries in one statement.
+const RENEW: &str = "UPDATE deliveries SET lease_until = ?4
+     WHERE batch = ?1 AND owner IN (SELECT value FROM json_each(?2))
+       AND state = 'claimed' AND holder = ?3
+     RETURNING owner";
+
+/// Gives a sender's claims on the listed deliveries back, in one statement.
+const RELEASE: &str =
+    "UPDATE deliveries SET state = 'pending', state_at = NULL, holder = NULL, lease_until = NULL
+     WHERE batch = ?1 AND owner IN (SELECT value FROM json_each(?2))
+       AND state = 'claimed' AND holder = ?3
+     RETURNING owner";
+
+/// Who holds claims on a batch. Without statistics SQLite would scan the whole batch
+/// by its key (the index lacks `holder`); the claimed rows are few, so they are read
+/// through the state index and looked up.
+const HELD_CLAIMS: &str = "SELECT holder, count(*), min(lease_until), max(lease_until)
+     FROM deliveries INDEXED BY deliveries_by_state
+     WHERE batch = ?1 AND state = 'claimed' GROUP BY holder";
 
 fn issue_token_in(db: &Db<'_>, token: &TokenRecord) -> Res<()> {
     let owner = token.owner.as_str();
@@ -2307,26 +2397,29 @@ mod tests {
             &format!("SELECT {OWNER_COLUMNS} FROM owners WHERE community = 'c'"),
         );
         assert!(roster.contains("INDEX owners_by_community"), "{roster}");
-        let claim = plan(
-            &conn,
-            "SELECT owner FROM deliveries WHERE batch = 'b' AND state = 'claimed'
-                 AND state_at <= 5 ORDER BY state_at, owner LIMIT 3",
-        );
-        assert!(claim.contains("INDEX deliveries_by_state"), "{claim}");
+        let claim = plan(&conn, CLAIM);
         assert!(
-            !claim.contains("TEMP B-TREE"),
+            claim.contains("USING PRIMARY KEY (batch=? AND owner=?)"),
+            "the chosen rows are updated by key: {claim}"
+        );
+        assert_eq!(
+            claim.matches("INDEX deliveries_by_state").count(),
+            2,
+            "pending ones and run-out leases are both found in the index: {claim}"
+        );
+        assert!(
+            !claim.contains("TEMP B-TREE FOR ORDER BY"),
             "claims need no sort: {claim}"
         );
-        let take = plan(
-            &conn,
-            "UPDATE deliveries SET state = 'claimed', state_at = 5
-             WHERE batch = 'b' AND owner IN (SELECT value FROM json_each('[]'))
-               AND (state = 'pending' OR (state = 'claimed' AND state_at <= 3))",
-        );
-        assert!(
-            take.contains("USING PRIMARY KEY (batch=? AND owner=?)"),
-            "{take}"
-        );
+        for sql in [RENEW, RELEASE] {
+            let plan = plan(&conn, sql);
+            assert!(
+                plan.contains("USING PRIMARY KEY (batch=? AND owner=?)"),
+                "{sql}: {plan}"
+            );
+        }
+        let held = plan(&conn, HELD_CLAIMS);
+        assert!(held.contains("INDEX deliveries_by_state"), "{held}");
     }
 
     /// Writing a row checks the table's CHECK constraints; an `IN` list of three or

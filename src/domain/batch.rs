@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{BatchId, CommunityId, DraftId, EmailAddress, Mailbox, OwnerId, Timestamp};
+use super::{BatchId, CommunityId, DraftId, EmailAddress, Mailbox, OwnerId, SenderId, Timestamp};
 use crate::invite::Invite;
 
 /// A saved invitation, to be reviewed and sent later.
@@ -56,17 +56,21 @@ pub struct Delivery {
 
 /// A delivery's state. Pending → Claimed → Sent or Failed, each move once; only
 /// [`OwnerRepository::requeue_failed`](crate::repository::OwnerRepository::requeue_failed)
-/// moves Failed back to Pending, and a claim older than a run's lease may be taken
-/// over by another run (the process that held it is presumed dead).
+/// moves Failed back to Pending. A claim is a lease: once it has run out (its holder
+/// stopped renewing it, presumably dead), another sender may take it over.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum DeliveryState {
     /// Not sent yet.
     Pending,
-    /// A sender has taken it and may be sending it now.
+    /// A sender holds it and may be sending it now.
     Claimed {
-        /// When it was claimed.
+        /// When this holder claimed it.
         at: Timestamp,
+        /// The run of the send engine that holds the claim.
+        holder: SenderId,
+        /// When the lease runs out unless the holder renews it, by the store's clock.
+        until: Timestamp,
     },
     /// The server accepted it.
     Sent {

@@ -124,6 +124,13 @@ string_id! {
     /// A saved draft invitation, minted by [`DraftId::generate`].
     DraftId
 }
+string_id! {
+    /// One run of the send engine: the holder that a claim on a delivery names, minted
+    /// by [`SenderId::generate`] when a run starts. Writes about a claimed delivery
+    /// count only from the sender that holds the claim (see
+    /// [`OwnerRepository`](crate::OwnerRepository)'s leases).
+    SenderId
+}
 
 fn random_hex(prefix: &str) -> String {
     let mut bytes = [0u8; 16];
@@ -147,6 +154,14 @@ impl DraftId {
     /// A fresh random draft id (`d-` and 128 random bits in hex).
     pub fn generate() -> Self {
         Self(random_hex("d-"))
+    }
+}
+
+impl SenderId {
+    /// A fresh random sender id (`s-` and 128 random bits in hex): one per run, so
+    /// two runs never hold a claim under the same name.
+    pub fn generate() -> Self {
+        Self(random_hex("s-"))
     }
 }
 

@@ -21,7 +21,9 @@ pub use email::{
     DELIVERED_KEY_VERSION, EmailAddress, InvalidEmail, InvalidMailbox, MAX_ADDRESS_LEN, Mailbox,
     delivered_key,
 };
-pub use ids::{BatchId, CommunityId, DraftId, InvalidId, MAX_ID_LEN, OwnerId, PropertyId};
+pub use ids::{
+    BatchId, CommunityId, DraftId, InvalidId, MAX_ID_LEN, OwnerId, PropertyId, SenderId,
+};
 pub use invitation::{TokenHash, TokenRecord, TokenRejection, TokenState};
 pub use owner::{AccessState, AccessStatus, Owner};
 pub use timestamp::Timestamp;

@@ -3,14 +3,17 @@
 //! contract on purpose, or to slow one call down.
 
 use std::fmt;
+use std::time::Duration;
 
 use owner_access::domain::{
     ActivityEntry, Batch, BatchId, Community, CommunityId, Delivery, DeliveryCounts,
-    DeliveryOutcome, Draft, DraftId, NewBatch, Owner, OwnerId, Page, Timestamp, TokenHash,
-    TokenRecord,
+    DeliveryOutcome, Draft, DraftId, NewBatch, Owner, OwnerId, Page, SenderId, Timestamp,
+    TokenHash, TokenRecord,
 };
 use owner_access::eligibility::OwnerFilter;
-use owner_access::repository::{EmailEdit, EmailHolder, ImportSession, RedeemOutcome, RepoResult};
+use owner_access::repository::{
+    EmailEdit, EmailHolder, HeldClaims, ImportSession, RedeemOutcome, RepoResult,
+};
 use owner_access::{InMemoryRepository, OwnerRepository, async_trait};
 
 /// The calls a test may change; each gets the wrapped repository.
@@ -24,23 +27,37 @@ pub trait Hooks: fmt::Debug + Send + Sync + 'static {
         &self,
         inner: &InMemoryRepository,
         batch: &BatchId,
+        sender: &SenderId,
         limit: usize,
+        lease: Duration,
         now: Timestamp,
-        stale_before: Timestamp,
     ) -> RepoResult<Vec<Delivery>> {
         inner
-            .claim_deliveries(batch, limit, now, stale_before)
+            .claim_deliveries(batch, sender, limit, lease, now)
             .await
+    }
+
+    async fn renew_claims(
+        &self,
+        inner: &InMemoryRepository,
+        batch: &BatchId,
+        sender: &SenderId,
+        owners: &[OwnerId],
+        lease: Duration,
+        now: Timestamp,
+    ) -> RepoResult<Vec<OwnerId>> {
+        inner.renew_claims(batch, sender, owners, lease, now).await
     }
 
     async fn record_deliveries(
         &self,
         inner: &InMemoryRepository,
         batch: &BatchId,
+        sender: &SenderId,
         outcomes: &[(OwnerId, DeliveryOutcome)],
         now: Timestamp,
-    ) -> RepoResult<()> {
-        inner.record_deliveries(batch, outcomes, now).await
+    ) -> RepoResult<Vec<OwnerId>> {
+        inner.record_deliveries(batch, sender, outcomes, now).await
     }
 
     async fn redeem_token(
@@ -107,22 +124,36 @@ impl<H: Hooks> OwnerRepository for Wrapped<H> {
     async fn claim_deliveries(
         &self,
         batch: &BatchId,
+        sender: &SenderId,
         limit: usize,
+        lease: Duration,
         now: Timestamp,
-        stale_before: Timestamp,
     ) -> RepoResult<Vec<Delivery>> {
         self.hooks
-            .claim_deliveries(&self.inner, batch, limit, now, stale_before)
+            .claim_deliveries(&self.inner, batch, sender, limit, lease, now)
+            .await
+    }
+    async fn renew_claims(
+        &self,
+        batch: &BatchId,
+        sender: &SenderId,
+        owners: &[OwnerId],
+        lease: Duration,
+        now: Timestamp,
+    ) -> RepoResult<Vec<OwnerId>> {
+        self.hooks
+            .renew_claims(&self.inner, batch, sender, owners, lease, now)
             .await
     }
     async fn record_deliveries(
         &self,
         batch: &BatchId,
+        sender: &SenderId,
         outcomes: &[(OwnerId, DeliveryOutcome)],
         now: Timestamp,
-    ) -> RepoResult<()> {
+    ) -> RepoResult<Vec<OwnerId>> {
         self.hooks
-            .record_deliveries(&self.inner, batch, outcomes, now)
+            .record_deliveries(&self.inner, batch, sender, outcomes, now)
             .await
     }
     async fn redeem_token(&self, hash: &TokenHash, now: Timestamp) -> RepoResult<RedeemOutcome> {
@@ -189,17 +220,19 @@ impl<H: Hooks> OwnerRepository for Wrapped<H> {
     async fn batches(&self, community: &CommunityId) -> RepoResult<Vec<Batch>> {
         self.inner.batches(community).await
     }
-    async fn record_delivery(
+    async fn release_deliveries(
         &self,
         batch: &BatchId,
-        owner: &OwnerId,
-        outcome: &DeliveryOutcome,
-        now: Timestamp,
-    ) -> RepoResult<()> {
-        self.inner.record_delivery(batch, owner, outcome, now).await
+        sender: &SenderId,
+        owners: &[OwnerId],
+    ) -> RepoResult<Vec<OwnerId>> {
+        self.inner.release_deliveries(batch, sender, owners).await
     }
-    async fn release_deliveries(&self, batch: &BatchId, owners: &[OwnerId]) -> RepoResult<()> {
-        self.inner.release_deliveries(batch, owners).await
+    async fn held_claims(&self, batch: &BatchId, now: Timestamp) -> RepoResult<HeldClaims> {
+        self.inner.held_claims(batch, now).await
+    }
+    async fn revoke_claims(&self, batch: &BatchId) -> RepoResult<usize> {
+        self.inner.revoke_claims(batch).await
     }
     async fn deliveries(&self, batch: &BatchId) -> RepoResult<Vec<Delivery>> {
         self.inner.deliveries(batch).await
