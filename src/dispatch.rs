@@ -568,9 +568,13 @@ impl Engine<'_> {
         // on a commit unless a whole further group is waiting behind it.
         let mut recording: Option<BoxFuture<'_, Recorded>> = None;
         let mut recording_len = 0usize;
-        // A renewal runs alone (no claim or group recorded meanwhile): it renews all
-        // that is held when it starts, and what it refuses was taken over, not settled
-        // by this run in the meantime.
+        // The deliveries of the group being recorded: a renewal meanwhile may find them
+        // settled by this very group, so only the group's result says whether one was
+        // taken over.
+        let mut in_recording: HashSet<OwnerId> = HashSet::new();
+        // A renewal renews all that is held when it starts. No claim runs beside it, so
+        // that what a claim brings in always has a lease at least as fresh as the last
+        // renewal's.
         let mut renewing: Option<BoxFuture<'_, Renewed>> = None;
         let mut in_flight: FuturesUnordered<BoxFuture<'_, Settled>> = FuturesUnordered::new();
         let mut outcomes = Outcomes::default();
@@ -578,10 +582,15 @@ impl Engine<'_> {
         let mut to_release: Vec<OwnerId> = Vec::new();
         loop {
             let stopping = state.is_stopping(self.control);
+            // A stopping run renews only for the outcomes it still has to record: what
+            // it gives back needs no lease.
+            let unrecorded =
+                !in_flight.is_empty() || recording.is_some() || !outcomes.items.is_empty();
             let renewal_due = renewing.is_none()
                 && !holding.is_empty()
+                && (!stopping || unrecorded)
                 && lease_start.is_some_and(|t| t.elapsed() >= renew_after);
-            if renewal_due && claiming.is_none() && recording.is_none() {
+            if renewal_due && claiming.is_none() {
                 let owners: Vec<OwnerId> = holding.iter().cloned().collect();
                 renewing = Some(Box::pin(self.renew(batch_id, &sender, owners)));
             }
@@ -609,11 +618,11 @@ impl Engine<'_> {
                 .since
                 .is_some_and(|t| t.elapsed() >= self.options.outcome_delay);
             if recording.is_none()
-                && !renewal_pending
                 && !outcomes.items.is_empty()
                 && (outcomes.items.len() >= group || due || idle)
             {
                 recording_len = outcomes.items.len();
+                in_recording.extend(outcomes.items.iter().map(|(owner, _)| owner.clone()));
                 recording = Some(Box::pin(self.record(batch_id, &sender, outcomes.take())));
             }
             let in_hand = !idle
@@ -662,10 +671,15 @@ impl Engine<'_> {
             let deadlines = [
                 outcomes
                     .since
-                    .filter(|_| recording.is_none() && !renewal_pending)
+                    .filter(|_| recording.is_none())
                     .map(|t| t + self.options.outcome_delay),
                 lease_start
-                    .filter(|_| !renewal_pending && !holding.is_empty())
+                    .filter(|_| {
+                        let unrecorded = !in_flight.is_empty()
+                            || recording.is_some()
+                            || !outcomes.items.is_empty();
+                        !renewal_pending && !holding.is_empty() && (!stopping || unrecorded)
+                    })
                     .map(|t| t + renew_after),
             ];
             let deadline = deadlines.into_iter().flatten().min();
@@ -681,6 +695,7 @@ impl Engine<'_> {
                         outcomes.failed(owner, error, attempts);
                     }
                     Settled::Fatal { owner, error } => {
+                        holding.remove(&owner);
                         to_release.push(owner);
                         state.stop_with(StopReason::Fatal { error });
                     }
@@ -691,7 +706,10 @@ impl Engine<'_> {
                         }
                     }
                     Settled::Lost => {}
-                    Settled::Unstarted { owner } => to_release.push(owner),
+                    Settled::Unstarted { owner } => {
+                        holding.remove(&owner);
+                        to_release.push(owner);
+                    }
                 },
                 renewed = async { renewing.as_mut().expect("guarded").await }, if renewing.is_some() => {
                     renewing = None;
@@ -699,7 +717,13 @@ impl Engine<'_> {
                         Ok(refused) => {
                             lease_start = Some(renewed.asked_at);
                             state.leases.fresh_until(renewed.asked_at + fresh_for);
-                            self.lose(refused, &mut holding, &mut queue, &state);
+                            // Not taken over: settled by this run meanwhile (no longer
+                            // held, or in the group being recorded, whose result says).
+                            let taken: Vec<OwnerId> = refused
+                                .into_iter()
+                                .filter(|o| holding.contains(o) && !in_recording.contains(o))
+                                .collect();
+                            self.lose(taken, &mut holding, &mut queue, &state);
                         }
                         Err(e) => state.fail(e),
                     }
@@ -744,6 +768,7 @@ impl Engine<'_> {
                 recorded = async { recording.as_mut().expect("guarded").await }, if recording.is_some() => {
                     recording = None;
                     recording_len = 0;
+                    in_recording.clear();
                     for (owner, _) in &recorded.group.items {
                         holding.remove(owner);
                     }
