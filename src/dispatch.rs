@@ -798,13 +798,20 @@ impl Engine<'_> {
         // give them back. Those another sender took meanwhile are refused, and stay
         // that sender's.
         to_release.extend(queue.drain(..).map(|r| r.delivery.owner));
-        if !to_release.is_empty()
-            && let Err(e) = self
+        if !to_release.is_empty() {
+            match self
                 .repo
                 .release_deliveries(batch_id, &sender, &to_release)
                 .await
-        {
-            state.fail(e);
+            {
+                // Refused: another sender holds them now.
+                Ok(refused) => {
+                    for owner in state.leases.lose(refused) {
+                        self.control.emit(Progress::TakenOver { owner });
+                    }
+                }
+                Err(e) => state.fail(e),
+            }
         }
         if let Some(error) = state.error.lock().expect("run state").take() {
             return Err(error);

@@ -236,12 +236,15 @@ async fn a_sender_cut_off_past_its_lease_starts_nothing_more_and_its_late_outcom
         async move { service.send_with(review, control).await }
     });
     // Its first renewal hangs: once its leases ran out, another sender takes them.
-    let batch = loop {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        if let Some(b) = w.repo.batches(&community()).await.unwrap().first() {
-            break b.id.clone();
-        }
-    };
+    // (Not before its first message: the deliveries must be its claims, not pending.)
+    while w.transport.is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "nothing was sent"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let batch = w.repo.batches(&community()).await.unwrap()[0].id.clone();
     // Taken as soon as they have run out, well before the hung renewal returns.
     let other = SenderId::new("the-other-sender").unwrap();
     let taken = loop {
