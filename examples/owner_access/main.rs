@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use owner_access::adapters::smtp::{SmtpSettings, SmtpTransport};
@@ -117,9 +118,21 @@ enum Command {
         json: bool,
     },
     /// Send what is still pending in a batch.
+    ///
+    /// Deliveries another sender holds are left alone while its lease runs: `resume`
+    /// waits, saying on stderr how many and until when, and takes them once the lease
+    /// has run out (a crashed sender's within `--lease` of its crash) or follows that
+    /// sender until the batch is settled. It ends when the batch is settled (exit 0,
+    /// or 2 if some failed) or stops with a reason (exit 3).
     Resume {
         #[arg(long)]
         batch: String,
+        /// Take every claim over at once instead of waiting for the leases to run out:
+        /// only when the sender holding them is known to be dead. If it is alive, the
+        /// messages it has in flight go twice (with the same Message-ID), and it stops
+        /// at its next write about the batch.
+        #[arg(long)]
+        take_over: bool,
         #[command(flatten)]
         transport: TransportArgs,
         #[arg(long)]
@@ -286,6 +299,11 @@ struct TransportArgs {
     /// 1000000.
     #[arg(long)]
     rate: Option<f64>,
+    /// How long a claim on a delivery lasts unless this run renews it, in seconds
+    /// (default 20, from 0.1): after a crash, its deliveries wait this long before
+    /// another run takes them.
+    #[arg(long, value_name = "SECONDS")]
+    lease: Option<f64>,
 }
 
 /// Owners handed to the store at once during an import: a few MB, so the import's
@@ -522,13 +540,20 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Resume {
             batch,
+            take_over,
             transport,
             json,
         } => {
             let batch: BatchId = id("batch", &batch)?;
             let service = app.service(&MessageArgs::defaults(), &transport).await?;
-            let report =
-                progress::run_with_progress(|control| service.resume_with(&batch, control)).await?;
+            let report = progress::run_with_progress(|control| async {
+                if take_over {
+                    service.resume_after_crash(&batch, control).await
+                } else {
+                    service.resume_with(&batch, control).await
+                }
+            })
+            .await?;
             finish(&report, json)
         }
         Command::Retry {
@@ -658,15 +683,25 @@ impl App {
     ) -> Result<OwnerAccess, Failure> {
         // The numbers first, by the library's own rules: a bad one is exit 1 before an
         // outbox folder is made or anything is stored.
+        let claim_lease = match args.lease {
+            None => SendOptions::default().claim_lease,
+            Some(secs) => Duration::try_from_secs_f64(secs).map_err(|_| {
+                Failure::input(format!(
+                    "--lease {secs}: must be a number of seconds from 0.1"
+                ))
+            })?,
+        };
         let options = SendOptions {
             concurrency: args.concurrency as usize,
             rate_per_second: args.rate,
+            claim_lease,
             ..SendOptions::default()
         };
         options.validate().map_err(|e| {
             let flag = match e.setting {
                 "rate_per_second" => "--rate",
                 "concurrency" => "--concurrency",
+                "claim_lease" => "--lease",
                 other => other,
             };
             Failure::input(format!("{flag} {}: must be {}", e.value, e.expected))

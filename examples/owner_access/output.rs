@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use owner_access::domain::{ActivityEntry, Draft};
 use owner_access::eligibility::Roster;
 use owner_access::invite::is_direction_mark;
-use owner_access::{Excluded, Review, SendReport};
+use owner_access::{Excluded, Review, SendReport, StopReason};
 use serde_json::{Value, json};
 
 /// Whether a terminal may act on `c` or show text around it out of order: control
@@ -105,7 +105,31 @@ pub fn report_json(report: &SendReport) -> Value {
         "failed": report.failed.iter().map(|f| json!({"owner_id": f.owner.as_str(), "error": f.error})).collect::<Vec<_>>(),
         "excluded": excluded_json(&report.excluded),
         "stopped": report.stopped.as_ref().map(ToString::to_string),
+        "stop": report.stopped.as_ref().map(StopReason::code),
+        "next": next_step(report),
         "summary": report.summary,
+    })
+}
+
+/// What to do about a batch that did not end settled, or `None` when it did.
+fn next_step(report: &SendReport) -> Option<String> {
+    let reason = report.stopped.as_ref()?;
+    let batch = report.batch.as_ref().map_or("ID", |b| b.as_str());
+    let resume = format!("`resume --batch {batch}`");
+    Some(match reason {
+        StopReason::Cancelled => {
+            format!("{resume} sends the {} still pending", report.pending)
+        }
+        StopReason::Fatal { .. } => format!(
+            "fix what the error names (the credentials, TLS, the server's settings), then {resume}"
+        ),
+        StopReason::Unreachable { .. } => {
+            format!("when the mail server can be reached again, {resume}")
+        }
+        StopReason::TakenOver { .. } => format!(
+            "another sender took this batch over and finishes it; {resume} follows it until the batch is settled"
+        ),
+        _ => format!("{resume} sends the {} still pending", report.pending),
     })
 }
 
@@ -121,6 +145,9 @@ pub fn report_text(report: &SendReport) -> String {
     );
     if let Some(reason) = &report.stopped {
         out.push_str(&format!("stopped: {}\n", shown(&reason.to_string())));
+    }
+    if let Some(next) = next_step(report) {
+        out.push_str(&format!("next: {}\n", shown(&next)));
     }
     for f in &report.failed {
         out.push_str(&format!(

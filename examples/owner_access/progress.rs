@@ -15,6 +15,7 @@ struct Counters {
     sent: AtomicUsize,
     failed: AtomicUsize,
     retried: AtomicUsize,
+    taken_over: AtomicUsize,
     total: AtomicUsize,
     started: Instant,
     last_line: Mutex<Instant>,
@@ -44,6 +45,7 @@ where
         sent: AtomicUsize::new(0),
         failed: AtomicUsize::new(0),
         retried: AtomicUsize::new(0),
+        taken_over: AtomicUsize::new(0),
         total: AtomicUsize::new(0),
         started: Instant::now(),
         last_line: Mutex::new(Instant::now()),
@@ -87,6 +89,40 @@ where
                 }
                 Progress::Retrying { .. } => {
                     c.retried.fetch_add(1, Ordering::Relaxed);
+                }
+                Progress::Waiting {
+                    held,
+                    senders,
+                    until,
+                } => {
+                    let by = if *senders == 1 {
+                        "another sender".to_owned()
+                    } else {
+                        format!("{senders} other senders")
+                    };
+                    let line = format!(
+                        "waiting: {held} deliveries are held by {by} until {until}; they are \
+                         sent once those leases run out, or by their sender if it is alive \
+                         (`resume --take-over` takes them at once if it is known to be dead)"
+                    );
+                    match &b {
+                        Some(bar) => bar.println(line),
+                        None => eprintln!("{line}"),
+                    }
+                }
+                // One line, not one per delivery: a whole chunk goes at once.
+                Progress::TakenOver { owner }
+                    if c.taken_over.fetch_add(1, Ordering::Relaxed) == 0 =>
+                {
+                    let line = format!(
+                        "taken over: another sender holds {} now (this run's lease on it \
+                         ran out); this run stops and leaves the batch to it",
+                        crate::output::shown(owner.as_str())
+                    );
+                    match &b {
+                        Some(bar) => bar.println(line),
+                        None => eprintln!("{line}"),
+                    }
                 }
                 Progress::Stopped { reason } => {
                     let line = format!("stopped: {}", crate::output::shown(&reason.to_string()));

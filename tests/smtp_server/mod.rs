@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,6 +37,9 @@ pub struct Shared {
     pub received: Mutex<Vec<Received>>,
     /// Recipients the server has seen in RCPT TO (accepted or not).
     pub rcpts: Mutex<Vec<String>>,
+    /// How long each final reply to a message waits, in milliseconds (0 by default):
+    /// a server of some speed, for sends that are killed or paused midway.
+    pub delay_ms: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -101,6 +104,10 @@ impl Handler for Recorder {
     fn data_end(&mut self) -> Response {
         if self.to.iter().any(|t| t.starts_with("slow-")) {
             std::thread::sleep(Duration::from_millis(1500));
+        }
+        let delay = self.shared.delay_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            std::thread::sleep(Duration::from_millis(delay));
         }
         self.shared.received.lock().unwrap().push(Received {
             conn: self.conn.unwrap_or(usize::MAX),
