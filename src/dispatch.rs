@@ -996,7 +996,7 @@ impl Engine<'_> {
         }
     }
 
-    /// Claims up to `limit` deliveries, loads their owners, and stores a fresh token
+    /// Claims up to `limit` deliveries, loads their owners, and stores a fresh pending token
     /// for each one that may still be sent, all in a few repository calls.
     async fn claim_chunk(
         &self,
@@ -1041,6 +1041,8 @@ impl Engine<'_> {
                 continue;
             }
             let owner = owner.expect("checked by skip_reason");
+            // Pending until its message is recorded as sent: the owner's older link
+            // keeps working until then (a run may stop or crash before sending).
             let token = RegistrationToken::generate();
             records.push(TokenRecord {
                 hash: token.hash(),
@@ -1048,7 +1050,7 @@ impl Engine<'_> {
                 batch: prepared.batch.id.clone(),
                 issued_at,
                 expires_at,
-                state: TokenState::Live,
+                state: TokenState::Pending,
             });
             chunk.ready.push(Ready {
                 delivery,

@@ -184,6 +184,33 @@ pub struct ClaimHolder {
 ///   sender that took over.
 /// - **Revoke** ends every claim on a batch at once, for an operator who knows their
 ///   senders are dead.
+///
+/// # Links: pending until accepted
+///
+/// An owner's working link is revoked only when a newer message to that owner has
+/// been accepted by the transport, or when their primary email changes (or they
+/// register). The send engine stores each message's token when it claims the
+/// delivery, before the message goes out, so a new invitation and the owner's live
+/// old one coexist until the new message is accepted:
+///
+/// - [`issue_token`](Self::issue_token) stores the new token as
+///   [`TokenState::Pending`](crate::domain::TokenState::Pending) and revokes nothing.
+///   A pending token cannot be redeemed
+///   ([`TokenRejection::NotSent`](crate::domain::TokenRejection::NotSent)).
+/// - [`record_deliveries`](Self::record_deliveries), in the same fenced grouped write
+///   that records a delivery as sent, makes that delivery's pending tokens (of its
+///   owner and batch) live and revokes the owner's live tokens of other batches: the
+///   new link supersedes the old one at the moment the message counts as sent.
+/// - A run that stops, fails or crashes before that (a delivery left pending, given
+///   back, or failed) changes no token: the old link keeps working, the new token
+///   stays pending. A message sent again by a resume after a crash carries a fresh
+///   token of the same batch; when it is recorded, every pending token of that
+///   delivery becomes live, so the copy that may already have been delivered keeps
+///   working (DESIGN rule 4).
+/// - So at any time an owner has live tokens of at most one batch, the one whose
+///   message was accepted last, and any number of pending ones.
+/// - An email change and a redeem revoke the owner's pending tokens with the live
+///   ones.
 #[async_trait]
 pub trait OwnerRepository: Send + Sync + fmt::Display {
     /// Inserts or replaces a community.
@@ -204,8 +231,8 @@ pub trait OwnerRepository: Send + Sync + fmt::Display {
     /// - One atomic step: either every owner is stored or none is.
     /// - Each stored record is [`Owner::merge_from_host`]`(stored, incoming)`: a
     ///   registered owner stays registered, an invitation in progress is kept.
-    /// - When that merge reports a changed primary email, the owner's live tokens are
-    ///   revoked in the same step.
+    /// - When that merge reports a changed primary email, the owner's live and pending
+    ///   tokens are revoked at `now` in the same step.
     /// - Addresses are stored as given, even invalid or shared with another owner.
     async fn upsert_owners(&self, owners: &[Owner], now: Timestamp) -> RepoResult<()>;
 
@@ -307,8 +334,8 @@ pub trait OwnerRepository: Send + Sync + fmt::Display {
     ///   new non-blank address (its `delivered_key`) would be held by an owner outside the
     ///   edit, or by two edited owners, the call fails with `Precondition` and nothing
     ///   changes. (Addresses already shared among *unedited* owners do not matter.)
-    /// - Owners whose address changed (by `delivered_key`) get their live tokens revoked at
-    ///   `now`, in the same step.
+    /// - Owners whose address changed (by `delivered_key`) get their live and pending
+    ///   tokens revoked at `now`, in the same step.
     /// - Returns the ids whose address changed.
     /// - Appends every entry of `activity`, in order, in the same step.
     async fn update_emails(
@@ -411,9 +438,15 @@ pub trait OwnerRepository: Send + Sync + fmt::Display {
     ///   held). The others are refused and left unchanged; the rest of the group is
     ///   recorded all the same.
     /// - A recorded delivery moves from `Claimed` to `Sent` or `Failed` at `now`, its
-    ///   `attempts` grows by the outcome's, and on `Sent` the owner's access becomes
-    ///   [`AccessStatus::after_invitation`](crate::domain::AccessStatus::after_invitation)`(now, expires_at)`,
-    ///   in the same step.
+    ///   `attempts` grows by the outcome's, and on `Sent`, in the same step:
+    ///   the owner's access becomes
+    ///   [`AccessStatus::after_invitation`](crate::domain::AccessStatus::after_invitation)`(now, expires_at)`;
+    ///   every `Pending` token of this owner and batch becomes `Live`; and the
+    ///   owner's `Live` tokens of other batches become `Revoked { at: now }`
+    ///   (superseded). Live tokens of the same batch stay live; pending tokens of
+    ///   other batches stay pending.
+    /// - `Failed` changes no token: the pending ones stay pending (never redeemable),
+    ///   the owner's older link keeps working. A refused outcome changes nothing.
     /// - The whole group is one atomic step; an error records none of it.
     /// - Returns the refused owners, in any order. `NotFound` when the batch does
     ///   not exist.
@@ -518,15 +551,23 @@ pub trait OwnerRepository: Send + Sync + fmt::Display {
     /// Stores a token hash for a message about to be sent.
     ///
     /// # Contract
-    /// - Insert only: `AlreadyExists` when the hash is taken.
-    /// - In the same step, revokes (at `token.issued_at`) the owner's live tokens of
-    ///   *other* batches: a newer invitation replaces older ones. Live tokens of the
-    ///   same batch stay live (a copy of this batch's message may be in the owner's
-    ///   mailbox).
+    /// - Insert only: `AlreadyExists` when the hash is taken; nothing changes.
+    /// - A `Pending` token (what the send engine issues, at claim) is stored as
+    ///   given and revokes nothing: the owner's live links keep working until
+    ///   [`record_deliveries`](Self::record_deliveries) records this batch's message
+    ///   to them as sent (see "Links: pending until accepted").
+    /// - A `Live` token is one whose message was accepted already (a host that
+    ///   sends by itself, a test): in the same step, as for a message recorded as
+    ///   sent, the owner's live tokens of *other* batches are revoked at
+    ///   `token.issued_at` and their pending tokens of this batch become live. Live
+    ///   tokens of the same batch stay live (a copy of this batch's message may be in
+    ///   the owner's mailbox).
+    /// - A `Revoked` or `Redeemed` token is stored as given and changes nothing else.
     async fn issue_token(&self, token: &TokenRecord) -> RepoResult<()>;
 
     /// Stores several token hashes, for messages about to be sent: what the send
-    /// engine calls once per chunk of deliveries, so a store can commit them at once.
+    /// engine calls once per chunk of claimed deliveries (all `Pending`), so a store
+    /// can commit them at once.
     ///
     /// # Contract
     /// - The same as [`issue_token`](Self::issue_token) for each, in order; the first
@@ -546,9 +587,10 @@ pub trait OwnerRepository: Send + Sync + fmt::Display {
     /// Redeems a token: once, atomically.
     ///
     /// # Contract
-    /// - Compare-and-set: succeeds only if the token is live and expires after `now`
-    ///   and its owner is not registered; then, in one step, the token becomes
-    ///   redeemed, the owner's other live tokens revoked, the owner registered at
+    /// - Compare-and-set: succeeds only if the token is live (a pending one is
+    ///   `Rejected(NotSent)`) and expires after `now` and its owner is not
+    ///   registered; then, in one step, the token becomes redeemed, the owner's other
+    ///   live and pending tokens revoked, the owner registered at
     ///   `now`, and an [`ActivityKind::Registered`](crate::domain::ActivityKind::Registered)
     ///   entry appended to the owner's community.
     /// - Two concurrent calls with one token: exactly one gets `Redeemed`.
@@ -576,7 +618,8 @@ pub trait ImportSession: Send {
     async fn upsert_communities(&mut self, communities: &[Community]) -> RepoResult<()>;
 
     /// Inserts or updates owners, as [`OwnerRepository::upsert_owners`] does (merged
-    /// from host data, live tokens revoked when the primary email changes), with the
+    /// from host data, live and pending tokens revoked when the primary email
+    /// changes), with the
     /// session's `now`.
     async fn upsert_owners(&mut self, owners: &[Owner]) -> RepoResult<()>;
 

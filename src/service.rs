@@ -1070,7 +1070,8 @@ impl OwnerAccess {
     // ----- Resend ---------------------------------------------------------------------
 
     /// Resends the registration email to one owner: a fresh link (the old one is
-    /// revoked when the new message goes out), with the message of the owner's latest
+    /// revoked when the new message has been accepted and recorded as sent; a resend
+    /// that fails or stops leaves it working), with the message of the owner's latest
     /// batch, or the default invitation if there is none.
     ///
     /// # Errors

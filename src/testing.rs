@@ -284,6 +284,20 @@ fn token(
     }
 }
 
+/// A token as the send engine stores it at claim, before its message goes out.
+fn pending_token(
+    n: u64,
+    owner: &str,
+    batch: &str,
+    issued_at: Timestamp,
+    expires_at: Timestamp,
+) -> TokenRecord {
+    TokenRecord {
+        state: TokenState::Pending,
+        ..token(n, owner, batch, issued_at, expires_at)
+    }
+}
+
 fn mass_edit(community: &str, at: Timestamp, changed: usize) -> ActivityEntry {
     ActivityEntry {
         community: cid(community),
@@ -498,8 +512,8 @@ pub async fn upsert_merge_rules(repo: &dyn OwnerRepository) -> CheckResult {
     })
 }
 
-/// `upsert_owners` revokes the owner's live tokens at `now` when the primary email
-/// changes (compared by `delivered_key`), and only then.
+/// `upsert_owners` revokes the owner's live and pending tokens at `now` when the
+/// primary email changes (compared by `delivered_key`), and only then.
 pub async fn upsert_email_change_revokes_tokens(repo: &dyn OwnerRepository) -> CheckResult {
     let c = Ctx("upsert_email_change_revokes_tokens");
     let a = owner("a", "c1", Some("ann@example.org"));
@@ -515,6 +529,11 @@ pub async fn upsert_email_change_revokes_tokens(repo: &dyn OwnerRepository) -> C
     c.ok(
         repo.issue_token(&token(2, "b", "b1", t(1), t(1000))).await,
         "issue_token",
+    )?;
+    c.ok(
+        repo.issue_token(&pending_token(3, "a", "b2", t(2), t(1000)))
+            .await,
+        "issue_token (pending)",
     )?;
     let same = a.clone().with_primary_email("  ANN@Example.org ");
     c.ok(repo.upsert_owners(&[same], t(20)).await, "upsert_owners")?;
@@ -532,6 +551,11 @@ pub async fn upsert_email_change_revokes_tokens(repo: &dyn OwnerRepository) -> C
         token_state(c, repo, 1).await?,
         TokenState::Revoked { at: t(50) },
         "token after the owner's email changed",
+    )?;
+    c.eq(
+        token_state(c, repo, 3).await?,
+        TokenState::Revoked { at: t(50) },
+        "pending token after the owner's email changed",
     )?;
     c.eq(
         token_state(c, repo, 2).await?,
@@ -970,6 +994,13 @@ pub async fn update_emails_applies_and_revokes(repo: &dyn OwnerRepository) -> Ch
             "issue_token",
         )?;
     }
+    for (n, o) in [(4, "a"), (5, "b")] {
+        c.ok(
+            repo.issue_token(&pending_token(n, o, "b2", t(2), t(1000)))
+                .await,
+            "issue_token (pending)",
+        )?;
+    }
     // One edit across two communities, with an entry for each.
     let entries = [mass_edit("c1", t(5), 3), mass_edit("c2", t(5), 1)];
     let edits = [
@@ -1007,6 +1038,16 @@ pub async fn update_emails_applies_and_revokes(repo: &dyn OwnerRepository) -> Ch
         token_state(c, repo, 3).await?,
         TokenState::Revoked { at: t(10) },
         "c's token",
+    )?;
+    c.eq(
+        token_state(c, repo, 4).await?,
+        TokenState::Revoked { at: t(10) },
+        "a's pending token",
+    )?;
+    c.eq(
+        token_state(c, repo, 5).await?,
+        TokenState::Pending,
+        "b's pending token (same address)",
     )?;
     let [c1_entry, c2_entry] = entries;
     c.eq(
@@ -2475,6 +2516,251 @@ pub async fn issue_tokens_in_a_group(repo: &dyn OwnerRepository) -> CheckResult 
     )
 }
 
+/// Links are pending until their message is accepted (the trait's "Links: pending
+/// until accepted"): a pending token revokes nothing and does not redeem; recording
+/// its delivery as sent makes it live and revokes the owner's live tokens of other
+/// batches, in the same step; a failure, a release, a delivery still claimed and a
+/// refused outcome change no token; a delivery sent after being given back makes
+/// every pending token of it live (the first copy's link keeps working); of two
+/// newer batches, the one recorded last holds the live link.
+pub async fn tokens_pending_until_sent(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("tokens_pending_until_sent");
+    let s = sid("sender-s");
+    let people = ["a", "b", "c", "d"];
+    let owners: Vec<Owner> = people
+        .iter()
+        .map(|o| owner(o, "c1", Some(&format!("{o}@example.org"))))
+        .collect();
+    c.ok(repo.upsert_owners(&owners, t(0)).await, "upsert_owners")?;
+    // Each owner's working link, of an earlier batch.
+    for (n, o) in [(1, "a"), (3, "b"), (5, "c"), (8, "d")] {
+        c.ok(
+            repo.issue_token(&token(n, o, "b0", t(0), t(1000))).await,
+            "issue_token (live)",
+        )?;
+    }
+    c.ok(
+        repo.create_batch(&new_batch("b1", "c1", &people, t(1)))
+            .await,
+        "create_batch",
+    )?;
+    c.ok(
+        repo.claim_deliveries(&bid("b1"), &s, 4, LEASE, t(10)).await,
+        "claim",
+    )?;
+    let claimed = [(2, "a"), (4, "b"), (6, "c"), (9, "d")]
+        .map(|(n, o)| pending_token(n, o, "b1", t(10), t(1010)));
+    c.ok(repo.issue_tokens(&claimed).await, "issue_tokens (pending)")?;
+    for (n, want, what) in [
+        (
+            1,
+            TokenState::Live,
+            "a's old link while a newer token is pending",
+        ),
+        (
+            3,
+            TokenState::Live,
+            "b's old link while a newer token is pending",
+        ),
+        (
+            5,
+            TokenState::Live,
+            "c's old link while a newer token is pending",
+        ),
+        (
+            8,
+            TokenState::Live,
+            "d's old link while a newer token is pending",
+        ),
+        (2, TokenState::Pending, "a token issued pending"),
+    ] {
+        c.eq(token_state(c, repo, n).await?, want, what)?;
+    }
+    c.eq(
+        c.ok(repo.redeem_token(&hash(2), t(11)).await, "redeem_token")?,
+        RedeemOutcome::Rejected(TokenRejection::NotSent),
+        "redeeming a pending token",
+    )?;
+    c.eq(
+        get_owner(c, repo, "a").await?,
+        owners[0].clone(),
+        "a after the refused redeem",
+    )?;
+    // a is sent, b fails, c is given back, d stays claimed.
+    c.eq(
+        c.ok(
+            repo.record_deliveries(
+                &bid("b1"),
+                &s,
+                &[
+                    (oid("a"), sent(t(1010), 1)),
+                    (oid("b"), failed("550 no such user", 1)),
+                ],
+                t(20),
+            )
+            .await,
+            "record_deliveries",
+        )?,
+        vec![],
+        "refused",
+    )?;
+    c.eq(
+        c.ok(
+            repo.release_deliveries(&bid("b1"), &s, &[oid("c")]).await,
+            "release_deliveries",
+        )?,
+        vec![],
+        "refused releases",
+    )?;
+    for (n, want, what) in [
+        (
+            2,
+            TokenState::Live,
+            "a's token once its message is recorded sent",
+        ),
+        (
+            1,
+            TokenState::Revoked { at: t(20) },
+            "a's old link, superseded when the newer message was recorded",
+        ),
+        (
+            4,
+            TokenState::Pending,
+            "b's token after its delivery failed",
+        ),
+        (
+            3,
+            TokenState::Live,
+            "b's old link after the newer message failed",
+        ),
+        (
+            6,
+            TokenState::Pending,
+            "c's token after its delivery was given back",
+        ),
+        (
+            5,
+            TokenState::Live,
+            "c's old link after its delivery was given back",
+        ),
+        (
+            9,
+            TokenState::Pending,
+            "d's token while its delivery is claimed",
+        ),
+        (
+            8,
+            TokenState::Live,
+            "d's old link while its delivery is claimed",
+        ),
+    ] {
+        c.eq(token_state(c, repo, n).await?, want, what)?;
+    }
+    // c is sent on a second claim, with a fresh token: both of the batch's tokens
+    // work (the first message may have gone out before it was given back).
+    c.ok(
+        repo.claim_deliveries(&bid("b1"), &s, 4, LEASE, t(30)).await,
+        "claim again",
+    )?;
+    c.ok(
+        repo.issue_tokens(&[pending_token(7, "c", "b1", t(30), t(1030))])
+            .await,
+        "issue_tokens (pending)",
+    )?;
+    c.ok(
+        repo.record_deliveries(&bid("b1"), &s, &[(oid("c"), sent(t(1030), 1))], t(35))
+            .await,
+        "record_deliveries",
+    )?;
+    for (n, want, what) in [
+        (
+            6,
+            TokenState::Live,
+            "c's token of the first claim, once sent",
+        ),
+        (
+            7,
+            TokenState::Live,
+            "c's token of the second claim, once sent",
+        ),
+        (5, TokenState::Revoked { at: t(35) }, "c's old link"),
+    ] {
+        c.eq(token_state(c, repo, n).await?, want, what)?;
+    }
+    // A refused outcome (from a sender that does not hold d's claim) changes no token.
+    c.eq(
+        c.ok(
+            repo.record_deliveries(
+                &bid("b1"),
+                &sid("sender-x"),
+                &[(oid("d"), sent(t(1010), 1))],
+                t(36),
+            )
+            .await,
+            "record_deliveries (not the holder)",
+        )?,
+        vec![oid("d")],
+        "refused",
+    )?;
+    c.eq(
+        token_state(c, repo, 9).await?,
+        TokenState::Pending,
+        "d's token after a refused outcome",
+    )?;
+    c.eq(
+        token_state(c, repo, 8).await?,
+        TokenState::Live,
+        "d's old link after a refused outcome",
+    )?;
+    // Two newer batches to a: the one recorded last holds the live link.
+    for (b, at) in [("b2", t(40)), ("b3", t(41))] {
+        c.ok(
+            repo.create_batch(&new_batch(b, "c1", &["a"], at)).await,
+            "create_batch",
+        )?;
+        c.ok(
+            repo.claim_deliveries(&bid(b), &s, 1, LEASE, at).await,
+            "claim",
+        )?;
+    }
+    c.ok(
+        repo.issue_tokens(&[
+            pending_token(10, "a", "b2", t(40), t(1040)),
+            pending_token(11, "a", "b3", t(41), t(1041)),
+        ])
+        .await,
+        "issue_tokens (pending)",
+    )?;
+    c.ok(
+        repo.record_deliveries(&bid("b3"), &s, &[(oid("a"), sent(t(1041), 1))], t(50))
+            .await,
+        "record_deliveries (b3)",
+    )?;
+    for (n, want, what) in [
+        (11, TokenState::Live, "a's b3 token, recorded first"),
+        (2, TokenState::Revoked { at: t(50) }, "a's b1 token"),
+        (10, TokenState::Pending, "a's b2 token, not recorded yet"),
+    ] {
+        c.eq(token_state(c, repo, n).await?, want, what)?;
+    }
+    c.ok(
+        repo.record_deliveries(&bid("b2"), &s, &[(oid("a"), sent(t(1040), 1))], t(60))
+            .await,
+        "record_deliveries (b2)",
+    )?;
+    for (n, want, what) in [
+        (10, TokenState::Live, "a's b2 token, recorded last"),
+        (11, TokenState::Revoked { at: t(60) }, "a's b3 token"),
+    ] {
+        c.eq(token_state(c, repo, n).await?, want, what)?;
+    }
+    let redeemed = c.ok(repo.redeem_token(&hash(10), t(61)).await, "redeem_token")?;
+    c.ensure(matches!(redeemed, RedeemOutcome::Redeemed { .. }), || {
+        format!("a's live link must redeem: {redeemed:?}")
+    })?;
+    check_counts(c, repo, "b1").await
+}
+
 /// `record_deliveries`: a group of outcomes ends as the same outcomes recorded one by
 /// one would, and a delivery in the group the caller does not hold (here a pending
 /// one) is refused without costing the rest of the group.
@@ -2674,10 +2960,37 @@ pub async fn redeem_token_rules(repo: &dyn OwnerRepository) -> CheckResult {
         rejected(TokenRejection::Revoked),
         "the other token",
     )?;
-    let b = redeem(3, t(61)).await?;
+    // A pending token (its message not accepted yet) does not redeem, and changes
+    // nothing; redeeming the owner's live one revokes it.
+    c.ok(
+        repo.issue_token(&pending_token(7, "b", "b3", t(61), t(1000)))
+            .await,
+        "issue_token (pending)",
+    )?;
+    c.eq(
+        redeem(7, t(61)).await?,
+        rejected(TokenRejection::NotSent),
+        "a pending token",
+    )?;
+    c.eq(
+        token_state(c, repo, 7).await?,
+        TokenState::Pending,
+        "the pending token after its refused redeem",
+    )?;
+    c.eq(
+        get_owner(c, repo, "b").await?,
+        owners[1].clone(),
+        "its owner after the refused redeem",
+    )?;
+    let b = redeem(3, t(62)).await?;
     c.ensure(matches!(b, RedeemOutcome::Redeemed { .. }), || {
         format!("another owner's live token must still redeem: {b:?}")
-    })
+    })?;
+    c.eq(
+        token_state(c, repo, 7).await?,
+        TokenState::Revoked { at: t(62) },
+        "the owner's pending token after a redeem",
+    )
 }
 
 /// `redeem_token` is compare-and-set: two concurrent redeems of one token, many
@@ -2844,6 +3157,7 @@ pub const REPOSITORY_CHECKS: &[&str] = &[
     "release_deliveries_rules",
     "issue_token_rules",
     "issue_tokens_in_a_group",
+    "tokens_pending_until_sent",
     "record_deliveries_in_a_group",
     "redeem_token_rules",
     "redeem_token_concurrently_once",
@@ -2893,6 +3207,7 @@ where
         release_deliveries_rules,
         issue_token_rules,
         issue_tokens_in_a_group,
+        tokens_pending_until_sent,
         record_deliveries_in_a_group,
         redeem_token_rules,
         redeem_token_concurrently_once,

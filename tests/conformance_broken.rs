@@ -1,8 +1,8 @@
 //! The conformance suite catches broken adapters: each wrapper below delegates to
 //! [`InMemoryRepository`] but breaks one contract the way a real adapter could (a
 //! non-atomic batch insert, a read-then-write redeem, a read-then-write claim, a
-//! renewal that renews nothing, an outcome recorded whoever holds the claim). The
-//! check for that contract must fail on it, and pass on the real adapter.
+//! renewal that renews nothing, an outcome recorded whoever holds the claim, a link
+//! made live and the older one revoked at claim). The check for that contract must fail on it, and pass on the real adapter.
 #![cfg(feature = "testing")]
 
 mod common;
@@ -46,6 +46,10 @@ enum Flaw {
     NoRenewal,
     /// `record_deliveries` records any claimed delivery, whoever holds its claim.
     UnfencedRecord,
+    /// `issue_token` stores a pending token as live, superseding the owner's older
+    /// link at claim, before the message has gone out (what this crate did before
+    /// links waited for the message to be accepted).
+    LiveAtClaim,
 }
 
 /// An import that writes each chunk as it comes: visible before the commit, and
@@ -314,6 +318,17 @@ impl Hooks for Flawed {
         Ok(refused)
     }
 
+    async fn issue_token(&self, inner: &InMemoryRepository, token: &TokenRecord) -> RepoResult<()> {
+        if self.0 == Flaw::LiveAtClaim && token.state == TokenState::Pending {
+            let live = TokenRecord {
+                state: TokenState::Live,
+                ..token.clone()
+            };
+            return inner.issue_token(&live).await;
+        }
+        inner.issue_token(token).await
+    }
+
     async fn redeem_token(
         &self,
         inner: &InMemoryRepository,
@@ -464,10 +479,28 @@ async fn an_import_that_writes_each_chunk_as_it_comes_is_caught() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repository_without_fencing_is_caught() {
-    caught(
+    caught_by(
         Flaw::UnfencedRecord,
-        "stale_holder_writes_are_refused",
+        &[
+            "stale_holder_writes_are_refused",
+            "tokens_pending_until_sent",
+        ],
         testing::stale_holder_writes_are_refused,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_that_revokes_the_old_link_at_claim_is_caught() {
+    caught_by(
+        Flaw::LiveAtClaim,
+        &[
+            "tokens_pending_until_sent",
+            "upsert_email_change_revokes_tokens",
+            "update_emails_applies_and_revokes",
+            "redeem_token_rules",
+        ],
+        testing::tokens_pending_until_sent,
     )
     .await;
 }

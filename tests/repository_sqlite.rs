@@ -638,8 +638,28 @@ async fn the_schema_itself_refuses_a_second_live_invitation_a_duplicate_hash_and
         assert!(result.is_err(), "the schema accepted: {sql}");
         result.unwrap_err().to_string()
     };
-    // A second live invitation for an owner who has one.
-    let e = refused("INSERT INTO invitations (owner, batch, live) VALUES ('o00000', 'other', 1)");
+    // A second live invitation for an owner who has one; a second open one of a batch.
+    let e =
+        refused("INSERT INTO invitations (owner, batch, state) VALUES ('o00000', 'other', 'live')");
+    assert!(e.contains("UNIQUE"), "{e}");
+    let e = refused(&format!(
+        "INSERT INTO invitations (owner, batch, state) VALUES ('o00000', '{batch}', 'pending')"
+    ));
+    assert!(e.contains("UNIQUE"), "{e}");
+    // A pending invitation of another batch coexists with the live one; a live token
+    // cannot join it, and it cannot become live while the other is.
+    conn.execute_batch(
+        "INSERT INTO invitations (owner, batch, state) VALUES ('o00000', 'newer', 'pending')",
+    )
+    .unwrap();
+    let e = refused(
+        "INSERT INTO tokens (hash, invitation, issued_at, expires_at, state)
+         SELECT randomblob(32), id, 0, 1, 'live' FROM invitations
+          WHERE owner = 'o00000' AND batch = 'newer'",
+    );
+    assert!(e.contains("live invitation"), "{e}");
+    let e =
+        refused("UPDATE invitations SET state = 'live' WHERE owner = 'o00000' AND batch = 'newer'");
     assert!(e.contains("UNIQUE"), "{e}");
     // A token hash stored twice.
     let e = refused(
@@ -648,8 +668,10 @@ async fn the_schema_itself_refuses_a_second_live_invitation_a_duplicate_hash_and
     );
     assert!(e.contains("UNIQUE"), "{e}");
     // A live token in a closed invitation; a revoked token made live again.
-    conn.execute_batch("UPDATE invitations SET live = 0, closed_at = 1 WHERE owner = 'o00000'")
-        .unwrap();
+    conn.execute_batch(
+        "UPDATE invitations SET state = 'closed', closed_at = 1 WHERE owner = 'o00000'",
+    )
+    .unwrap();
     let e = refused(
         "INSERT INTO tokens (hash, invitation, issued_at, expires_at, state)
          SELECT zeroblob(32), id, 0, 1, 'live' FROM invitations WHERE owner = 'o00000' LIMIT 1",
@@ -671,6 +693,11 @@ async fn the_schema_itself_refuses_a_second_live_invitation_a_duplicate_hash_and
         "UPDATE tokens SET state = 'live', state_at = NULL
          WHERE invitation IN (SELECT id FROM invitations WHERE owner = 'o00000')",
     );
+    // A closed invitation never reopens.
+    let e = refused(
+        "UPDATE invitations SET state = 'pending', closed_at = NULL WHERE owner = 'o00000'",
+    );
+    assert!(e.contains("only moves"), "{e}");
     // A second delivery for one (batch, owner).
     let e = refused(&format!(
         "INSERT INTO deliveries (batch, owner, to_addr, state) VALUES ('{batch}', 'o00001', 'x@example.org', 'pending')"

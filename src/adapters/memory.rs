@@ -80,8 +80,8 @@ struct State {
     /// (created_at, insertion sequence, id), iterated backwards for newest first.
     batches_by_community: HashMap<CommunityId, BTreeSet<(Timestamp, u64, BatchId)>>,
     tokens: HashMap<TokenHash, TokenRecord>,
-    /// Live tokens only: what revocation has to look at.
-    live_tokens_by_owner: HashMap<OwnerId, BTreeSet<TokenHash>>,
+    /// Pending and live tokens only: what revocation and promotion look at.
+    unspent_tokens_by_owner: HashMap<OwnerId, BTreeSet<TokenHash>>,
     /// (at, insertion sequence) → entry, iterated backwards for newest first.
     activity: HashMap<CommunityId, BTreeMap<(Timestamp, u64), ActivityEntry>>,
     sequence: u64,
@@ -165,30 +165,50 @@ impl State {
             .insert((entry.at, seq), entry);
     }
 
-    /// Revokes an owner's live tokens at `at`, except those `keep` says to keep.
-    fn revoke_live_tokens(
+    /// Revokes at `at` the owner's pending and live tokens that `revoke` picks.
+    fn revoke_tokens(
         &mut self,
         owner: &OwnerId,
         at: Timestamp,
-        keep: impl Fn(&TokenRecord) -> bool,
+        revoke: impl Fn(&TokenRecord) -> bool,
     ) {
-        let Some(live) = self.live_tokens_by_owner.get_mut(owner) else {
+        let Some(unspent) = self.unspent_tokens_by_owner.get_mut(owner) else {
             return;
         };
         let mut kept = BTreeSet::new();
-        for hash in std::mem::take(live) {
+        for hash in std::mem::take(unspent) {
             match self.tokens.get_mut(&hash) {
-                Some(token) if keep(token) => {
+                Some(token) if revoke(token) => token.state = TokenState::Revoked { at },
+                Some(_) => {
                     kept.insert(hash);
                 }
-                Some(token) => token.state = TokenState::Revoked { at },
                 None => {}
             }
         }
         if kept.is_empty() {
-            self.live_tokens_by_owner.remove(owner);
+            self.unspent_tokens_by_owner.remove(owner);
         } else {
-            self.live_tokens_by_owner.insert(owner.clone(), kept);
+            self.unspent_tokens_by_owner.insert(owner.clone(), kept);
+        }
+    }
+
+    /// What recording a sent message does to the owner's links: the delivery's
+    /// pending tokens become live and supersede the owner's live tokens of other
+    /// batches, at `at`.
+    fn accept_tokens(&mut self, owner: &OwnerId, batch: &BatchId, at: Timestamp) {
+        self.revoke_tokens(owner, at, |t| {
+            t.state == TokenState::Live && t.batch != *batch
+        });
+        let Some(unspent) = self.unspent_tokens_by_owner.get(owner) else {
+            return;
+        };
+        for hash in unspent {
+            if let Some(token) = self.tokens.get_mut(hash)
+                && token.state == TokenState::Pending
+                && token.batch == *batch
+            {
+                token.state = TokenState::Live;
+            }
         }
     }
 
@@ -226,7 +246,7 @@ impl State {
             let (merged, email_changed) =
                 Owner::merge_from_host(self.owners.get(&incoming.id), incoming);
             if email_changed {
-                self.revoke_live_tokens(&merged.id, now, |_| false);
+                self.revoke_tokens(&merged.id, now, |_| true);
             }
             self.put_owner(merged);
         }
@@ -408,7 +428,7 @@ impl OwnerRepository for InMemoryRepository {
             let old_key = owner.email_key();
             owner.primary_email = edit.email.clone();
             if owner.email_key() != old_key {
-                state.revoke_live_tokens(id, now, |_| false);
+                state.revoke_tokens(id, now, |_| true);
                 changed.push(id.clone());
             }
             state.put_owner(owner);
@@ -608,6 +628,7 @@ impl OwnerRepository for InMemoryRepository {
             .get_mut(batch)
             .ok_or_else(|| not_found("batch", batch))?;
         let mut refused = Vec::new();
+        let mut accepted = Vec::new();
         for (owner, outcome) in outcomes {
             if !b.is_held_by(owner, sender) {
                 refused.push(owner.clone());
@@ -635,11 +656,15 @@ impl OwnerRepository for InMemoryRepository {
                 d.attempts = d.attempts.saturating_add(attempts);
             }
             b.set_state(owner, new_state);
-            if let Some(expires_at) = expires
-                && let Some(o) = state.owners.get_mut(owner)
-            {
-                o.access = o.access.after_invitation(now, expires_at);
+            if let Some(expires_at) = expires {
+                if let Some(o) = state.owners.get_mut(owner) {
+                    o.access = o.access.after_invitation(now, expires_at);
+                }
+                accepted.push(owner);
             }
+        }
+        for owner in accepted {
+            state.accept_tokens(owner, batch, now);
         }
         Ok(refused)
     }
@@ -747,10 +772,13 @@ impl OwnerRepository for InMemoryRepository {
                 id: token.hash.to_hex(),
             });
         }
-        state.revoke_live_tokens(&token.owner, token.issued_at, |t| t.batch == token.batch);
         if token.state == TokenState::Live {
+            // Accepted already: as a message recorded as sent.
+            state.accept_tokens(&token.owner, &token.batch, token.issued_at);
+        }
+        if matches!(token.state, TokenState::Live | TokenState::Pending) {
             state
-                .live_tokens_by_owner
+                .unspent_tokens_by_owner
                 .entry(token.owner.clone())
                 .or_default()
                 .insert(token.hash);
@@ -777,8 +805,8 @@ impl OwnerRepository for InMemoryRepository {
         if owner.is_registered() {
             return Ok(RedeemOutcome::Rejected(TokenRejection::AlreadyUsed));
         }
-        state.revoke_live_tokens(&owner.id, now, |t| t.hash == *hash);
-        remove_from_index(&mut state.live_tokens_by_owner, &owner.id, hash);
+        state.revoke_tokens(&owner.id, now, |t| t.hash != *hash);
+        remove_from_index(&mut state.unspent_tokens_by_owner, &owner.id, hash);
         let mut token = token;
         token.state = TokenState::Redeemed { at: now };
         state.tokens.insert(*hash, token.clone());

@@ -21,9 +21,14 @@
 //!   is one owner's messages of one batch, and every token belongs to one: several
 //!   live tokens of the same batch may coexist (a message sent again after a crash
 //!   carries a fresh token while the copy already delivered keeps working), tokens of
-//!   another batch cannot. Triggers make a live token require a live invitation,
-//!   revoke an invitation's tokens when it is closed, and keep token states moving
-//!   forward only;
+//!   another batch cannot. A token stored at claim, before its message goes out,
+//!   belongs to a *pending* invitation (one open invitation per owner and batch,
+//!   another partial unique index), which coexists with the owner's live one: when
+//!   the delivery is recorded as sent, the same transaction closes the live
+//!   invitation of another batch and makes the pending one, and its tokens, live.
+//!   Triggers make a live token require a live invitation, revoke an invitation's
+//!   tokens when it is closed, and keep token and invitation states moving forward
+//!   only;
 //! - one delivery per (batch, owner) (the primary key), with a state whose fields
 //!   match it;
 //! - redeeming is one conditional `UPDATE` (live, not expired, owner not registered),
@@ -107,6 +112,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Code(rekey_email_index),
     Migration::Sql(include_str!("sqlite/0005_community_letters.sql")),
     Migration::Sql(include_str!("sqlite/0006_leases.sql")),
+    Migration::Sql(include_str!("sqlite/0007_pending_links.sql")),
 ];
 
 /// The [`DELIVERED_KEY_VERSION`] that `owners.email_key` holds in a file at
@@ -928,12 +934,37 @@ fn owners_by_id(db: &Db<'_>, ids: &[&str]) -> Res<HashMap<OwnerId, Owner>> {
     Ok(owners.into_iter().map(|o| (o.id.clone(), o)).collect())
 }
 
-/// Closes the owner's live invitation, if any: the schema's trigger revokes its live
-/// tokens at `at` in the same statement.
-fn close_live_invitation(db: &Db<'_>, owner: &OwnerId, at: i64) -> Res<()> {
+/// Closes the owner's open (pending and live) invitations: the schema's trigger
+/// revokes their tokens at `at` in the same statement.
+fn close_open_invitations(db: &Db<'_>, owner: &OwnerId, at: i64) -> Res<()> {
     db.exec(
-        "UPDATE invitations SET live = 0, closed_at = ?2 WHERE owner = ?1 AND live = 1",
+        "UPDATE invitations SET state = 'closed', closed_at = ?2
+         WHERE owner = ?1 AND state <> 'closed'",
         rusqlite::params![owner.as_str(), at],
+    )?;
+    Ok(())
+}
+
+/// What recording a sent message does to the owner's links: their live invitation of
+/// another batch is closed (its tokens revoked at `at`, a trigger: superseded), the
+/// delivery's pending invitation becomes live, and its pending tokens live. In this
+/// order, for the one-live-invitation index.
+fn accept_invitation(db: &Db<'_>, batch: &BatchId, owner: &OwnerId, at: i64) -> Res<()> {
+    db.exec(
+        "UPDATE invitations SET state = 'closed', closed_at = ?3
+         WHERE owner = ?1 AND state = 'live' AND batch <> ?2",
+        rusqlite::params![owner.as_str(), batch.as_str(), at],
+    )?;
+    db.exec(
+        "UPDATE invitations SET state = 'live'
+         WHERE owner = ?1 AND batch = ?2 AND state = 'pending'",
+        [owner.as_str(), batch.as_str()],
+    )?;
+    db.exec(
+        "UPDATE tokens SET state = 'live'
+         WHERE state = 'pending' AND invitation = (SELECT id FROM invitations
+                 WHERE owner = ?1 AND batch = ?2 AND state = 'live')",
+        [owner.as_str(), batch.as_str()],
     )?;
     Ok(())
 }
@@ -1167,31 +1198,29 @@ fn read_delivery(batch: &BatchId, r: &Row<'_>) -> Res<Delivery> {
 
 // ----- Tokens and activity -----------------------------------------------------------
 
-fn read_token(db: &Db<'_>, hash: &TokenHash) -> Res<Option<(TokenRecord, i64)>> {
+fn read_token(db: &Db<'_>, hash: &TokenHash) -> Res<Option<TokenRecord>> {
     db.row(
-        "SELECT i.owner, i.batch, t.issued_at, t.expires_at, t.state, t.state_at, t.invitation
+        "SELECT i.owner, i.batch, t.issued_at, t.expires_at, t.state, t.state_at
          FROM tokens t JOIN invitations i ON i.id = t.invitation WHERE t.hash = ?1",
         [&hash.0[..]],
         |r| {
             let state: String = r.get(4)?;
             let at = read_opt_ts(r.get(5)?)?;
             let state = match (state.as_str(), at) {
+                ("pending", None) => TokenState::Pending,
                 ("live", None) => TokenState::Live,
                 ("revoked", Some(at)) => TokenState::Revoked { at },
                 ("redeemed", Some(at)) => TokenState::Redeemed { at },
                 (other, _) => return Err(bad_row("tokens.state", other)),
             };
-            Ok((
-                TokenRecord {
-                    hash: *hash,
-                    owner: read_id!(OwnerId, r.get::<_, String>(0)?, "invitations.owner")?,
-                    batch: read_id!(BatchId, r.get::<_, String>(1)?, "invitations.batch")?,
-                    issued_at: read_ts(r.get(2)?)?,
-                    expires_at: read_ts(r.get(3)?)?,
-                    state,
-                },
-                r.get(6)?,
-            ))
+            Ok(TokenRecord {
+                hash: *hash,
+                owner: read_id!(OwnerId, r.get::<_, String>(0)?, "invitations.owner")?,
+                batch: read_id!(BatchId, r.get::<_, String>(1)?, "invitations.batch")?,
+                issued_at: read_ts(r.get(2)?)?,
+                expires_at: read_ts(r.get(3)?)?,
+                state,
+            })
         },
     )
 }
@@ -1454,7 +1483,7 @@ impl OwnerRepository for SqliteRepository {
                 let old_key = owner.email_key();
                 owner.primary_email = edit.email.clone();
                 if owner.email_key() != old_key {
-                    close_live_invitation(db, id, now)?;
+                    close_open_invitations(db, id, now)?;
                     changed.push(id.clone());
                 }
                 db.exec(
@@ -1859,8 +1888,7 @@ impl OwnerRepository for SqliteRepository {
 
     async fn token(&self, hash: &TokenHash) -> RepoResult<Option<TokenRecord>> {
         let hash = *hash;
-        self.read(move |db| Ok(read_token(db, &hash)?.map(|(t, _)| t)))
-            .await
+        self.read(move |db| read_token(db, &hash)).await
     }
 
     async fn redeem_token(&self, hash: &TokenHash, now: Timestamp) -> RepoResult<RedeemOutcome> {
@@ -1875,7 +1903,7 @@ impl OwnerRepository for SqliteRepository {
                                WHERE i.id = tokens.invitation AND o.access <> 'registered')",
                 rusqlite::params![&hash.0[..], at],
             )? == 1;
-            let Some((token, invitation)) = read_token(db, &hash)? else {
+            let Some(token) = read_token(db, &hash)? else {
                 return Ok(RedeemOutcome::Rejected(TokenRejection::Unknown));
             };
             let owner = db.row(
@@ -1892,12 +1920,9 @@ impl OwnerRepository for SqliteRepository {
                 return Ok(RedeemOutcome::Rejected(reason));
             }
             let mut owner = owner.ok_or_else(|| bad_row("token owner", &token.owner))?;
-            // Closing the invitation revokes its other live tokens (the schema's
-            // trigger); by the unique index they are all of the owner's live tokens.
-            db.exec(
-                "UPDATE invitations SET live = 0, closed_at = ?2 WHERE id = ?1 AND live = 1",
-                rusqlite::params![invitation, at],
-            )?;
+            // Closing the owner's open invitations (this token's, live, and any
+            // pending one) revokes their other tokens (the schema's trigger).
+            close_open_invitations(db, &token.owner, at)?;
             owner.access = AccessStatus::Registered { at: Some(now) };
             set_access(db, &owner.id, &owner.access)?;
             append_activity(
@@ -1977,7 +2002,7 @@ fn upsert_owners_in(db: &Db<'_>, owners: &[Owner], now: Timestamp) -> Res<()> {
     for incoming in owners {
         let (merged, email_changed) = Owner::merge_from_host(stored.get(&incoming.id), incoming);
         if email_changed {
-            close_live_invitation(db, &merged.id, now)?;
+            close_open_invitations(db, &merged.id, now)?;
         }
         put_owner(db, &merged)?;
         stored.insert(merged.id.clone(), merged);
@@ -2160,8 +2185,26 @@ fn record_outcome(
         if let Some(access) = stored {
             set_access(db, owner, &access.after_invitation(now, expires_at))?;
         }
+        accept_invitation(db, batch, owner, at)?;
     }
     Ok(true)
+}
+
+/// The owner's open invitation of a batch, opened in `state` when there is none.
+fn open_invitation(db: &Db<'_>, owner: &str, batch: &str, state: &str) -> Res<i64> {
+    let open = db.row(
+        "SELECT id FROM invitations WHERE owner = ?1 AND batch = ?2 AND state <> 'closed'",
+        [owner, batch],
+        |r| Ok(r.get::<_, i64>(0)?),
+    )?;
+    if let Some(id) = open {
+        return Ok(id);
+    }
+    db.exec(
+        "INSERT INTO invitations (owner, batch, state) VALUES (?1, ?2, ?3)",
+        [owner, batch, state],
+    )?;
+    Ok(db.last_insert_rowid())
 }
 
 /// The listed owners that a fenced write did not touch.
@@ -2220,46 +2263,30 @@ const HELD_CLAIMS: &str = "SELECT holder, count(*), min(lease_until), max(lease_
 fn issue_token_in(db: &Db<'_>, token: &TokenRecord) -> Res<()> {
     let owner = token.owner.as_str();
     let batch = token.batch.as_str();
-    // The owner's live invitation, if any (the schema allows one). One of this batch
-    // takes the token; one of another batch is replaced by a newer invitation, and
-    // closing it revokes its tokens (a trigger).
-    let live = db.row(
-        "SELECT id, batch = ?2 FROM invitations WHERE owner = ?1 AND live = 1",
-        [owner, batch],
-        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, bool>(1)?)),
-    )?;
-    let live_of_this_batch = match live {
-        Some((id, true)) => Some(id),
-        Some((id, false)) => {
-            db.exec(
-                "UPDATE invitations SET live = 0, closed_at = ?2 WHERE id = ?1",
-                rusqlite::params![id, ts(token.issued_at)?],
-            )?;
-            None
-        }
-        None => None,
-    };
     let (state, state_at) = match token.state {
+        TokenState::Pending => ("pending", None),
         TokenState::Live => ("live", None),
         TokenState::Revoked { at } => ("revoked", Some(ts(at)?)),
         TokenState::Redeemed { at } => ("redeemed", Some(ts(at)?)),
     };
-    let invitation = match state_at {
-        None => match live_of_this_batch {
-            Some(id) => id,
-            None => {
-                db.exec(
-                    "INSERT INTO invitations (owner, batch, live) VALUES (?1, ?2, 1)",
-                    [owner, batch],
-                )?;
-                db.last_insert_rowid()
-            }
-        },
+    let invitation = match token.state {
+        // Stored at claim: it joins the owner's open invitation of this batch (the
+        // schema allows one), or opens a pending one, and closes nothing.
+        TokenState::Pending => open_invitation(db, owner, batch, "pending")?,
+        // Accepted already: it supersedes the owner's live invitation of another
+        // batch (closing it revokes its tokens, a trigger) and joins, or makes live,
+        // this batch's.
+        TokenState::Live => {
+            let at = ts(token.issued_at)?;
+            accept_invitation(db, &token.batch, &token.owner, at)?;
+            open_invitation(db, owner, batch, "live")?
+        }
         // A token stored already spent gets an invitation of its own, closed.
-        Some(at) => {
+        TokenState::Revoked { at } | TokenState::Redeemed { at } => {
             db.exec(
-                "INSERT INTO invitations (owner, batch, live, closed_at) VALUES (?1, ?2, 0, ?3)",
-                rusqlite::params![owner, batch, at],
+                "INSERT INTO invitations (owner, batch, state, closed_at)
+                 VALUES (?1, ?2, 'closed', ?3)",
+                rusqlite::params![owner, batch, ts(at)?],
             )?;
             db.last_insert_rowid()
         }

@@ -33,13 +33,13 @@ pub struct TokenRecord {
     /// The batch whose message carries it. Several tokens of one owner may share a
     /// batch (a message re-sent by `resume` after a crash carries a fresh token and
     /// the copy that may already have been delivered keeps working); tokens of other
-    /// batches are revoked when a newer one is issued.
+    /// batches are revoked when a message of a newer batch is accepted.
     pub batch: BatchId,
     /// When issued.
     pub issued_at: Timestamp,
     /// When it stops working.
     pub expires_at: Timestamp,
-    /// Live, revoked or redeemed.
+    /// Pending, live, revoked or redeemed.
     pub state: TokenState,
 }
 
@@ -47,9 +47,17 @@ pub struct TokenRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum TokenState {
+    /// Stored for a message that has not been accepted yet: the send engine issues a
+    /// token when it claims the delivery, before the message goes out. It cannot be
+    /// redeemed ([`TokenRejection::NotSent`]) and revokes nothing; it becomes `Live`,
+    /// and supersedes the owner's links of other batches, when the delivery is
+    /// recorded as sent. A run that stops, fails or crashes before that leaves it
+    /// pending, and the owner's older link working.
+    Pending,
     /// Can be redeemed until it expires.
     Live,
-    /// Replaced by a newer invitation, or the owner's email changed.
+    /// Superseded (a message of a newer batch to the owner was accepted), the owner's
+    /// email changed, or the owner registered with another link.
     Revoked {
         /// When.
         at: Timestamp,
@@ -70,10 +78,15 @@ pub enum TokenRejection {
     Unknown,
     /// Past its expiry.
     Expired,
-    /// Replaced by a newer invitation or revoked by an email change.
+    /// Superseded by a newer accepted invitation, or revoked by an email change or by
+    /// a registration through another link.
     Revoked,
     /// Already used (by this owner or after the owner registered another way).
     AlreadyUsed,
+    /// Its message has not been accepted by the transport yet (the token is
+    /// [`TokenState::Pending`]): nobody should hold it, and it works only once its
+    /// delivery is recorded as sent.
+    NotSent,
 }
 
 impl fmt::Display for TokenRejection {
@@ -83,14 +96,17 @@ impl fmt::Display for TokenRejection {
             TokenRejection::Expired => "expired token",
             TokenRejection::Revoked => "revoked token",
             TokenRejection::AlreadyUsed => "token already used",
+            TokenRejection::NotSent => "token of a message not sent yet",
         })
     }
 }
 
 impl TokenRecord {
-    /// Whether it could be redeemed at `now`, and if not, why.
+    /// Whether it could be redeemed at `now`, and if not, why. A pending token is
+    /// `NotSent` whatever its expiry.
     pub fn check(&self, now: Timestamp) -> Result<(), TokenRejection> {
         match self.state {
+            TokenState::Pending => Err(TokenRejection::NotSent),
             TokenState::Redeemed { .. } => Err(TokenRejection::AlreadyUsed),
             TokenState::Revoked { .. } => Err(TokenRejection::Revoked),
             TokenState::Live if self.expires_at <= now => Err(TokenRejection::Expired),

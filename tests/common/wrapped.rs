@@ -69,6 +69,11 @@ pub trait Hooks: fmt::Debug + Send + Sync + 'static {
         inner.redeem_token(hash, now).await
     }
 
+    /// `issue_token`, and each token of `issue_tokens`, in order.
+    async fn issue_token(&self, inner: &InMemoryRepository, token: &TokenRecord) -> RepoResult<()> {
+        inner.issue_token(token).await
+    }
+
     async fn email_holders(
         &self,
         inner: &InMemoryRepository,
@@ -247,10 +252,13 @@ impl<H: Hooks> OwnerRepository for Wrapped<H> {
         self.inner.requeue_failed(batch).await
     }
     async fn issue_token(&self, token: &TokenRecord) -> RepoResult<()> {
-        self.inner.issue_token(token).await
+        self.hooks.issue_token(&self.inner, token).await
     }
     async fn issue_tokens(&self, tokens: &[TokenRecord]) -> RepoResult<()> {
-        self.inner.issue_tokens(tokens).await
+        for token in tokens {
+            self.hooks.issue_token(&self.inner, token).await?;
+        }
+        Ok(())
     }
     async fn token(&self, hash: &TokenHash) -> RepoResult<Option<TokenRecord>> {
         self.inner.token(hash).await
