@@ -196,7 +196,7 @@ pub struct ClaimHolder {
 /// - [`issue_token`](Self::issue_token) stores the new token as
 ///   [`TokenState::Pending`](crate::domain::TokenState::Pending) and revokes nothing.
 ///   A pending token cannot be redeemed
-///   ([`TokenRejection::NotSent`](crate::domain::TokenRejection::NotSent)).
+///   ([`TokenRejection::NotSent`]).
 /// - [`record_deliveries`](Self::record_deliveries), in the same fenced grouped write
 ///   that records a delivery as sent, makes that delivery's pending tokens (of its
 ///   owner and batch) live and revokes the owner's live tokens of other batches: the
