@@ -33,19 +33,9 @@ done
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-SINK=${SMTP_SINK:-/usr/sbin/smtp-sink}
-SOURCE=${SMTP_SOURCE:-/usr/sbin/smtp-source}
-for tool in "$SINK" "$SOURCE" /usr/bin/time python3; do
-  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install postfix time)" >&2; exit 1; }
-done
-
-WORK=$(mktemp -d)
-SINK_PID=
-cleanup() {
-  [ -n "$SINK_PID" ] && kill "$SINK_PID" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=setup.sh
+. "$HERE/setup.sh"
+e2e_setup
 
 echo "building the example ($PROFILE)..." >&2
 if [ "$PROFILE" = release ]; then
@@ -56,80 +46,20 @@ fi
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/examples/owner_access
 
 VENV=${CARGO_TARGET_DIR:-$ROOT/target}/e2e-venv
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import jinja2' 2>/dev/null; then
+if [ "$PYTHON" = yes ] && { [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import jinja2' 2>/dev/null; }; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet jinja2
 fi
 
-EXPECTED=$(python3 "$HERE/gen_owners.py" "$N" "$WORK/data")
-# A welcome letter of about 5 KB as a message, the same template files for both senders.
-TEMPLATE_ARGS=(--text "$HERE/invitation.txt" --html "$HERE/invitation.html")
-ATTACH_ARGS=()
-PY_ATTACH=()
-if [ "$ATTACH_KB" -gt 0 ]; then
-  python3 -c "import sys; sys.stdout.buffer.write(bytes((i * 7) % 251 for i in range($ATTACH_KB * 1024)))" > "$WORK/Welcome Package.pdf"
-  ATTACH_ARGS=(--attach "$WORK/Welcome Package.pdf")
-  PY_ATTACH=(--attach "$WORK/Welcome Package.pdf")
-fi
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-start_sink() {
-  PORT=$(free_port)
-  "$SINK" -u nobody -c "127.0.0.1:$PORT" 1000 > "$WORK/sink.log" 2>&1 &
-  SINK_PID=$!
-  for _ in $(seq 50); do
-    python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 1).close()" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "smtp-sink did not start" >&2; exit 1
-}
-
-stop_sink() {
-  sleep 0.2
-  kill "$SINK_PID" 2>/dev/null || true
-  wait "$SINK_PID" 2>/dev/null || true
-  SINK_PID=
-  # The counter line is rewritten with carriage returns; the last one is the total.
-  tr '\r' '\n' < "$WORK/sink.log" | sed -n 's/.*mesg=\([0-9]*\).*/\1/p' | tail -1
-}
-
-# Bash's own clock: starting an interpreter for it would add its start-up to every figure.
-now() { echo "$EPOCHREALTIME"; }
-
-# The size of one of our messages, for smtp-source.
-"$BIN" --db "$WORK/size.db" import --communities "$WORK/data/communities.csv" --owners "$WORK/data/owners.csv" >/dev/null
-eligible_one=$("$BIN" --db "$WORK/size.db" review --community bench --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["recipients"][0]["owner_id"])')
-"$BIN" --db "$WORK/size.db" send --community bench --select "$eligible_one" --outbox "$WORK/size" "${TEMPLATE_ARGS[@]}" "${ATTACH_ARGS[@]}" >/dev/null 2>&1
-SIZE=$(for f in "$WORK"/size/*.eml; do tail -n +3 "$f" | wc -c; done | head -1)
+e2e_message_size "$BIN"
 
 ours=(); source_rates=(); python=(); rss=(); by_source=(); by_python=()
 for run in $(seq "$RUNS"); do
-  # owner-access
-  rm -f "$WORK/state.db"*
-  "$BIN" --db "$WORK/state.db" import --communities "$WORK/data/communities.csv" --owners "$WORK/data/owners.csv" >/dev/null
-  start_sink
-  t0=$(now)
-  /usr/bin/time -v -o "$WORK/time.log" "$BIN" --db "$WORK/state.db" send --community bench \
-    --smtp "smtp://127.0.0.1:$PORT" --concurrency 8 "${TEMPLATE_ARGS[@]}" "${ATTACH_ARGS[@]}" --json > "$WORK/report.json" 2> "$WORK/send.err" \
-    || { cat "$WORK/send.err" >&2; exit 1; }
-  t1=$(now)
-  got=$(stop_sink)
-  sent=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["sent"])' "$WORK/report.json")
-  if [ "$got" != "$EXPECTED" ] || [ "$sent" != "$EXPECTED" ]; then
-    echo "owner-access: the sink accepted $got and the report says $sent, expected $EXPECTED" >&2; exit 1
-  fi
-  ours+=("$(python3 -c "print($EXPECTED / ($t1 - $t0))")")
-  rss+=("$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$WORK/time.log")")
-
-  # smtp-source: the sink's own ceiling for this size and session count
-  start_sink
-  t0=$(now)
-  "$SOURCE" -l "$SIZE" -m "$EXPECTED" -s 8 -d "127.0.0.1:$PORT" >/dev/null
-  t1=$(now)
-  got=$(stop_sink)
-  [ "$got" = "$EXPECTED" ] || { echo "smtp-source: the sink accepted $got of $EXPECTED" >&2; exit 1; }
-  source_rates+=("$(python3 -c "print($EXPECTED / ($t1 - $t0))")")
+  e2e_run_ours "$BIN"
+  ours+=("$OURS_RATE")
+  rss+=("$OURS_RSS")
+  e2e_run_source
+  source_rates+=("$SOURCE_RATE")
   by_source+=("$(python3 -c "print(${ours[-1]} / ${source_rates[-1]})")")
 
   # the Python mail-merge
@@ -151,7 +81,6 @@ for run in $(seq "$RUNS"); do
   echo "run $run: ours ${ours[-1]}/s, smtp-source ${source_rates[-1]}/s, python ${python[-1]}/s" >&2
 done
 
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 O=$(median "${ours[@]}"); S=$(median "${source_rates[@]}"); P=$(median "${python[@]}"); R=$(median "${rss[@]}")
 # The ratios of each run too: the machine's speed drifts between runs, and a ratio
 # taken within one run cancels most of that drift.
