@@ -29,7 +29,7 @@ use crate::domain::{
     Batch, BatchId, Community, Delivery, DeliveryCounts, DeliveryOutcome, Mailbox, Owner, OwnerId,
     SenderId, Timestamp, TokenRecord, TokenState,
 };
-use crate::error::InvalidSetting;
+use crate::error::{InvalidSetting, with_causes};
 use crate::mime::{MessageFrame, MessageIds};
 use crate::progress::{Progress, RunControl, StopReason};
 use crate::repository::{ClaimHolder, OwnerRepository, RepositoryError};
@@ -381,6 +381,20 @@ impl Outcomes {
         self.push(owner, DeliveryOutcome::Failed { error, attempts });
     }
 
+    /// Puts a group whose recording failed back in front, to be tried again.
+    fn put_back(&mut self, group: Outcomes) {
+        let Outcomes {
+            mut items,
+            mut events,
+            since,
+        } = group;
+        items.append(&mut self.items);
+        events.append(&mut self.events);
+        self.items = items;
+        self.events = events;
+        self.since = since.or(self.since).or_else(|| Some(Instant::now()));
+    }
+
     /// Takes the waiting group, leaving this one empty.
     fn take(&mut self) -> Outcomes {
         std::mem::take(self)
@@ -411,7 +425,11 @@ pub(crate) struct Engine<'a> {
 
 struct RunState {
     stop: Mutex<Option<StopReason>>,
+    /// The first repository error: the run stops, and ends with
+    /// [`StopReason::StoreUnavailable`].
     error: Mutex<Option<RepositoryError>>,
+    /// What this run's outcomes became, for a report the store cannot give.
+    tally: Mutex<Tally>,
     next_slot: Mutex<Option<Timestamp>>,
     leases: Leases,
     /// The last `Waiting` event, so a wait that did not change is told once.
@@ -423,6 +441,7 @@ impl RunState {
         Self {
             stop: Mutex::new(None),
             error: Mutex::new(None),
+            tally: Mutex::new(Tally::default()),
             next_slot: Mutex::new(None),
             leases: Leases::default(),
             last_wait: Mutex::new(None),
@@ -512,6 +531,19 @@ impl Leases {
     }
 }
 
+/// What became of this run's outcomes: what its report says when the store cannot be
+/// read at the end.
+#[derive(Default)]
+struct Tally {
+    /// Sent outcomes the store recorded.
+    recorded_sent: usize,
+    /// Failed outcomes the store recorded, with their errors.
+    recorded_failed: Vec<(OwnerId, String)>,
+    /// Sent outcomes the store did not take (its call failed): these messages went
+    /// out, and `resume` sends them again with the same Message-ID.
+    unrecorded_sent: usize,
+}
+
 /// What a run found when it had nothing more to claim.
 enum Leftover {
     /// Nothing: every delivery is sent or failed.
@@ -526,21 +558,35 @@ enum Leftover {
 /// What a run did.
 pub(crate) struct RunOutcome {
     pub stopped: Option<StopReason>,
-    /// The batch's counts when the run ended: nothing open unless it stopped.
+    /// The batch's counts when the run ended: nothing open unless it stopped. When the
+    /// store could not give them, the counts the run started with plus what it
+    /// recorded.
     pub counts: DeliveryCounts,
+    /// Whether `counts` came from the store.
+    pub counts_stored: bool,
+    /// Messages this run sent whose outcome the store did not take: in `counts` they
+    /// are still claimed.
+    pub unrecorded_sent: usize,
+    /// The failures this run recorded, for a report the store cannot give.
+    pub recorded_failed: Vec<(OwnerId, String)>,
 }
 
 impl Engine<'_> {
     /// Sends the batch until it is settled or the run stops: claims what is
     /// claimable, renews what it holds, and when the rest is held by other senders,
-    /// waits for their leases to run out (or for them to settle it).
-    pub async fn run(&self, prepared: &PreparedBatch) -> Result<RunOutcome, RepositoryError> {
+    /// waits for their leases to run out (or for them to settle it). `before` is the
+    /// batch's counts as the run starts.
+    ///
+    /// A repository error is a stop like any other ([`StopReason::StoreUnavailable`]):
+    /// nothing new starts, the messages in flight finish, their outcomes are tried
+    /// once more, and what the store did not take stays claimed until the lease runs
+    /// out, for `resume`.
+    pub async fn run(&self, prepared: &PreparedBatch, before: DeliveryCounts) -> RunOutcome {
         let batch_id = &prepared.batch.id;
         let sender = SenderId::generate();
-        let counts = self.repo.delivery_counts(batch_id).await?;
         self.control.emit(Progress::Queued {
             batch: batch_id.clone(),
-            pending: counts.pending + counts.claimed,
+            pending: before.pending + before.claimed,
         });
         let state = RunState::new();
         let concurrency = self.options.concurrency.max(1);
@@ -769,10 +815,26 @@ impl Engine<'_> {
                     recording = None;
                     recording_len = 0;
                     in_recording.clear();
-                    for (owner, _) in &recorded.group.items {
-                        holding.remove(owner);
+                    match recorded.result {
+                        Err(e) if !state.has_failed() => {
+                            // The store's first failure: the run stops, and this
+                            // group is tried once more with the last outcomes (the
+                            // store may be back by then: a lock held a little past
+                            // the busy time-out).
+                            state.fail(e);
+                            outcomes.put_back(recorded.group);
+                        }
+                        result => {
+                            let recorded = Recorded {
+                                group: recorded.group,
+                                result,
+                            };
+                            for (owner, _) in &recorded.group.items {
+                                holding.remove(owner);
+                            }
+                            self.report(recorded, &mut holding, &mut queue, &state);
+                        }
                     }
-                    self.report(recorded, &mut holding, &mut queue, &state);
                 },
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
             }
@@ -813,27 +875,55 @@ impl Engine<'_> {
                 Err(e) => state.fail(e),
             }
         }
-        if let Some(error) = state.error.lock().expect("run state").take() {
-            return Err(error);
-        }
         if let Some(StopReason::TakenOver { deliveries }) = &mut stopped {
             *deliveries = state.leases.lost_count();
+        }
+        let counts = match settled {
+            Some(counts) => Some(counts),
+            None => match self.repo.delivery_counts(batch_id).await {
+                Ok(counts) => Some(counts),
+                Err(e) => {
+                    state.fail(e);
+                    None
+                }
+            },
+        };
+        // A store error outranks the stop it may have met: it is what the operator
+        // has to fix, and it is why outcomes may be missing.
+        if let Some(error) = state.error.lock().expect("run state").take() {
+            stopped = Some(StopReason::StoreUnavailable {
+                error: with_causes(&error),
+            });
         }
         if let Some(reason) = &stopped {
             self.control.emit(Progress::Stopped {
                 reason: reason.clone(),
             });
         }
-        let counts = match settled {
-            Some(counts) => counts,
-            None => self.repo.delivery_counts(batch_id).await?,
-        };
-        self.control.emit(Progress::Finished {
-            sent: counts.sent,
-            failed: counts.failed,
-            pending: counts.pending + counts.claimed,
+        let tally = std::mem::take(&mut *state.tally.lock().expect("run state"));
+        let counts_stored = counts.is_some();
+        let counts = counts.unwrap_or_else(|| {
+            let sent = before.sent + tally.recorded_sent;
+            let failed = before.failed + tally.recorded_failed.len();
+            DeliveryCounts {
+                pending: before.total().saturating_sub(sent + failed),
+                claimed: 0,
+                sent,
+                failed,
+            }
         });
-        Ok(RunOutcome { stopped, counts })
+        self.control.emit(Progress::Finished {
+            sent: counts.sent + tally.unrecorded_sent,
+            failed: counts.failed,
+            pending: (counts.pending + counts.claimed).saturating_sub(tally.unrecorded_sent),
+        });
+        RunOutcome {
+            stopped,
+            counts,
+            counts_stored,
+            unrecorded_sent: tally.unrecorded_sent,
+            recorded_failed: tally.recorded_failed,
+        }
     }
 
     /// Held connection failures become failures: the run went on, so the server was
@@ -923,17 +1013,40 @@ impl Engine<'_> {
         queue: &mut VecDeque<Ready>,
         state: &RunState,
     ) {
+        let mut tally = state.tally.lock().expect("run state");
         match recorded.result {
             Ok(refused) => {
                 let refused_set: HashSet<&OwnerId> = refused.iter().collect();
-                for ((owner, _), event) in recorded.group.items.iter().zip(recorded.group.events) {
-                    if !refused_set.contains(owner) {
-                        self.control.emit(event);
+                for ((owner, outcome), event) in
+                    recorded.group.items.iter().zip(recorded.group.events)
+                {
+                    if refused_set.contains(owner) {
+                        continue;
                     }
+                    match outcome {
+                        DeliveryOutcome::Sent { .. } => tally.recorded_sent += 1,
+                        DeliveryOutcome::Failed { error, .. } => {
+                            tally.recorded_failed.push((owner.clone(), error.clone()));
+                        }
+                    }
+                    self.control.emit(event);
                 }
+                drop(tally);
                 self.lose(refused, holding, queue, state);
             }
-            Err(e) => state.fail(e),
+            Err(e) => {
+                // Not recorded: these deliveries stay claimed by this run until the
+                // lease runs out; the sent ones went out and go again, with the same
+                // Message-ID, when `resume` takes them.
+                tally.unrecorded_sent += recorded
+                    .group
+                    .items
+                    .iter()
+                    .filter(|(_, o)| matches!(o, DeliveryOutcome::Sent { .. }))
+                    .count();
+                drop(tally);
+                state.fail(e);
+            }
         }
     }
 

@@ -137,3 +137,20 @@ pub enum Error {
     #[error(transparent)]
     Transport(#[from] TransportError),
 }
+
+/// An error and its causes on one line, `error: cause: its cause`, leaving out a cause
+/// whose text the line already holds: what a stop reason carries, so that it names the
+/// cause ("database is locked") and not only the store.
+pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        next = cause.source();
+    }
+    line
+}

@@ -106,17 +106,31 @@ pub enum StopReason {
         /// How many deliveries were taken over.
         deliveries: usize,
     },
+    /// The repository failed during the run (busy past its time-out, full,
+    /// read-only, gone): the run stopped as for any other stop, started nothing new,
+    /// let the messages in flight finish and tried once more to record their
+    /// outcomes. What the store did not take stays claimed by this run until its
+    /// lease runs out (at most [`SendOptions::claim_lease`](crate::SendOptions::claim_lease)),
+    /// then `resume` sends it, with the same Message-ID: the messages accepted but not
+    /// recorded ([`SendReport::unrecorded`](crate::SendReport::unrecorded)) may go
+    /// twice, as after a crash, and no more.
+    StoreUnavailable {
+        /// The repository's error with its causes (`SQLite repository db is
+        /// unavailable: database is locked …`).
+        error: String,
+    },
 }
 
 impl StopReason {
     /// A short machine-readable name: `cancelled`, `fatal`, `unreachable`,
-    /// `taken_over`.
+    /// `taken_over`, `store_unavailable`.
     pub fn code(&self) -> &'static str {
         match self {
             StopReason::Cancelled => "cancelled",
             StopReason::Fatal { .. } => "fatal",
             StopReason::Unreachable { .. } => "unreachable",
             StopReason::TakenOver { .. } => "taken_over",
+            StopReason::StoreUnavailable { .. } => "store_unavailable",
         }
     }
 }
@@ -131,6 +145,9 @@ impl std::fmt::Display for StopReason {
                 f,
                 "another sender took over {deliveries} deliveries after this run's lease on them ran out"
             ),
+            StopReason::StoreUnavailable { error } => {
+                write!(f, "the repository failed during the send: {error}")
+            }
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::clock::{Clock, SystemClock};
-use crate::dispatch::{Engine, PreparedBatch, SendOptions};
+use crate::dispatch::{Engine, PreparedBatch, RunOutcome, SendOptions};
 use crate::domain::{
     ActivityEntry, ActivityKind, Batch, BatchId, Community, CommunityId, Delivery, DeliveryCounts,
     DeliveryState, Draft, DraftId, EmailAddress, Mailbox, NewBatch, Owner, OwnerId, Page,
@@ -17,11 +17,11 @@ use crate::domain::{
 use crate::eligibility::{
     Eligibility, Ineligible, OwnerFilter, Roster, RosterCounts, RosterRow, assess,
 };
-use crate::error::{Error, InvalidSetting, MassEditProblem, Result};
+use crate::error::{Error, InvalidSetting, MassEditProblem, Result, with_causes};
 use crate::invite::{AttachmentLimits, Invite, check_portal_url};
 use crate::mime::{MessageFrame, MessageIds, message_id};
 use crate::progress::{RunControl, StopReason};
-use crate::repository::{EmailEdit, OwnerRepository, RedeemOutcome};
+use crate::repository::{EmailEdit, OwnerRepository, RedeemOutcome, RepositoryError};
 use crate::review::{Excluded, Preview, Recipient, Review};
 use crate::selection::Selection;
 use crate::template::{
@@ -221,6 +221,11 @@ pub struct SendReport {
     pub sent: usize,
     /// Still to send (the run stopped, or another process holds them).
     pub pending: usize,
+    /// Of `sent`, the messages whose outcome the store did not take: the run stopped
+    /// with [`StopReason::StoreUnavailable`]. Their deliveries stay claimed until the
+    /// lease runs out; `resume` then sends them again with the same Message-ID (the
+    /// duplicates a crash can cause, and no more). 0 otherwise.
+    pub unrecorded: usize,
     /// Failed, with reasons.
     pub failed: Vec<FailedDelivery>,
     /// Selected owners who were not sent to, with reasons (from the review; empty for
@@ -787,14 +792,17 @@ impl OwnerAccess {
                 recipients: 0,
                 sent: 0,
                 pending: 0,
+                unrecorded: 0,
                 failed: Vec::new(),
                 excluded: review.excluded,
                 stopped: None,
                 summary: None,
             });
         }
-        let (batch, excluded) = self.store_batch(review, false).await?;
-        let mut report = self.run_batch(batch, control, false).await?;
+        let (batch, excluded, recipients) = self.store_batch(review, false).await?;
+        let mut report = self
+            .run_batch(batch, control, false, Some(all_pending(recipients)))
+            .await?;
         report.excluded = excluded;
         Ok(report)
     }
@@ -802,7 +810,12 @@ impl OwnerAccess {
     /// Stores the reviewed batch; gives back who was left out. The review is used up:
     /// the recipients' ids and addresses move into the stored batch and the rest of
     /// each owner is let go before the store call, so a large batch is not held twice.
-    async fn store_batch(&self, review: Review, resend: bool) -> Result<(Batch, Vec<Excluded>)> {
+    /// Also gives back how many deliveries it stored.
+    async fn store_batch(
+        &self,
+        review: Review,
+        resend: bool,
+    ) -> Result<(Batch, Vec<Excluded>, usize)> {
         let now = self.clock.now();
         let Review {
             invite,
@@ -845,7 +858,7 @@ impl OwnerAccess {
             batch,
         };
         self.repo.create_batch(&new).await?;
-        Ok((new.batch, excluded))
+        Ok((new.batch, excluded, recipients_len))
     }
 
     /// Finishes a batch (after a stop or a crash): sends what is pending, with the
@@ -864,7 +877,7 @@ impl OwnerAccess {
     /// [`resume`](Self::resume) with progress events and a stop signal.
     pub async fn resume_with(&self, batch: &BatchId, control: RunControl) -> Result<SendReport> {
         let batch = self.batch(batch).await?;
-        self.run_batch(batch, control, false).await
+        self.run_batch(batch, control, false, None).await
     }
 
     /// [`resume_with`](Self::resume_with) without the wait: first ends every claim on
@@ -880,14 +893,14 @@ impl OwnerAccess {
         control: RunControl,
     ) -> Result<SendReport> {
         let batch = self.batch(batch).await?;
-        self.run_batch(batch, control, true).await
+        self.run_batch(batch, control, true, None).await
     }
 
     /// Sends again to the owners of a batch whose delivery failed: one call.
     pub async fn retry_failed(&self, batch: &BatchId, control: RunControl) -> Result<SendReport> {
         let batch = self.batch(batch).await?;
         self.repo.requeue_failed(&batch.id).await?;
-        self.run_batch(batch, control, false).await
+        self.run_batch(batch, control, false, None).await
     }
 
     async fn batch(&self, id: &BatchId) -> Result<Batch> {
@@ -897,11 +910,18 @@ impl OwnerAccess {
         })
     }
 
+    /// Runs the engine on a batch and reports. `fresh` is the counts of a batch just
+    /// stored (all pending), which need no read.
+    ///
+    /// Once the engine has run, a repository error is no longer an `Err`: messages
+    /// may have gone out, so the report says what is known, with
+    /// [`StopReason::StoreUnavailable`]. An `Err` means nothing was sent.
     async fn run_batch(
         &self,
         batch: Batch,
         control: RunControl,
         take_over: bool,
+        fresh: Option<DeliveryCounts>,
     ) -> Result<SendReport> {
         let template = CompiledTemplate::for_invite(&batch.invite)
             .map_err(|problems| Error::InvalidInvite { problems })?;
@@ -939,21 +959,53 @@ impl OwnerAccess {
         if take_over {
             self.repo.revoke_claims(&prepared.batch.id).await?;
         }
-        let before = self.repo.delivery_counts(&prepared.batch.id).await?;
-        let outcome = engine.run(&prepared).await?;
+        let before = match fresh {
+            Some(counts) => counts,
+            None => self.repo.delivery_counts(&prepared.batch.id).await?,
+        };
+        let outcome = engine.run(&prepared, before).await;
+        let mut stopped = outcome.stopped.clone();
         // The engine's final counts and the failed ones, not every delivery: a
         // 100,000-owner batch is not read back whole to report on it. The counts are
         // those the engine ended on, so what is pending in the report is what its
         // stop reason left.
-        let failed = self.repo.failed_deliveries(&prepared.batch.id).await?;
-        let mut report = report_from(
-            &prepared.batch.id,
-            &outcome.counts,
-            failed,
-            outcome.stopped.clone(),
-        );
+        let failed = if outcome.counts_stored {
+            match self.repo.failed_deliveries(&prepared.batch.id).await {
+                Ok(failed) => Some(failed),
+                Err(e) => {
+                    stopped = Some(store_stop(&e));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let failed = match failed {
+            Some(failed) => failed
+                .into_iter()
+                .filter_map(|d| match d.state {
+                    DeliveryState::Failed { error, .. } => Some(FailedDelivery {
+                        owner: d.owner,
+                        error,
+                    }),
+                    _ => None,
+                })
+                .collect(),
+            // What this run recorded: earlier runs' failures are in the store, which
+            // could not be read.
+            None => outcome
+                .recorded_failed
+                .iter()
+                .map(|(owner, error)| FailedDelivery {
+                    owner: owner.clone(),
+                    error: error.clone(),
+                })
+                .collect(),
+        };
+        let mut report = report_from(&prepared.batch.id, &outcome, failed, stopped.clone());
         let settled_now = report.pending == 0 && (before.pending + before.claimed) > 0;
-        self.repo
+        let finished = self
+            .repo
             .append_activity(&ActivityEntry {
                 community: prepared.batch.community.clone(),
                 at: self.clock.now(),
@@ -962,17 +1014,27 @@ impl OwnerAccess {
                     sent: report.sent,
                     failed: report.failed.len(),
                     pending: report.pending,
-                    stopped: outcome.stopped.as_ref().map(ToString::to_string),
+                    stopped: stopped.as_ref().map(ToString::to_string),
                 },
             })
-            .await?;
-        if settled_now
+            .await;
+        if let Err(e) = finished {
+            // The feed misses this entry; the report still says what was sent.
+            if report.stopped.is_none() {
+                report.stopped = Some(store_stop(&e));
+            }
+        } else if settled_now
+            && report.stopped.is_none()
             && !prepared.batch.resend
             && let Some(to) = prepared.batch.invite.summary_address()
         {
             // The recap lists every recipient: only then is the whole batch read.
-            let deliveries = self.repo.deliveries(&prepared.batch.id).await?;
-            report.summary = Some(self.send_summary(&prepared, &to, &deliveries).await);
+            match self.repo.deliveries(&prepared.batch.id).await {
+                Ok(deliveries) => {
+                    report.summary = Some(self.send_summary(&prepared, &to, &deliveries).await);
+                }
+                Err(e) => report.stopped = Some(store_stop(&e)),
+            }
         }
         // The send is over: close the transport's connections politely (QUIT on
         // every SMTP connection) rather than leave them to time out. The next send
@@ -1120,8 +1182,9 @@ impl OwnerAccess {
                 problems: review.problems,
             });
         }
-        let (batch, _) = self.store_batch(review, true).await?;
-        self.run_batch(batch, control, false).await
+        let (batch, _, recipients) = self.store_batch(review, true).await?;
+        self.run_batch(batch, control, false, Some(all_pending(recipients)))
+            .await
     }
 
     /// The invite a [`resend`](Self::resend) to this owner sends: the message of
@@ -1297,27 +1360,38 @@ pub(crate) fn merge_fields(
     }
 }
 
+/// The counts of a batch just stored: every delivery pending.
+fn all_pending(recipients: usize) -> DeliveryCounts {
+    DeliveryCounts {
+        pending: recipients,
+        ..DeliveryCounts::default()
+    }
+}
+
+/// The stop a repository error after the engine's run makes.
+fn store_stop(error: &RepositoryError) -> StopReason {
+    StopReason::StoreUnavailable {
+        error: with_causes(error),
+    }
+}
+
 fn report_from(
     batch: &BatchId,
-    counts: &DeliveryCounts,
-    failed: Vec<Delivery>,
+    outcome: &RunOutcome,
+    failed: Vec<FailedDelivery>,
     stopped: Option<StopReason>,
 ) -> SendReport {
+    let counts = &outcome.counts;
+    // Sent but not recorded: they went out, so they count as sent; the store still
+    // has them claimed.
+    let unrecorded = outcome.unrecorded_sent;
     SendReport {
         batch: Some(batch.clone()),
         recipients: counts.total(),
-        sent: counts.sent,
-        pending: counts.pending + counts.claimed,
-        failed: failed
-            .into_iter()
-            .filter_map(|d| match d.state {
-                DeliveryState::Failed { error, .. } => Some(FailedDelivery {
-                    owner: d.owner,
-                    error,
-                }),
-                _ => None,
-            })
-            .collect(),
+        sent: counts.sent + unrecorded,
+        unrecorded,
+        pending: (counts.pending + counts.claimed).saturating_sub(unrecorded),
+        failed,
         excluded: Vec::new(),
         stopped,
         summary: None,

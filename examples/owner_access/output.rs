@@ -102,6 +102,7 @@ pub fn report_json(report: &SendReport) -> Value {
         "recipients": report.recipients,
         "sent": report.sent,
         "pending": report.pending,
+        "unrecorded": report.unrecorded,
         "failed": report.failed.iter().map(|f| json!({"owner_id": f.owner.as_str(), "error": f.error})).collect::<Vec<_>>(),
         "excluded": excluded_json(&report.excluded),
         "stopped": report.stopped.as_ref().map(ToString::to_string),
@@ -129,6 +130,18 @@ fn next_step(report: &SendReport) -> Option<String> {
         StopReason::TakenOver { .. } => format!(
             "another sender took this batch over and finishes it; {resume} follows it until the batch is settled"
         ),
+        StopReason::StoreUnavailable { .. } => format!(
+            "when the database can be written again, {resume}: it waits for this run's claims to run out (one lease) and sends the {} pending{}",
+            report.pending,
+            if report.unrecorded > 0 {
+                format!(
+                    ", and again the {} sent whose outcome was not recorded, with the same Message-ID",
+                    report.unrecorded
+                )
+            } else {
+                String::new()
+            }
+        ),
         _ => format!("{resume} sends the {} still pending", report.pending),
     })
 }
@@ -143,6 +156,12 @@ pub fn report_text(report: &SendReport) -> String {
         report.pending,
         report.excluded.len()
     );
+    if report.unrecorded > 0 {
+        out.push_str(&format!(
+            "unrecorded: {} of the sent were accepted by the server but not recorded\n",
+            report.unrecorded
+        ));
+    }
     if let Some(reason) = &report.stopped {
         out.push_str(&format!("stopped: {}\n", shown(&reason.to_string())));
     }
