@@ -1,6 +1,8 @@
-//! DESIGN.md rule 4 as a property against a model: whatever sequence of resends,
-//! redeems, verifies and clock moves, a token works only while it is the owner's
-//! newest, unexpired and the owner is unregistered; a redeemed token never works again.
+//! DESIGN.md rule 4 as a property against a model: whatever sequence of resends
+//! (some of which fail or stop before their message is accepted), redeems, verifies
+//! and clock moves, a token works only while it is the newest one delivered to the
+//! owner, unexpired, and the owner is unregistered; a resend that sent nothing takes
+//! no link away; a redeemed token never works again.
 
 mod common;
 
@@ -8,6 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use owner_access::Error;
+use owner_access::adapters::memory::Fault;
 use owner_access::domain::TokenRejection;
 use owner_access::service::DEFAULT_TOKEN_TTL;
 use proptest::prelude::*;
@@ -15,6 +18,9 @@ use proptest::prelude::*;
 #[derive(Debug, Clone)]
 enum Op {
     Resend,
+    /// A resend whose only message is refused (permanent) or that stops at once
+    /// (fatal): nothing is accepted.
+    FailedResend(bool),
     Redeem(usize),
     Verify(usize),
     Advance(u64),
@@ -23,6 +29,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         2 => Just(Op::Resend),
+        2 => any::<bool>().prop_map(Op::FailedResend),
         3 => (0usize..6).prop_map(Op::Redeem),
         2 => (0usize..6).prop_map(Op::Verify),
         1 => (1u64..=20).prop_map(Op::Advance),
@@ -61,6 +68,19 @@ proptest! {
                                 text: token_in(&copies.last().unwrap().bytes),
                                 expires_at_day: day + ttl_days,
                             });
+                        }
+                    }
+                    Op::FailedResend(fatal) => {
+                        let to = addr("e0@example.org");
+                        let fault = if fatal { Fault::Fatal } else { Fault::Permanent };
+                        w.transport.fail_address_times(&to, fault, 1);
+                        let result = w.service.resend(&oid("e0")).await;
+                        w.transport.clear_faults();
+                        if registered {
+                            prop_assert!(matches!(result, Err(Error::NotEligible { .. })), "a registered owner cannot be resent to");
+                        } else {
+                            let report = result.unwrap();
+                            prop_assert_eq!(report.sent, 0, "{:?}", report);
                         }
                     }
                     Op::Redeem(i) | Op::Verify(i) if i >= tokens.len() => {
