@@ -83,7 +83,13 @@ pub struct SendOptions {
     pub retry: RetryPolicy,
     /// Stop the run when this many deliveries in a row exhausted their retries on
     /// connection errors (default 3): the server is unreachable, and failing every
-    /// remaining owner would be wrong. Those deliveries go back to pending.
+    /// remaining owner would be wrong. Those deliveries go back to pending. Fewer do
+    /// as well when nothing gets through after them (the batch has no more to send):
+    /// an outage fails nobody, for a batch of 1 as for 10,000. Each such run is
+    /// counted on the delivery ([`Delivery::unreachable_runs`]); in its
+    /// [`UNREACHABLE_RUNS`]th it fails with its last error instead. A connection
+    /// failure followed by a message that gets through fails at once, as before: the
+    /// server was reachable, the message is the problem.
     pub unreachable_after: usize,
     /// How long a claim on a delivery lasts unless its sender renews it (default
     /// 20 s). A run renews all the claims it holds every quarter of this, in one
@@ -286,6 +292,13 @@ const CLAIM_CHUNK: usize = 256;
 /// of the run (`benches/e2e/run.sh 10000`); four leave them idle under 2%.
 const UNRECORDED_GROUPS: usize = 4;
 
+/// A delivery left pending because the server could not be reached in this many runs
+/// in a row fails with its last error (DESIGN.md rule 6). A server that is down fails
+/// nobody: every run stops with the rest pending. But a message that makes the server
+/// drop the connection every time looks the same as an outage from the sender's side,
+/// and without a limit it would stop every run of its batch, for ever.
+pub const UNREACHABLE_RUNS: u32 = 3;
+
 /// Everything one run shares across deliveries, prepared once.
 pub(crate) struct PreparedBatch {
     pub batch: Batch,
@@ -339,12 +352,8 @@ enum Settled {
         attempts: u32,
     },
     /// Retries exhausted on connection errors: held back, recorded as failed only if
-    /// the run goes on.
-    Unreachable {
-        owner: OwnerId,
-        error: String,
-        attempts: u32,
-    },
+    /// the run goes on and another message gets through.
+    Unreachable(Unreachable),
     /// A fatal error: the delivery goes back to pending.
     Fatal { owner: OwnerId, error: String },
     /// Another sender took it over before this run started its message.
@@ -353,24 +362,35 @@ enum Settled {
     Unstarted { owner: OwnerId },
 }
 
+/// A delivery whose retries ran out on connection errors in this run.
+struct Unreachable {
+    owner: OwnerId,
+    error: String,
+    attempts: u32,
+    /// Its [`Delivery::unreachable_runs`] before this run.
+    runs_before: u32,
+}
+
 /// Outcomes waiting to be recorded in one repository call.
 #[derive(Default)]
 struct Outcomes {
     items: Vec<(OwnerId, DeliveryOutcome)>,
-    events: Vec<Progress>,
+    /// The event of each item, reported once it is recorded.
+    events: Vec<Option<Progress>>,
     since: Option<Instant>,
 }
 
 impl Outcomes {
     fn push(&mut self, owner: OwnerId, outcome: DeliveryOutcome) {
         let event = match &outcome {
-            DeliveryOutcome::Sent { .. } => Progress::Sent {
+            DeliveryOutcome::Sent { .. } => Some(Progress::Sent {
                 owner: owner.clone(),
-            },
-            DeliveryOutcome::Failed { error, .. } => Progress::Failed {
+            }),
+            DeliveryOutcome::Failed { error, .. } => Some(Progress::Failed {
                 owner: owner.clone(),
                 error: error.clone(),
-            },
+            }),
+            DeliveryOutcome::Unreachable { .. } => None,
         };
         self.since.get_or_insert_with(Instant::now);
         self.items.push((owner, outcome));
@@ -624,7 +644,7 @@ impl Engine<'_> {
         let mut renewing: Option<BoxFuture<'_, Renewed>> = None;
         let mut in_flight: FuturesUnordered<BoxFuture<'_, Settled>> = FuturesUnordered::new();
         let mut outcomes = Outcomes::default();
-        let mut unreachable: Vec<(OwnerId, String, u32)> = Vec::new();
+        let mut unreachable: Vec<Unreachable> = Vec::new();
         let mut to_release: Vec<OwnerId> = Vec::new();
         loop {
             let stopping = state.is_stopping(self.control);
@@ -680,10 +700,12 @@ impl Engine<'_> {
                 if stopping {
                     break;
                 }
-                if !unreachable.is_empty() {
-                    // The run went on, so the server was reachable after all: these
-                    // owners had their retries.
-                    Self::give_up_held(&mut unreachable, &mut outcomes);
+                if let Some(last) = unreachable.last() {
+                    // Nothing got through after them: the server looks unreachable,
+                    // however few deliveries the batch has. They wait.
+                    state.stop_with(StopReason::Unreachable {
+                        error: last.error.clone(),
+                    });
                     continue;
                 }
                 if exhausted {
@@ -745,8 +767,20 @@ impl Engine<'_> {
                         to_release.push(owner);
                         state.stop_with(StopReason::Fatal { error });
                     }
-                    Settled::Unreachable { owner, error, attempts } => {
-                        unreachable.push((owner, error.clone(), attempts));
+                    Settled::Unreachable(held)
+                        if held.runs_before.saturating_add(1) >= UNREACHABLE_RUNS =>
+                    {
+                        // Its last run: it fails, saying why. That is no sign that
+                        // the server can be reached, so what is held stays held.
+                        let error = format!(
+                            "{} (the connection failed on this message in {UNREACHABLE_RUNS} runs in a row)",
+                            held.error
+                        );
+                        outcomes.failed(held.owner, error, held.attempts);
+                    }
+                    Settled::Unreachable(held) => {
+                        let error = held.error.clone();
+                        unreachable.push(held);
                         if unreachable.len() >= self.options.unreachable_after.max(1) {
                             state.stop_with(StopReason::Unreachable { error });
                         }
@@ -842,8 +876,17 @@ impl Engine<'_> {
 
         let mut stopped = state.stop.lock().expect("run state").clone();
         if stopped.is_some() {
-            // The server looked unreachable: those owners are not failed, they wait.
-            to_release.extend(unreachable.drain(..).map(|(owner, _, _)| owner));
+            // The server looked unreachable: those owners are not failed, they wait,
+            // and the run is counted on each (the last of `UNREACHABLE_RUNS` fails
+            // them as they come in, above).
+            for held in unreachable.drain(..) {
+                outcomes.push(
+                    held.owner,
+                    DeliveryOutcome::Unreachable {
+                        attempts: held.attempts,
+                    },
+                );
+            }
         } else {
             Self::give_up_held(&mut unreachable, &mut outcomes);
         }
@@ -928,9 +971,9 @@ impl Engine<'_> {
 
     /// Held connection failures become failures: the run went on, so the server was
     /// reachable after all and these owners had their retries.
-    fn give_up_held(held: &mut Vec<(OwnerId, String, u32)>, outcomes: &mut Outcomes) {
-        for (owner, error, attempts) in held.drain(..) {
-            outcomes.failed(owner, error, attempts);
+    fn give_up_held(held: &mut Vec<Unreachable>, outcomes: &mut Outcomes) {
+        for h in held.drain(..) {
+            outcomes.failed(h.owner, h.error, h.attempts);
         }
     }
 
@@ -1028,8 +1071,11 @@ impl Engine<'_> {
                         DeliveryOutcome::Failed { error, .. } => {
                             tally.recorded_failed.push((owner.clone(), error.clone()));
                         }
+                        DeliveryOutcome::Unreachable { .. } => {}
                     }
-                    self.control.emit(event);
+                    if let Some(event) = event {
+                        self.control.emit(event);
+                    }
                 }
                 drop(tally);
                 self.lose(refused, holding, queue, state);
@@ -1316,11 +1362,12 @@ impl Engine<'_> {
                     self.clock.sleep(delay).await;
                 }
                 Err(e) if e.is_transient() && e.connection => {
-                    return Settled::Unreachable {
+                    return Settled::Unreachable(Unreachable {
                         owner: owner.id,
                         error: e.summary(),
                         attempts: attempt,
-                    };
+                        runs_before: delivery.unreachable_runs,
+                    });
                 }
                 Err(e) => {
                     return Settled::Failed {

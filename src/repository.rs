@@ -447,6 +447,14 @@ pub trait OwnerRepository: Send + Sync + fmt::Display {
     ///   other batches stay pending.
     /// - `Failed` changes no token: the pending ones stay pending (never redeemable),
     ///   the owner's older link keeps working. A refused outcome changes nothing.
+    /// - [`DeliveryOutcome::Unreachable`] moves it from `Claimed` back to `Pending`
+    ///   (no holder, no lease) and changes no token, as `Failed` does; its
+    ///   `attempts` grows by the outcome's and its
+    ///   [`unreachable_runs`](Delivery::unreachable_runs) by one, and a later claim
+    ///   returns it with that count: the send engine fails a delivery that the
+    ///   server could not be reached for in
+    ///   [`UNREACHABLE_RUNS`](crate::dispatch::UNREACHABLE_RUNS) runs in a row, so
+    ///   a store that forgets the count lets one message stop every run of its batch.
     /// - The whole group is one atomic step; an error records none of it.
     /// - Returns the refused owners, in any order. `NotFound` when the batch does
     ///   not exist.
@@ -545,6 +553,9 @@ pub trait OwnerRepository: Send + Sync + fmt::Display {
     /// owners").
     ///
     /// # Contract
+    /// - Each moves from `Failed` to `Pending` with its
+    ///   [`unreachable_runs`](Delivery::unreachable_runs) back to 0 (its `attempts`
+    ///   stay): a retry asked for by hand starts the count again.
     /// - Returns how many moved. `NotFound` when the batch does not exist.
     async fn requeue_failed(&self, batch: &BatchId) -> RepoResult<usize>;
 

@@ -1373,6 +1373,7 @@ pub async fn create_batch_stores_everything(repo: &dyn OwnerRepository) -> Check
             to,
             state: DeliveryState::Pending,
             attempts: 0,
+            unreachable_runs: 0,
         })
         .collect();
     c.eq(deliveries, want, "deliveries")?;
@@ -2320,6 +2321,107 @@ pub async fn record_delivery_rules(repo: &dyn OwnerRepository) -> CheckResult {
     check_counts(c, repo, "b1").await
 }
 
+/// An `Unreachable` outcome: fenced like any outcome; the delivery goes back to
+/// pending with its attempts added and `unreachable_runs` one more, which a later claim
+/// returns and which grows run after run; `requeue_failed` sets it back to 0.
+pub async fn unreachable_runs_are_counted(repo: &dyn OwnerRepository) -> CheckResult {
+    let c = Ctx("unreachable_runs_are_counted");
+    let (a, b) = (sid("sender-a"), sid("sender-b"));
+    let unreachable = |attempts| DeliveryOutcome::Unreachable { attempts };
+    c.ok(
+        repo.create_batch(&new_batch("b1", "c1", &["o1", "o2"], t(0)))
+            .await,
+        "create_batch",
+    )?;
+    c.ok(
+        repo.claim_deliveries(&bid("b1"), &a, 2, LEASE, t(10)).await,
+        "claim",
+    )?;
+    let refused = c.ok(
+        repo.record_deliveries(&bid("b1"), &b, &[(oid("o1"), unreachable(3))], t(11))
+            .await,
+        "record_deliveries by another sender",
+    )?;
+    c.eq(sorted(refused), names(&["o1"]), "refused: not the holder")?;
+    c.eq(
+        delivery(c, repo, "b1", "o1").await?.unreachable_runs,
+        0,
+        "a refused outcome counts nothing",
+    )?;
+    let refused = c.ok(
+        repo.record_deliveries(
+            &bid("b1"),
+            &a,
+            &[(oid("o1"), unreachable(3)), (oid("o2"), sent(t(1000), 1))],
+            t(12),
+        )
+        .await,
+        "record_deliveries",
+    )?;
+    c.eq(sorted(refused), names(&[]), "nothing refused")?;
+    let o1 = delivery(c, repo, "b1", "o1").await?;
+    c.eq(
+        (o1.state, o1.attempts, o1.unreachable_runs),
+        (DeliveryState::Pending, 3, 1),
+        "pending again, attempts added, one unreachable run",
+    )?;
+    // A later run claims it with its count, and leaves it pending once more.
+    let claimed = c.ok(
+        repo.claim_deliveries(&bid("b1"), &b, 2, LEASE, t(20)).await,
+        "claim",
+    )?;
+    c.eq(
+        claimed
+            .iter()
+            .map(|d| (d.owner.to_string(), d.unreachable_runs))
+            .collect::<Vec<_>>(),
+        vec![("o1".to_owned(), 1)],
+        "the claim returns the count",
+    )?;
+    c.ok(
+        repo.record_deliveries(&bid("b1"), &b, &[(oid("o1"), unreachable(2))], t(21))
+            .await,
+        "record_deliveries",
+    )?;
+    let o1 = delivery(c, repo, "b1", "o1").await?;
+    c.eq(
+        (o1.attempts, o1.unreachable_runs),
+        (5, 2),
+        "the count grows run after run",
+    )?;
+    c.ok(
+        repo.claim_deliveries(&bid("b1"), &a, 2, LEASE, t(30)).await,
+        "claim",
+    )?;
+    c.ok(
+        repo.record_deliveries(
+            &bid("b1"),
+            &a,
+            &[(oid("o1"), failed("no connection", 1))],
+            t(31),
+        )
+        .await,
+        "record_deliveries",
+    )?;
+    c.eq(
+        delivery(c, repo, "b1", "o1").await?.unreachable_runs,
+        2,
+        "a failure keeps the count",
+    )?;
+    c.eq(
+        c.ok(repo.requeue_failed(&bid("b1")).await, "requeue_failed")?,
+        1,
+        "requeued",
+    )?;
+    let o1 = delivery(c, repo, "b1", "o1").await?;
+    c.eq(
+        (o1.state, o1.attempts, o1.unreachable_runs),
+        (DeliveryState::Pending, 6, 0),
+        "requeue_failed starts the count again and keeps the attempts",
+    )?;
+    check_counts(c, repo, "b1").await
+}
+
 /// `release_deliveries`: the caller's claims become pending; pending, sent, unknown
 /// and another sender's are refused and left.
 pub async fn release_deliveries_rules(repo: &dyn OwnerRepository) -> CheckResult {
@@ -3205,6 +3307,7 @@ where
         renewal_races_take_over,
         record_delivery_rules,
         release_deliveries_rules,
+        unreachable_runs_are_counted,
         issue_token_rules,
         issue_tokens_in_a_group,
         tokens_pending_until_sent,

@@ -50,6 +50,9 @@ enum Flaw {
     /// link at claim, before the message has gone out (what this crate did before
     /// links waited for the message to be accepted).
     LiveAtClaim,
+    /// `record_deliveries` gives an `Unreachable` delivery back as a release does,
+    /// without counting the run (a store without the column).
+    UncountedUnreachable,
 }
 
 /// An import that writes each chunk as it comes: visible before the commit, and
@@ -291,6 +294,16 @@ impl Hooks for Flawed {
         outcomes: &[(OwnerId, DeliveryOutcome)],
         now: Timestamp,
     ) -> RepoResult<Vec<OwnerId>> {
+        if self.0 == Flaw::UncountedUnreachable {
+            let (gone, rest): (Vec<_>, Vec<_>) = outcomes
+                .iter()
+                .cloned()
+                .partition(|(_, o)| matches!(o, DeliveryOutcome::Unreachable { .. }));
+            let mut refused = inner.record_deliveries(batch, sender, &rest, now).await?;
+            let owners: Vec<OwnerId> = gone.into_iter().map(|(o, _)| o).collect();
+            refused.extend(inner.release_deliveries(batch, sender, &owners).await?);
+            return Ok(refused);
+        }
         if self.0 != Flaw::UnfencedRecord {
             return inner.record_deliveries(batch, sender, outcomes, now).await;
         }
@@ -478,12 +491,23 @@ async fn an_import_that_writes_each_chunk_as_it_comes_is_caught() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_that_forgets_unreachable_runs_is_caught() {
+    caught(
+        Flaw::UncountedUnreachable,
+        "unreachable_runs_are_counted",
+        testing::unreachable_runs_are_counted,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repository_without_fencing_is_caught() {
     caught_by(
         Flaw::UnfencedRecord,
         &[
             "stale_holder_writes_are_refused",
             "tokens_pending_until_sent",
+            "unreachable_runs_are_counted",
         ],
         testing::stale_holder_writes_are_refused,
     )

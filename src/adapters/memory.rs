@@ -497,6 +497,7 @@ impl OwnerRepository for InMemoryRepository {
                 to: to.clone(),
                 state: DeliveryState::Pending,
                 attempts: 0,
+                unreachable_runs: 0,
             };
             if deliveries.insert(owner.clone(), delivery).is_some() {
                 return Err(RepositoryError::Precondition {
@@ -651,9 +652,15 @@ impl OwnerRepository for InMemoryRepository {
                     *attempts,
                     None,
                 ),
+                DeliveryOutcome::Unreachable { attempts } => {
+                    (DeliveryState::Pending, *attempts, None)
+                }
             };
             if let Some(d) = b.deliveries.get_mut(owner) {
                 d.attempts = d.attempts.saturating_add(attempts);
+                if matches!(outcome, DeliveryOutcome::Unreachable { .. }) {
+                    d.unreachable_runs = d.unreachable_runs.saturating_add(1);
+                }
             }
             b.set_state(owner, new_state);
             if let Some(expires_at) = expires {
@@ -760,6 +767,9 @@ impl OwnerRepository for InMemoryRepository {
         let failed: Vec<OwnerId> = b.failed.iter().cloned().collect();
         for owner in &failed {
             b.set_state(owner, DeliveryState::Pending);
+            if let Some(d) = b.deliveries.get_mut(owner) {
+                d.unreachable_runs = 0;
+            }
         }
         Ok(failed.len())
     }

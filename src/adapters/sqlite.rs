@@ -30,7 +30,8 @@
 //!   tokens when it is closed, and keep token and invitation states moving forward
 //!   only;
 //! - one delivery per (batch, owner) (the primary key), with a state whose fields
-//!   match it;
+//!   match it, and a count of the runs that left it pending because the server
+//!   could not be reached (`unreachable_runs`, schema 8, never negative);
 //! - redeeming is one conditional `UPDATE` (live, not expired, owner not registered),
 //!   so of two concurrent redeems exactly one changes a row;
 //! - a claim names its holder and the end of its lease (CHECKs tie both to the
@@ -113,6 +114,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Sql(include_str!("sqlite/0005_community_letters.sql")),
     Migration::Sql(include_str!("sqlite/0006_leases.sql")),
     Migration::Sql(include_str!("sqlite/0007_pending_links.sql")),
+    Migration::Sql(include_str!("sqlite/0008_unreachable_runs.sql")),
 ];
 
 /// The [`DELIVERED_KEY_VERSION`] that `owners.email_key` holds in a file at
@@ -1159,7 +1161,7 @@ fn require_batch(db: &Db<'_>, batch: &BatchId) -> Res<()> {
 
 macro_rules! delivery_columns {
     () => {
-        "owner, to_addr, state, state_at, error, attempts, holder, lease_until"
+        "owner, to_addr, state, state_at, error, attempts, holder, lease_until, unreachable_runs"
     };
 }
 
@@ -1193,6 +1195,8 @@ fn read_delivery(batch: &BatchId, r: &Row<'_>) -> Res<Delivery> {
         state,
         attempts: u32::try_from(r.get::<_, i64>(5)?)
             .map_err(|e| bad_row("deliveries.attempts", e))?,
+        unreachable_runs: u32::try_from(r.get::<_, i64>(8)?)
+            .map_err(|e| bad_row("deliveries.unreachable_runs", e))?,
     })
 }
 
@@ -1861,7 +1865,8 @@ impl OwnerRepository for SqliteRepository {
         self.write(move |db| {
             require_batch(db, &batch)?;
             db.exec(
-                "UPDATE deliveries SET state = 'pending', state_at = NULL, error = NULL
+                "UPDATE deliveries SET state = 'pending', state_at = NULL, error = NULL,
+                     unreachable_runs = 0
                  WHERE batch = ?1 AND state = 'failed'",
                 [batch.as_str()],
             )
@@ -2157,6 +2162,21 @@ fn record_outcome(
         } => ("sent", None, *attempts, Some(*expires_at)),
         DeliveryOutcome::Failed { error, attempts } => {
             ("failed", Some(error.as_str()), *attempts, None)
+        }
+        DeliveryOutcome::Unreachable { attempts } => {
+            let moved = db.exec(
+                "UPDATE deliveries SET state = 'pending', state_at = NULL, holder = NULL,
+                     lease_until = NULL, attempts = min(attempts + ?3, 4294967295),
+                     unreachable_runs = min(unreachable_runs + 1, 4294967295)
+                 WHERE batch = ?1 AND owner = ?2 AND state = 'claimed' AND holder = ?4",
+                rusqlite::params![
+                    batch.as_str(),
+                    owner.as_str(),
+                    i64::from(*attempts),
+                    sender.as_str()
+                ],
+            )?;
+            return Ok(moved == 1);
         }
     };
     let moved = db.exec(

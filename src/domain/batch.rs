@@ -52,6 +52,14 @@ pub struct Delivery {
     pub state: DeliveryState,
     /// Transport attempts made so far, over every run.
     pub attempts: u32,
+    /// Runs that left it pending because the mail server could not be reached (its
+    /// retries in that run ran out on connection errors). The send engine fails it
+    /// once this reaches [`UNREACHABLE_RUNS`](crate::dispatch::UNREACHABLE_RUNS), so
+    /// that a message that makes the server drop the connection every time does not
+    /// stop every run. 0 for a new delivery and after
+    /// [`requeue_failed`](crate::repository::OwnerRepository::requeue_failed).
+    #[serde(default)]
+    pub unreachable_runs: u32,
 }
 
 /// A delivery's state. Pending → Claimed → Sent or Failed, each move once; only
@@ -109,6 +117,13 @@ pub enum DeliveryOutcome {
     Failed {
         /// Why.
         error: String,
+        /// Transport attempts this run made.
+        attempts: u32,
+    },
+    /// Not delivered because the mail server could not be reached: the delivery goes
+    /// back to pending, for a later run, and its
+    /// [`unreachable_runs`](Delivery::unreachable_runs) grows by one.
+    Unreachable {
         /// Transport attempts this run made.
         attempts: u32,
     },
