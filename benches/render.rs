@@ -12,8 +12,9 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use owner_access::domain::{Community, CommunityId, Owner, OwnerId, PropertyId};
 use owner_access::invite::Attachment;
+use owner_access::prelude::*;
 use owner_access::transport::{Accepted, Envelope, MailTransport, TransportError};
-use owner_access::{InMemoryRepository, OwnerAccess, OwnerRepository, Selection, async_trait};
+use owner_access::{InMemoryRepository, OwnerAccess, Selection, async_trait};
 
 const RECIPIENTS: usize = 10_000;
 

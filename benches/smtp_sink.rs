@@ -22,10 +22,9 @@ use std::time::{Duration, Instant};
 use owner_access::adapters::smtp::{Security, SmtpSettings, SmtpTransport};
 use owner_access::domain::{Community, CommunityId, Owner, OwnerId, PropertyId};
 use owner_access::invite::Attachment;
+use owner_access::prelude::*;
 use owner_access::transport::MailTransport;
-use owner_access::{
-    InMemoryRepository, InMemoryTransport, OwnerAccess, OwnerRepository, Selection, SendOptions,
-};
+use owner_access::{InMemoryRepository, InMemoryTransport, OwnerAccess, Selection, SendOptions};
 
 /// Runs of each side per case; the best counts.
 const ROUNDS: usize = 3;

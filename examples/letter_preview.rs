@@ -17,9 +17,8 @@ use std::sync::Arc;
 use owner_access::domain::{
     Branding, Community, CommunityId, EmailAddress, Owner, OwnerId, PropertyId, TimeZoneName,
 };
-use owner_access::{
-    InMemoryRepository, InMemoryTransport, ManualClock, OwnerAccess, OwnerRepository, Selection,
-};
+use owner_access::prelude::*;
+use owner_access::{InMemoryRepository, InMemoryTransport, ManualClock, OwnerAccess, Selection};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

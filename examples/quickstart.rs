@@ -13,9 +13,8 @@ use owner_access::domain::{
 };
 use owner_access::eligibility::OwnerFilter;
 use owner_access::invite::Attachment;
-use owner_access::{
-    FileOutbox, InMemoryRepository, OwnerAccess, OwnerRepository, Progress, RunControl, Selection,
-};
+use owner_access::prelude::*;
+use owner_access::{FileOutbox, InMemoryRepository, OwnerAccess, Progress, RunControl, Selection};
 
 const OWNERS: usize = 300;
 
@@ -234,6 +233,6 @@ async fn report_owner(
     service: &OwnerAccess,
     batch: &owner_access::domain::BatchId,
 ) -> Result<OwnerId, Box<dyn std::error::Error>> {
-    let deliveries = service.repository().deliveries(batch).await?;
+    let deliveries = service.store().deliveries(batch).await?;
     Ok(deliveries.first().ok_or("empty batch")?.owner.clone())
 }

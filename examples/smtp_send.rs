@@ -17,8 +17,9 @@ use std::sync::Arc;
 use owner_access::adapters::smtp::{SmtpSettings, SmtpTransport};
 use owner_access::domain::{Community, CommunityId, Owner, OwnerId, PropertyId};
 use owner_access::eligibility::OwnerFilter;
+use owner_access::prelude::*;
 use owner_access::transport::MailTransport;
-use owner_access::{InMemoryRepository, OwnerAccess, OwnerRepository, Selection};
+use owner_access::{InMemoryRepository, OwnerAccess, Selection};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -12,9 +12,8 @@ use std::sync::Arc;
 
 use owner_access::domain::{Community, CommunityId, EmailAddress, Owner, OwnerId, PropertyId};
 use owner_access::invite::{Attachment, Invite};
-use owner_access::{
-    InMemoryRepository, InMemoryTransport, OwnerAccess, OwnerRepository, Selection,
-};
+use owner_access::prelude::*;
+use owner_access::{InMemoryRepository, InMemoryTransport, OwnerAccess, Selection};
 
 /// A manager's own letter, HTML only.
 const MANAGER_LETTER: &str = r#"<!DOCTYPE html>

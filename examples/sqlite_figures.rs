@@ -27,8 +27,9 @@ use owner_access::domain::{
 };
 use owner_access::eligibility::OwnerFilter;
 use owner_access::invite::Invite;
+use owner_access::prelude::*;
 use owner_access::selection::Selection;
-use owner_access::{Clock, InMemoryTransport, OwnerAccess, OwnerRepository, SystemClock};
+use owner_access::{Clock, InMemoryTransport, OwnerAccess, SystemClock};
 
 const COMMUNITIES: usize = 10;
 const PER_COMMUNITY: usize = 10_000;

@@ -32,7 +32,7 @@ use crate::domain::{
 use crate::error::{InvalidSetting, with_causes};
 use crate::mime::{MessageFrame, MessageIds};
 use crate::progress::{Progress, RunControl, StopReason};
-use crate::repository::{ClaimHolder, OwnerRepository, RepositoryError};
+use crate::repository::{ClaimHolder, InvitationStore, OwnerRepository, RepositoryError};
 use crate::template::{CompiledTemplate, MergeFields};
 use crate::token::{RegistrationToken, registration_link};
 use crate::transport::{DeliveryTag, Envelope, MailTransport, TransportError};
@@ -436,7 +436,9 @@ struct Renewed {
 }
 
 pub(crate) struct Engine<'a> {
-    pub repo: &'a dyn OwnerRepository,
+    pub repo: &'a dyn InvitationStore,
+    /// The host's owners, read once per claimed chunk (never once per message).
+    pub directory: &'a dyn OwnerRepository,
     pub transport: &'a dyn MailTransport,
     pub clock: &'a dyn Clock,
     pub options: &'a SendOptions,
@@ -1184,7 +1186,7 @@ impl Engine<'_> {
         }
         let ids: Vec<OwnerId> = claimed.iter().map(|d| d.owner.clone()).collect();
         let mut owners: HashMap<OwnerId, Owner> = self
-            .repo
+            .directory
             .owners(&ids)
             .await?
             .into_iter()
@@ -1209,6 +1211,7 @@ impl Engine<'_> {
                 batch: prepared.batch.id.clone(),
                 issued_at,
                 expires_at,
+                sent_to: delivery.to.as_str().to_owned(),
                 state: TokenState::Pending,
             });
             chunk.ready.push(Ready {

@@ -5,8 +5,11 @@
 //! email, writes (or keeps) the prefilled invitation, reviews it, and sends every owner
 //! a personal registration email; owners then register through their own link, once.
 //!
-//! The host owns storage and delivery and plugs them in through two object-safe async
-//! ports, [`OwnerRepository`] and [`MailTransport`]. The crate owns the rules: who is
+//! The host owns its owners and delivery and plugs them in through object-safe async
+//! ports: [`OwnerRepository`] (its communities and owners) and [`MailTransport`]. The
+//! workflow's own state (drafts, batches, tokens, activity) goes through a third,
+//! [`InvitationStore`], which the crate ships; the in-memory and SQLite adapters
+//! implement both storage ports in one value. The crate owns the rules: who is
 //! eligible, one message per owner with nobody else's address in it, a personal
 //! single-use link stored only as a hash, durable batches that resume after a crash
 //! without losing or doubling anyone.
@@ -17,7 +20,8 @@
 //! use std::sync::Arc;
 //! use owner_access::domain::{Community, CommunityId, Owner, OwnerId, PropertyId};
 //! use owner_access::eligibility::OwnerFilter;
-//! use owner_access::{InMemoryRepository, InMemoryTransport, OwnerAccess, OwnerRepository, Selection};
+//! use owner_access::prelude::*;
+//! use owner_access::{InMemoryRepository, InMemoryTransport, OwnerAccess, Selection};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -100,7 +104,10 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use dispatch::{DEFAULT_CLAIM_LEASE, RetryPolicy, SendOptions, UNREACHABLE_RUNS};
 pub use error::{Error, Result};
 pub use progress::{Progress, RunControl, StopReason, StopSignal};
-pub use repository::OwnerRepository;
+pub use repository::{
+    InvitationStore, InvitationStoreExt, OwnerDirectory, OwnerRepository, OwnerRepositoryExt,
+    OwnerStorage,
+};
 pub use review::{Excluded, Preview, Recipient, Review};
 pub use selection::Selection;
 pub use service::{
@@ -108,6 +115,16 @@ pub use service::{
     Settings, SummaryOutcome, VerifiedToken,
 };
 pub use transport::MailTransport;
+
+/// The traits a program calls methods through, in one `use owner_access::prelude::*;`.
+pub mod prelude {
+    pub use crate::clock::Clock;
+    pub use crate::repository::{
+        InvitationStore, InvitationStoreExt, OwnerDirectory, OwnerRepository, OwnerRepositoryExt,
+        OwnerStorage,
+    };
+    pub use crate::transport::MailTransport;
+}
 
 /// The README's examples, compiled as doctests so they cannot rot.
 #[cfg(doctest)]

@@ -1,5 +1,16 @@
-//! The storage port: everything the workflow keeps, behind one object-safe async trait
-//! the host implements over its own database.
+//! The two storage ports, both object-safe async traits:
+//!
+//! - [`OwnerRepository`], the host's: its communities and owners (seven required
+//!   methods), with [`OwnerDirectory`] as the optional writing side the crate's own
+//!   directories add;
+//! - [`InvitationStore`], the workflow's: drafts, batches, deliveries with leases and
+//!   fencing, tokens, the activity feed. The crate ships it (in-memory, SQLite).
+//!
+//! The service ([`OwnerAccess`](crate::OwnerAccess)) is the only place that crosses
+//! them, and never inside one of the other's transactions: a mass edit commits in the
+//! directory, then the store revokes the changed owners' links and appends the
+//! activity; a redeem spends the token in the store, then marks the owner registered in
+//! the directory, then appends the activity.
 //!
 //! Each method's `# Contract` says what every implementation MUST do; the suite in
 //! [`crate::testing`] (feature `testing`) checks it. Where uniqueness or single use
@@ -116,10 +127,8 @@ pub struct EmailHolder {
 /// The result of a redeem attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedeemOutcome {
-    /// This call won: the token is now used and the owner registered.
+    /// This call won: the token is now used.
     Redeemed {
-        /// The owner, as stored after the change.
-        owner: Box<Owner>,
         /// The token, as stored after the change.
         token: TokenRecord,
     },
@@ -127,7 +136,7 @@ pub enum RedeemOutcome {
     Rejected(TokenRejection),
 }
 
-/// The senders holding claims on a batch (see [`OwnerRepository::held_claims`]).
+/// The senders holding claims on a batch (see [`InvitationStore::held_claims`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeldClaims {
     /// The judging clock's now, to compare the leases' ends with.
@@ -149,9 +158,212 @@ pub struct ClaimHolder {
     pub last_until: Timestamp,
 }
 
-/// Storage for owners, drafts, batches, tokens and the activity feed.
+/// What [`OwnerRepository::mark_registered`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Marked {
+    /// The owner is registered: by this call, or already before it (the mark is
+    /// idempotent). The owner as stored after the call.
+    Registered(Box<Owner>),
+    /// The owner's primary email is no longer the address the link was sent to (their
+    /// `delivered_key`s differ): nothing changed, and the redeem answers as for a
+    /// revoked link.
+    AddressChanged,
+    /// No such owner: nothing changed.
+    UnknownOwner,
+}
+
+/// The host's port: its communities and owners, read by the workflow, plus the two
+/// writes the workflow makes to them (a mass edit of primary emails, the registered
+/// mark).
+///
+/// This is all a host with its own owner tables implements: seven required methods
+/// and one optional ([`shared_email_holders`](Self::shared_email_holders)). The
+/// workflow's own state (drafts, batches, claims, tokens, invitation history,
+/// activity) is the [`InvitationStore`]'s, which the crate ships; conveniences such as
+/// [`owner`](OwnerRepositoryExt::owner) are in [`OwnerRepositoryExt`]; writing owners
+/// from host data (upserts, imports) is the optional [`OwnerDirectory`].
 ///
 /// Object safe: hold it as `Arc<dyn OwnerRepository>`. Implementations must be safe to
+/// call concurrently from many tasks and many processes sharing the store.
+#[async_trait]
+pub trait OwnerRepository: Send + Sync + fmt::Display {
+    /// A community by id.
+    ///
+    /// # Contract
+    /// - A missing community is `Ok(None)`, not an error.
+    async fn community(&self, id: &CommunityId) -> RepoResult<Option<Community>>;
+
+    /// Every community, in any order: what a host's CLI or admin screen lists.
+    ///
+    /// # Contract
+    /// - Each community [`community`](Self::community) would return, once.
+    async fn communities(&self) -> RepoResult<Vec<Community>>;
+
+    /// Several owners by id, in one round trip.
+    ///
+    /// # Contract
+    /// - Returns the owners that exist, in any order; missing ids are left out.
+    async fn owners(&self, ids: &[OwnerId]) -> RepoResult<Vec<Owner>>;
+
+    /// The owners of a community that pass a filter.
+    ///
+    /// # Contract
+    /// - Returns exactly the community's owners for which
+    ///   [`OwnerFilter::matches`]`(owner, now)` holds, in any order.
+    /// - A community with no owners (or that does not exist) gives an empty list.
+    async fn community_owners(
+        &self,
+        community: &CommunityId,
+        filter: &OwnerFilter,
+        now: Timestamp,
+    ) -> RepoResult<Vec<Owner>>;
+
+    /// Every owner in the whole repository (every community) whose primary email has
+    /// one of these comparison keys: what the "shared address" rule needs, for a whole
+    /// roster in one call.
+    ///
+    /// # Contract
+    /// - A stored email matches a key when its
+    ///   [`delivered_key`](crate::domain::delivered_key) (what
+    ///   [`Owner::email_key`] gives) equals the key's own `delivered_key`, valid or
+    ///   not: `y@ｅｘａｍｐｌｅ.org` is held under `y@example.org`. A store that keeps
+    ///   keys records the [`DELIVERED_KEY_VERSION`](crate::domain::DELIVERED_KEY_VERSION)
+    ///   they were made with and computes them again when it changes.
+    /// - Returns one [`EmailHolder`] per (key, owner) match, in any order.
+    async fn email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>>;
+
+    /// [`email_holders`](Self::email_holders) of the keys that more than one owner
+    /// holds: all that a review needs to find shared addresses. Most addresses are
+    /// held once, so a store that can count holders saves returning them.
+    ///
+    /// # Contract
+    /// - Exactly the holders `email_holders` returns for these keys, less those of
+    ///   keys with a single holder, in any order. The default filters
+    ///   `email_holders`; a wrapper should forward it.
+    async fn shared_email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
+        let mut holders = self.email_holders(keys).await?;
+        let mut count: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for h in &holders {
+            *count.entry(h.key.clone()).or_default() += 1;
+        }
+        holders.retain(|h| count[&h.key] > 1);
+        Ok(holders)
+    }
+
+    /// Changes primary emails, all or nothing (Mass Edit).
+    ///
+    /// # Contract
+    /// - Every owner must exist, else `NotFound` and nothing changes.
+    /// - Compare-and-set on uniqueness: if, with the edits applied, any edited owner's
+    ///   new non-blank address (its `delivered_key`) would be held by an owner outside the
+    ///   edit, or by two edited owners, the call fails with `Precondition` and nothing
+    ///   changes. (Addresses already shared among *unedited* owners do not matter.)
+    /// - Returns the ids whose address changed (by `delivered_key`).
+    /// - Touches owners only: the workflow revokes the changed owners' links and
+    ///   appends the activity entries in the [`InvitationStore`] after this commits
+    ///   (and an old link stops working anyway once its address is no longer the
+    ///   owner's).
+    async fn update_emails(&self, edits: &[EmailEdit]) -> RepoResult<Vec<OwnerId>>;
+
+    /// Marks an owner registered through a link sent to `sent_to`: the middle step of
+    /// a redeem.
+    ///
+    /// # Contract
+    /// - Compare-and-set on the address: when the owner's primary email no longer has
+    ///   the [`delivered_key`](crate::domain::delivered_key) of `sent_to`, nothing
+    ///   changes and the answer is [`Marked::AddressChanged`].
+    /// - Idempotent: an owner already registered stays as stored and the answer is
+    ///   [`Marked::Registered`] (a redeem completed after a crash calls it again).
+    /// - Otherwise the owner becomes registered at `at` and the answer is
+    ///   [`Marked::Registered`] with the owner as stored after the change.
+    /// - A missing owner is [`Marked::UnknownOwner`].
+    async fn mark_registered(
+        &self,
+        owner: &OwnerId,
+        sent_to: &str,
+        at: Timestamp,
+    ) -> RepoResult<Marked>;
+}
+
+/// Conveniences over [`OwnerRepository`], for every implementation (`Arc<dyn …>`
+/// included): implementors never write these, so a wrapper cannot get them wrong.
+#[async_trait]
+pub trait OwnerRepositoryExt: OwnerRepository {
+    /// An owner by id (`Ok(None)` when missing): [`owners`](OwnerRepository::owners)
+    /// of one id.
+    async fn owner(&self, id: &OwnerId) -> RepoResult<Option<Owner>> {
+        Ok(self.owners(std::slice::from_ref(id)).await?.pop())
+    }
+}
+
+impl<T: OwnerRepository + ?Sized> OwnerRepositoryExt for T {}
+
+/// The optional writing side of a directory: storing communities and owners from host
+/// data. The crate's own directories ([`InMemoryRepository`](crate::InMemoryRepository),
+/// [`SqliteRepository`](crate::adapters::sqlite::SqliteRepository)) implement it; a
+/// host whose owners live in its own tables skips it (its application writes them).
+#[async_trait]
+pub trait OwnerDirectory: OwnerRepository {
+    /// Inserts or replaces a community.
+    ///
+    /// # Contract
+    /// - A later [`community`](OwnerRepository::community) returns exactly what was
+    ///   stored.
+    async fn upsert_community(&self, community: &Community) -> RepoResult<()>;
+
+    /// Inserts or updates owners from host data, all or nothing.
+    ///
+    /// # Contract
+    /// - One atomic step: either every owner is stored or none is.
+    /// - Each stored record is [`Owner::merge_from_host`]`(stored, incoming)`: a
+    ///   registered owner stays registered, an invitation in progress is kept.
+    /// - When that merge reports a changed primary email, the owner's live and pending
+    ///   tokens are revoked at `now` in the same step where the store shares the directory's
+    ///   transaction (the crate's combined adapters); links are bound to the address
+    ///   they were sent to in any case.
+    /// - Addresses are stored as given, even invalid or shared with another owner.
+    async fn upsert_owners(&self, owners: &[Owner], now: Timestamp) -> RepoResult<()>;
+
+    /// Starts an import: communities and owners from host data, written in chunks of
+    /// the caller's choosing and made visible in one step by
+    /// [`ImportSession::commit`]. What an import of a large community needs: one
+    /// transaction without the whole file in memory at once.
+    ///
+    /// # Contract
+    /// - Nothing written through the session is visible, to this store's other calls
+    ///   or to anyone else, before `commit` returns `Ok`; then all of it is, at once.
+    /// - Dropping the session without committing, or any error from one of its calls
+    ///   (the commit included), keeps nothing of it.
+    /// - [`ImportSession::upsert_communities`] stores as
+    ///   [`upsert_community`](Self::upsert_community) does;
+    ///   [`ImportSession::upsert_owners`] as [`upsert_owners`](Self::upsert_owners)
+    ///   does, with `now` for revoked tokens. A later chunk sees the earlier ones: an
+    ///   owner given twice ends as the second merged onto the first.
+    /// - While a session is open, other writes may wait for it (a store with one
+    ///   writer holds it until the session ends: with SQLite, another write waits up
+    ///   to its busy time-out and then fails as `Unavailable`).
+    /// - The default keeps every chunk in memory until `commit`, then calls
+    ///   `upsert_community` for each community and `upsert_owners` once for all the
+    ///   owners: the owners are one step, but a failure between those calls keeps the
+    ///   communities. A store that can do both in one transaction should override it,
+    ///   as the in-memory and SQLite ones do; a wrapper should forward it.
+    async fn begin_import<'a>(&'a self, now: Timestamp) -> RepoResult<Box<dyn ImportSession + 'a>> {
+        Ok(Box::new(BufferedImport {
+            repo: self,
+            now,
+            communities: Vec::new(),
+            owners: Vec::new(),
+        }))
+    }
+}
+
+/// The workflow's port: drafts, batches and their deliveries (claims are leases, with
+/// fencing), registration tokens, and the activity feed. The crate ships it
+/// ([`InMemoryRepository`](crate::InMemoryRepository),
+/// [`SqliteRepository`](crate::adapters::sqlite::SqliteRepository)); a host with its own
+/// owner tables uses one of those beside its own [`OwnerRepository`].
+///
+/// Object safe: hold it as `Arc<dyn InvitationStore>`. Implementations must be safe to
 /// call concurrently from many tasks and many processes sharing the store.
 ///
 /// # Claims are leases
@@ -212,139 +424,7 @@ pub struct ClaimHolder {
 /// - An email change and a redeem revoke the owner's pending tokens with the live
 ///   ones.
 #[async_trait]
-pub trait OwnerRepository: Send + Sync + fmt::Display {
-    /// Inserts or replaces a community.
-    ///
-    /// # Contract
-    /// - A later [`community`](Self::community) returns exactly what was stored.
-    async fn upsert_community(&self, community: &Community) -> RepoResult<()>;
-
-    /// A community by id.
-    ///
-    /// # Contract
-    /// - A missing community is `Ok(None)`, not an error.
-    async fn community(&self, id: &CommunityId) -> RepoResult<Option<Community>>;
-
-    /// Inserts or updates owners from host data, all or nothing.
-    ///
-    /// # Contract
-    /// - One atomic step: either every owner is stored or none is.
-    /// - Each stored record is [`Owner::merge_from_host`]`(stored, incoming)`: a
-    ///   registered owner stays registered, an invitation in progress is kept.
-    /// - When that merge reports a changed primary email, the owner's live and pending
-    ///   tokens are revoked at `now` in the same step.
-    /// - Addresses are stored as given, even invalid or shared with another owner.
-    async fn upsert_owners(&self, owners: &[Owner], now: Timestamp) -> RepoResult<()>;
-
-    /// An owner by id.
-    ///
-    /// # Contract
-    /// - A missing owner is `Ok(None)`.
-    async fn owner(&self, id: &OwnerId) -> RepoResult<Option<Owner>>;
-
-    /// Several owners by id, in one round trip.
-    ///
-    /// # Contract
-    /// - Returns the owners that exist, in any order; missing ids are left out.
-    async fn owners(&self, ids: &[OwnerId]) -> RepoResult<Vec<Owner>>;
-
-    /// The owners of a community that pass a filter.
-    ///
-    /// # Contract
-    /// - Returns exactly the community's owners for which
-    ///   [`OwnerFilter::matches`]`(owner, now)` holds, in any order.
-    /// - A community with no owners (or that does not exist) gives an empty list.
-    async fn community_owners(
-        &self,
-        community: &CommunityId,
-        filter: &OwnerFilter,
-        now: Timestamp,
-    ) -> RepoResult<Vec<Owner>>;
-
-    /// Every owner in the whole repository (every community) whose primary email has
-    /// one of these comparison keys: what the "shared address" rule needs, for a whole
-    /// roster in one call.
-    ///
-    /// # Contract
-    /// - A stored email matches a key when its
-    ///   [`delivered_key`](crate::domain::delivered_key) (what
-    ///   [`Owner::email_key`] gives) equals the key's own `delivered_key`, valid or
-    ///   not: `y@ｅｘａｍｐｌｅ.org` is held under `y@example.org`. A store that keeps
-    ///   keys records the [`DELIVERED_KEY_VERSION`](crate::domain::DELIVERED_KEY_VERSION)
-    ///   they were made with and computes them again when it changes.
-    /// - Returns one [`EmailHolder`] per (key, owner) match, in any order.
-    async fn email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>>;
-
-    /// [`email_holders`](Self::email_holders) of the keys that more than one owner
-    /// holds: all that a review needs to find shared addresses. Most addresses are
-    /// held once, so a store that can count holders saves returning them.
-    ///
-    /// # Contract
-    /// - Exactly the holders `email_holders` returns for these keys, less those of
-    ///   keys with a single holder, in any order. The default filters
-    ///   `email_holders`.
-    async fn shared_email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
-        let mut holders = self.email_holders(keys).await?;
-        let mut count: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-        for h in &holders {
-            *count.entry(h.key.clone()).or_default() += 1;
-        }
-        holders.retain(|h| count[&h.key] > 1);
-        Ok(holders)
-    }
-
-    /// Starts an import: communities and owners from host data, written in chunks of
-    /// the caller's choosing and made visible in one step by
-    /// [`ImportSession::commit`]. What an import of a large community needs: one
-    /// transaction without the whole file in memory at once.
-    ///
-    /// # Contract
-    /// - Nothing written through the session is visible, to this store's other calls
-    ///   or to anyone else, before `commit` returns `Ok`; then all of it is, at once.
-    /// - Dropping the session without committing, or any error from one of its calls
-    ///   (the commit included), keeps nothing of it.
-    /// - [`ImportSession::upsert_communities`] stores as
-    ///   [`upsert_community`](Self::upsert_community) does;
-    ///   [`ImportSession::upsert_owners`] as [`upsert_owners`](Self::upsert_owners)
-    ///   does, with `now` for revoked tokens. A later chunk sees the earlier ones: an
-    ///   owner given twice ends as the second merged onto the first.
-    /// - While a session is open, other writes may wait for it (a store with one
-    ///   writer holds it until the session ends: with SQLite, another write waits up
-    ///   to its busy time-out and then fails as `Unavailable`).
-    /// - The default keeps every chunk in memory until `commit`, then calls
-    ///   `upsert_community` for each community and `upsert_owners` once for all the
-    ///   owners: the owners are one step, but a failure between those calls keeps the
-    ///   communities. A store that can do both in one transaction should override it,
-    ///   as the in-memory and SQLite ones do; a wrapper should forward it.
-    async fn begin_import<'a>(&'a self, now: Timestamp) -> RepoResult<Box<dyn ImportSession + 'a>> {
-        Ok(Box::new(BufferedImport {
-            repo: self,
-            now,
-            communities: Vec::new(),
-            owners: Vec::new(),
-        }))
-    }
-
-    /// Changes primary emails, all or nothing (Mass Edit), and appends `activity`
-    /// (one entry per community whose owners the edit touches).
-    ///
-    /// # Contract
-    /// - Every owner must exist, else `NotFound` and nothing changes.
-    /// - Compare-and-set on uniqueness: if, with the edits applied, any edited owner's
-    ///   new non-blank address (its `delivered_key`) would be held by an owner outside the
-    ///   edit, or by two edited owners, the call fails with `Precondition` and nothing
-    ///   changes. (Addresses already shared among *unedited* owners do not matter.)
-    /// - Owners whose address changed (by `delivered_key`) get their live and pending
-    ///   tokens revoked at `now`, in the same step.
-    /// - Returns the ids whose address changed.
-    /// - Appends every entry of `activity`, in order, in the same step.
-    async fn update_emails(
-        &self,
-        edits: &[EmailEdit],
-        activity: &[ActivityEntry],
-        now: Timestamp,
-    ) -> RepoResult<Vec<OwnerId>>;
-
+pub trait InvitationStore: Send + Sync + fmt::Display {
     /// Inserts or replaces a draft.
     ///
     /// # Contract
@@ -466,33 +546,6 @@ pub trait OwnerRepository: Send + Sync + fmt::Display {
         now: Timestamp,
     ) -> RepoResult<Vec<OwnerId>>;
 
-    /// Records how one claimed delivery ended.
-    ///
-    /// # Contract
-    /// - [`record_deliveries`](Self::record_deliveries) of one outcome, which the
-    ///   default calls; a refusal is [`RepositoryError::NotHolder`].
-    async fn record_delivery(
-        &self,
-        batch: &BatchId,
-        sender: &SenderId,
-        owner: &OwnerId,
-        outcome: &DeliveryOutcome,
-        now: Timestamp,
-    ) -> RepoResult<()> {
-        let refused = self
-            .record_deliveries(batch, sender, &[(owner.clone(), outcome.clone())], now)
-            .await?;
-        if refused.is_empty() {
-            Ok(())
-        } else {
-            Err(RepositoryError::NotHolder {
-                batch: batch.clone(),
-                owner: owner.clone(),
-                sender: sender.clone(),
-            })
-        }
-    }
-
     /// Gives claimed deliveries back, pending (a run that stops before sending them).
     ///
     /// # Contract
@@ -595,19 +648,29 @@ pub trait OwnerRepository: Send + Sync + fmt::Display {
     /// A token by hash (`Ok(None)` when unknown). Read-only.
     async fn token(&self, hash: &TokenHash) -> RepoResult<Option<TokenRecord>>;
 
-    /// Redeems a token: once, atomically.
+    /// Redeems a token: once, atomically. The first step of a redeem (the workflow
+    /// then marks the owner registered in the [`OwnerRepository`] and appends the
+    /// activity entry).
     ///
     /// # Contract
-    /// - Compare-and-set: succeeds only if the token is live (a pending one is
-    ///   `Rejected(NotSent)`) and expires after `now` and its owner is not
-    ///   registered; then, in one step, the token becomes redeemed, the owner's other
-    ///   live and pending tokens revoked, the owner registered at
-    ///   `now`, and an [`ActivityKind::Registered`](crate::domain::ActivityKind::Registered)
-    ///   entry appended to the owner's community.
-    /// - Two concurrent calls with one token: exactly one gets `Redeemed`.
-    /// - Otherwise `Rejected` with the reason ([`TokenRecord::check`]; a registered
-    ///   owner's live token counts as `AlreadyUsed`) and nothing changes.
+    /// - Compare-and-set: succeeds exactly when the token is live (a pending one is
+    ///   `Rejected(NotSent)`) and expires after `now`; then, in one step, the token
+    ///   becomes redeemed at `now` and the owner's other live and pending tokens are
+    ///   revoked. Whether the owner is registered is the directory's to say; the
+    ///   workflow asks it before.
+    /// - Two concurrent calls with one token, or with two live tokens of one owner:
+    ///   exactly one gets `Redeemed`.
+    /// - Otherwise `Rejected` with the reason ([`TokenRecord::check`]) and nothing
+    ///   changes.
     async fn redeem_token(&self, hash: &TokenHash, now: Timestamp) -> RepoResult<RedeemOutcome>;
+
+    /// Revokes the live and pending tokens of these owners at `now`: the bookkeeping of an email
+    /// change made through the crate (a mass edit), after the directory committed it.
+    ///
+    /// # Contract
+    /// - One atomic step; owners without such tokens (or unknown) are skipped.
+    /// - Returns how many tokens it revoked.
+    async fn revoke_tokens(&self, owners: &[OwnerId], now: Timestamp) -> RepoResult<usize>;
 
     /// Appends an activity entry.
     async fn append_activity(&self, entry: &ActivityEntry) -> RepoResult<()>;
@@ -620,15 +683,56 @@ pub trait OwnerRepository: Send + Sync + fmt::Display {
     -> RepoResult<Vec<ActivityEntry>>;
 }
 
-/// An import in progress ([`OwnerRepository::begin_import`]): nothing of it is visible
+/// Conveniences over [`InvitationStore`], for every implementation (`Arc<dyn …>`
+/// included): implementors never write these, so a wrapper cannot get them wrong.
+#[async_trait]
+pub trait InvitationStoreExt: InvitationStore {
+    /// Records how one claimed delivery ended.
+    ///
+    /// # Contract
+    /// - [`record_deliveries`](InvitationStore::record_deliveries) of one outcome; a
+    ///   refusal is [`RepositoryError::NotHolder`].
+    async fn record_delivery(
+        &self,
+        batch: &BatchId,
+        sender: &SenderId,
+        owner: &OwnerId,
+        outcome: &DeliveryOutcome,
+        now: Timestamp,
+    ) -> RepoResult<()> {
+        let refused = self
+            .record_deliveries(batch, sender, &[(owner.clone(), outcome.clone())], now)
+            .await?;
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(RepositoryError::NotHolder {
+                batch: batch.clone(),
+                owner: owner.clone(),
+                sender: sender.clone(),
+            })
+        }
+    }
+}
+
+impl<T: InvitationStore + ?Sized> InvitationStoreExt for T {}
+
+/// Both ports in one value, as the crate's in-memory and SQLite adapters provide
+/// them: what [`OwnerAccess::builder`](crate::OwnerAccess::builder) takes. Implemented
+/// for every type that implements both; never implement it by hand.
+pub trait OwnerStorage: OwnerDirectory + InvitationStore {}
+
+impl<T: OwnerDirectory + InvitationStore + ?Sized> OwnerStorage for T {}
+
+/// An import in progress ([`OwnerDirectory::begin_import`]): nothing of it is visible
 /// until [`commit`](Self::commit); dropping it keeps nothing.
 #[async_trait]
 pub trait ImportSession: Send {
     /// Inserts or replaces communities, as
-    /// [`OwnerRepository::upsert_community`] does for each.
+    /// [`OwnerDirectory::upsert_community`] does for each.
     async fn upsert_communities(&mut self, communities: &[Community]) -> RepoResult<()>;
 
-    /// Inserts or updates owners, as [`OwnerRepository::upsert_owners`] does (merged
+    /// Inserts or updates owners, as [`OwnerDirectory::upsert_owners`] does (merged
     /// from host data, live and pending tokens revoked when the primary email
     /// changes), with the
     /// session's `now`.
@@ -639,7 +743,7 @@ pub trait ImportSession: Send {
 }
 
 /// The default import session: keeps every chunk until `commit`, then writes through
-/// the repository's own calls (see [`OwnerRepository::begin_import`]).
+/// the directory's own calls (see [`OwnerDirectory::begin_import`]).
 struct BufferedImport<'a, R: ?Sized> {
     repo: &'a R,
     now: Timestamp,
@@ -648,7 +752,7 @@ struct BufferedImport<'a, R: ?Sized> {
 }
 
 #[async_trait]
-impl<R: OwnerRepository + ?Sized> ImportSession for BufferedImport<'_, R> {
+impl<R: OwnerDirectory + ?Sized> ImportSession for BufferedImport<'_, R> {
     async fn upsert_communities(&mut self, communities: &[Community]) -> RepoResult<()> {
         self.communities.extend_from_slice(communities);
         Ok(())

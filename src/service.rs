@@ -12,7 +12,7 @@ use crate::dispatch::{Engine, PreparedBatch, RunOutcome, SendOptions};
 use crate::domain::{
     ActivityEntry, ActivityKind, Batch, BatchId, Community, CommunityId, Delivery, DeliveryCounts,
     DeliveryState, Draft, DraftId, EmailAddress, Mailbox, NewBatch, Owner, OwnerId, Page,
-    PropertyId, Timestamp, TokenRecord, TokenRejection,
+    PropertyId, Timestamp, TokenRecord, TokenRejection, delivered_key,
 };
 use crate::eligibility::{
     Eligibility, Ineligible, OwnerFilter, Roster, RosterCounts, RosterRow, assess,
@@ -21,7 +21,10 @@ use crate::error::{Error, InvalidSetting, MassEditProblem, Result, with_causes};
 use crate::invite::{AttachmentLimits, Invite, check_portal_url};
 use crate::mime::{MessageFrame, MessageIds, message_id};
 use crate::progress::{RunControl, StopReason};
-use crate::repository::{EmailEdit, OwnerRepository, RedeemOutcome, RepositoryError};
+use crate::repository::{
+    EmailEdit, InvitationStore, Marked, OwnerRepository, OwnerRepositoryExt, OwnerStorage,
+    RedeemOutcome, RepositoryError,
+};
 use crate::review::{Excluded, Preview, Recipient, Review};
 use crate::selection::Selection;
 use crate::template::{
@@ -58,7 +61,8 @@ pub struct Settings {
 
 /// Builds an [`OwnerAccess`]; `build` checks the settings once.
 pub struct OwnerAccessBuilder {
-    repo: Arc<dyn OwnerRepository>,
+    directory: Arc<dyn OwnerRepository>,
+    store: Arc<dyn InvitationStore>,
     transport: Arc<dyn MailTransport>,
     clock: Arc<dyn Clock>,
     sender: Option<String>,
@@ -160,7 +164,8 @@ impl OwnerAccessBuilder {
         }
         self.send.validate()?;
         Ok(OwnerAccess {
-            repo: self.repo,
+            directory: self.directory,
+            store: self.store,
             transport: self.transport,
             clock: self.clock,
             settings: Settings {
@@ -262,10 +267,12 @@ pub struct Registration {
     pub at: Timestamp,
 }
 
-/// The Owner Access workflow over a repository and a transport. Cheap to clone.
+/// The Owner Access workflow over the host's owners (an [`OwnerRepository`]), the
+/// workflow's own state (an [`InvitationStore`]) and a transport. Cheap to clone.
 #[derive(Clone)]
 pub struct OwnerAccess {
-    repo: Arc<dyn OwnerRepository>,
+    directory: Arc<dyn OwnerRepository>,
+    store: Arc<dyn InvitationStore>,
     transport: Arc<dyn MailTransport>,
     clock: Arc<dyn Clock>,
     settings: Settings,
@@ -274,7 +281,8 @@ pub struct OwnerAccess {
 impl std::fmt::Debug for OwnerAccess {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OwnerAccess")
-            .field("repository", &self.repo.to_string())
+            .field("directory", &self.directory.to_string())
+            .field("store", &self.store.to_string())
             .field("transport", &self.transport.to_string())
             .field("settings", &self.settings)
             .finish()
@@ -282,13 +290,29 @@ impl std::fmt::Debug for OwnerAccess {
 }
 
 impl OwnerAccess {
-    /// Starts building a service over a repository and a transport.
+    /// Starts building a service over one value that holds both ports (the crate's
+    /// [`InMemoryRepository`](crate::InMemoryRepository) and
+    /// [`SqliteRepository`](crate::adapters::sqlite::SqliteRepository) do) and a
+    /// transport. The same as [`builder_with`](Self::builder_with) with that value as
+    /// the directory and as the store: the service runs the same steps either way.
     pub fn builder(
-        repo: Arc<dyn OwnerRepository>,
+        storage: Arc<dyn OwnerStorage>,
+        transport: Arc<dyn MailTransport>,
+    ) -> OwnerAccessBuilder {
+        Self::builder_with(storage.clone(), storage, transport)
+    }
+
+    /// Starts building a service over the host's owners (`directory`), the workflow's
+    /// store and a transport: what a host with its own owner tables uses, with one of
+    /// the crate's stores.
+    pub fn builder_with(
+        directory: Arc<dyn OwnerRepository>,
+        store: Arc<dyn InvitationStore>,
         transport: Arc<dyn MailTransport>,
     ) -> OwnerAccessBuilder {
         OwnerAccessBuilder {
-            repo,
+            directory,
+            store,
             transport,
             clock: Arc::new(SystemClock),
             sender: None,
@@ -304,13 +328,18 @@ impl OwnerAccess {
         &self.settings
     }
 
-    /// The repository.
-    pub fn repository(&self) -> &Arc<dyn OwnerRepository> {
-        &self.repo
+    /// The host's port: communities and owners.
+    pub fn directory(&self) -> &Arc<dyn OwnerRepository> {
+        &self.directory
+    }
+
+    /// The workflow's port: drafts, batches, deliveries, tokens, activity.
+    pub fn store(&self) -> &Arc<dyn InvitationStore> {
+        &self.store
     }
 
     async fn community(&self, id: &CommunityId) -> Result<Community> {
-        self.repo
+        self.directory
             .community(id)
             .await?
             .ok_or_else(|| Error::NotFound {
@@ -326,7 +355,7 @@ impl OwnerAccess {
     /// A blank email clears the address. Every row is checked first; if any owner is
     /// unknown (or not in `community`), appears twice, gets an invalid address, or
     /// would share an address with another owner record anywhere in the repository
-    /// (the same mailbox: the same [`delivered_key`](crate::domain::delivered_key), so
+    /// (the same mailbox: the same [`delivered_key`], so
     /// `a@ｅxample.org` is refused while another owner holds `a@example.org`), the
     /// whole edit is rejected with
     /// [`Error::MassEditRejected`] naming every bad row, and nothing changes. Owners
@@ -354,7 +383,7 @@ impl OwnerAccess {
     ) -> Result<MassEditReport> {
         let ids: Vec<OwnerId> = edits.iter().map(|e| e.owner.clone()).collect();
         let existing: HashMap<OwnerId, Owner> = self
-            .repo
+            .directory
             .owners(&ids)
             .await?
             .into_iter()
@@ -398,7 +427,7 @@ impl OwnerAccess {
             }
         }
         let keys: Vec<String> = new_keys.values().flatten().cloned().collect();
-        let holders = self.repo.email_holders(&keys).await?;
+        let holders = self.directory.email_holders(&keys).await?;
         let mut users: HashMap<&str, Vec<OwnerId>> = HashMap::new();
         for holder in &holders {
             // An edited owner holds its old address no more.
@@ -464,7 +493,18 @@ impl OwnerAccess {
                     .map(str::to_owned),
             })
             .collect();
-        let changed = self.repo.update_emails(&edits, &activity, now).await?;
+        // The directory commits first; the links of the owners whose address changed
+        // are revoked and the activity appended after it, in the store. A crash
+        // between the two loses at most that bookkeeping: the entries are appended at
+        // most once, and an old link stops working anyway, since a link works only
+        // while the owner's email is the address it was sent to.
+        let changed = self.directory.update_emails(&edits).await?;
+        if !changed.is_empty() {
+            self.store.revoke_tokens(&changed, now).await?;
+        }
+        for entry in &activity {
+            self.store.append_activity(entry).await?;
+        }
         Ok(MassEditReport {
             unchanged: edits.len() - changed.len(),
             changed,
@@ -483,7 +523,7 @@ impl OwnerAccess {
         self.community(community).await?;
         let now = self.clock.now();
         let owners = self
-            .repo
+            .directory
             .community_owners(community, &OwnerFilter::all(), now)
             .await?;
         let counts = RosterCounts::tally(owners.iter().map(|o| o.access.state_at(now)));
@@ -522,7 +562,7 @@ impl OwnerAccess {
         keys.sort_unstable();
         keys.dedup();
         // The store leaves out the keys held once.
-        let holders = self.repo.shared_email_holders(&keys).await?;
+        let holders = self.directory.shared_email_holders(&keys).await?;
         drop(keys);
         let mut map: HashMap<String, Vec<_>> = HashMap::new();
         for holder in holders {
@@ -559,7 +599,10 @@ impl OwnerAccess {
     pub async fn compose_resend_to_invited(&self, community: &CommunityId) -> Result<Invite> {
         let now = self.clock.now();
         let filter = OwnerFilter::all().with_access(crate::eligibility::AccessFilter::Invited);
-        let invited = self.repo.community_owners(community, &filter, now).await?;
+        let invited = self
+            .directory
+            .community_owners(community, &filter, now)
+            .await?;
         let selection = invited.into_iter().map(|o| o.id).collect();
         self.compose(community, &selection).await
     }
@@ -571,7 +614,7 @@ impl OwnerAccess {
         self.community(&invite.community).await?;
         let now = self.clock.now();
         let existing = match &invite.draft {
-            Some(id) => self.repo.draft(id).await?,
+            Some(id) => self.store.draft(id).await?,
             None => None,
         };
         let id = existing
@@ -586,8 +629,8 @@ impl OwnerAccess {
             created_at: existing.map_or(now, |d| d.created_at),
             updated_at: now,
         };
-        self.repo.save_draft(&draft).await?;
-        self.repo
+        self.store.save_draft(&draft).await?;
+        self.store
             .append_activity(&ActivityEntry {
                 community: invite.community.clone(),
                 at: now,
@@ -606,7 +649,7 @@ impl OwnerAccess {
     }
 
     async fn draft(&self, id: &DraftId) -> Result<Draft> {
-        self.repo.draft(id).await?.ok_or_else(|| Error::NotFound {
+        self.store.draft(id).await?.ok_or_else(|| Error::NotFound {
             what: "draft",
             id: id.to_string(),
         })
@@ -614,14 +657,14 @@ impl OwnerAccess {
 
     /// A community's drafts, newest first.
     pub async fn drafts(&self, community: &CommunityId) -> Result<Vec<Draft>> {
-        Ok(self.repo.drafts(community).await?)
+        Ok(self.store.drafts(community).await?)
     }
 
     /// Discards a draft and notes it in the activity feed.
     pub async fn discard_draft(&self, id: &DraftId) -> Result<()> {
         let draft = self.draft(id).await?;
-        self.repo.delete_draft(id).await?;
-        self.repo
+        self.store.delete_draft(id).await?;
+        self.store
             .append_activity(&ActivityEntry {
                 community: draft.invite.community,
                 at: self.clock.now(),
@@ -659,7 +702,7 @@ impl OwnerAccess {
         // its vector into the recipients as the two are walked together. A map,
         // clones or a growing vector would hold a 100,000-owner review two or three
         // times over at its peak.
-        let mut owners: Vec<Owner> = self.repo.owners(&ids).await?;
+        let mut owners: Vec<Owner> = self.directory.owners(&ids).await?;
         owners.retain(|o| o.community == community.id);
         owners.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         let holders = self.holders_of(&owners).await?;
@@ -857,7 +900,7 @@ impl OwnerAccess {
             },
             batch,
         };
-        self.repo.create_batch(&new).await?;
+        self.store.create_batch(&new).await?;
         Ok((new.batch, excluded, recipients_len))
     }
 
@@ -881,7 +924,7 @@ impl OwnerAccess {
     }
 
     /// [`resume_with`](Self::resume_with) without the wait: first ends every claim on
-    /// the batch, whoever holds it ([`OwnerRepository::revoke_claims`]), for an
+    /// the batch, whoever holds it ([`InvitationStore::revoke_claims`]), for an
     /// operator who knows that the sender holding them is dead.
     ///
     /// What it risks, if that sender is in fact alive: the messages it has in flight
@@ -899,12 +942,12 @@ impl OwnerAccess {
     /// Sends again to the owners of a batch whose delivery failed: one call.
     pub async fn retry_failed(&self, batch: &BatchId, control: RunControl) -> Result<SendReport> {
         let batch = self.batch(batch).await?;
-        self.repo.requeue_failed(&batch.id).await?;
+        self.store.requeue_failed(&batch.id).await?;
         self.run_batch(batch, control, false, None).await
     }
 
     async fn batch(&self, id: &BatchId) -> Result<Batch> {
-        self.repo.batch(id).await?.ok_or_else(|| Error::NotFound {
+        self.store.batch(id).await?.ok_or_else(|| Error::NotFound {
             what: "batch",
             id: id.to_string(),
         })
@@ -950,18 +993,19 @@ impl OwnerAccess {
             batch,
         };
         let engine = Engine {
-            repo: self.repo.as_ref(),
+            repo: self.store.as_ref(),
+            directory: self.directory.as_ref(),
             transport: self.transport.as_ref(),
             clock: self.clock.as_ref(),
             options: &self.settings.send,
             control: &control,
         };
         if take_over {
-            self.repo.revoke_claims(&prepared.batch.id).await?;
+            self.store.revoke_claims(&prepared.batch.id).await?;
         }
         let before = match fresh {
             Some(counts) => counts,
-            None => self.repo.delivery_counts(&prepared.batch.id).await?,
+            None => self.store.delivery_counts(&prepared.batch.id).await?,
         };
         let outcome = engine.run(&prepared, before).await;
         let mut stopped = outcome.stopped.clone();
@@ -970,7 +1014,7 @@ impl OwnerAccess {
         // those the engine ended on, so what is pending in the report is what its
         // stop reason left.
         let failed = if outcome.counts_stored {
-            match self.repo.failed_deliveries(&prepared.batch.id).await {
+            match self.store.failed_deliveries(&prepared.batch.id).await {
                 Ok(failed) => Some(failed),
                 Err(e) => {
                     stopped = Some(store_stop(&e));
@@ -1005,7 +1049,7 @@ impl OwnerAccess {
         let mut report = report_from(&prepared.batch.id, &outcome, failed, stopped.clone());
         let settled_now = report.pending == 0 && (before.pending + before.claimed) > 0;
         let finished = self
-            .repo
+            .store
             .append_activity(&ActivityEntry {
                 community: prepared.batch.community.clone(),
                 at: self.clock.now(),
@@ -1029,7 +1073,7 @@ impl OwnerAccess {
             && let Some(to) = prepared.batch.invite.summary_address()
         {
             // The recap lists every recipient: only then is the whole batch read.
-            match self.repo.deliveries(&prepared.batch.id).await {
+            match self.store.deliveries(&prepared.batch.id).await {
                 Ok(deliveries) => {
                     report.summary = Some(self.send_summary(&prepared, &to, &deliveries).await);
                 }
@@ -1152,7 +1196,7 @@ impl OwnerAccess {
         control: RunControl,
     ) -> Result<SendReport> {
         let owner = self
-            .repo
+            .directory
             .owner(owner_id)
             .await?
             .ok_or_else(|| Error::NotFound {
@@ -1196,7 +1240,7 @@ impl OwnerAccess {
     /// [`Error::NotFound`] for an unknown owner.
     pub async fn compose_resend(&self, owner: &OwnerId) -> Result<Invite> {
         let owner = self
-            .repo
+            .directory
             .owner(owner)
             .await?
             .ok_or_else(|| Error::NotFound {
@@ -1213,7 +1257,7 @@ impl OwnerAccess {
     }
 
     async fn latest_invite_for(&self, owner: &Owner) -> Result<Invite> {
-        for batch in self.repo.batches(&owner.community).await? {
+        for batch in self.store.batches(&owner.community).await? {
             if batch.invite.selection.contains(&owner.id) {
                 // The batch's own From and portal URL: an invite stored before they
                 // travelled with it has none.
@@ -1239,17 +1283,13 @@ impl OwnerAccess {
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken> {
         let record = self.live_token(token).await?;
         let owner = self
-            .repo
+            .directory
             .owner(&record.owner)
             .await?
             .ok_or(Error::InvalidToken {
                 reason: TokenRejection::Unknown,
             })?;
-        if owner.is_registered() {
-            return Err(Error::InvalidToken {
-                reason: TokenRejection::AlreadyUsed,
-            });
-        }
+        check_holder(&owner, &record)?;
         Ok(VerifiedToken {
             owner,
             expires_at: record.expires_at,
@@ -1264,7 +1304,7 @@ impl OwnerAccess {
             });
         }
         let record = self
-            .repo
+            .store
             .token(&hash_token(token))
             .await?
             .ok_or(Error::InvalidToken {
@@ -1276,27 +1316,60 @@ impl OwnerAccess {
         Ok(record)
     }
 
-    /// Completes registration with a token: once. Marks the owner registered, revokes
-    /// their other links and notes it in the activity feed, atomically; of two calls
-    /// at once with one token, exactly one succeeds.
+    /// Completes registration with a token: once. Of two calls at once with one token
+    /// (or with two links of one owner), exactly one succeeds.
+    ///
+    /// Three steps across the two ports, none inside the other's transaction: the
+    /// store spends the token (and revokes the owner's other links), the directory
+    /// marks the owner registered (refusing when their email is no longer the
+    /// address the link was sent to), the store appends the Registered entry.
     ///
     /// # Errors
-    /// [`Error::InvalidToken`] as for [`verify`](Self::verify).
+    /// [`Error::InvalidToken`] as for [`verify`](Self::verify); a link whose owner's
+    /// email changed since it was sent is `Revoked`.
     pub async fn redeem(&self, token: &str) -> Result<Registration> {
-        let token = token.trim();
-        if !looks_like_token(token) {
-            return Err(Error::InvalidToken {
+        let record = self.live_token(token).await?;
+        let owner = self
+            .directory
+            .owner(&record.owner)
+            .await?
+            .ok_or(Error::InvalidToken {
                 reason: TokenRejection::Unknown,
-            });
-        }
+            })?;
+        check_holder(&owner, &record)?;
         let now = self.clock.now();
-        match self.repo.redeem_token(&hash_token(token), now).await? {
-            RedeemOutcome::Redeemed { owner, .. } => Ok(Registration {
-                owner: *owner,
+        let token = match self.store.redeem_token(&record.hash, now).await? {
+            RedeemOutcome::Redeemed { token } => token,
+            RedeemOutcome::Rejected(reason) => return Err(Error::InvalidToken { reason }),
+        };
+        let owner = match self
+            .directory
+            .mark_registered(&token.owner, &token.sent_to, now)
+            .await?
+        {
+            Marked::Registered(owner) => *owner,
+            Marked::AddressChanged => {
+                return Err(Error::InvalidToken {
+                    reason: TokenRejection::Revoked,
+                });
+            }
+            Marked::UnknownOwner => {
+                return Err(Error::InvalidToken {
+                    reason: TokenRejection::Unknown,
+                });
+            }
+        };
+        self.store
+            .append_activity(&ActivityEntry {
+                community: owner.community.clone(),
                 at: now,
-            }),
-            RedeemOutcome::Rejected(reason) => Err(Error::InvalidToken { reason }),
-        }
+                kind: ActivityKind::Registered {
+                    owner: owner.id.clone(),
+                    batch: token.batch.clone(),
+                },
+            })
+            .await?;
+        Ok(Registration { owner, at: now })
     }
 
     // ----- Activity ---------------------------------------------------------------------
@@ -1307,8 +1380,25 @@ impl OwnerAccess {
         community: &CommunityId,
         page: Page,
     ) -> Result<Vec<ActivityEntry>> {
-        Ok(self.repo.activity(community, page).await?)
+        Ok(self.store.activity(community, page).await?)
     }
+}
+
+/// Whether `owner` may use a link of theirs: not registered, and their primary email
+/// still the address the link was sent to (by `delivered_key`, computed now).
+fn check_holder(owner: &Owner, record: &TokenRecord) -> Result<()> {
+    if owner.is_registered() {
+        return Err(Error::InvalidToken {
+            reason: TokenRejection::AlreadyUsed,
+        });
+    }
+    let sent_to = delivered_key(&record.sent_to);
+    if sent_to.is_empty() || owner.email_key().as_deref() != Some(sent_to.as_str()) {
+        return Err(Error::InvalidToken {
+            reason: TokenRejection::Revoked,
+        });
+    }
+    Ok(())
 }
 
 fn assess_with(

@@ -16,9 +16,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use cli_support::*;
+use owner_access::SendOptions;
 use owner_access::adapters::sqlite::SqliteRepository;
 use owner_access::domain::{BatchId, CommunityId, DeliveryCounts};
-use owner_access::{OwnerRepository, SendOptions};
+use owner_access::prelude::*;
 use serde_json::Value;
 use smtp_server::*;
 

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use owner_access::prelude::*;
 use owner_access::testing::{
     Failure, REPOSITORY_CHECKS, TRANSPORT_CHECKS, repository_conformance, transport_conformance,
 };
-use owner_access::{InMemoryRepository, InMemoryTransport, MailTransport, OwnerRepository};
+use owner_access::{InMemoryRepository, InMemoryTransport, MailTransport};
 
 fn report(failures: Vec<Failure>) -> String {
     failures
@@ -28,7 +29,7 @@ async fn repository_suite_passes_directly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repository_suite_passes_through_box_dyn() {
     repository_conformance(|| async {
-        Box::new(InMemoryRepository::new()) as Box<dyn OwnerRepository>
+        Box::new(InMemoryRepository::new()) as Box<dyn OwnerStorage>
     })
     .await
     .unwrap_or_else(|f| panic!("{}", report(f)));
@@ -37,7 +38,7 @@ async fn repository_suite_passes_through_box_dyn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repository_suite_passes_through_arc_dyn() {
     repository_conformance(|| async {
-        Arc::new(InMemoryRepository::new()) as Arc<dyn OwnerRepository>
+        Arc::new(InMemoryRepository::new()) as Arc<dyn OwnerStorage>
     })
     .await
     .unwrap_or_else(|f| panic!("{}", report(f)));

@@ -11,8 +11,9 @@ use std::collections::BTreeSet;
 use common::*;
 use owner_access::domain::{Branding, Community, TimeZoneName};
 use owner_access::invite::{Problem, TemplatePart};
+use owner_access::prelude::*;
 use owner_access::template::{DEFAULT_HTML, DEFAULT_TEXT, html_to_text_template};
-use owner_access::{OwnerRepository, Preview, Selection};
+use owner_access::{Preview, Selection};
 
 async fn preview_for(w: &World, owner: &str) -> Preview {
     let invite = w

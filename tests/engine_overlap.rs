@@ -16,10 +16,11 @@ use common::{addr, mixed_owners, oid, t0};
 use owner_access::domain::{
     BatchId, Community, CommunityId, DeliveryOutcome, OwnerId, SenderId, Timestamp,
 };
+use owner_access::prelude::*;
 use owner_access::repository::RepoResult;
 use owner_access::{
-    InMemoryRepository, InMemoryTransport, ManualClock, OwnerAccess, OwnerRepository, Selection,
-    SendOptions, async_trait,
+    InMemoryRepository, InMemoryTransport, ManualClock, OwnerAccess, Selection, SendOptions,
+    async_trait,
 };
 
 /// One `record_deliveries` call: messages accepted when it began and when its commit

@@ -14,8 +14,9 @@ use owner_access::domain::{Community, CommunityId, EmailAddress, Mailbox, Owner,
 use owner_access::domain::{PropertyId, Timestamp};
 use owner_access::invite::Attachment;
 use owner_access::mime::MessageFrame;
+use owner_access::prelude::*;
 use owner_access::template::RenderedParts;
-use owner_access::{FileOutbox, InMemoryRepository, OwnerAccess, OwnerRepository, Selection};
+use owner_access::{FileOutbox, InMemoryRepository, OwnerAccess, Selection};
 use proptest::prelude::*;
 
 /// The direction controls, as the issue lists them (written out here, not taken

@@ -17,10 +17,11 @@ use owner_access::adapters::memory::Fault;
 use owner_access::domain::{
     BatchId, Community, DeliveryOutcome, OwnerId, SenderId, Timestamp, TokenRejection,
 };
+use owner_access::prelude::*;
 use owner_access::repository::RepoResult;
 use owner_access::{
-    Error, InMemoryRepository, InMemoryTransport, OwnerAccess, OwnerRepository, RunControl,
-    Selection, SendOptions, async_trait,
+    Error, InMemoryRepository, InMemoryTransport, OwnerAccess, RunControl, Selection, SendOptions,
+    async_trait,
 };
 
 /// Records outcomes, or hangs for ever when `hang` is set: a process that dies after

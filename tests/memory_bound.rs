@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use owner_access::domain::{Community, CommunityId, Owner, OwnerId, PropertyId, Timestamp};
 use owner_access::invite::Attachment;
+use owner_access::prelude::*;
 use owner_access::transport::{Accepted, Envelope, MailTransport, TransportError};
-use owner_access::{InMemoryRepository, OwnerAccess, OwnerRepository, Selection, async_trait};
+use owner_access::{InMemoryRepository, OwnerAccess, Selection, async_trait};
 
 struct Counting;
 

@@ -7,7 +7,8 @@ mod common;
 use common::*;
 use owner_access::domain::Mailbox;
 use owner_access::invite::Problem;
-use owner_access::{OwnerRepository, RunControl, Selection};
+use owner_access::prelude::*;
+use owner_access::{RunControl, Selection};
 
 const FROM: &str = "Maple Board <board@maple.example>";
 const OAK: &str = "https://portal.example.org/register?community=oak";

@@ -11,7 +11,8 @@ use common::*;
 use owner_access::adapters::memory::Fault;
 use owner_access::dispatch::UNREACHABLE_RUNS;
 use owner_access::domain::{BatchId, DeliveryState};
-use owner_access::{OwnerRepository, Selection, SendOptions, SendReport, StopReason};
+use owner_access::prelude::*;
+use owner_access::{Selection, SendOptions, SendReport, StopReason};
 
 async fn send_to(w: &World, owners: &[&str]) -> SendReport {
     let selection: Selection = owners.iter().map(|o| oid(o)).collect();

@@ -107,7 +107,7 @@ trait OwnerEmail {
 
 impl OwnerEmail for World {
     async fn repo_owner_email(&self, id: &str) -> Option<owner_access::domain::EmailAddress> {
-        use owner_access::OwnerRepository;
+        use owner_access::prelude::*;
         self.repo
             .owner(&oid(id))
             .await

@@ -11,7 +11,8 @@ use owner_access::domain::{
     AccessStatus, Community, CommunityId, Owner, OwnerId, PropertyId, Timestamp,
 };
 use owner_access::eligibility::OwnerFilter;
-use owner_access::{InMemoryRepository, OwnerAccess, OwnerRepository, Selection};
+use owner_access::prelude::*;
+use owner_access::{InMemoryRepository, OwnerAccess, Selection};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]

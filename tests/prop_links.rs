@@ -13,15 +13,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use owner_access::InMemoryRepository;
 use owner_access::domain::{
     AccessStatus, ActivityEntry, ActivityKind, Batch, BatchId, CommunityId, DeliveryOutcome,
     EmailAddress, Mailbox, NewBatch, Owner, OwnerId, PropertyId, SenderId, Timestamp, TokenHash,
     TokenRecord, TokenRejection, TokenState,
 };
 use owner_access::invite::Invite;
-use owner_access::repository::{EmailEdit, RedeemOutcome};
+use owner_access::prelude::*;
+use owner_access::repository::{EmailEdit, Marked, RedeemOutcome};
 use owner_access::selection::Selection;
-use owner_access::{InMemoryRepository, OwnerRepository};
 use proptest::prelude::*;
 
 const OWNERS: usize = 3;
@@ -162,7 +163,7 @@ fn new_batch(b: usize, owners: &[usize], at: Timestamp) -> NewBatch {
 }
 
 /// Runs `ops` on `repo` and on the model, comparing every token after each step.
-async fn run(repo: &dyn OwnerRepository, ops: &[Op]) -> Result<(), TestCaseError> {
+async fn run(repo: &dyn OwnerStorage, ops: &[Op]) -> Result<(), TestCaseError> {
     let owners: Vec<Owner> = (0..OWNERS)
         .map(|o| {
             Owner::new(
@@ -180,6 +181,8 @@ async fn run(repo: &dyn OwnerRepository, ops: &[Op]) -> Result<(), TestCaseError
     let lease = Duration::from_secs(86_400);
     let mut model = Model::default();
     let mut emails = 0;
+    // Each owner's address now: what a message claimed now is sent to.
+    let mut address: Vec<String> = (0..OWNERS).map(|o| format!("o{o}@example.org")).collect();
     for (i, op) in ops.iter().enumerate() {
         let now = t(i + 1);
         match *op {
@@ -211,6 +214,7 @@ async fn run(repo: &dyn OwnerRepository, ops: &[Op]) -> Result<(), TestCaseError
                             batch: bid(b),
                             issued_at: now,
                             expires_at: now + Duration::from_secs(14 * 86_400),
+                            sent_to: address[*o].clone(),
                             state: TokenState::Pending,
                         });
                     }
@@ -272,10 +276,22 @@ async fn run(repo: &dyn OwnerRepository, ops: &[Op]) -> Result<(), TestCaseError
                     owner: oid(o),
                     email: Some(format!("o{o}.{emails}@example.org")),
                 };
-                repo.update_emails(&[edit], &[], now).await.unwrap();
+                address[o] = edit.email.clone().unwrap();
+                // The directory's edit, then the store's bookkeeping (as the service).
+                let changed = repo.update_emails(&[edit]).await.unwrap();
+                repo.revoke_tokens(&changed, now).await.unwrap();
                 model.revoke(o, now, |_, _| true);
             }
             Op::Redeem(n) => {
+                // The workflow asks the directory first: a registered owner's link is
+                // refused as used without reaching the store.
+                if let Some((o, _, TokenState::Live)) = model.tokens.get(n).copied()
+                    && model.registered[o]
+                {
+                    let owner = repo.owner(&oid(o)).await.unwrap().unwrap();
+                    prop_assert!(owner.is_registered(), "o{} registered", o);
+                    continue;
+                }
                 let got = repo.redeem_token(&hash(n), now).await.unwrap();
                 let want = match model.tokens.get(n).copied() {
                     None => Err(TokenRejection::Unknown),
@@ -291,7 +307,16 @@ async fn run(repo: &dyn OwnerRepository, ops: &[Op]) -> Result<(), TestCaseError
                     (RedeemOutcome::Rejected(got), Err(want)) => {
                         prop_assert_eq!(got, want, "redeem of token {}", n)
                     }
-                    (RedeemOutcome::Redeemed { owner, .. }, Ok(o)) => {
+                    (RedeemOutcome::Redeemed { token }, Ok(o)) => {
+                        let marked = repo
+                            .mark_registered(&token.owner, &token.sent_to, now)
+                            .await
+                            .unwrap();
+                        let Marked::Registered(owner) = marked else {
+                            return Err(TestCaseError::fail(format!(
+                                "o{o} not marked registered: {marked:?}"
+                            )));
+                        };
                         prop_assert_eq!(owner.access, AccessStatus::Registered { at: Some(now) });
                         model.revoke(o, now, |_, _| true);
                         model.tokens[n].2 = TokenState::Redeemed { at: now };

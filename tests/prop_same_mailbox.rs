@@ -13,13 +13,13 @@
 use std::sync::Arc;
 
 use owner_access::domain::{
-    ActivityEntry, ActivityKind, Community, CommunityId, EmailAddress, Owner, OwnerId, PropertyId,
-    Timestamp, delivered_key,
+    Community, CommunityId, EmailAddress, Owner, OwnerId, PropertyId, Timestamp, delivered_key,
 };
 use owner_access::eligibility::Ineligible;
 use owner_access::error::MassEditProblem;
+use owner_access::prelude::*;
 use owner_access::repository::EmailEdit;
-use owner_access::{Error, InMemoryRepository, InMemoryTransport, OwnerAccess, OwnerRepository};
+use owner_access::{Error, InMemoryRepository, InMemoryTransport, OwnerAccess};
 use proptest::prelude::*;
 
 /// Local parts' contents. The first ones are dot-atoms; the last ones can only be
@@ -372,13 +372,8 @@ proptest! {
                 ),
                 other => prop_assert!(false, "{fourth:?} was not refused: {other:?}"),
             }
-            // The store refuses it as well, called directly.
-            let entry = ActivityEntry {
-                community: community.clone(),
-                at: Timestamp::from_unix_seconds(1),
-                kind: ActivityKind::MassEdit { changed: 1 },
-            };
-            let direct = repo.update_emails(&edits, &[entry], Timestamp::from_unix_seconds(1)).await;
+            // The directory refuses it as well, called directly.
+            let direct = repo.update_emails(&edits).await;
             prop_assert!(direct.is_err(), "{fourth:?}: the store took it");
             Ok(())
         })?;

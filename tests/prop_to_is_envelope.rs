@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use owner_access::domain::{
     Community, CommunityId, EmailAddress, Owner, OwnerId, PropertyId, Timestamp,
 };
-use owner_access::{InMemoryRepository, InMemoryTransport, OwnerAccess, OwnerRepository};
+use owner_access::prelude::*;
+use owner_access::{InMemoryRepository, InMemoryTransport, OwnerAccess};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 

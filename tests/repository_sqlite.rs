@@ -13,11 +13,12 @@ use owner_access::domain::{
 };
 use owner_access::eligibility::OwnerFilter;
 use owner_access::invite::Attachment;
+use owner_access::prelude::*;
 use owner_access::repository::RepositoryError;
 use owner_access::testing::{Failure, repository_conformance};
 use owner_access::{
-    Clock, InMemoryTransport, OwnerAccess, OwnerRepository, RunControl, Selection, SendOptions,
-    StopSignal, SystemClock,
+    Clock, InMemoryTransport, OwnerAccess, RunControl, Selection, SendOptions, StopSignal,
+    SystemClock,
 };
 
 fn report(failures: Vec<Failure>) -> String {
@@ -49,7 +50,7 @@ async fn repository_suite_passes_directly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repository_suite_passes_through_arc_dyn() {
     repository_conformance(|| async {
-        Arc::new(SqliteRepository::open(fresh_path()).await.unwrap()) as Arc<dyn OwnerRepository>
+        Arc::new(SqliteRepository::open(fresh_path()).await.unwrap()) as Arc<dyn OwnerStorage>
     })
     .await
     .unwrap_or_else(|f| panic!("{}", report(f)));

@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 use owner_access::adapters::sqlite::SqliteRepository;
 use owner_access::domain::{Community, CommunityId, Owner, OwnerId, PropertyId};
 use owner_access::eligibility::OwnerFilter;
+use owner_access::prelude::*;
 use owner_access::transport::{Accepted, Envelope, MailTransport, TransportError};
 use owner_access::{
-    Clock, InMemoryTransport, OwnerAccess, OwnerRepository, Selection, SendOptions, SystemClock,
-    async_trait,
+    Clock, InMemoryTransport, OwnerAccess, Selection, SendOptions, SystemClock, async_trait,
 };
 
 const DB_VAR: &str = "OWNER_ACCESS_CRASH_DB";

@@ -9,9 +9,10 @@ mod small_disk;
 
 use std::time::{Duration, Instant};
 
+use owner_access::SqliteRepository;
 use owner_access::domain::{Community, CommunityId, Owner, OwnerId, Page, PropertyId, Timestamp};
+use owner_access::prelude::*;
 use owner_access::repository::RepositoryError;
-use owner_access::{OwnerRepository, SqliteRepository};
 
 fn chain(e: &dyn std::error::Error) -> Vec<String> {
     let mut out = vec![e.to_string()];

@@ -3,9 +3,9 @@
 //! and portal URL load with none (the service's settings, or the batch's own, apply).
 #![cfg(feature = "sqlite")]
 
-use owner_access::OwnerRepository;
 use owner_access::adapters::sqlite::{SCHEMA_VERSION, SqliteRepository};
 use owner_access::domain::{BatchId, CommunityId, DraftId};
+use owner_access::prelude::*;
 
 /// A version-1 file, made the way version 1 made it: its schema and rows written with
 /// plain SQL, no code of this build involved.

@@ -10,9 +10,8 @@ use common::*;
 use futures::StreamExt;
 use owner_access::adapters::memory::Fault;
 use owner_access::domain::DeliveryState;
-use owner_access::{
-    OwnerRepository, Progress, RunControl, Selection, SendOptions, StopReason, StopSignal,
-};
+use owner_access::prelude::*;
+use owner_access::{Progress, RunControl, Selection, SendOptions, StopReason, StopSignal};
 
 async fn review_for(w: &World, n: usize) -> owner_access::Review {
     let selection: Selection = (0..n).map(|i| oid(&format!("e{i}"))).collect();

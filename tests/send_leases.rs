@@ -16,10 +16,11 @@ use owner_access::adapters::memory::Fault;
 use owner_access::domain::{
     BatchId, Community, CommunityId, DeliveryOutcome, DeliveryState, OwnerId, SenderId, Timestamp,
 };
+use owner_access::prelude::*;
 use owner_access::repository::RepoResult;
 use owner_access::{
-    Clock, InMemoryRepository, InMemoryTransport, OwnerAccess, OwnerRepository, Progress,
-    RunControl, Selection, SendOptions, SendReport, StopReason, SystemClock, async_trait,
+    Clock, InMemoryRepository, InMemoryTransport, OwnerAccess, Progress, RunControl, Selection,
+    SendOptions, SendReport, StopReason, SystemClock, async_trait,
 };
 
 fn community() -> CommunityId {

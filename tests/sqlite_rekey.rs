@@ -9,8 +9,9 @@ use std::path::Path;
 use owner_access::adapters::sqlite::{SCHEMA_VERSION, SqliteRepository};
 use owner_access::domain::{CommunityId, OwnerId, PropertyId, delivered_key};
 use owner_access::eligibility::{Ineligible, OwnerFilter};
+use owner_access::prelude::*;
 use owner_access::repository::EmailEdit;
-use owner_access::{Error, InMemoryTransport, OwnerAccess, OwnerRepository};
+use owner_access::{Error, InMemoryTransport, OwnerAccess};
 
 /// The SQL of the schema versions before the re-key, in order.
 const EARLIER_SCHEMA: [&str; 3] = [

@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use owner_access::adapters::sqlite::{SCHEMA_VERSION, SqliteRepository};
 use owner_access::domain::{BatchId, CommunityId, DeliveryState, OwnerId, SenderId, Timestamp};
+use owner_access::prelude::*;
 use owner_access::repository::{ClaimHolder, HeldClaims};
-use owner_access::{
-    Clock, InMemoryTransport, ManualClock, OwnerAccess, OwnerRepository, Progress, RunControl,
-};
+use owner_access::{Clock, InMemoryTransport, ManualClock, OwnerAccess, Progress, RunControl};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/schema_v1.db");
 

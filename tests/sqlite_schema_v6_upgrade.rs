@@ -12,8 +12,9 @@ use std::sync::Arc;
 use owner_access::adapters::memory::Fault;
 use owner_access::adapters::sqlite::{SCHEMA_VERSION, SqliteRepository};
 use owner_access::domain::{BatchId, DeliveryState, OwnerId, TokenRejection, TokenState};
+use owner_access::prelude::*;
 use owner_access::token::hash_token;
-use owner_access::{Error, InMemoryTransport, ManualClock, OwnerAccess, OwnerRepository};
+use owner_access::{Error, InMemoryTransport, ManualClock, OwnerAccess};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/schema_v6.db");
 const LINKS: &str = include_str!("fixtures/schema_v6_links.txt");

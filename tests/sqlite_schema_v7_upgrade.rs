@@ -12,9 +12,8 @@ use std::time::Duration;
 use owner_access::adapters::memory::Fault;
 use owner_access::adapters::sqlite::{SCHEMA_VERSION, SqliteRepository};
 use owner_access::domain::{BatchId, CommunityId, DeliveryState, Timestamp};
-use owner_access::{
-    InMemoryTransport, ManualClock, OwnerAccess, OwnerRepository, SendOptions, StopReason,
-};
+use owner_access::prelude::*;
+use owner_access::{InMemoryTransport, ManualClock, OwnerAccess, SendOptions, StopReason};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/schema_v7.db");
 

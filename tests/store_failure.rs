@@ -13,10 +13,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use common::wrapped::{Hooks, Wrapped};
 use common::*;
 use owner_access::domain::{BatchId, Community, DeliveryOutcome, OwnerId, SenderId, Timestamp};
+use owner_access::prelude::*;
 use owner_access::repository::{RepoResult, RepositoryError};
 use owner_access::{
-    InMemoryRepository, InMemoryTransport, ManualClock, OwnerAccess, OwnerRepository, Selection,
-    SendOptions, StopReason, async_trait,
+    InMemoryRepository, InMemoryTransport, ManualClock, OwnerAccess, Selection, SendOptions,
+    StopReason, async_trait,
 };
 
 /// Records the first `ok_groups` groups of outcomes, then is unavailable while `down`.

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use owner_access::adapters::smtp::{Security, SmtpSettings, SmtpTransport};
 use owner_access::domain::{Community, CommunityId, Owner, OwnerId, PropertyId};
+use owner_access::prelude::*;
 use owner_access::transport::{Envelope, ErrorClass, MailTransport, TransportError};
-use owner_access::{InMemoryRepository, OwnerAccess, OwnerRepository, Selection, SendOptions};
+use owner_access::{InMemoryRepository, OwnerAccess, Selection, SendOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod smtp_server;

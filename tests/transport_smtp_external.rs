@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use owner_access::adapters::smtp::{Security, SmtpSettings, SmtpTransport};
 use owner_access::domain::{Community, CommunityId, EmailAddress, Owner, OwnerId, PropertyId};
+use owner_access::prelude::*;
 use owner_access::transport::{Envelope, ErrorClass, MailTransport, TransportError};
-use owner_access::{InMemoryRepository, OwnerAccess, OwnerRepository, Selection};
+use owner_access::{InMemoryRepository, OwnerAccess, Selection};
 
 /// The server named by `var`, or `None` (skipped) when it is not set outside CI.
 fn external(var: &str, what: &str) -> Option<String> {

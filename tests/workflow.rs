@@ -10,8 +10,9 @@ use common::*;
 use owner_access::domain::{ActivityKind, Page, TokenRejection};
 use owner_access::eligibility::{AccessFilter, OwnerFilter};
 use owner_access::invite::Attachment;
+use owner_access::prelude::*;
 use owner_access::repository::EmailEdit;
-use owner_access::{Error, OwnerRepository, Selection};
+use owner_access::{Error, Selection};
 
 async fn send_to_all_eligible(w: &World) -> owner_access::SendReport {
     let roster = w

@@ -31,9 +31,10 @@ use owner_access::adapters::sqlite::SqliteRepository;
 use owner_access::domain::{BatchId, CommunityId, DraftId, OwnerId, Page};
 use owner_access::eligibility::{AccessFilter, EmailFilter, OwnerFilter};
 use owner_access::invite::{Attachment, Invite};
+use owner_access::prelude::*;
 use owner_access::{
-    Clock, Error, FileOutbox, MailTransport, OwnerAccess, OwnerRepository, Selection, SendOptions,
-    SendReport, SystemClock,
+    Clock, Error, FileOutbox, MailTransport, OwnerAccess, Selection, SendOptions, SendReport,
+    SystemClock,
 };
 
 #[derive(Parser)]
@@ -446,7 +447,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             with_causes(&e)
         ))
     })?;
-    let repo: Arc<dyn OwnerRepository> = Arc::new(repo);
+    let repo: Arc<dyn OwnerStorage> = Arc::new(repo);
     let app = App { repo };
     match cli.command {
         Command::Import {
@@ -657,7 +658,7 @@ impl MessageArgs {
 }
 
 struct App {
-    repo: Arc<dyn OwnerRepository>,
+    repo: Arc<dyn OwnerStorage>,
 }
 
 impl App {

@@ -11,19 +11,19 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::domain::{
-    AccessStatus, ActivityEntry, ActivityKind, Batch, BatchId, Community, CommunityId, Delivery,
-    DeliveryCounts, DeliveryOutcome, DeliveryState, Draft, DraftId, EmailAddress, NewBatch, Owner,
-    OwnerId, Page, SenderId, Timestamp, TokenHash, TokenRecord, TokenRejection, TokenState,
-    delivered_key,
+    AccessStatus, ActivityEntry, Batch, BatchId, Community, CommunityId, Delivery, DeliveryCounts,
+    DeliveryOutcome, DeliveryState, Draft, DraftId, EmailAddress, NewBatch, Owner, OwnerId, Page,
+    SenderId, Timestamp, TokenHash, TokenRecord, TokenRejection, TokenState, delivered_key,
 };
 use crate::eligibility::OwnerFilter;
 use crate::repository::{
-    ClaimHolder, EmailEdit, EmailHolder, HeldClaims, ImportSession, OwnerRepository, RedeemOutcome,
-    RepoResult, RepositoryError,
+    ClaimHolder, EmailEdit, EmailHolder, HeldClaims, ImportSession, InvitationStore, Marked,
+    OwnerDirectory, OwnerRepository, RedeemOutcome, RepoResult, RepositoryError,
 };
 use crate::transport::{Accepted, Envelope, MailTransport, TransportError};
 
-/// A complete [`OwnerRepository`] kept in memory: a product feature for demos and
+/// Both storage ports ([`OwnerRepository`] with [`OwnerDirectory`], and
+/// [`InvitationStore`]) kept in memory: a product feature for demos and
 /// small deployments (nothing survives the process), and the reference the
 /// conformance suite is written against.
 ///
@@ -306,16 +306,12 @@ fn edit_key(edit: &EmailEdit) -> Option<String> {
 }
 
 #[async_trait]
-impl OwnerRepository for InMemoryRepository {
+impl OwnerDirectory for InMemoryRepository {
     async fn upsert_community(&self, community: &Community) -> RepoResult<()> {
         self.lock()
             .communities
             .insert(community.id.clone(), community.clone());
         Ok(())
-    }
-
-    async fn community(&self, id: &CommunityId) -> RepoResult<Option<Community>> {
-        Ok(self.lock().communities.get(id).cloned())
     }
 
     async fn upsert_owners(&self, owners: &[Owner], now: Timestamp) -> RepoResult<()> {
@@ -333,9 +329,16 @@ impl OwnerRepository for InMemoryRepository {
             owners: Vec::new(),
         }))
     }
+}
 
-    async fn owner(&self, id: &OwnerId) -> RepoResult<Option<Owner>> {
-        Ok(self.lock().owners.get(id).cloned())
+#[async_trait]
+impl OwnerRepository for InMemoryRepository {
+    async fn community(&self, id: &CommunityId) -> RepoResult<Option<Community>> {
+        Ok(self.lock().communities.get(id).cloned())
+    }
+
+    async fn communities(&self) -> RepoResult<Vec<Community>> {
+        Ok(self.lock().communities.values().cloned().collect())
     }
 
     async fn owners(&self, ids: &[OwnerId]) -> RepoResult<Vec<Owner>> {
@@ -386,12 +389,7 @@ impl OwnerRepository for InMemoryRepository {
         Ok(holders)
     }
 
-    async fn update_emails(
-        &self,
-        edits: &[EmailEdit],
-        activity: &[ActivityEntry],
-        now: Timestamp,
-    ) -> RepoResult<Vec<OwnerId>> {
+    async fn update_emails(&self, edits: &[EmailEdit]) -> RepoResult<Vec<OwnerId>> {
         let mut state = self.lock();
         // The last edit of an owner wins.
         let mut last: BTreeMap<&OwnerId, &EmailEdit> = BTreeMap::new();
@@ -428,17 +426,36 @@ impl OwnerRepository for InMemoryRepository {
             let old_key = owner.email_key();
             owner.primary_email = edit.email.clone();
             if owner.email_key() != old_key {
-                state.revoke_tokens(id, now, |_| true);
                 changed.push(id.clone());
             }
             state.put_owner(owner);
         }
-        for entry in activity {
-            state.append_activity(entry.clone());
-        }
         Ok(changed)
     }
 
+    async fn mark_registered(
+        &self,
+        owner: &OwnerId,
+        sent_to: &str,
+        at: Timestamp,
+    ) -> RepoResult<Marked> {
+        let mut state = self.lock();
+        let Some(stored) = state.owners.get_mut(owner) else {
+            return Ok(Marked::UnknownOwner);
+        };
+        let key = delivered_key(sent_to);
+        if key.is_empty() || stored.email_key().as_deref() != Some(key.as_str()) {
+            return Ok(Marked::AddressChanged);
+        }
+        if !stored.is_registered() {
+            stored.access = AccessStatus::Registered { at: Some(at) };
+        }
+        Ok(Marked::Registered(Box::new(stored.clone())))
+    }
+}
+
+#[async_trait]
+impl InvitationStore for InMemoryRepository {
     async fn save_draft(&self, draft: &Draft) -> RepoResult<()> {
         let mut state = self.lock();
         if let Some(old) = state.drafts.get(&draft.id) {
@@ -809,31 +826,26 @@ impl OwnerRepository for InMemoryRepository {
         if let Err(reason) = token.check(now) {
             return Ok(RedeemOutcome::Rejected(reason));
         }
-        let Some(mut owner) = state.owners.get(&token.owner).cloned() else {
-            return Ok(RedeemOutcome::Rejected(TokenRejection::Unknown));
-        };
-        if owner.is_registered() {
-            return Ok(RedeemOutcome::Rejected(TokenRejection::AlreadyUsed));
-        }
-        state.revoke_tokens(&owner.id, now, |t| t.hash != *hash);
-        remove_from_index(&mut state.unspent_tokens_by_owner, &owner.id, hash);
+        let owner = token.owner.clone();
+        state.revoke_tokens(&owner, now, |t| t.hash != *hash);
+        remove_from_index(&mut state.unspent_tokens_by_owner, &owner, hash);
         let mut token = token;
         token.state = TokenState::Redeemed { at: now };
         state.tokens.insert(*hash, token.clone());
-        owner.access = AccessStatus::Registered { at: Some(now) };
-        state.owners.insert(owner.id.clone(), owner.clone());
-        state.append_activity(ActivityEntry {
-            community: owner.community.clone(),
-            at: now,
-            kind: ActivityKind::Registered {
-                owner: owner.id.clone(),
-                batch: token.batch.clone(),
-            },
-        });
-        Ok(RedeemOutcome::Redeemed {
-            owner: Box::new(owner),
-            token,
-        })
+        Ok(RedeemOutcome::Redeemed { token })
+    }
+
+    async fn revoke_tokens(&self, owners: &[OwnerId], now: Timestamp) -> RepoResult<usize> {
+        let mut state = self.lock();
+        let mut revoked = 0;
+        for owner in owners {
+            revoked += state
+                .unspent_tokens_by_owner
+                .get(owner)
+                .map_or(0, BTreeSet::len);
+            state.revoke_tokens(owner, now, |_| true);
+        }
+        Ok(revoked)
     }
 
     async fn append_activity(&self, entry: &ActivityEntry) -> RepoResult<()> {

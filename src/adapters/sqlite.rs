@@ -79,7 +79,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, Params, Row, TransactionBehavio
 use time::OffsetDateTime;
 
 use crate::domain::{
-    AccessStatus, ActivityEntry, ActivityKind, Batch, BatchId, Branding, Community, CommunityId,
+    AccessStatus, ActivityEntry, Batch, BatchId, Branding, Community, CommunityId,
     DELIVERED_KEY_VERSION, Delivery, DeliveryCounts, DeliveryOutcome, DeliveryState, Draft,
     DraftId, EmailAddress, Mailbox, NewBatch, Owner, OwnerId, Page, PropertyId, SenderId,
     TimeZoneName, Timestamp, TokenHash, TokenRecord, TokenRejection, TokenState, delivered_key,
@@ -87,8 +87,8 @@ use crate::domain::{
 use crate::eligibility::{AccessFilter, EmailFilter, OwnerFilter};
 use crate::invite::{Attachment, Invite};
 use crate::repository::{
-    ClaimHolder, EmailEdit, EmailHolder, HeldClaims, ImportSession, OwnerRepository, RedeemOutcome,
-    RepoResult, RepositoryError,
+    ClaimHolder, EmailEdit, EmailHolder, HeldClaims, ImportSession, InvitationStore, Marked,
+    OwnerDirectory, OwnerRepository, RedeemOutcome, RepoResult, RepositoryError,
 };
 use crate::selection::Selection;
 
@@ -115,6 +115,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Sql(include_str!("sqlite/0006_leases.sql")),
     Migration::Sql(include_str!("sqlite/0007_pending_links.sql")),
     Migration::Sql(include_str!("sqlite/0008_unreachable_runs.sql")),
+    Migration::Sql(include_str!("sqlite/0009_token_address.sql")),
 ];
 
 /// The [`DELIVERED_KEY_VERSION`] that `owners.email_key` holds in a file at
@@ -1204,7 +1205,9 @@ fn read_delivery(batch: &BatchId, r: &Row<'_>) -> Res<Delivery> {
 
 fn read_token(db: &Db<'_>, hash: &TokenHash) -> Res<Option<TokenRecord>> {
     db.row(
-        "SELECT i.owner, i.batch, t.issued_at, t.expires_at, t.state, t.state_at
+        "SELECT i.owner, i.batch, t.issued_at, t.expires_at, t.state, t.state_at,
+                coalesce(t.sent_to, (SELECT d.to_addr FROM deliveries d
+                                     WHERE d.batch = i.batch AND d.owner = i.owner), '')
          FROM tokens t JOIN invitations i ON i.id = t.invitation WHERE t.hash = ?1",
         [&hash.0[..]],
         |r| {
@@ -1223,6 +1226,7 @@ fn read_token(db: &Db<'_>, hash: &TokenHash) -> Res<Option<TokenRecord>> {
                 batch: read_id!(BatchId, r.get::<_, String>(1)?, "invitations.batch")?,
                 issued_at: read_ts(r.get(2)?)?,
                 expires_at: read_ts(r.get(3)?)?,
+                sent_to: r.get(6)?,
                 state,
             })
         },
@@ -1254,6 +1258,36 @@ fn append_activity(db: &Db<'_>, entry: &ActivityEntry) -> Res<()> {
 }
 
 // ----- The port ----------------------------------------------------------------------
+
+/// [`read_community`]'s columns.
+const COMMUNITY_COLUMNS: &str = "id, name, reply_to, time_zone, logo_url, accent_color";
+
+fn read_community(r: &Row<'_>) -> Res<Community> {
+    let mut branding = Branding::default();
+    if let Some(url) = r.get::<_, Option<String>>(4)? {
+        branding = branding
+            .with_logo_url(&url)
+            .map_err(|e| bad_row("communities.logo_url", e))?;
+    }
+    if let Some(color) = r.get::<_, Option<String>>(5)? {
+        branding = branding
+            .with_accent_color(&color)
+            .map_err(|e| bad_row("communities.accent_color", e))?;
+    }
+    Ok(Community {
+        id: read_id!(CommunityId, r.get::<_, String>(0)?, "communities.id")?,
+        name: r.get(1)?,
+        reply_to: r
+            .get::<_, Option<String>>(2)?
+            .map(|a| read_address(&a, "communities.reply_to"))
+            .transpose()?,
+        time_zone: r
+            .get::<_, Option<String>>(3)?
+            .map(|z| TimeZoneName::new(&z).map_err(|e| bad_row("communities.time_zone", e)))
+            .transpose()?,
+        branding,
+    })
+}
 
 /// Every holder of the keys in `?1` (a JSON array).
 const EMAIL_HOLDERS: &str = "SELECT o.email_key, o.id, o.property
@@ -1288,51 +1322,10 @@ impl SqliteRepository {
 }
 
 #[async_trait]
-impl OwnerRepository for SqliteRepository {
+impl OwnerDirectory for SqliteRepository {
     async fn upsert_community(&self, community: &Community) -> RepoResult<()> {
         let c = community.clone();
         self.write(move |db| put_community(db, &c)).await
-    }
-
-    async fn community(&self, id: &CommunityId) -> RepoResult<Option<Community>> {
-        let id = id.clone();
-        self.read(move |db| {
-            db.row(
-                "SELECT name, reply_to, time_zone, logo_url, accent_color
-                 FROM communities WHERE id = ?1",
-                [id.as_str()],
-                |r| {
-                    let mut branding = Branding::default();
-                    if let Some(url) = r.get::<_, Option<String>>(3)? {
-                        branding = branding
-                            .with_logo_url(&url)
-                            .map_err(|e| bad_row("communities.logo_url", e))?;
-                    }
-                    if let Some(color) = r.get::<_, Option<String>>(4)? {
-                        branding = branding
-                            .with_accent_color(&color)
-                            .map_err(|e| bad_row("communities.accent_color", e))?;
-                    }
-                    Ok(Community {
-                        id: id.clone(),
-                        name: r.get(0)?,
-                        reply_to: r
-                            .get::<_, Option<String>>(1)?
-                            .map(|a| read_address(&a, "communities.reply_to"))
-                            .transpose()?,
-                        time_zone: r
-                            .get::<_, Option<String>>(2)?
-                            .map(|z| {
-                                TimeZoneName::new(&z)
-                                    .map_err(|e| bad_row("communities.time_zone", e))
-                            })
-                            .transpose()?,
-                        branding,
-                    })
-                },
-            )
-        })
-        .await
     }
 
     async fn upsert_owners(&self, owners: &[Owner], now: Timestamp) -> RepoResult<()> {
@@ -1357,14 +1350,28 @@ impl OwnerRepository for SqliteRepository {
             store,
         }))
     }
+}
 
-    async fn owner(&self, id: &OwnerId) -> RepoResult<Option<Owner>> {
+#[async_trait]
+impl OwnerRepository for SqliteRepository {
+    async fn community(&self, id: &CommunityId) -> RepoResult<Option<Community>> {
         let id = id.clone();
         self.read(move |db| {
             db.row(
-                &format!("SELECT {OWNER_COLUMNS} FROM owners WHERE id = ?1"),
+                &format!("SELECT {COMMUNITY_COLUMNS} FROM communities WHERE id = ?1"),
                 [id.as_str()],
-                read_owner,
+                read_community,
+            )
+        })
+        .await
+    }
+
+    async fn communities(&self) -> RepoResult<Vec<Community>> {
+        self.read(|db| {
+            db.rows(
+                &format!("SELECT {COMMUNITY_COLUMNS} FROM communities ORDER BY id"),
+                [],
+                read_community,
             )
         })
         .await
@@ -1430,16 +1437,9 @@ impl OwnerRepository for SqliteRepository {
         self.holders(keys, SHARED_EMAIL_HOLDERS).await
     }
 
-    async fn update_emails(
-        &self,
-        edits: &[EmailEdit],
-        activity: &[ActivityEntry],
-        now: Timestamp,
-    ) -> RepoResult<Vec<OwnerId>> {
+    async fn update_emails(&self, edits: &[EmailEdit]) -> RepoResult<Vec<OwnerId>> {
         let edits = edits.to_vec();
-        let activity = activity.to_vec();
         self.write(move |db| {
-            let now = ts(now)?;
             let ids: Vec<&str> = edits.iter().map(|e| e.owner.as_str()).collect();
             let mut stored = owners_by_id(db, &ids)?;
             // The last edit of an owner wins.
@@ -1487,7 +1487,6 @@ impl OwnerRepository for SqliteRepository {
                 let old_key = owner.email_key();
                 owner.primary_email = edit.email.clone();
                 if owner.email_key() != old_key {
-                    close_open_invitations(db, id, now)?;
                     changed.push(id.clone());
                 }
                 db.exec(
@@ -1495,14 +1494,43 @@ impl OwnerRepository for SqliteRepository {
                     rusqlite::params![id.as_str(), owner.primary_email, owner.email_key()],
                 )?;
             }
-            for entry in &activity {
-                append_activity(db, entry)?;
-            }
             Ok(changed)
         })
         .await
     }
 
+    async fn mark_registered(
+        &self,
+        owner: &OwnerId,
+        sent_to: &str,
+        at: Timestamp,
+    ) -> RepoResult<Marked> {
+        let owner = owner.clone();
+        let key = delivered_key(sent_to);
+        self.write(move |db| {
+            let Some(mut stored) = db.row(
+                &format!("SELECT {OWNER_COLUMNS} FROM owners WHERE id = ?1"),
+                [owner.as_str()],
+                read_owner,
+            )?
+            else {
+                return Ok(Marked::UnknownOwner);
+            };
+            if key.is_empty() || stored.email_key().as_deref() != Some(key.as_str()) {
+                return Ok(Marked::AddressChanged);
+            }
+            if !stored.is_registered() {
+                stored.access = AccessStatus::Registered { at: Some(at) };
+                set_access(db, &stored.id, &stored.access)?;
+            }
+            Ok(Marked::Registered(Box::new(stored)))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl InvitationStore for SqliteRepository {
     async fn save_draft(&self, draft: &Draft) -> RepoResult<()> {
         let draft = draft.clone();
         self.write(move |db| {
@@ -1903,48 +1931,46 @@ impl OwnerRepository for SqliteRepository {
             // The compare-and-set: of two redeems of one token, one changes the row.
             let won = db.exec(
                 "UPDATE tokens SET state = 'redeemed', state_at = ?2
-                 WHERE hash = ?1 AND state = 'live' AND expires_at > ?2
-                   AND EXISTS (SELECT 1 FROM invitations i JOIN owners o ON o.id = i.owner
-                               WHERE i.id = tokens.invitation AND o.access <> 'registered')",
+                 WHERE hash = ?1 AND state = 'live' AND expires_at > ?2",
                 rusqlite::params![&hash.0[..], at],
             )? == 1;
             let Some(token) = read_token(db, &hash)? else {
                 return Ok(RedeemOutcome::Rejected(TokenRejection::Unknown));
             };
-            let owner = db.row(
-                &format!("SELECT {OWNER_COLUMNS} FROM owners WHERE id = ?1"),
-                [token.owner.as_str()],
-                read_owner,
-            )?;
             if !won {
-                let reason = match (token.check(now), &owner) {
-                    (Err(reason), _) => reason,
-                    (Ok(()), None) => TokenRejection::Unknown,
-                    (Ok(()), Some(_)) => TokenRejection::AlreadyUsed,
-                };
-                return Ok(RedeemOutcome::Rejected(reason));
+                return Ok(RedeemOutcome::Rejected(
+                    token
+                        .check(now)
+                        .err()
+                        .unwrap_or(TokenRejection::AlreadyUsed),
+                ));
             }
-            let mut owner = owner.ok_or_else(|| bad_row("token owner", &token.owner))?;
             // Closing the owner's open invitations (this token's, live, and any
             // pending one) revokes their other tokens (the schema's trigger).
             close_open_invitations(db, &token.owner, at)?;
-            owner.access = AccessStatus::Registered { at: Some(now) };
-            set_access(db, &owner.id, &owner.access)?;
-            append_activity(
-                db,
-                &ActivityEntry {
-                    community: owner.community.clone(),
-                    at: now,
-                    kind: ActivityKind::Registered {
-                        owner: owner.id.clone(),
-                        batch: token.batch.clone(),
-                    },
-                },
+            Ok(RedeemOutcome::Redeemed { token })
+        })
+        .await
+    }
+
+    async fn revoke_tokens(&self, owners: &[OwnerId], now: Timestamp) -> RepoResult<usize> {
+        let owners = json_list(owners.iter().map(OwnerId::as_str));
+        self.write(move |db| {
+            // Closing an invitation revokes its pending and live tokens (the schema's
+            // trigger).
+            let revoked = db.row(
+                "SELECT count(*) FROM tokens t JOIN invitations i ON i.id = t.invitation
+                 WHERE i.state <> 'closed' AND (t.state = 'live' OR t.state = 'pending')
+                   AND i.owner IN (SELECT value FROM json_each(?1))",
+                [&owners],
+                |r| Ok(r.get::<_, i64>(0)?),
             )?;
-            Ok(RedeemOutcome::Redeemed {
-                owner: Box::new(owner),
-                token,
-            })
+            db.exec(
+                "UPDATE invitations SET state = 'closed', closed_at = ?2
+                 WHERE state <> 'closed' AND owner IN (SELECT value FROM json_each(?1))",
+                rusqlite::params![owners, ts(now)?],
+            )?;
+            Ok(usize::try_from(revoked.unwrap_or(0)).unwrap_or(0))
         })
         .await
     }
@@ -2314,15 +2340,16 @@ fn issue_token_in(db: &Db<'_>, token: &TokenRecord) -> Res<()> {
     // A known hash is refused here rather than looked up first: the error rolls the
     // whole call back, invitation changes included.
     let inserted = db.exec(
-        "INSERT INTO tokens (hash, invitation, issued_at, expires_at, state, state_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (hash) DO NOTHING",
+        "INSERT INTO tokens (hash, invitation, issued_at, expires_at, state, state_at, sent_to)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (hash) DO NOTHING",
         rusqlite::params![
             &token.hash.0[..],
             invitation,
             ts(token.issued_at)?,
             ts(token.expires_at)?,
             state,
-            state_at
+            state_at,
+            token.sent_to
         ],
     )?;
     if inserted == 0 {

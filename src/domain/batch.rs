@@ -57,13 +57,13 @@ pub struct Delivery {
     /// once this reaches [`UNREACHABLE_RUNS`](crate::dispatch::UNREACHABLE_RUNS), so
     /// that a message that makes the server drop the connection every time does not
     /// stop every run. 0 for a new delivery and after
-    /// [`requeue_failed`](crate::repository::OwnerRepository::requeue_failed).
+    /// [`requeue_failed`](crate::repository::InvitationStore::requeue_failed).
     #[serde(default)]
     pub unreachable_runs: u32,
 }
 
 /// A delivery's state. Pending → Claimed → Sent or Failed, each move once; only
-/// [`OwnerRepository::requeue_failed`](crate::repository::OwnerRepository::requeue_failed)
+/// [`InvitationStore::requeue_failed`](crate::repository::InvitationStore::requeue_failed)
 /// moves Failed back to Pending. A claim is a lease: once it has run out (its holder
 /// stopped renewing it, presumably dead), another sender may take it over.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,7 +160,7 @@ impl DeliveryCounts {
 }
 
 /// A batch and its first activity entry and deliveries, stored in one atomic step by
-/// [`OwnerRepository::create_batch`](crate::repository::OwnerRepository::create_batch).
+/// [`InvitationStore::create_batch`](crate::repository::InvitationStore::create_batch).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewBatch {
     /// The batch.

@@ -39,6 +39,13 @@ pub struct TokenRecord {
     pub issued_at: Timestamp,
     /// When it stops working.
     pub expires_at: Timestamp,
+    /// The address the message carrying it was sent to (the delivery's). The link
+    /// works only while the owner's primary email is this address, compared by
+    /// [`delivered_key`](super::delivered_key) when it is checked: a changed email
+    /// stops it without a write to the store, and a change back to the same mailbox
+    /// (A → B → A outside the crate) makes it usable again by that mailbox.
+    #[serde(default)]
+    pub sent_to: String,
     /// Pending, live, revoked or redeemed.
     pub state: TokenState,
 }

@@ -10,9 +10,9 @@ use std::time::Duration;
 use owner_access::domain::{
     AccessStatus, Community, CommunityId, EmailAddress, Owner, OwnerId, PropertyId, Timestamp,
 };
+use owner_access::prelude::*;
 use owner_access::{
-    InMemoryRepository, InMemoryTransport, ManualClock, OwnerAccess, OwnerRepository, RetryPolicy,
-    SendOptions,
+    InMemoryRepository, InMemoryTransport, ManualClock, OwnerAccess, RetryPolicy, SendOptions,
 };
 
 pub const PORTAL: &str = "https://portal.example.com/register";

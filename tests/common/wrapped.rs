@@ -11,10 +11,11 @@ use owner_access::domain::{
     TokenHash, TokenRecord,
 };
 use owner_access::eligibility::OwnerFilter;
+use owner_access::prelude::*;
 use owner_access::repository::{
-    EmailEdit, EmailHolder, HeldClaims, ImportSession, RedeemOutcome, RepoResult,
+    EmailEdit, EmailHolder, HeldClaims, ImportSession, Marked, RedeemOutcome, RepoResult,
 };
-use owner_access::{InMemoryRepository, OwnerRepository, async_trait};
+use owner_access::{InMemoryRepository, async_trait};
 
 /// The calls a test may change; each gets the wrapped repository.
 #[async_trait]
@@ -86,10 +87,8 @@ pub trait Hooks: fmt::Debug + Send + Sync + 'static {
         &self,
         inner: &InMemoryRepository,
         edits: &[EmailEdit],
-        activity: &[ActivityEntry],
-        now: Timestamp,
     ) -> RepoResult<Vec<OwnerId>> {
-        inner.update_emails(edits, activity, now).await
+        inner.update_emails(edits).await
     }
 
     async fn begin_import<'a>(
@@ -121,8 +120,11 @@ impl<H: Hooks> fmt::Display for Wrapped<H> {
     }
 }
 
+// The delegating impls name every method of their trait, defaulted ones included: a
+// wrapper that kept a default would silently bypass the wrapped adapter's own.
 #[async_trait]
-impl<H: Hooks> OwnerRepository for Wrapped<H> {
+#[deny(clippy::missing_trait_methods)]
+impl<H: Hooks> InvitationStore for Wrapped<H> {
     async fn create_batch(&self, batch: &NewBatch) -> RepoResult<()> {
         self.hooks.create_batch(&self.inner, batch).await
     }
@@ -164,48 +166,8 @@ impl<H: Hooks> OwnerRepository for Wrapped<H> {
     async fn redeem_token(&self, hash: &TokenHash, now: Timestamp) -> RepoResult<RedeemOutcome> {
         self.hooks.redeem_token(&self.inner, hash, now).await
     }
-
-    async fn upsert_community(&self, community: &Community) -> RepoResult<()> {
-        self.inner.upsert_community(community).await
-    }
-    async fn community(&self, id: &CommunityId) -> RepoResult<Option<Community>> {
-        self.inner.community(id).await
-    }
-    async fn upsert_owners(&self, owners: &[Owner], now: Timestamp) -> RepoResult<()> {
-        self.inner.upsert_owners(owners, now).await
-    }
-    async fn owner(&self, id: &OwnerId) -> RepoResult<Option<Owner>> {
-        self.inner.owner(id).await
-    }
-    async fn owners(&self, ids: &[OwnerId]) -> RepoResult<Vec<Owner>> {
-        self.inner.owners(ids).await
-    }
-    async fn community_owners(
-        &self,
-        community: &CommunityId,
-        filter: &OwnerFilter,
-        now: Timestamp,
-    ) -> RepoResult<Vec<Owner>> {
-        self.inner.community_owners(community, filter, now).await
-    }
-    async fn email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
-        self.hooks.email_holders(&self.inner, keys).await
-    }
-    async fn shared_email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
-        self.inner.shared_email_holders(keys).await
-    }
-    async fn update_emails(
-        &self,
-        edits: &[EmailEdit],
-        activity: &[ActivityEntry],
-        now: Timestamp,
-    ) -> RepoResult<Vec<OwnerId>> {
-        self.hooks
-            .update_emails(&self.inner, edits, activity, now)
-            .await
-    }
-    async fn begin_import<'a>(&'a self, now: Timestamp) -> RepoResult<Box<dyn ImportSession + 'a>> {
-        self.hooks.begin_import(&self.inner, now).await
+    async fn revoke_tokens(&self, owners: &[OwnerId], now: Timestamp) -> RepoResult<usize> {
+        self.inner.revoke_tokens(owners, now).await
     }
     async fn save_draft(&self, draft: &Draft) -> RepoResult<()> {
         self.inner.save_draft(draft).await
@@ -272,5 +234,58 @@ impl<H: Hooks> OwnerRepository for Wrapped<H> {
         page: Page,
     ) -> RepoResult<Vec<ActivityEntry>> {
         self.inner.activity(community, page).await
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl<H: Hooks> OwnerDirectory for Wrapped<H> {
+    async fn upsert_community(&self, community: &Community) -> RepoResult<()> {
+        self.inner.upsert_community(community).await
+    }
+    async fn upsert_owners(&self, owners: &[Owner], now: Timestamp) -> RepoResult<()> {
+        self.inner.upsert_owners(owners, now).await
+    }
+    async fn begin_import<'a>(&'a self, now: Timestamp) -> RepoResult<Box<dyn ImportSession + 'a>> {
+        self.hooks.begin_import(&self.inner, now).await
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl<H: Hooks> OwnerRepository for Wrapped<H> {
+    async fn community(&self, id: &CommunityId) -> RepoResult<Option<Community>> {
+        self.inner.community(id).await
+    }
+    async fn communities(&self) -> RepoResult<Vec<Community>> {
+        self.inner.communities().await
+    }
+    async fn owners(&self, ids: &[OwnerId]) -> RepoResult<Vec<Owner>> {
+        self.inner.owners(ids).await
+    }
+    async fn community_owners(
+        &self,
+        community: &CommunityId,
+        filter: &OwnerFilter,
+        now: Timestamp,
+    ) -> RepoResult<Vec<Owner>> {
+        self.inner.community_owners(community, filter, now).await
+    }
+    async fn email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
+        self.hooks.email_holders(&self.inner, keys).await
+    }
+    async fn shared_email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
+        self.inner.shared_email_holders(keys).await
+    }
+    async fn update_emails(&self, edits: &[EmailEdit]) -> RepoResult<Vec<OwnerId>> {
+        self.hooks.update_emails(&self.inner, edits).await
+    }
+    async fn mark_registered(
+        &self,
+        owner: &OwnerId,
+        sent_to: &str,
+        at: Timestamp,
+    ) -> RepoResult<Marked> {
+        self.inner.mark_registered(owner, sent_to, at).await
     }
 }
