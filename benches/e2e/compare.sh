@@ -21,8 +21,8 @@
 # rates when other work shares the machine, but it is not what the check judges.
 #
 # The old build lives in target/compare/: the source of BASE_REV (from `git archive`)
-# in target/compare/src-<commit>, its build in target/compare/target, so a second
-# comparison against the same or a near revision builds only the crate itself.
+# in target/compare/src, its build in target/compare/target, so a later comparison
+# builds only the crate itself (again only when BASE_REV changed).
 set -euo pipefail
 
 usage="usage: compare.sh BASE_REV [N] [--runs R] [--attach-kb K] [--min RATIO]"
@@ -48,12 +48,17 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 
 BASE=$(git -C "$ROOT" rev-parse --verify "$BASE_REV^{commit}") \
   || { echo "compare.sh: $BASE_REV names no commit" >&2; exit 1; }
-BASE_SRC=$TARGET/compare/src-$BASE
-if [ ! -f "$BASE_SRC/Cargo.toml" ]; then
-  rm -rf "$BASE_SRC.partial"
-  mkdir -p "$BASE_SRC.partial"
-  git -C "$ROOT" archive "$BASE" | tar -x -C "$BASE_SRC.partial"
-  mv "$BASE_SRC.partial" "$BASE_SRC"
+# One source folder for whichever revision is the base: Cargo judges the crate's build
+# fresh by its files' times, and `git archive` gives them the commit's time, so a tree
+# of another revision could pass for built. When the revision changes, the folder is
+# replaced and the crate's own build removed (its dependencies' builds are kept).
+BASE_SRC=$TARGET/compare/src
+if [ "$(cat "$TARGET/compare/src.rev" 2>/dev/null)" != "$BASE" ] || [ ! -f "$BASE_SRC/Cargo.toml" ]; then
+  rm -rf "$BASE_SRC" "$TARGET/compare/src.rev"
+  mkdir -p "$BASE_SRC"
+  git -C "$ROOT" archive "$BASE" | tar -x -C "$BASE_SRC"
+  (cd "$BASE_SRC" && CARGO_TARGET_DIR=$TARGET/compare/target cargo clean --quiet --release -p owner-access)
+  echo "$BASE" > "$TARGET/compare/src.rev"
 fi
 
 echo "building old ($BASE_REV = ${BASE:0:10}) and new (the working tree)..." >&2
