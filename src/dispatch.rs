@@ -26,8 +26,8 @@ use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::domain::{
-    Batch, BatchId, Community, Delivery, DeliveryCounts, DeliveryOutcome, Mailbox, Owner, OwnerId,
-    SenderId, Timestamp, TokenRecord, TokenState,
+    Batch, BatchId, Community, CommunityId, Delivery, DeliveryCounts, DeliveryOutcome, Mailbox,
+    Owner, OwnerId, SenderId, SkipReason, Timestamp, TokenRecord, TokenState,
 };
 use crate::error::{InvalidSetting, with_causes};
 use crate::mime::{MessageFrame, MessageIds};
@@ -332,9 +332,9 @@ struct Ready {
 /// What a claimed chunk turned into.
 struct Chunk {
     ready: Vec<Ready>,
-    /// Deliveries that may no longer be sent (the owner is gone, registered, or has
-    /// another address now), with the reason: they fail at once.
-    skipped: Vec<(OwnerId, String)>,
+    /// Deliveries that may no longer be sent (see [`SkipReason`]), with the reason:
+    /// recorded as skipped, never sent.
+    skipped: Vec<(OwnerId, SkipReason)>,
     /// When the claim was asked for: its lease runs from no earlier than this.
     asked_at: Instant,
 }
@@ -391,6 +391,10 @@ impl Outcomes {
                 error: error.clone(),
             }),
             DeliveryOutcome::Unreachable { .. } => None,
+            DeliveryOutcome::Skipped { reason } => Some(Progress::Skipped {
+                owner: owner.clone(),
+                reason: *reason,
+            }),
         };
         self.since.get_or_insert_with(Instant::now);
         self.items.push((owner, outcome));
@@ -399,6 +403,10 @@ impl Outcomes {
 
     fn failed(&mut self, owner: OwnerId, error: String, attempts: u32) {
         self.push(owner, DeliveryOutcome::Failed { error, attempts });
+    }
+
+    fn skipped(&mut self, owner: OwnerId, reason: SkipReason) {
+        self.push(owner, DeliveryOutcome::Skipped { reason });
     }
 
     /// Puts a group whose recording failed back in front, to be tried again.
@@ -561,6 +569,8 @@ struct Tally {
     recorded_sent: usize,
     /// Failed outcomes the store recorded, with their errors.
     recorded_failed: Vec<(OwnerId, String)>,
+    /// Skipped outcomes the store recorded.
+    recorded_skipped: usize,
     /// Sent outcomes the store did not take (its call failed): these messages went
     /// out, and `resume` sends them again with the same Message-ID.
     unrecorded_sent: usize,
@@ -825,7 +835,7 @@ impl Engine<'_> {
                                 state.leases.regained(&owner);
                                 if holding.insert(owner.clone()) {
                                     fresh += 1;
-                                    outcomes.failed(owner, reason, 0);
+                                    outcomes.skipped(owner, reason);
                                 }
                             }
                             for ready in chunk.ready {
@@ -950,11 +960,13 @@ impl Engine<'_> {
         let counts = counts.unwrap_or_else(|| {
             let sent = before.sent + tally.recorded_sent;
             let failed = before.failed + tally.recorded_failed.len();
+            let skipped = before.skipped + tally.recorded_skipped;
             DeliveryCounts {
-                pending: before.total().saturating_sub(sent + failed),
+                pending: before.total().saturating_sub(sent + failed + skipped),
                 claimed: 0,
                 sent,
                 failed,
+                skipped,
             }
         });
         self.control.emit(Progress::Finished {
@@ -1073,6 +1085,7 @@ impl Engine<'_> {
                         DeliveryOutcome::Failed { error, .. } => {
                             tally.recorded_failed.push((owner.clone(), error.clone()));
                         }
+                        DeliveryOutcome::Skipped { .. } => tally.recorded_skipped += 1,
                         DeliveryOutcome::Unreachable { .. } => {}
                     }
                     if let Some(event) = event {
@@ -1184,6 +1197,8 @@ impl Engine<'_> {
         if claimed.is_empty() {
             return Ok(chunk);
         }
+        // The owners as they are now, and the addresses other owners hold too: two
+        // reads per chunk, never one per message.
         let ids: Vec<OwnerId> = claimed.iter().map(|d| d.owner.clone()).collect();
         let mut owners: HashMap<OwnerId, Owner> = self
             .directory
@@ -1192,13 +1207,25 @@ impl Engine<'_> {
             .into_iter()
             .map(|o| (o.id.clone(), o))
             .collect();
+        let keys: Vec<String> = claimed
+            .iter()
+            .map(|d| d.to.normalized().to_owned())
+            .collect();
+        let shared: HashSet<String> = self
+            .directory
+            .shared_email_holders(&keys)
+            .await?
+            .into_iter()
+            .map(|h| h.key)
+            .collect();
         let issued_at = self.clock.now();
         let expires_at = issued_at + prepared.token_ttl();
         let mut records = Vec::with_capacity(claimed.len());
         for delivery in claimed {
             let owner = owners.remove(&delivery.owner);
-            if let Some(reason) = Self::skip_reason(&delivery, owner.as_ref()) {
-                chunk.skipped.push((delivery.owner, reason.to_owned()));
+            let community = &prepared.batch.community;
+            if let Some(reason) = Self::skip_reason(&delivery, owner.as_ref(), community, &shared) {
+                chunk.skipped.push((delivery.owner, reason));
                 continue;
             }
             let owner = owner.expect("checked by skip_reason");
@@ -1228,17 +1255,29 @@ impl Engine<'_> {
         Ok(chunk)
     }
 
-    /// Why an owner may no longer be sent to, checked at send time (the batch may be
-    /// old: the owner may have registered or changed address since).
-    fn skip_reason(delivery: &Delivery, owner: Option<&Owner>) -> Option<&'static str> {
+    /// Why an owner may no longer be sent to, checked just before sending (a batch may
+    /// be resumed long after it was made): the first of [`SkipReason`]'s reasons that
+    /// applies. `shared` holds the delivered keys that more than one owner holds now.
+    fn skip_reason(
+        delivery: &Delivery,
+        owner: Option<&Owner>,
+        community: &CommunityId,
+        shared: &HashSet<String>,
+    ) -> Option<SkipReason> {
         let Some(owner) = owner else {
-            return Some("skipped: the owner no longer exists");
+            return Some(SkipReason::UnknownOwner);
         };
+        if &owner.community != community {
+            return Some(SkipReason::Moved);
+        }
         if owner.is_registered() {
-            return Some("skipped: the owner registered before the message was sent");
+            return Some(SkipReason::Registered);
         }
         if owner.email_key().as_deref() != Some(delivery.to.normalized()) {
-            return Some("skipped: the owner's primary email changed after the batch was created");
+            return Some(SkipReason::EmailChanged);
+        }
+        if shared.contains(delivery.to.normalized()) {
+            return Some(SkipReason::SharedEmail);
         }
         None
     }

@@ -112,7 +112,7 @@ pub use review::{Excluded, Preview, Recipient, Review};
 pub use selection::Selection;
 pub use service::{
     FailedDelivery, MassEditReport, OwnerAccess, OwnerAccessBuilder, Registration, SendReport,
-    Settings, SummaryOutcome, VerifiedToken,
+    Settings, SkippedDelivery, SummaryOutcome, VerifiedToken,
 };
 pub use transport::MailTransport;
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::channel::mpsc;
 
-use crate::domain::{BatchId, OwnerId, Timestamp};
+use crate::domain::{BatchId, OwnerId, SkipReason, Timestamp};
 
 /// One thing that happened during a send run, in the order it happened. A host draws a
 /// progress bar from these.
@@ -42,6 +42,15 @@ pub enum Progress {
         owner: OwnerId,
         /// Why.
         error: String,
+    },
+    /// An owner's delivery was not sent on purpose: checked again just before sending,
+    /// the owner was no longer one the batch may send to. Recorded as skipped, not
+    /// failed.
+    Skipped {
+        /// The owner.
+        owner: OwnerId,
+        /// Why.
+        reason: SkipReason,
     },
     /// What is left of the batch is held by other senders: the run waits for their
     /// leases to run out (their senders died) or for them to settle it (they are

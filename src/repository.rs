@@ -517,16 +517,19 @@ pub trait InvitationStore: Send + Sync + fmt::Display {
     ///   delivery's claim now (a lease that ran out but that nobody took is still
     ///   held). The others are refused and left unchanged; the rest of the group is
     ///   recorded all the same.
-    /// - A recorded delivery moves from `Claimed` to `Sent` or `Failed` at `now`, its
-    ///   `attempts` grows by the outcome's, and on `Sent`, in the same step:
+    /// - A recorded delivery moves from `Claimed` to `Sent`, `Failed` or `Skipped`
+    ///   (with the outcome's [`SkipReason`](crate::domain::SkipReason)) at `now`, its
+    ///   `attempts` grows by the outcome's (a skip adds none), and on `Sent`, in the
+    ///   same step:
     ///   the owner's access becomes
     ///   [`AccessStatus::after_invitation`](crate::domain::AccessStatus::after_invitation)`(now, expires_at)`;
     ///   every `Pending` token of this owner and batch becomes `Live`; and the
     ///   owner's `Live` tokens of other batches become `Revoked { at: now }`
     ///   (superseded). Live tokens of the same batch stay live; pending tokens of
     ///   other batches stay pending.
-    /// - `Failed` changes no token: the pending ones stay pending (never redeemable),
-    ///   the owner's older link keeps working. A refused outcome changes nothing.
+    /// - `Failed` and `Skipped` change no token and not the owner's access: the
+    ///   pending tokens stay pending (never redeemable), the owner's older link keeps
+    ///   working. A refused outcome changes nothing.
     /// - [`DeliveryOutcome::Unreachable`] moves it from `Claimed` back to `Pending`
     ///   (no holder, no lease) and changes no token, as `Failed` does; its
     ///   `attempts` grows by the outcome's and its
@@ -602,8 +605,21 @@ pub trait InvitationStore: Send + Sync + fmt::Display {
         Ok(deliveries)
     }
 
+    /// The skipped deliveries of a batch, ordered by owner id: what a send's report
+    /// lists with their reasons.
+    ///
+    /// # Contract
+    /// - Exactly the deliveries of [`deliveries`](Self::deliveries) whose state is
+    ///   `Skipped`, in the same order. The default filters `deliveries`; a store with
+    ///   an index on the state can answer from it, and a wrapper should forward it.
+    async fn skipped_deliveries(&self, batch: &BatchId) -> RepoResult<Vec<Delivery>> {
+        let mut deliveries = self.deliveries(batch).await?;
+        deliveries.retain(|d| matches!(d.state, DeliveryState::Skipped { .. }));
+        Ok(deliveries)
+    }
+
     /// Moves every failed delivery of a batch back to pending ("retry the failed
-    /// owners").
+    /// owners"). Skipped deliveries stay skipped.
     ///
     /// # Contract
     /// - Each moves from `Failed` to `Pending` with its

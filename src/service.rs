@@ -12,7 +12,7 @@ use crate::dispatch::{Engine, PreparedBatch, RunOutcome, SendOptions};
 use crate::domain::{
     ActivityEntry, ActivityKind, Batch, BatchId, Community, CommunityId, Delivery, DeliveryCounts,
     DeliveryState, Draft, DraftId, EmailAddress, Mailbox, NewBatch, Owner, OwnerId, Page,
-    PropertyId, Timestamp, TokenRecord, TokenRejection, delivered_key,
+    PropertyId, SkipReason, Timestamp, TokenRecord, TokenRejection, delivered_key,
 };
 use crate::eligibility::{
     Eligibility, Ineligible, OwnerFilter, Roster, RosterCounts, RosterRow, assess,
@@ -197,6 +197,17 @@ pub struct FailedDelivery {
     pub error: String,
 }
 
+/// An owner's delivery that was not sent on purpose: checked again just before
+/// sending, the owner was no longer one the batch may send to. Not a failure: it does
+/// not make [`SendReport::is_complete`] false.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SkippedDelivery {
+    /// The owner.
+    pub owner: OwnerId,
+    /// Why.
+    pub reason: SkipReason,
+}
+
 /// What happened to the Summary recap.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "summary", rename_all = "snake_case")]
@@ -233,6 +244,11 @@ pub struct SendReport {
     pub unrecorded: usize,
     /// Failed, with reasons.
     pub failed: Vec<FailedDelivery>,
+    /// Deliveries of the batch not sent on purpose, with reasons (the owner moved,
+    /// registered, changed or now shares their address since the batch was made).
+    /// Unlike [`excluded`](Self::excluded), these are deliveries of the batch: they
+    /// count in `recipients`.
+    pub skipped: Vec<SkippedDelivery>,
     /// Selected owners who were not sent to, with reasons (from the review; empty for
     /// `resume` and `retry_failed`).
     pub excluded: Vec<Excluded>,
@@ -837,6 +853,7 @@ impl OwnerAccess {
                 pending: 0,
                 unrecorded: 0,
                 failed: Vec::new(),
+                skipped: Vec::new(),
                 excluded: review.excluded,
                 stopped: None,
                 summary: None,
@@ -913,6 +930,12 @@ impl OwnerAccess {
     /// within [`SendOptions::claim_lease`] of its last renewal and the run takes them
     /// over; if it is alive, the run follows it until the batch is settled. The only
     /// early ends are stops, and each has a reason in [`SendReport::stopped`].
+    ///
+    /// Each pending owner is checked against the repository again before their
+    /// message goes out (the batch may be old): one who is gone, moved to another
+    /// community, registered, has another primary email or now shares it is skipped
+    /// with that [`SkipReason`], never sent and not failed (see
+    /// [`SendReport::skipped`]). The same check runs in every send.
     pub async fn resume(&self, batch: &BatchId) -> Result<SendReport> {
         self.resume_with(batch, RunControl::new()).await
     }
@@ -1046,7 +1069,35 @@ impl OwnerAccess {
                 })
                 .collect(),
         };
-        let mut report = report_from(&prepared.batch.id, &outcome, failed, stopped.clone());
+        // Skipped deliveries are rare: read only when the counts say there are some.
+        // If the store cannot be read, the report lists none (the counts still say).
+        let skipped = if outcome.counts_stored && outcome.counts.skipped > 0 {
+            match self.store.skipped_deliveries(&prepared.batch.id).await {
+                Ok(skipped) => skipped
+                    .into_iter()
+                    .filter_map(|d| match d.state {
+                        DeliveryState::Skipped { reason, .. } => Some(SkippedDelivery {
+                            owner: d.owner,
+                            reason,
+                        }),
+                        _ => None,
+                    })
+                    .collect(),
+                Err(e) => {
+                    stopped = Some(store_stop(&e));
+                    Vec::new()
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let mut report = report_from(
+            &prepared.batch.id,
+            &outcome,
+            failed,
+            skipped,
+            stopped.clone(),
+        );
         let settled_now = report.pending == 0 && (before.pending + before.claimed) > 0;
         let finished = self
             .store
@@ -1112,10 +1163,11 @@ impl OwnerAccess {
                 c
             });
         text.push_str(&format!(
-            "Recipients: {}; sent: {}; failed: {}.\n\n",
+            "Recipients: {}; sent: {}; failed: {}; skipped: {}.\n\n",
             counts.total(),
             counts.sent,
-            counts.failed
+            counts.failed,
+            counts.skipped
         ));
         text.push_str("The message as written\n----------------------\n");
         let body = match (&batch.invite.text_body, &batch.invite.html_body) {
@@ -1144,6 +1196,7 @@ impl OwnerAccess {
             let outcome = match &d.state {
                 DeliveryState::Sent { .. } => "sent".to_owned(),
                 DeliveryState::Failed { error, .. } => format!("failed: {error}"),
+                DeliveryState::Skipped { reason, .. } => format!("skipped: {reason}"),
                 DeliveryState::Pending | DeliveryState::Claimed { .. } => "pending".to_owned(),
             };
             text.push_str(&format!("{} <{}>: {}\n", d.owner, d.to, outcome));
@@ -1469,6 +1522,7 @@ fn report_from(
     batch: &BatchId,
     outcome: &RunOutcome,
     failed: Vec<FailedDelivery>,
+    skipped: Vec<SkippedDelivery>,
     stopped: Option<StopReason>,
 ) -> SendReport {
     let counts = &outcome.counts;
@@ -1482,6 +1536,7 @@ fn report_from(
         unrecorded,
         pending: (counts.pending + counts.claimed).saturating_sub(unrecorded),
         failed,
+        skipped,
         excluded: Vec::new(),
         stopped,
         summary: None,

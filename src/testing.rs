@@ -39,8 +39,8 @@ use crate::adapters::memory::InMemoryTransport;
 use crate::domain::{
     AccessStatus, ActivityEntry, ActivityKind, Batch, BatchId, Community, CommunityId, Delivery,
     DeliveryCounts, DeliveryOutcome, DeliveryState, Draft, DraftId, EmailAddress, Mailbox,
-    NewBatch, Owner, OwnerId, Page, PropertyId, SenderId, Timestamp, TokenHash, TokenRecord,
-    TokenRejection, TokenState,
+    NewBatch, Owner, OwnerId, Page, PropertyId, SenderId, SkipReason, Timestamp, TokenHash,
+    TokenRecord, TokenRejection, TokenState,
 };
 use crate::eligibility::{AccessFilter, EmailFilter, OwnerFilter};
 use crate::invite::{Attachment, Invite};
@@ -342,10 +342,23 @@ async fn check_counts(c: Ctx, repo: &dyn OwnerStorage, batch: &str) -> CheckResu
     }
     let got = c.ok(repo.delivery_counts(&bid(batch)).await, "delivery_counts")?;
     c.eq(got, want, "delivery_counts against the deliveries' states")?;
+    let skipped: Vec<Delivery> = deliveries
+        .iter()
+        .filter(|d| matches!(d.state, DeliveryState::Skipped { .. }))
+        .cloned()
+        .collect();
     let failed: Vec<Delivery> = deliveries
         .into_iter()
         .filter(|d| matches!(d.state, DeliveryState::Failed { .. }))
         .collect();
+    c.eq(
+        c.ok(
+            repo.skipped_deliveries(&bid(batch)).await,
+            "skipped_deliveries",
+        )?,
+        skipped,
+        "skipped_deliveries against the deliveries' states",
+    )?;
     c.eq(
         c.ok(
             repo.failed_deliveries(&bid(batch)).await,
@@ -2836,6 +2849,132 @@ pub async fn tokens_pending_until_sent(repo: &dyn OwnerStorage) -> CheckResult {
     check_counts(c, repo, "b1").await
 }
 
+/// `record_deliveries` of a skip: the delivery is `Skipped` with its reason, settled
+/// (not failed, not claimable, not requeued by `requeue_failed`), with no attempt
+/// added, and neither the owner's access nor any token changes.
+pub async fn skipped_deliveries_are_settled(repo: &dyn OwnerStorage) -> CheckResult {
+    let c = Ctx("skipped_deliveries_are_settled");
+    let a = sid("sender-a");
+    let before = vec![
+        owner("o1", "c1", Some("o1@example.org")),
+        owner("o2", "c1", Some("o2@example.org")),
+        owner("o3", "c1", Some("o3@example.org")),
+    ];
+    c.ok(repo.upsert_owners(&before, t(0)).await, "upsert_owners")?;
+    c.ok(
+        repo.create_batch(&new_batch("b0", "c1", &["o1"], t(0)))
+            .await,
+        "create_batch b0",
+    )?;
+    c.ok(
+        repo.create_batch(&new_batch("b1", "c1", &["o1", "o2", "o3"], t(1)))
+            .await,
+        "create_batch b1",
+    )?;
+    // o1 holds a live link of an earlier batch and a pending one of this batch.
+    c.ok(
+        repo.issue_token(&token(1, "o1", "b0", t(0), t(5000))).await,
+        "issue_token live",
+    )?;
+    c.ok(
+        repo.issue_token(&pending_token(2, "o1", "b1", t(10), t(5000)))
+            .await,
+        "issue_token pending",
+    )?;
+    let o1_before = get_owner(c, repo, "o1").await?;
+    c.ok(
+        repo.claim_deliveries(&bid("b1"), &a, 3, LEASE, t(10)).await,
+        "claim",
+    )?;
+    let group = vec![
+        (
+            oid("o1"),
+            DeliveryOutcome::Skipped {
+                reason: SkipReason::Moved,
+            },
+        ),
+        (oid("o3"), sent(t(1000), 1)),
+        (
+            oid("o2"),
+            DeliveryOutcome::Skipped {
+                reason: SkipReason::EmailChanged,
+            },
+        ),
+    ];
+    c.eq(
+        c.ok(
+            repo.record_deliveries(&bid("b1"), &a, &group, t(20)).await,
+            "record_deliveries",
+        )?,
+        Vec::new(),
+        "refused",
+    )?;
+    let o1 = delivery(c, repo, "b1", "o1").await?;
+    c.eq(
+        (o1.state, o1.attempts),
+        (
+            DeliveryState::Skipped {
+                at: t(20),
+                reason: SkipReason::Moved,
+            },
+            0,
+        ),
+        "the skipped delivery, with its reason and no attempt",
+    )?;
+    c.eq(
+        delivery(c, repo, "b1", "o2").await?.state,
+        DeliveryState::Skipped {
+            at: t(20),
+            reason: SkipReason::EmailChanged,
+        },
+        "the other skipped delivery",
+    )?;
+    c.eq(
+        get_owner(c, repo, "o1").await?,
+        o1_before,
+        "a skipped owner's record and access are unchanged",
+    )?;
+    c.eq(
+        token_state(c, repo, 1).await?,
+        TokenState::Live,
+        "a skipped owner's older link keeps working",
+    )?;
+    c.eq(
+        token_state(c, repo, 2).await?,
+        TokenState::Pending,
+        "a skipped delivery's pending link stays pending",
+    )?;
+    let counts = c.ok(repo.delivery_counts(&bid("b1")).await, "delivery_counts")?;
+    c.eq(
+        (counts.sent, counts.failed, counts.skipped, counts.total()),
+        (1, 0, 2, 3),
+        "counts: skipped are neither sent nor failed",
+    )?;
+    c.eq(
+        sorted_owners(&c.ok(
+            repo.skipped_deliveries(&bid("b1")).await,
+            "skipped_deliveries",
+        )?),
+        vec!["o1", "o2"],
+        "skipped_deliveries",
+    )?;
+    c.eq(
+        c.ok(repo.requeue_failed(&bid("b1")).await, "requeue_failed")?,
+        0,
+        "requeue_failed moves no skipped delivery",
+    )?;
+    c.eq(
+        c.ok(
+            repo.claim_deliveries(&bid("b1"), &sid("sender-b"), 3, LEASE, t(100))
+                .await,
+            "claim again",
+        )?,
+        Vec::new(),
+        "a skipped delivery is settled: nobody claims it",
+    )?;
+    check_counts(c, repo, "b1").await
+}
+
 /// `record_deliveries`: a group of outcomes ends as the same outcomes recorded one by
 /// one would, and a delivery in the group the caller does not hold (here a pending
 /// one) is refused without costing the rest of the group.
@@ -3395,6 +3534,7 @@ where
         issue_tokens_in_a_group,
         tokens_pending_until_sent,
         record_deliveries_in_a_group,
+        skipped_deliveries_are_settled,
         redeem_token_rules,
         redeem_token_concurrently_once,
         mark_registered_rules,

@@ -2,7 +2,7 @@
 //! [`InMemoryRepository`] but breaks one contract the way a real adapter could (a
 //! non-atomic batch insert, a read-then-write redeem, a read-then-write claim, a
 //! renewal that renews nothing, an outcome recorded whoever holds the claim, a link
-//! made live and the older one revoked at claim). The check for that contract must fail on it, and pass on the real adapter.
+//! made live and the older one revoked at claim, a skip recorded as a failure). The check for that contract must fail on it, and pass on the real adapter.
 #![cfg(feature = "testing")]
 
 mod common;
@@ -53,6 +53,9 @@ enum Flaw {
     /// `record_deliveries` gives an `Unreachable` delivery back as a release does,
     /// without counting the run (a store without the column).
     UncountedUnreachable,
+    /// `record_deliveries` records a skip as a failure whose error says "skipped: …"
+    /// (what this crate did before skips were a state of their own).
+    SkipAsFailed,
 }
 
 /// An import that writes each chunk as it comes: visible before the commit, and
@@ -301,6 +304,24 @@ impl Hooks for Flawed {
             refused.extend(inner.release_deliveries(batch, sender, &owners).await?);
             return Ok(refused);
         }
+        if self.0 == Flaw::SkipAsFailed {
+            let as_failed: Vec<(OwnerId, DeliveryOutcome)> = outcomes
+                .iter()
+                .map(|(owner, outcome)| match outcome {
+                    DeliveryOutcome::Skipped { reason } => (
+                        owner.clone(),
+                        DeliveryOutcome::Failed {
+                            error: format!("skipped: {reason}"),
+                            attempts: 0,
+                        },
+                    ),
+                    other => (owner.clone(), other.clone()),
+                })
+                .collect();
+            return inner
+                .record_deliveries(batch, sender, &as_failed, now)
+                .await;
+        }
         if self.0 != Flaw::UnfencedRecord {
             return inner.record_deliveries(batch, sender, outcomes, now).await;
         }
@@ -514,8 +535,19 @@ async fn a_repository_that_revokes_the_old_link_at_claim_is_caught() {
             "update_emails_applies_and_revokes",
             "redeem_token_rules",
             "revoke_tokens_rules",
+            "skipped_deliveries_are_settled",
         ],
         testing::tokens_pending_until_sent,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_that_records_a_skip_as_a_failure_is_caught() {
+    caught(
+        Flaw::SkipAsFailed,
+        "skipped_deliveries_are_settled",
+        testing::skipped_deliveries_are_settled,
     )
     .await;
 }

@@ -296,8 +296,14 @@ async fn an_owner_who_registers_after_the_batch_was_made_is_skipped() {
     w.repo.upsert_owners(&[e1], t0()).await.unwrap();
     let report = w.service.send(review).await.unwrap();
     assert_eq!(report.sent, 2);
-    assert_eq!(report.failed.len(), 1);
-    assert!(report.failed[0].error.contains("registered"));
+    assert!(report.failed.is_empty(), "a skip is not a failure");
+    assert_eq!(report.skipped.len(), 1);
+    assert_eq!(report.skipped[0].owner, oid("e1"));
+    assert_eq!(
+        report.skipped[0].reason,
+        owner_access::domain::SkipReason::Registered
+    );
+    assert!(report.is_complete());
     assert!(w.transport.messages_to(&addr("e1@example.org")).is_empty());
 }
 

@@ -51,6 +51,7 @@ async fn states(repo: &SqliteRepository, batch: &BatchId) -> Vec<(String, &'stat
                 DeliveryState::Claimed { .. } => "claimed",
                 DeliveryState::Sent { .. } => "sent",
                 DeliveryState::Failed { .. } => "failed",
+                DeliveryState::Skipped { .. } => "skipped",
             };
             (d.owner.to_string(), state, d.unreachable_runs)
         })

@@ -104,6 +104,7 @@ pub fn report_json(report: &SendReport) -> Value {
         "pending": report.pending,
         "unrecorded": report.unrecorded,
         "failed": report.failed.iter().map(|f| json!({"owner_id": f.owner.as_str(), "error": f.error})).collect::<Vec<_>>(),
+        "skipped": report.skipped.iter().map(|k| json!({"owner_id": k.owner.as_str(), "reason": k.reason.code(), "detail": k.reason.to_string()})).collect::<Vec<_>>(),
         "excluded": excluded_json(&report.excluded),
         "stopped": report.stopped.as_ref().map(ToString::to_string),
         "stop": report.stopped.as_ref().map(StopReason::code),
@@ -173,6 +174,15 @@ pub fn report_text(report: &SendReport) -> String {
             "failed {}: {}\n",
             shown(f.owner.as_str()),
             shown(&f.error)
+        ));
+    }
+    // Few, and each one is news (the owner changed since the batch was made): listed.
+    for k in &report.skipped {
+        out.push_str(&format!(
+            "skipped {}: {} ({})\n",
+            shown(k.owner.as_str()),
+            k.reason,
+            k.reason.code()
         ));
     }
     out.push_str(&excluded_counts(&report.excluded));

@@ -87,6 +87,17 @@ where
                         None => eprintln!("{line}"),
                     }
                 }
+                Progress::Skipped { owner, reason } => {
+                    let line = format!(
+                        "skipped {}: {reason} ({})",
+                        crate::output::shown(owner.as_str()),
+                        reason.code()
+                    );
+                    match &b {
+                        Some(bar) => bar.println(line),
+                        None => eprintln!("{line}"),
+                    }
+                }
                 Progress::Retrying { .. } => {
                     c.retried.fetch_add(1, Ordering::Relaxed);
                 }

@@ -118,6 +118,7 @@ impl BatchState {
                 self.failed.remove(owner);
                 self.counts.failed -= 1;
             }
+            DeliveryState::Skipped { .. } => self.counts.skipped -= 1,
         }
         match &state {
             DeliveryState::Pending => {
@@ -126,7 +127,7 @@ impl BatchState {
             DeliveryState::Claimed { until, .. } => {
                 self.claimed.insert((*until, owner.clone()));
             }
-            DeliveryState::Sent { .. } => {}
+            DeliveryState::Sent { .. } | DeliveryState::Skipped { .. } => {}
             DeliveryState::Failed { .. } => {
                 self.failed.insert(owner.clone());
             }
@@ -672,6 +673,14 @@ impl InvitationStore for InMemoryRepository {
                 DeliveryOutcome::Unreachable { attempts } => {
                     (DeliveryState::Pending, *attempts, None)
                 }
+                DeliveryOutcome::Skipped { reason } => (
+                    DeliveryState::Skipped {
+                        at: now,
+                        reason: *reason,
+                    },
+                    0,
+                    None,
+                ),
             };
             if let Some(d) = b.deliveries.get_mut(owner) {
                 d.attempts = d.attempts.saturating_add(attempts);

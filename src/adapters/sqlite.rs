@@ -82,7 +82,8 @@ use crate::domain::{
     AccessStatus, ActivityEntry, Batch, BatchId, Branding, Community, CommunityId,
     DELIVERED_KEY_VERSION, Delivery, DeliveryCounts, DeliveryOutcome, DeliveryState, Draft,
     DraftId, EmailAddress, Mailbox, NewBatch, Owner, OwnerId, Page, PropertyId, SenderId,
-    TimeZoneName, Timestamp, TokenHash, TokenRecord, TokenRejection, TokenState, delivered_key,
+    SkipReason, TimeZoneName, Timestamp, TokenHash, TokenRecord, TokenRejection, TokenState,
+    delivered_key,
 };
 use crate::eligibility::{AccessFilter, EmailFilter, OwnerFilter};
 use crate::invite::{Attachment, Invite};
@@ -116,6 +117,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Sql(include_str!("sqlite/0007_pending_links.sql")),
     Migration::Sql(include_str!("sqlite/0008_unreachable_runs.sql")),
     Migration::Sql(include_str!("sqlite/0009_token_address.sql")),
+    Migration::Sql(include_str!("sqlite/0010_skipped_deliveries.sql")),
 ];
 
 /// The [`DELIVERED_KEY_VERSION`] that `owners.email_key` holds in a file at
@@ -1162,7 +1164,7 @@ fn require_batch(db: &Db<'_>, batch: &BatchId) -> Res<()> {
 
 macro_rules! delivery_columns {
     () => {
-        "owner, to_addr, state, state_at, error, attempts, holder, lease_until, unreachable_runs"
+        "owner, to_addr, state, state_at, error, attempts, holder, lease_until, unreachable_runs, skip_reason"
     };
 }
 
@@ -1187,6 +1189,14 @@ fn read_delivery(batch: &BatchId, r: &Row<'_>) -> Res<Delivery> {
             at,
             error: need(r.get(4)?, "deliveries.error")?,
         },
+        ("skipped", Some(at)) => {
+            let code: String = need(r.get(9)?, "deliveries.skip_reason")?;
+            DeliveryState::Skipped {
+                at,
+                reason: SkipReason::from_code(&code)
+                    .ok_or_else(|| bad_row("deliveries.skip_reason", code))?,
+            }
+        }
         (other, _) => return Err(bad_row("deliveries.state", other)),
     };
     Ok(Delivery {
@@ -1864,6 +1874,22 @@ impl InvitationStore for SqliteRepository {
         .await
     }
 
+    async fn skipped_deliveries(&self, batch: &BatchId) -> RepoResult<Vec<Delivery>> {
+        let batch = batch.clone();
+        self.read(move |db| {
+            require_batch(db, &batch)?;
+            db.rows(
+                &format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM deliveries
+                     WHERE batch = ?1 AND state = 'skipped' ORDER BY owner"
+                ),
+                [batch.as_str()],
+                |r| read_delivery(&batch, r),
+            )
+        })
+        .await
+    }
+
     async fn delivery_counts(&self, batch: &BatchId) -> RepoResult<DeliveryCounts> {
         let batch = batch.clone();
         self.read(move |db| {
@@ -1880,6 +1906,7 @@ impl InvitationStore for SqliteRepository {
                     "claimed" => counts.claimed = n,
                     "sent" => counts.sent = n,
                     "failed" => counts.failed = n,
+                    "skipped" => counts.skipped = n,
                     other => return Err(bad_row("deliveries.state", other)),
                 }
             }
@@ -2181,13 +2208,13 @@ fn record_outcome(
     now: Timestamp,
 ) -> Res<bool> {
     let at = ts(now)?;
-    let (new_state, error, attempts, expires) = match outcome {
+    let (new_state, error, attempts, expires, skip) = match outcome {
         DeliveryOutcome::Sent {
             expires_at,
             attempts,
-        } => ("sent", None, *attempts, Some(*expires_at)),
+        } => ("sent", None, *attempts, Some(*expires_at), None),
         DeliveryOutcome::Failed { error, attempts } => {
-            ("failed", Some(error.as_str()), *attempts, None)
+            ("failed", Some(error.as_str()), *attempts, None, None)
         }
         DeliveryOutcome::Unreachable { attempts } => {
             let moved = db.exec(
@@ -2204,10 +2231,12 @@ fn record_outcome(
             )?;
             return Ok(moved == 1);
         }
+        DeliveryOutcome::Skipped { reason } => ("skipped", None, 0, None, Some(reason.code())),
     };
     let moved = db.exec(
         "UPDATE deliveries SET state = ?3, state_at = ?4, error = ?5,
-             attempts = min(attempts + ?6, 4294967295), holder = NULL, lease_until = NULL
+             attempts = min(attempts + ?6, 4294967295), holder = NULL, lease_until = NULL,
+             skip_reason = ?8
          WHERE batch = ?1 AND owner = ?2 AND state = 'claimed' AND holder = ?7",
         rusqlite::params![
             batch.as_str(),
@@ -2216,7 +2245,8 @@ fn record_outcome(
             at,
             error,
             i64::from(attempts),
-            sender.as_str()
+            sender.as_str(),
+            skip
         ],
     )?;
     if moved != 1 {

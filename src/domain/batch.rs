@@ -62,7 +62,7 @@ pub struct Delivery {
     pub unreachable_runs: u32,
 }
 
-/// A delivery's state. Pending → Claimed → Sent or Failed, each move once; only
+/// A delivery's state. Pending → Claimed → Sent, Failed or Skipped, each move once; only
 /// [`InvitationStore::requeue_failed`](crate::repository::InvitationStore::requeue_failed)
 /// moves Failed back to Pending. A claim is a lease: once it has run out (its holder
 /// stopped renewing it, presumably dead), another sender may take it over.
@@ -92,12 +92,84 @@ pub enum DeliveryState {
         /// The transport's error, for the manager.
         error: String,
     },
+    /// Never sent, on purpose: when it came to be sent, the owner was no longer one
+    /// the batch may send to (see [`SkipReason`]). Settled, like sent and failed; not
+    /// a failure (nothing went wrong in delivery) and never sent again by this batch.
+    Skipped {
+        /// When.
+        at: Timestamp,
+        /// Why.
+        reason: SkipReason,
+    },
 }
 
 impl DeliveryState {
     /// Whether it is still to be sent (pending or claimed).
     pub fn is_open(&self) -> bool {
         matches!(self, DeliveryState::Pending | DeliveryState::Claimed { .. })
+    }
+}
+
+/// Why a delivery of a batch was not sent after all: the send engine checks each owner
+/// against the repository just before sending (a batch may be resumed long after it
+/// was made), and skips one that the batch may no longer send to. Checked in this
+/// order; the first that applies is the reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SkipReason {
+    /// The owner record no longer exists.
+    UnknownOwner,
+    /// The owner belongs to another community now (a later import moved them): the
+    /// batch's letter, Reply-To and branding are another community's.
+    Moved,
+    /// The owner registered meanwhile.
+    Registered,
+    /// The owner's primary email is no longer the address the batch was made for (by
+    /// [`delivered_key`](super::delivered_key)): changed, cleared or now invalid.
+    EmailChanged,
+    /// Another owner record holds the same address now: each property needs its own
+    /// (DESIGN.md rule 1).
+    SharedEmail,
+}
+
+impl SkipReason {
+    /// Every reason, in the order they are checked.
+    pub const ALL: [SkipReason; 5] = [
+        SkipReason::UnknownOwner,
+        SkipReason::Moved,
+        SkipReason::Registered,
+        SkipReason::EmailChanged,
+        SkipReason::SharedEmail,
+    ];
+
+    /// A stable snake_case code (`unknown_owner`, `moved`, `registered`,
+    /// `email_changed`, `shared_email`) for storage, JSON and tests.
+    pub fn code(self) -> &'static str {
+        match self {
+            SkipReason::UnknownOwner => "unknown_owner",
+            SkipReason::Moved => "moved",
+            SkipReason::Registered => "registered",
+            SkipReason::EmailChanged => "email_changed",
+            SkipReason::SharedEmail => "shared_email",
+        }
+    }
+
+    /// The reason with this [`code`](Self::code), if any.
+    pub fn from_code(code: &str) -> Option<SkipReason> {
+        SkipReason::ALL.into_iter().find(|r| r.code() == code)
+    }
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SkipReason::UnknownOwner => "the owner no longer exists",
+            SkipReason::Moved => "the owner moved to another community",
+            SkipReason::Registered => "the owner registered meanwhile",
+            SkipReason::EmailChanged => "the owner's primary email changed",
+            SkipReason::SharedEmail => "the owner's primary email is shared with another owner now",
+        })
     }
 }
 
@@ -127,6 +199,12 @@ pub enum DeliveryOutcome {
         /// Transport attempts this run made.
         attempts: u32,
     },
+    /// Not sent on purpose: the owner is no longer one the batch may send to. No
+    /// attempt was made; the owner's access does not change.
+    Skipped {
+        /// Why.
+        reason: SkipReason,
+    },
 }
 
 /// Counts of a batch's deliveries by state.
@@ -140,12 +218,14 @@ pub struct DeliveryCounts {
     pub sent: usize,
     /// Failed.
     pub failed: usize,
+    /// Skipped: not sent on purpose ([`SkipReason`]).
+    pub skipped: usize,
 }
 
 impl DeliveryCounts {
     /// All deliveries.
     pub fn total(&self) -> usize {
-        self.pending + self.claimed + self.sent + self.failed
+        self.pending + self.claimed + self.sent + self.failed + self.skipped
     }
 
     /// Counts one state.
@@ -155,6 +235,7 @@ impl DeliveryCounts {
             DeliveryState::Claimed { .. } => self.claimed += 1,
             DeliveryState::Sent { .. } => self.sent += 1,
             DeliveryState::Failed { .. } => self.failed += 1,
+            DeliveryState::Skipped { .. } => self.skipped += 1,
         }
     }
 }

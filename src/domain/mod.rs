@@ -12,7 +12,9 @@ mod owner;
 mod timestamp;
 
 pub use activity::{ActivityEntry, ActivityKind, Page};
-pub use batch::{Batch, Delivery, DeliveryCounts, DeliveryOutcome, DeliveryState, Draft, NewBatch};
+pub use batch::{
+    Batch, Delivery, DeliveryCounts, DeliveryOutcome, DeliveryState, Draft, NewBatch, SkipReason,
+};
 pub use branding::{
     Branding, DEFAULT_ACCENT_COLOR, InvalidBranding, InvalidTimeZone, TimeZoneName,
 };

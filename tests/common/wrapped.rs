@@ -75,6 +75,10 @@ pub trait Hooks: fmt::Debug + Send + Sync + 'static {
         inner.issue_token(token).await
     }
 
+    async fn owners(&self, inner: &InMemoryRepository, ids: &[OwnerId]) -> RepoResult<Vec<Owner>> {
+        inner.owners(ids).await
+    }
+
     async fn email_holders(
         &self,
         inner: &InMemoryRepository,
@@ -210,6 +214,9 @@ impl<H: Hooks> InvitationStore for Wrapped<H> {
     async fn failed_deliveries(&self, batch: &BatchId) -> RepoResult<Vec<Delivery>> {
         self.inner.failed_deliveries(batch).await
     }
+    async fn skipped_deliveries(&self, batch: &BatchId) -> RepoResult<Vec<Delivery>> {
+        self.inner.skipped_deliveries(batch).await
+    }
     async fn requeue_failed(&self, batch: &BatchId) -> RepoResult<usize> {
         self.inner.requeue_failed(batch).await
     }
@@ -261,7 +268,7 @@ impl<H: Hooks> OwnerRepository for Wrapped<H> {
         self.inner.communities().await
     }
     async fn owners(&self, ids: &[OwnerId]) -> RepoResult<Vec<Owner>> {
-        self.inner.owners(ids).await
+        self.hooks.owners(&self.inner, ids).await
     }
     async fn community_owners(
         &self,
