@@ -950,26 +950,34 @@ fn close_open_invitations(db: &Db<'_>, owner: &OwnerId, at: i64) -> Res<()> {
     Ok(())
 }
 
-/// What recording a sent message does to the owner's links: their live invitation of
-/// another batch is closed (its tokens revoked at `at`, a trigger: superseded), the
-/// delivery's pending invitation becomes live, and its pending tokens live. In this
-/// order, for the one-live-invitation index.
-fn accept_invitation(db: &Db<'_>, batch: &BatchId, owner: &OwnerId, at: i64) -> Res<()> {
+/// What recording sent messages does to their owners' links: each owner's live
+/// invitation of another batch is closed (its tokens revoked at `at`, a trigger:
+/// superseded), the batch's pending invitation of the owner becomes live, and its
+/// pending tokens live. In this order, for the one-live-invitation index; three
+/// statements for a whole group of outcomes.
+fn accept_invitations(db: &Db<'_>, batch: &BatchId, owners: &[&OwnerId], at: i64) -> Res<()> {
+    if owners.is_empty() {
+        return Ok(());
+    }
+    let owners = json_list(owners.iter().map(|o| o.as_str()));
     db.exec(
         "UPDATE invitations SET state = 'closed', closed_at = ?3
-         WHERE owner = ?1 AND state = 'live' AND batch <> ?2",
-        rusqlite::params![owner.as_str(), batch.as_str(), at],
+         WHERE state = 'live' AND batch <> ?2
+           AND owner IN (SELECT value FROM json_each(?1))",
+        rusqlite::params![owners, batch.as_str(), at],
     )?;
     db.exec(
         "UPDATE invitations SET state = 'live'
-         WHERE owner = ?1 AND batch = ?2 AND state = 'pending'",
-        [owner.as_str(), batch.as_str()],
+         WHERE batch = ?2 AND state = 'pending'
+           AND owner IN (SELECT value FROM json_each(?1))",
+        [owners.as_str(), batch.as_str()],
     )?;
     db.exec(
         "UPDATE tokens SET state = 'live'
-         WHERE state = 'pending' AND invitation = (SELECT id FROM invitations
-                 WHERE owner = ?1 AND batch = ?2 AND state = 'live')",
-        [owner.as_str(), batch.as_str()],
+         WHERE state = 'pending' AND invitation IN (SELECT id FROM invitations
+                 WHERE batch = ?2 AND state = 'live'
+                   AND owner IN (SELECT value FROM json_each(?1)))",
+        [owners.as_str(), batch.as_str()],
     )?;
     Ok(())
 }
@@ -1775,11 +1783,16 @@ impl InvitationStore for SqliteRepository {
         self.write(move |db| {
             require_batch(db, &batch)?;
             let mut refused = Vec::new();
+            let mut sent = Vec::new();
             for (owner, outcome) in &outcomes {
                 if !record_outcome(db, &batch, &sender, owner, outcome, now)? {
                     refused.push(owner.clone());
+                } else if matches!(outcome, DeliveryOutcome::Sent { .. }) {
+                    sent.push(owner);
                 }
             }
+            // The recorded messages' links supersede their owners' older ones.
+            accept_invitations(db, &batch, &sent, ts(now)?)?;
             Ok(refused)
         })
         .await
@@ -2261,7 +2274,6 @@ fn record_outcome(
         if let Some(access) = stored {
             set_access(db, owner, &access.after_invitation(now, expires_at))?;
         }
-        accept_invitation(db, batch, owner, at)?;
     }
     Ok(true)
 }
@@ -2354,7 +2366,7 @@ fn issue_token_in(db: &Db<'_>, token: &TokenRecord) -> Res<()> {
         // this batch's.
         TokenState::Live => {
             let at = ts(token.issued_at)?;
-            accept_invitation(db, &token.batch, &token.owner, at)?;
+            accept_invitations(db, &token.batch, &[&token.owner], at)?;
             open_invitation(db, owner, batch, "live")?
         }
         // A token stored already spent gets an invitation of its own, closed.
