@@ -152,11 +152,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         review.problems.len()
     );
     if let Some(first) = review.recipients.first() {
-        let preview = service.preview(&review, &first.owner.id).await?;
+        let preview = service.preview(&review, &first.owner).await?;
         println!(
-            "Preview for {}: \"{}\"",
-            first.owner.full_name(),
-            preview.subject
+            "Preview for {} <{}>: \"{}\"",
+            first.owner, first.email, preview.subject
         );
     }
 

@@ -218,6 +218,28 @@ pub trait OwnerRepository: Send + Sync + fmt::Display {
         now: Timestamp,
     ) -> RepoResult<Vec<Owner>>;
 
+    /// The ids of the owners [`community_owners`](Self::community_owners) returns:
+    /// what selecting a whole community needs, without every owner record of it in
+    /// memory at once (a million owners are about 400 MB as records, 40 MB as ids).
+    ///
+    /// # Contract
+    /// - Exactly the ids of `community_owners(community, filter, now)`, each once, in
+    ///   any order. The default calls `community_owners`; a store that can answer from
+    ///   its id column should override it.
+    async fn community_owner_ids(
+        &self,
+        community: &CommunityId,
+        filter: &OwnerFilter,
+        now: Timestamp,
+    ) -> RepoResult<Vec<OwnerId>> {
+        Ok(self
+            .community_owners(community, filter, now)
+            .await?
+            .into_iter()
+            .map(|o| o.id)
+            .collect())
+    }
+
     /// Every owner in the whole repository (every community) whose primary email has
     /// one of these comparison keys: what the "shared address" rule needs, for a whole
     /// roster in one call.

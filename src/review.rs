@@ -5,16 +5,19 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::domain::{Community, EmailAddress, Owner, OwnerId, Timestamp};
+use crate::domain::{Community, EmailAddress, OwnerId, Timestamp};
 use crate::eligibility::Ineligible;
 use crate::invite::{Invite, Problem};
 use crate::template::CompiledTemplate;
 
-/// An owner who will be sent the invitation.
+/// An owner who will be sent the invitation: the id and the address, all the stored
+/// batch needs. A review of a million owners holds these, not a million owner
+/// records; [`OwnerAccess::preview`](crate::OwnerAccess::preview) reads the record
+/// when it is needed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Recipient {
-    /// The owner record as reviewed.
-    pub owner: Owner,
+    /// The owner.
+    pub owner: OwnerId,
     /// The address the message goes to.
     pub email: EmailAddress,
 }

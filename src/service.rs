@@ -40,6 +40,9 @@ pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
 /// The longest validity a registration link may have: a year.
 pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// How many selected owners a review reads and assesses at a time.
+const REVIEW_CHUNK: usize = 5_000;
+
 /// The largest total of attachments per message a service may allow: 100 MiB (no
 /// mail server takes more; each message in flight is built in memory).
 pub const MAX_ATTACHMENTS_TOTAL: usize = 100 * 1024 * 1024;
@@ -617,9 +620,9 @@ impl OwnerAccess {
         let filter = OwnerFilter::all().with_access(crate::eligibility::AccessFilter::Invited);
         let invited = self
             .directory
-            .community_owners(community, &filter, now)
+            .community_owner_ids(community, &filter, now)
             .await?;
-        let selection = invited.into_iter().map(|o| o.id).collect();
+        let selection = invited.into_iter().collect();
         self.compose(community, &selection).await
     }
 
@@ -712,34 +715,21 @@ impl OwnerAccess {
                 None
             }
         };
-        // A selection iterates in id order.
-        let ids: Vec<OwnerId> = invite.selection.iter().cloned().collect();
-        // Each owner is held once: ids and owners both sorted, each owner moved from
-        // its vector into the recipients as the two are walked together. A map,
-        // clones or a growing vector would hold a 100,000-owner review two or three
-        // times over at its peak.
-        let mut owners: Vec<Owner> = self.directory.owners(&ids).await?;
-        owners.retain(|o| o.community == community.id);
-        owners.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        let holders = self.holders_of(&owners).await?;
-        let mut recipients = Vec::with_capacity(owners.len());
+        // The selection is assessed a chunk of owners at a time (a selection iterates
+        // in id order): only the recipients' ids and addresses and the excluded
+        // owners are kept, never every owner record of a million-owner community at
+        // once.
+        let mut recipients = Vec::new();
         let mut excluded = Vec::new();
-        let mut owners = owners.into_iter().peekable();
-        for id in ids {
-            while owners.next_if(|o| o.id < id).is_some() {}
-            match owners.next_if(|o| o.id == id) {
-                None => excluded.push(Excluded {
-                    owner: id,
-                    reason: Ineligible::UnknownOwner,
-                }),
-                Some(owner) => match assess_with(&owner, &holders) {
-                    Eligibility::Eligible { email } => recipients.push(Recipient { owner, email }),
-                    Eligibility::Excluded { reason } => {
-                        excluded.push(Excluded { owner: id, reason })
-                    }
-                },
-            }
+        let mut chunk: Vec<OwnerId> = Vec::with_capacity(REVIEW_CHUNK);
+        let mut selected = invite.selection.iter().peekable();
+        while selected.peek().is_some() {
+            chunk.clear();
+            chunk.extend(selected.by_ref().take(REVIEW_CHUNK).cloned());
+            self.review_chunk(&community.id, &chunk, &mut recipients, &mut excluded)
+                .await?;
         }
+        recipients.shrink_to_fit();
         Ok(Review {
             invite: invite.clone(),
             community,
@@ -751,8 +741,50 @@ impl OwnerAccess {
         })
     }
 
+    /// Assesses one chunk of selected ids (in id order), adding to the review's
+    /// recipients and excluded owners in that order.
+    async fn review_chunk(
+        &self,
+        community: &CommunityId,
+        ids: &[OwnerId],
+        recipients: &mut Vec<Recipient>,
+        excluded: &mut Vec<Excluded>,
+    ) -> Result<()> {
+        let mut owners: Vec<Owner> = self.directory.owners(ids).await?;
+        owners.retain(|o| &o.community == community);
+        owners.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        let holders = self.holders_of(&owners).await?;
+        // Ids and owners both sorted: walked together, each owner looked at once.
+        let mut owners = owners.iter().peekable();
+        for id in ids {
+            while owners.next_if(|o| &o.id < id).is_some() {}
+            match owners.next_if(|o| &o.id == id) {
+                None => excluded.push(Excluded {
+                    owner: id.clone(),
+                    reason: Ineligible::UnknownOwner,
+                }),
+                Some(owner) => match assess_with(owner, &holders) {
+                    Eligibility::Eligible { email } => recipients.push(Recipient {
+                        owner: id.clone(),
+                        email,
+                    }),
+                    Eligibility::Excluded { reason } => excluded.push(Excluded {
+                        owner: id.clone(),
+                        reason,
+                    }),
+                },
+            }
+        }
+        Ok(())
+    }
+
     /// What one recipient of a review will receive, with a placeholder instead of the
-    /// personal link (previewing mints no token).
+    /// personal link (previewing mints no token): the review's address, and the
+    /// names and property address of the owner's record as stored now.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInvite`] when the review's templates do not compile;
+    /// [`Error::NotFound`] when the owner is not one of the review's recipients.
     pub async fn preview(&self, review: &Review, owner: &OwnerId) -> Result<Preview> {
         let Some(template) = &review.template else {
             return Err(Error::InvalidInvite {
@@ -762,9 +794,19 @@ impl OwnerAccess {
         let recipient = review
             .recipients
             .iter()
-            .find(|r| &r.owner.id == owner)
+            .find(|r| &r.owner == owner)
             .ok_or_else(|| Error::NotFound {
                 what: "recipient",
+                id: owner.to_string(),
+            })?;
+        // The review keeps each recipient's id and address only; the names and the
+        // property address come from the record as stored now.
+        let record = self
+            .directory
+            .owner(owner)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: "owner",
                 id: owner.to_string(),
             })?;
         let now = self.clock.now();
@@ -772,7 +814,7 @@ impl OwnerAccess {
         let portal_url = review.invite.portal_url_or(&self.settings.portal_url);
         let link = registration_link(portal_url, &RegistrationToken::placeholder());
         let fields = merge_fields(
-            &recipient.owner,
+            &record,
             &review.community,
             review.invite.reply_to_address().as_ref(),
             link,
@@ -899,10 +941,7 @@ impl OwnerAccess {
             resend,
         };
         let recipients_len = recipients.len();
-        let deliveries = recipients
-            .into_iter()
-            .map(|r| (r.owner.id, r.email))
-            .collect();
+        let deliveries = recipients.into_iter().map(|r| (r.owner, r.email)).collect();
         let new = NewBatch {
             deliveries,
             activity: ActivityEntry {

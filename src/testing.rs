@@ -781,7 +781,7 @@ pub async fn import_session_is_one_step(repo: &dyn OwnerStorage) -> CheckResult 
 /// `community_owners` returns exactly the community's owners for which
 /// [`OwnerFilter::matches`] holds, for every filter and several `now`s (an
 /// invitation valid at one and expired at another), and follows owners that move
-/// between communities.
+/// between communities; `community_owner_ids` returns exactly their ids, each once.
 pub async fn community_owners_filters(repo: &dyn OwnerStorage) -> CheckResult {
     let c = Ctx("community_owners_filters");
     let c1 = vec![
@@ -857,8 +857,34 @@ pub async fn community_owners_filters(repo: &dyn OwnerStorage) -> CheckResult {
                     format!("returned a stale record {o:?}")
                 })?;
             }
+            let mut got_ids: Vec<String> = c
+                .ok(
+                    repo.community_owner_ids(&cid("c1"), filter, now).await,
+                    "community_owner_ids",
+                )?
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            got_ids.sort();
+            let want_ids: Vec<String> = ids(&want).into_iter().collect();
+            c.ensure(got_ids == want_ids, || {
+                format!(
+                    "community_owner_ids(c1, {filter:?}, now = T0+{}s): got {got_ids:?}, expected {want_ids:?}",
+                    now.unix_seconds() - T0,
+                )
+            })?;
         }
     }
+    let c2_ids = c.ok(
+        repo.community_owner_ids(&cid("c2"), &OwnerFilter::all(), t(0))
+            .await,
+        "community_owner_ids",
+    )?;
+    c.eq(
+        c2_ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        vec!["x1".to_owned()],
+        "community_owner_ids of c2 after m1 moved away",
+    )?;
     let c2 = c.ok(
         repo.community_owners(&cid("c2"), &OwnerFilter::all(), t(0))
             .await,

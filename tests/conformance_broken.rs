@@ -2,7 +2,9 @@
 //! [`InMemoryRepository`] but breaks one contract the way a real adapter could (a
 //! non-atomic batch insert, a read-then-write redeem, a read-then-write claim, a
 //! renewal that renews nothing, an outcome recorded whoever holds the claim, a link
-//! made live and the older one revoked at claim, a skip recorded as a failure). The check for that contract must fail on it, and pass on the real adapter.
+//! made live and the older one revoked at claim, a skip recorded as a failure, owner
+//! ids read without the filter). The check for that contract must fail on it, and
+//! pass on the real adapter.
 #![cfg(feature = "testing")]
 
 mod common;
@@ -14,9 +16,11 @@ use std::time::Duration;
 use common::wrapped::{Hooks, Wrapped};
 
 use owner_access::domain::{
-    BatchId, Community, Delivery, DeliveryOutcome, DeliveryState, NewBatch, Owner, OwnerId,
-    SenderId, Timestamp, TokenHash, TokenRecord, TokenRejection, TokenState, delivered_key,
+    BatchId, Community, CommunityId, Delivery, DeliveryOutcome, DeliveryState, NewBatch, Owner,
+    OwnerId, SenderId, Timestamp, TokenHash, TokenRecord, TokenRejection, TokenState,
+    delivered_key,
 };
+use owner_access::eligibility::OwnerFilter;
 use owner_access::prelude::*;
 use owner_access::repository::{
     EmailEdit, EmailHolder, ImportSession, RedeemOutcome, RepoResult, RepositoryError,
@@ -56,6 +60,9 @@ enum Flaw {
     /// `record_deliveries` records a skip as a failure whose error says "skipped: …"
     /// (what this crate did before skips were a state of their own).
     SkipAsFailed,
+    /// `community_owner_ids` gives every owner of the community, whatever the
+    /// filter, as a store reading only its id column could.
+    UnfilteredIds,
 }
 
 /// An import that writes each chunk as it comes: visible before the commit, and
@@ -116,6 +123,21 @@ struct Flawed(Flaw);
 
 #[async_trait]
 impl Hooks for Flawed {
+    async fn community_owner_ids(
+        &self,
+        inner: &InMemoryRepository,
+        community: &CommunityId,
+        filter: &OwnerFilter,
+        now: Timestamp,
+    ) -> RepoResult<Vec<OwnerId>> {
+        let filter = if self.0 == Flaw::UnfilteredIds {
+            OwnerFilter::all()
+        } else {
+            filter.clone()
+        };
+        inner.community_owner_ids(community, &filter, now).await
+    }
+
     async fn begin_import<'a>(
         &self,
         inner: &'a InMemoryRepository,
@@ -507,6 +529,16 @@ async fn a_repository_that_forgets_unreachable_runs_is_caught() {
         Flaw::UncountedUnreachable,
         "unreachable_runs_are_counted",
         testing::unreachable_runs_are_counted,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_ids_that_ignore_the_filter_are_caught() {
+    caught(
+        Flaw::UnfilteredIds,
+        "community_owners_filters",
+        testing::community_owners_filters,
     )
     .await;
 }

@@ -226,7 +226,7 @@ proptest! {
                     Some(code) => { want_excluded.insert(owner.clone(), code); }
                 }
             }
-            let got_recipients: Vec<OwnerId> = review.recipients.iter().map(|r| r.owner.id.clone()).collect();
+            let got_recipients: Vec<OwnerId> = review.recipients.iter().map(|r| r.owner.clone()).collect();
             let got_excluded: BTreeMap<OwnerId, &str> =
                 review.excluded.iter().map(|e| (e.owner.clone(), e.reason.code())).collect();
             prop_assert_eq!(got_recipients, want_recipients);

@@ -93,11 +93,7 @@ async fn check_pairs_are_shared(repo: Arc<dyn OwnerStorage>) {
             owners()[i].primary_email
         );
     }
-    let recipients: Vec<&str> = review
-        .recipients
-        .iter()
-        .map(|r| r.owner.id.as_str())
-        .collect();
+    let recipients: Vec<&str> = review.recipients.iter().map(|r| r.owner.as_str()).collect();
     assert_eq!(recipients, ["o8"]);
     // The roster says the same.
     let roster = service

@@ -635,13 +635,23 @@ fn print_out(json: bool, value: serde_json::Value, text: String) {
     }
 }
 
+/// Writes a document to stdout through a buffer, as it is made.
+fn write_stdout(
+    write: impl FnOnce(&mut std::io::BufWriter<std::io::StdoutLock<'static>>) -> std::io::Result<()>,
+) -> Result<(), Failure> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    write(&mut out)
+        .and_then(|()| std::io::Write::flush(&mut out))
+        .map_err(|e| Failure::input(format!("writing to stdout: {e}")))
+}
+
 /// Prints the report; the exit status says how the batch ended.
 fn finish(report: &SendReport, json: bool) -> Result<u8, Failure> {
-    print_out(
-        json,
-        output::report_json(report),
-        output::report_text(report),
-    );
+    if json {
+        write_stdout(|out| output::write_report_json(report, out))?;
+    } else {
+        print!("{}", output::terminal_safe(&output::report_text(report)));
+    }
     Ok(if report.stopped.is_some() || report.pending > 0 {
         3
     } else if !report.failed.is_empty() {
@@ -883,11 +893,12 @@ impl App {
         let service = self.service_without_transport(message)?;
         let invite = self.invite(&service, community, select, message).await?;
         let review = service.review(&invite).await?;
-        print_out(
-            json,
-            output::review_json(&review),
-            output::review_text(&review),
-        );
+        drop(invite);
+        if json {
+            write_stdout(|out| output::write_review_json(&review, out))?;
+        } else {
+            print!("{}", output::terminal_safe(&output::review_text(&review)));
+        }
         Ok(if review.problems.is_empty() { 0 } else { 1 })
     }
 
@@ -901,15 +912,17 @@ impl App {
     ) -> Result<Invite, Failure> {
         let community: CommunityId = id("community", community)?;
         let mut selection = if select.select.trim().eq_ignore_ascii_case("all") {
-            // Every owner of the community, straight from the store: the review assesses
-            // each one anyway, so a roster (with its own eligibility pass) would do that
-            // work twice. An unknown community is reported by `compose` below.
-            let owners = self
-                .repo
-                .community_owners(&community, &OwnerFilter::all(), SystemClock.now())
+            // Every owner of the community, straight from the store and as ids only:
+            // the review assesses each one anyway, so a roster (with its own
+            // eligibility pass) would do that work twice, and a million owner records
+            // would be held here only to take their ids. An unknown community is
+            // reported by `compose` below.
+            self.repo
+                .community_owner_ids(&community, &OwnerFilter::all(), SystemClock.now())
                 .await
-                .map_err(Error::from)?;
-            owners.into_iter().map(|owner| owner.id).collect()
+                .map_err(Error::from)?
+                .into_iter()
+                .collect()
         } else {
             let mut s = Selection::new();
             for raw in select

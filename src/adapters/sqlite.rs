@@ -768,6 +768,11 @@ fn json_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
     json_array(items)
 }
 
+/// How many rows of a large write (a batch's deliveries, an invite's selection) go
+/// into one statement: few enough that its JSON is a few hundred KB, many enough that
+/// statement overhead does not count.
+const WRITE_CHUNK: usize = 10_000;
+
 /// A JSON array of `[a, b]` pairs, read in SQL as `value ->> 0` and `value ->> 1`.
 fn json_pairs<'a>(items: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
     json_array(items.into_iter().map(|(a, b)| [a, b]))
@@ -1017,11 +1022,13 @@ fn insert_invite(db: &Db<'_>, invite: &Invite) -> Res<i64> {
         ],
     )?;
     let id = db.last_insert_rowid();
-    // One statement for the whole selection, as for a batch's deliveries.
-    if !selection.is_empty() {
+    // A statement per chunk of the selection, as for a batch's deliveries.
+    let mut selected = selection.iter().peekable();
+    while selected.peek().is_some() {
+        let chunk = json_list(selected.by_ref().take(WRITE_CHUNK).map(OwnerId::as_str));
         db.exec(
             "INSERT INTO invite_selection (invite, owner) SELECT ?1, value FROM json_each(?2)",
-            rusqlite::params![id, json_list(selection.iter().map(OwnerId::as_str))],
+            rusqlite::params![id, chunk],
         )?;
     }
     for (position, a) in attachments.iter().enumerate() {
@@ -1447,6 +1454,41 @@ impl OwnerRepository for SqliteRepository {
         .await
     }
 
+    /// From the id column alone when the access column decides the filter (every
+    /// owner, registered or not, with no search text); otherwise through the records,
+    /// as `community_owners` does.
+    async fn community_owner_ids(
+        &self,
+        community: &CommunityId,
+        filter: &OwnerFilter,
+        now: Timestamp,
+    ) -> RepoResult<Vec<OwnerId>> {
+        let access = match filter.access {
+            AccessFilter::All => Some(""),
+            AccessFilter::Unregistered => Some(" AND access <> 'registered'"),
+            AccessFilter::Registered => Some(" AND access = 'registered'"),
+            // Invited or expired depends on `now`: the records decide.
+            AccessFilter::Invited => None,
+        };
+        let searching = filter
+            .search
+            .as_deref()
+            .is_some_and(|s| !s.trim().is_empty());
+        let Some(access) = access.filter(|_| filter.email == EmailFilter::Any && !searching) else {
+            let owners = self.community_owners(community, filter, now).await?;
+            return Ok(owners.into_iter().map(|o| o.id).collect());
+        };
+        let community = community.clone();
+        self.read(move |db| {
+            db.rows(
+                &format!("SELECT id FROM owners WHERE community = ?1{access}"),
+                [community.as_str()],
+                |r| read_id!(OwnerId, r.get::<_, String>(0)?, "owners.id"),
+            )
+        })
+        .await
+    }
+
     async fn email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
         self.holders(keys, EMAIL_HOLDERS).await
     }
@@ -1635,15 +1677,22 @@ impl InvitationStore for SqliteRepository {
             }
         }
         drop(seen);
-        // The deliveries go in as one statement over a JSON array of [owner, address]
-        // pairs: a statement per delivery spent a third of the store's time on
-        // statement overhead. Only the pairs and the batch's own record are copied into
-        // the closure, not the whole batch.
-        let deliveries = json_pairs(
-            new.deliveries
-                .iter()
-                .map(|(owner, to)| (owner.as_str(), to.as_str())),
-        );
+        // The deliveries go in as a statement per chunk over a JSON array of [owner,
+        // address] pairs: a statement per delivery spent a third of the store's time
+        // on statement overhead, and one array for a million deliveries had SQLite
+        // copy and parse 40 MB of JSON at once. Only the pairs (as compact JSON) and
+        // the batch's own record are copied into the closure, not the whole batch.
+        let chunks: Vec<String> = new
+            .deliveries
+            .chunks(WRITE_CHUNK)
+            .map(|chunk| {
+                json_pairs(
+                    chunk
+                        .iter()
+                        .map(|(owner, to)| (owner.as_str(), to.as_str())),
+                )
+            })
+            .collect();
         let batch = new.batch.clone();
         let activity = new.activity.clone();
         self.write(move |db| {
@@ -1671,11 +1720,13 @@ impl InvitationStore for SqliteRepository {
                     b.resend,
                 ],
             )?;
-            db.exec(
-                "INSERT INTO deliveries (batch, owner, to_addr, state)
-                 SELECT ?1, value ->> 0, value ->> 1, 'pending' FROM json_each(?2)",
-                rusqlite::params![b.id.as_str(), deliveries],
-            )?;
+            for deliveries in chunks {
+                db.exec(
+                    "INSERT INTO deliveries (batch, owner, to_addr, state)
+                     SELECT ?1, value ->> 0, value ->> 1, 'pending' FROM json_each(?2)",
+                    rusqlite::params![b.id.as_str(), deliveries],
+                )?;
+            }
             append_activity(db, &activity)?;
             Ok(())
         })

@@ -58,12 +58,18 @@ pub enum InvalidEmail {
 /// ([`smtp_form`](Self::smtp_form): the domain in its IDNA form, no needless quoting)
 /// and the [`delivered_key`] that equality, hashing and the "shared address" rule
 /// compare: two addresses are equal when mail to either reaches one mailbox.
+///
+/// Most addresses are written in lower case and need no mapping, so all three are the
+/// same text: it is kept once (a review of a million recipients holds a million
+/// addresses), and the other two only when they differ.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct EmailAddress {
-    raw: String,
-    normalized: String,
-    ascii: String,
+    raw: Box<str>,
+    /// `None` when equal to `raw`.
+    normalized: Option<Box<str>>,
+    /// `None` when equal to `raw`.
+    ascii: Option<Box<str>>,
 }
 
 /// The symbols RFC 5322 allows in an atom besides letters and digits.
@@ -386,18 +392,20 @@ impl EmailAddress {
         if let Some(at) = plain_at(trimmed) {
             let mut ascii = trimmed.to_owned();
             ascii[at + 1..].make_ascii_lowercase();
-            return Ok(Self {
-                normalized: trimmed.to_ascii_lowercase(),
-                ascii,
-                raw: trimmed.to_owned(),
-            });
+            return Ok(Self::of_forms(trimmed, trimmed.to_ascii_lowercase(), ascii));
         }
         let parts = parts_of(trimmed)?;
-        Ok(Self {
-            normalized: parts.key(),
-            ascii: parts.smtp_form(),
-            raw: trimmed.to_owned(),
-        })
+        Ok(Self::of_forms(trimmed, parts.key(), parts.smtp_form()))
+    }
+
+    /// The three forms, each of the last two kept only when it differs from `raw`.
+    fn of_forms(raw: &str, normalized: String, ascii: String) -> Self {
+        let unless_raw = |form: String| (form != raw).then(|| form.into_boxed_str());
+        Self {
+            normalized: unless_raw(normalized),
+            ascii: unless_raw(ascii),
+            raw: raw.into(),
+        }
     }
 
     /// The address as given (trimmed).
@@ -407,7 +415,7 @@ impl EmailAddress {
 
     /// The comparison key: [`delivered_key`] of the address.
     pub fn normalized(&self) -> &str {
-        &self.normalized
+        self.normalized.as_deref().unwrap_or(&self.raw)
     }
 
     /// The address as it is put on the wire, in RCPT TO and in the `To`, `From` and
@@ -415,7 +423,7 @@ impl EmailAddress {
     /// sent as `q`; `"a b"` stays quoted, escaping only `"` and `\\`), the domain in its
     /// ASCII (IDNA) form, lower case.
     pub fn smtp_form(&self) -> &str {
-        &self.ascii
+        self.ascii.as_deref().unwrap_or(&self.raw)
     }
 
     /// The domain as given.
@@ -426,13 +434,13 @@ impl EmailAddress {
 
 impl PartialEq for EmailAddress {
     fn eq(&self, other: &Self) -> bool {
-        self.normalized == other.normalized
+        self.normalized() == other.normalized()
     }
 }
 impl Eq for EmailAddress {}
 impl Hash for EmailAddress {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.normalized.hash(state);
+        self.normalized().hash(state);
     }
 }
 
@@ -464,7 +472,7 @@ impl TryFrom<String> for EmailAddress {
 
 impl From<EmailAddress> for String {
     fn from(a: EmailAddress) -> String {
-        a.raw
+        a.raw.into_string()
     }
 }
 
@@ -544,6 +552,19 @@ impl fmt::Display for Mailbox {
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
+
+    #[test]
+    fn an_address_written_as_sent_is_kept_once() {
+        let plain = EmailAddress::parse(" ann.lee@example.org ").unwrap();
+        assert!(plain.normalized.is_none() && plain.ascii.is_none());
+        assert_eq!(plain.normalized(), "ann.lee@example.org");
+        assert_eq!(plain.smtp_form(), "ann.lee@example.org");
+        let mixed = EmailAddress::parse("Ann.Lee@Example.ORG").unwrap();
+        assert_eq!(mixed.as_str(), "Ann.Lee@Example.ORG");
+        assert_eq!(mixed.normalized(), "ann.lee@example.org");
+        assert_eq!(mixed.smtp_form(), "Ann.Lee@example.org");
+        assert_eq!(mixed, plain);
+    }
 
     #[test]
     fn accepts_ordinary_and_international_addresses() {

@@ -20,6 +20,16 @@ use owner_access::{InMemoryRepository, async_trait};
 /// The calls a test may change; each gets the wrapped repository.
 #[async_trait]
 pub trait Hooks: fmt::Debug + Send + Sync + 'static {
+    async fn community_owner_ids(
+        &self,
+        inner: &InMemoryRepository,
+        community: &CommunityId,
+        filter: &OwnerFilter,
+        now: Timestamp,
+    ) -> RepoResult<Vec<OwnerId>> {
+        inner.community_owner_ids(community, filter, now).await
+    }
+
     async fn create_batch(&self, inner: &InMemoryRepository, batch: &NewBatch) -> RepoResult<()> {
         inner.create_batch(batch).await
     }
@@ -277,6 +287,16 @@ impl<H: Hooks> OwnerRepository for Wrapped<H> {
         now: Timestamp,
     ) -> RepoResult<Vec<Owner>> {
         self.inner.community_owners(community, filter, now).await
+    }
+    async fn community_owner_ids(
+        &self,
+        community: &CommunityId,
+        filter: &OwnerFilter,
+        now: Timestamp,
+    ) -> RepoResult<Vec<OwnerId>> {
+        self.hooks
+            .community_owner_ids(&self.inner, community, filter, now)
+            .await
     }
     async fn email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
         self.hooks.email_holders(&self.inner, keys).await
