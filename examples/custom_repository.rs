@@ -2,11 +2,12 @@
 //! SQLite schema (one the crate does not define, with its own `registered` column),
 //! beside the crate's SQLite `InvitationStore` for the workflow's state.
 //!
-//! The host implements seven methods (and may add an eighth, `shared_email_holders`,
-//! to count holders in SQL); drafts, batches, claims, tokens and the activity feed are
-//! the store's. The example proves the adapter with the directory checks of the
-//! conformance suite, sends a batch end to end, redeems one link and reads the host's
-//! `registered` column back.
+//! The host implements seven methods (and may add `shared_email_holders`, to count
+//! holders in SQL, and `community_owner_ids`, to read only ids); drafts, batches, claims, tokens and the activity feed are
+//! the store's. The example proves the adapter with the directory suite of the
+//! conformance module (`testing::directory_conformance`, whose seeding callback writes
+//! each check's owners into the host's tables), sends a batch end to end, redeems one
+//! link and reads the host's `registered` column back.
 //!
 //! ```sh
 //! cargo run --example custom_repository --features testing,sqlite
@@ -324,14 +325,49 @@ impl OwnerRepository for HostDirectory {
     }
 }
 
-/// The host application's own writes: its screens put units in its tables.
-fn seed(path: &Path) -> rusqlite::Result<()> {
+/// The host application's own writes: its screens put associations and units in its
+/// tables. (The crate's records are only the shape the test data comes in.)
+fn write_host(path: &Path, communities: &[Community], owners: &[Owner]) -> rusqlite::Result<()> {
     let db = Connection::open(path)?;
     db.execute_batch(HOST_SCHEMA)?;
-    db.execute(
-        "INSERT INTO associations VALUES ('cedar-court', 'Cedar Court HOA', 'board@cedar.example.org')",
-        [],
-    )?;
+    for c in communities {
+        db.execute(
+            "INSERT INTO associations (code, title, board_email) VALUES (?1, ?2, ?3)",
+            params![
+                c.id.as_str(),
+                c.name,
+                c.reply_to.as_ref().map(ToString::to_string)
+            ],
+        )?;
+    }
+    for o in owners {
+        let registered_at = match &o.access {
+            AccessStatus::Registered { at } => Some(at.map(Timestamp::unix_seconds)),
+            _ => None,
+        };
+        db.execute(
+            "INSERT INTO units (unit_id, association, unit_label, given_name, family_name,
+                                street, email, registered, registered_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                o.id.as_str(),
+                o.community.as_str(),
+                o.property.as_str(),
+                o.first_name,
+                o.last_name,
+                o.property_address,
+                o.primary_email,
+                registered_at.is_some(),
+                registered_at.flatten(),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// The demo's association and units.
+fn demo(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let community = CommunityId::new("cedar-court")?;
     let units = [
         (
             "u-1",
@@ -352,13 +388,25 @@ fn seed(path: &Path) -> rusqlite::Result<()> {
         ("u-3", "2A", "Cy", "Diaz", None, false),
         ("u-4", "2B", "Di", "Eze", Some("di.eze@example.org"), true),
     ];
+    let mut owners = Vec::new();
     for (id, label, given, family, email, registered) in units {
-        db.execute(
-            "INSERT INTO units (unit_id, association, unit_label, given_name, family_name, street, email, registered)
-             VALUES (?1, 'cedar-court', ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![id, label, given, family, format!("{label} Cedar Court"), email, registered],
-        )?;
+        let mut owner = Owner::new(
+            OwnerId::new(id)?,
+            community.clone(),
+            PropertyId::new(label)?,
+            given,
+            family,
+        )
+        .with_property_address(format!("{label} Cedar Court"));
+        owner.primary_email = email.map(str::to_owned);
+        if registered {
+            owner.access = AccessStatus::Registered { at: None };
+        }
+        owners.push(owner);
     }
+    let association = Community::new(community, "Cedar Court HOA")
+        .with_reply_to("board@cedar.example.org".parse()?);
+    write_host(path, &[association], &owners)?;
     Ok(())
 }
 
@@ -383,8 +431,28 @@ fn link_token(eml: &[u8]) -> Option<String> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
+
+    // First, the proof: the directory checks of the conformance suite, each on a fresh
+    // host database that the host's own code fills with the check's seed.
+    let made = std::sync::atomic::AtomicUsize::new(0);
+    let seeds = dir.path();
+    owner_access::testing::directory_conformance(|seed| {
+        let n = made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path = seeds.join(format!("suite-{n}.db"));
+        async move {
+            write_host(&path, &seed.communities, &seed.owners).expect("seeding the host tables");
+            HostDirectory::open(&path).expect("opening the host database")
+        }
+    })
+    .await
+    .map_err(|failures| format!("the directory suite failed: {failures:#?}"))?;
+    println!(
+        "directory suite: {} checks passed over the host's schema",
+        owner_access::testing::DIRECTORY_CHECKS.len()
+    );
+
     let host_db = dir.path().join("host.db");
-    seed(&host_db)?;
+    demo(&host_db)?;
 
     let directory = Arc::new(HostDirectory::open(&host_db)?);
     let store = Arc::new(SqliteRepository::open(dir.path().join("invitations.db")).await?);
@@ -432,6 +500,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         registration.owner.full_name()
     );
     assert!(column, "the redeem set the host's own column");
-    println!("host methods implemented: 7 required (OwnerRepository), 0 of 1 optional");
+    println!("host methods implemented: 7 required (OwnerRepository), 0 of 2 optional");
     Ok(())
 }

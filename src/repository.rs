@@ -136,6 +136,24 @@ pub enum RedeemOutcome {
     Rejected(TokenRejection),
 }
 
+/// A registration owed: a redeem whose token the store spent (its first step) and
+/// whose owner is not yet known to be marked registered in the directory (its second)
+/// and settled (its third). A crash between the steps leaves one; the next redeem,
+/// verify, review or send completes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwedRegistration {
+    /// The spent token.
+    pub token: TokenHash,
+    /// Its owner.
+    pub owner: OwnerId,
+    /// The batch whose message carried it.
+    pub batch: BatchId,
+    /// The address the message went to: what `mark_registered` compares.
+    pub sent_to: String,
+    /// When the token was spent: the registration's time.
+    pub at: Timestamp,
+}
+
 /// The senders holding claims on a batch (see [`InvitationStore::held_claims`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeldClaims {
@@ -177,7 +195,9 @@ pub enum Marked {
 /// mark).
 ///
 /// This is all a host with its own owner tables implements: seven required methods
-/// and one optional ([`shared_email_holders`](Self::shared_email_holders)). The
+/// and two optional ones with defaults
+/// ([`shared_email_holders`](Self::shared_email_holders),
+/// [`community_owner_ids`](Self::community_owner_ids)). The
 /// workflow's own state (drafts, batches, claims, tokens, invitation history,
 /// activity) is the [`InvitationStore`]'s, which the crate ships; conveniences such as
 /// [`owner`](OwnerRepositoryExt::owner) are in [`OwnerRepositoryExt`]; writing owners
@@ -693,14 +713,37 @@ pub trait InvitationStore: Send + Sync + fmt::Display {
     /// # Contract
     /// - Compare-and-set: succeeds exactly when the token is live (a pending one is
     ///   `Rejected(NotSent)`) and expires after `now`; then, in one step, the token
-    ///   becomes redeemed at `now` and the owner's other live and pending tokens are
-    ///   revoked. Whether the owner is registered is the directory's to say; the
-    ///   workflow asks it before.
+    ///   becomes redeemed at `now`, the owner's other live and pending tokens are
+    ///   revoked, and an [`OwedRegistration`] (the token, its owner, batch and
+    ///   `sent_to`, `now`) is recorded. Whether the owner is registered is the
+    ///   directory's to say; the workflow asks it before.
     /// - Two concurrent calls with one token, or with two live tokens of one owner:
     ///   exactly one gets `Redeemed`.
     /// - Otherwise `Rejected` with the reason ([`TokenRecord::check`]) and nothing
     ///   changes.
     async fn redeem_token(&self, hash: &TokenHash, now: Timestamp) -> RepoResult<RedeemOutcome>;
+
+    /// Every registration owed (see [`OwedRegistration`]), in any order: normally
+    /// none, so a store should answer from an index without scanning tokens.
+    ///
+    /// # Contract
+    /// - Exactly the registrations recorded by a `Redeemed` answer of
+    ///   [`redeem_token`](Self::redeem_token) and not yet settled.
+    async fn owed_registrations(&self) -> RepoResult<Vec<OwedRegistration>>;
+
+    /// Settles an owed registration: the last step of a redeem.
+    ///
+    /// # Contract
+    /// - Compare-and-set, one atomic step: when the registration of `token` is owed,
+    ///   it is cleared and `activity` (when given) appended, and the answer is `true`;
+    ///   otherwise nothing changes and the answer is `false` (another caller settled
+    ///   it first). So the entry is appended at most once, however many processes
+    ///   complete the same registration.
+    async fn settle_registration(
+        &self,
+        token: &TokenHash,
+        activity: Option<&ActivityEntry>,
+    ) -> RepoResult<bool>;
 
     /// Revokes the live and pending tokens of these owners at `now`: the bookkeeping of an email
     /// change made through the crate (a mass edit), after the directory committed it.

@@ -22,8 +22,8 @@ use crate::invite::{AttachmentLimits, Invite, check_portal_url};
 use crate::mime::{MessageFrame, MessageIds, message_id};
 use crate::progress::{RunControl, StopReason};
 use crate::repository::{
-    EmailEdit, InvitationStore, Marked, OwnerRepository, OwnerRepositoryExt, OwnerStorage,
-    RedeemOutcome, RepositoryError,
+    EmailEdit, InvitationStore, Marked, OwedRegistration, OwnerRepository, OwnerRepositoryExt,
+    OwnerStorage, RedeemOutcome, RepositoryError,
 };
 use crate::review::{Excluded, Preview, Recipient, Review};
 use crate::selection::Selection;
@@ -540,6 +540,7 @@ impl OwnerAccess {
     /// for the addresses, whatever the size of the community.
     pub async fn roster(&self, community: &CommunityId, filter: &OwnerFilter) -> Result<Roster> {
         self.community(community).await?;
+        self.settle_owed().await?;
         let now = self.clock.now();
         let owners = self
             .directory
@@ -703,6 +704,7 @@ impl OwnerAccess {
     /// the invite are in [`Review::problems`].
     pub async fn review(&self, invite: &Invite) -> Result<Review> {
         let community = self.community(&invite.community).await?;
+        self.settle_owed().await?;
         let mut problems = invite.check_envelope(&self.settings.attachment_limits);
         let template = match CompiledTemplate::for_invite(invite) {
             Ok(t) => Some(Arc::new(t)),
@@ -1031,6 +1033,9 @@ impl OwnerAccess {
         let template = CompiledTemplate::for_invite(&batch.invite)
             .map_err(|problems| Error::InvalidInvite { problems })?;
         let community = self.community(&batch.community).await?;
+        // Before any claim: an owner whose redeem crashed midway is registered first,
+        // so the engine's per-chunk check skips them.
+        self.settle_owed().await?;
         let frame = MessageFrame::new(
             &batch.sender,
             batch.invite.reply_to_address().as_ref(),
@@ -1373,6 +1378,7 @@ impl OwnerAccess {
     /// [`Error::InvalidToken`] for empty, malformed, unknown, expired, revoked and used
     /// tokens alike (one public message; the reason is for logs).
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken> {
+        self.settle_owed().await?;
         let record = self.live_token(token).await?;
         let owner = self
             .directory
@@ -1412,14 +1418,39 @@ impl OwnerAccess {
     /// (or with two links of one owner), exactly one succeeds.
     ///
     /// Three steps across the two ports, none inside the other's transaction: the
-    /// store spends the token (and revokes the owner's other links), the directory
-    /// marks the owner registered (refusing when their email is no longer the
-    /// address the link was sent to), the store appends the Registered entry.
+    /// store spends the token, revokes the owner's other links and records the
+    /// registration owed; the directory marks the owner registered (refusing when
+    /// their email is no longer the address the link was sent to); the store clears
+    /// the owed registration and appends the Registered entry. A crash between the
+    /// steps leaves the registration owed: the next redeem, verify, review or send
+    /// completes it, and a redeem of the same link then answers with the
+    /// registration (the first call never answered).
     ///
     /// # Errors
     /// [`Error::InvalidToken`] as for [`verify`](Self::verify); a link whose owner's
     /// email changed since it was sent is `Revoked`.
     pub async fn redeem(&self, token: &str) -> Result<Registration> {
+        let shape_ok = looks_like_token(token.trim());
+        let hash = hash_token(token.trim());
+        // A registration this very link left owed (its redeem crashed midway) is
+        // completed and answered; the others are completed on the way.
+        for owed in self.store.owed_registrations().await? {
+            let marked = self.settle(&owed).await?;
+            if shape_ok && owed.token == hash {
+                return match marked {
+                    Marked::Registered(owner) => Ok(Registration {
+                        owner: *owner,
+                        at: owed.at,
+                    }),
+                    Marked::AddressChanged => Err(Error::InvalidToken {
+                        reason: TokenRejection::Revoked,
+                    }),
+                    Marked::UnknownOwner => Err(Error::InvalidToken {
+                        reason: TokenRejection::Unknown,
+                    }),
+                };
+            }
+        }
         let record = self.live_token(token).await?;
         let owner = self
             .directory
@@ -1434,34 +1465,59 @@ impl OwnerAccess {
             RedeemOutcome::Redeemed { token } => token,
             RedeemOutcome::Rejected(reason) => return Err(Error::InvalidToken { reason }),
         };
-        let owner = match self
-            .directory
-            .mark_registered(&token.owner, &token.sent_to, now)
-            .await?
-        {
-            Marked::Registered(owner) => *owner,
-            Marked::AddressChanged => {
-                return Err(Error::InvalidToken {
-                    reason: TokenRejection::Revoked,
-                });
-            }
-            Marked::UnknownOwner => {
-                return Err(Error::InvalidToken {
-                    reason: TokenRejection::Unknown,
-                });
-            }
+        let owed = OwedRegistration {
+            token: token.hash,
+            owner: token.owner.clone(),
+            batch: token.batch.clone(),
+            sent_to: token.sent_to.clone(),
+            at: now,
         };
-        self.store
-            .append_activity(&ActivityEntry {
-                community: owner.community.clone(),
+        match self.settle(&owed).await? {
+            Marked::Registered(owner) => Ok(Registration {
+                owner: *owner,
                 at: now,
+            }),
+            Marked::AddressChanged => Err(Error::InvalidToken {
+                reason: TokenRejection::Revoked,
+            }),
+            Marked::UnknownOwner => Err(Error::InvalidToken {
+                reason: TokenRejection::Unknown,
+            }),
+        }
+    }
+
+    /// Completes every registration owed (normally none): what verify, review, the
+    /// roster and a send do first, so that an owner whose redeem crashed midway counts
+    /// as registered and is never sent another invitation.
+    async fn settle_owed(&self) -> Result<()> {
+        for owed in self.store.owed_registrations().await? {
+            self.settle(&owed).await?;
+        }
+        Ok(())
+    }
+
+    /// Steps 2 and 3 of a redeem: the directory's mark, then the store's settlement
+    /// (with the Registered entry when the mark held; at most once, whoever settles).
+    async fn settle(&self, owed: &OwedRegistration) -> Result<Marked> {
+        let marked = self
+            .directory
+            .mark_registered(&owed.owner, &owed.sent_to, owed.at)
+            .await?;
+        let entry = match &marked {
+            Marked::Registered(owner) => Some(ActivityEntry {
+                community: owner.community.clone(),
+                at: owed.at,
                 kind: ActivityKind::Registered {
                     owner: owner.id.clone(),
-                    batch: token.batch.clone(),
+                    batch: owed.batch.clone(),
                 },
-            })
+            }),
+            Marked::AddressChanged | Marked::UnknownOwner => None,
+        };
+        self.store
+            .settle_registration(&owed.token, entry.as_ref())
             .await?;
-        Ok(Registration { owner, at: now })
+        Ok(marked)
     }
 
     // ----- Activity ---------------------------------------------------------------------

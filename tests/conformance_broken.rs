@@ -16,14 +16,14 @@ use std::time::Duration;
 use common::wrapped::{Hooks, Wrapped};
 
 use owner_access::domain::{
-    BatchId, Community, CommunityId, Delivery, DeliveryOutcome, DeliveryState, NewBatch, Owner,
-    OwnerId, SenderId, Timestamp, TokenHash, TokenRecord, TokenRejection, TokenState,
-    delivered_key,
+    ActivityEntry, BatchId, Community, CommunityId, Delivery, DeliveryOutcome, DeliveryState,
+    NewBatch, Owner, OwnerId, SenderId, Timestamp, TokenHash, TokenRecord, TokenRejection,
+    TokenState, delivered_key,
 };
 use owner_access::eligibility::OwnerFilter;
 use owner_access::prelude::*;
 use owner_access::repository::{
-    EmailEdit, EmailHolder, ImportSession, RedeemOutcome, RepoResult, RepositoryError,
+    EmailEdit, EmailHolder, ImportSession, Marked, RedeemOutcome, RepoResult, RepositoryError,
 };
 use owner_access::testing::{self, CheckResult, Failure, repository_conformance};
 use owner_access::{InMemoryRepository, async_trait};
@@ -63,6 +63,9 @@ enum Flaw {
     /// `community_owner_ids` gives every owner of the community, whatever the
     /// filter, as a store reading only its id column could.
     UnfilteredIds,
+    /// `settle_registration` reads whether the registration is owed, yields, then
+    /// clears it and appends the entry without comparing: two settlers both append.
+    RacySettle,
 }
 
 /// An import that writes each chunk as it comes: visible before the commit, and
@@ -148,6 +151,31 @@ impl Hooks for Flawed {
         } else {
             inner.begin_import(now).await
         }
+    }
+
+    async fn settle_registration(
+        &self,
+        inner: &InMemoryRepository,
+        token: &TokenHash,
+        activity: Option<&ActivityEntry>,
+    ) -> RepoResult<bool> {
+        if self.0 != Flaw::RacySettle {
+            return inner.settle_registration(token, activity).await;
+        }
+        let owed = inner
+            .owed_registrations()
+            .await?
+            .iter()
+            .any(|o| o.token == *token);
+        tokio::task::yield_now().await;
+        if !owed {
+            return Ok(false);
+        }
+        inner.settle_registration(token, None).await?;
+        if let Some(entry) = activity {
+            inner.append_activity(entry).await?;
+        }
+        Ok(true)
     }
 
     async fn email_holders(
@@ -481,9 +509,9 @@ async fn a_claim_that_hands_out_a_delivery_twice_is_caught() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn holders_found_by_text_instead_of_mailbox_are_caught() {
-    caught(
+    caught_by(
         Flaw::TextKeyHolders,
-        "email_holders_rules",
+        &["email_holders_rules", "directory_email_holders"],
         testing::email_holders_rules,
     )
     .await;
@@ -505,9 +533,9 @@ async fn a_repository_that_does_not_renew_leases_is_caught() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mass_edit_unique_by_text_instead_of_mailbox_is_caught() {
-    caught(
+    caught_by(
         Flaw::TextKeyUniqueness,
-        "update_emails_uniqueness",
+        &["update_emails_uniqueness", "directory_update_emails"],
         testing::update_emails_uniqueness,
     )
     .await;
@@ -539,6 +567,16 @@ async fn owner_ids_that_ignore_the_filter_are_caught() {
         Flaw::UnfilteredIds,
         "community_owners_filters",
         testing::community_owners_filters,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_without_compare_and_set_is_caught() {
+    caught(
+        Flaw::RacySettle,
+        "owed_registrations_rules",
+        testing::owed_registrations_rules,
     )
     .await;
 }
@@ -582,6 +620,95 @@ async fn a_repository_that_records_a_skip_as_a_failure_is_caught() {
         testing::skipped_deliveries_are_settled,
     )
     .await;
+}
+
+/// A host directory whose `mark_registered` ignores the link's address (it marks
+/// whoever the token names): the directory suite must catch it, and only in the check
+/// of that contract.
+struct CarelessDirectory(InMemoryRepository);
+
+impl fmt::Display for CarelessDirectory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a directory that marks without comparing addresses")
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl OwnerRepository for CarelessDirectory {
+    async fn community(
+        &self,
+        id: &owner_access::domain::CommunityId,
+    ) -> RepoResult<Option<Community>> {
+        self.0.community(id).await
+    }
+    async fn communities(&self) -> RepoResult<Vec<Community>> {
+        self.0.communities().await
+    }
+    async fn owners(&self, ids: &[OwnerId]) -> RepoResult<Vec<Owner>> {
+        self.0.owners(ids).await
+    }
+    async fn community_owners(
+        &self,
+        community: &owner_access::domain::CommunityId,
+        filter: &owner_access::eligibility::OwnerFilter,
+        now: Timestamp,
+    ) -> RepoResult<Vec<Owner>> {
+        self.0.community_owners(community, filter, now).await
+    }
+    async fn community_owner_ids(
+        &self,
+        community: &owner_access::domain::CommunityId,
+        filter: &owner_access::eligibility::OwnerFilter,
+        now: Timestamp,
+    ) -> RepoResult<Vec<OwnerId>> {
+        self.0.community_owner_ids(community, filter, now).await
+    }
+    async fn email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
+        self.0.email_holders(keys).await
+    }
+    async fn shared_email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
+        self.0.shared_email_holders(keys).await
+    }
+    async fn update_emails(&self, edits: &[EmailEdit]) -> RepoResult<Vec<OwnerId>> {
+        self.0.update_emails(edits).await
+    }
+    async fn mark_registered(
+        &self,
+        owner: &OwnerId,
+        _sent_to: &str,
+        at: Timestamp,
+    ) -> RepoResult<Marked> {
+        // Whatever address the link went to: the owner's own, as far as this knows.
+        let Some(stored) = self.0.owner(owner).await? else {
+            return Ok(Marked::UnknownOwner);
+        };
+        let own = stored.primary_email.clone().unwrap_or_default();
+        self.0.mark_registered(owner, &own, at).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_suite_catches_a_careless_mark() {
+    let seed = |seed: testing::Seed| async move {
+        let dir = InMemoryRepository::new();
+        testing::seed_through_upserts(&dir, &seed).await.unwrap();
+        CarelessDirectory(dir)
+    };
+    let failures = testing::directory_conformance(seed)
+        .await
+        .expect_err("the suite must fail on a careless directory");
+    let failed: Vec<&str> = failures.iter().map(|f| f.check).collect();
+    assert_eq!(failed, ["directory_mark_registered"], "{failures:?}");
+    println!("caught: {}", failures[0]);
+    // The sound directory passes the same suite.
+    testing::directory_conformance(|seed| async move {
+        let dir = InMemoryRepository::new();
+        testing::seed_through_upserts(&dir, &seed).await.unwrap();
+        dir
+    })
+    .await
+    .unwrap_or_else(|f| panic!("{f:#?}"));
 }
 
 /// A transport with one of two classic bugs: undoing dot-stuffing on every line that

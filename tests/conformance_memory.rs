@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use owner_access::prelude::*;
 use owner_access::testing::{
-    Failure, REPOSITORY_CHECKS, TRANSPORT_CHECKS, repository_conformance, transport_conformance,
+    DIRECTORY_CHECKS, Failure, REPOSITORY_CHECKS, TRANSPORT_CHECKS, repository_conformance,
+    transport_conformance,
 };
 use owner_access::{InMemoryRepository, InMemoryTransport, MailTransport};
 
@@ -55,6 +56,7 @@ async fn repository_suite_passes_on_a_current_thread_runtime() {
 fn check_lists_name_each_check_once() {
     let mut names: Vec<&str> = REPOSITORY_CHECKS
         .iter()
+        .chain(DIRECTORY_CHECKS)
         .chain(TRANSPORT_CHECKS)
         .copied()
         .collect();

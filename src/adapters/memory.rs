@@ -18,7 +18,7 @@ use crate::domain::{
 use crate::eligibility::OwnerFilter;
 use crate::repository::{
     ClaimHolder, EmailEdit, EmailHolder, HeldClaims, ImportSession, InvitationStore, Marked,
-    OwnerDirectory, OwnerRepository, RedeemOutcome, RepoResult, RepositoryError,
+    OwedRegistration, OwnerDirectory, OwnerRepository, RedeemOutcome, RepoResult, RepositoryError,
 };
 use crate::transport::{Accepted, Envelope, MailTransport, TransportError};
 
@@ -84,6 +84,8 @@ struct State {
     unspent_tokens_by_owner: HashMap<OwnerId, BTreeSet<TokenHash>>,
     /// (at, insertion sequence) → entry, iterated backwards for newest first.
     activity: HashMap<CommunityId, BTreeMap<(Timestamp, u64), ActivityEntry>>,
+    /// Redeems whose directory step is not yet known to be done, by token.
+    owed: HashMap<TokenHash, OwedRegistration>,
     sequence: u64,
 }
 
@@ -841,7 +843,36 @@ impl InvitationStore for InMemoryRepository {
         let mut token = token;
         token.state = TokenState::Redeemed { at: now };
         state.tokens.insert(*hash, token.clone());
+        state.owed.insert(
+            *hash,
+            OwedRegistration {
+                token: *hash,
+                owner: token.owner.clone(),
+                batch: token.batch.clone(),
+                sent_to: token.sent_to.clone(),
+                at: now,
+            },
+        );
         Ok(RedeemOutcome::Redeemed { token })
+    }
+
+    async fn owed_registrations(&self) -> RepoResult<Vec<OwedRegistration>> {
+        Ok(self.lock().owed.values().cloned().collect())
+    }
+
+    async fn settle_registration(
+        &self,
+        token: &TokenHash,
+        activity: Option<&ActivityEntry>,
+    ) -> RepoResult<bool> {
+        let mut state = self.lock();
+        if state.owed.remove(token).is_none() {
+            return Ok(false);
+        }
+        if let Some(entry) = activity {
+            state.append_activity(entry.clone());
+        }
+        Ok(true)
     }
 
     async fn revoke_tokens(&self, owners: &[OwnerId], now: Timestamp) -> RepoResult<usize> {

@@ -89,7 +89,7 @@ use crate::eligibility::{AccessFilter, EmailFilter, OwnerFilter};
 use crate::invite::{Attachment, Invite};
 use crate::repository::{
     ClaimHolder, EmailEdit, EmailHolder, HeldClaims, ImportSession, InvitationStore, Marked,
-    OwnerDirectory, OwnerRepository, RedeemOutcome, RepoResult, RepositoryError,
+    OwedRegistration, OwnerDirectory, OwnerRepository, RedeemOutcome, RepoResult, RepositoryError,
 };
 use crate::selection::Selection;
 
@@ -118,6 +118,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Sql(include_str!("sqlite/0008_unreachable_runs.sql")),
     Migration::Sql(include_str!("sqlite/0009_token_address.sql")),
     Migration::Sql(include_str!("sqlite/0010_skipped_deliveries.sql")),
+    Migration::Sql(include_str!("sqlite/0011_registrations_owed.sql")),
 ];
 
 /// The [`DELIVERED_KEY_VERSION`] that `owners.email_key` holds in a file at
@@ -2039,7 +2040,69 @@ impl InvitationStore for SqliteRepository {
             // Closing the owner's open invitations (this token's, live, and any
             // pending one) revokes their other tokens (the schema's trigger).
             close_open_invitations(db, &token.owner, at)?;
+            db.exec(
+                "INSERT INTO registrations_owed (token, owner, batch, sent_to, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![
+                    &hash.0[..],
+                    token.owner.as_str(),
+                    token.batch.as_str(),
+                    token.sent_to,
+                    at
+                ],
+            )?;
             Ok(RedeemOutcome::Redeemed { token })
+        })
+        .await
+    }
+
+    async fn owed_registrations(&self) -> RepoResult<Vec<OwedRegistration>> {
+        self.read(|db| {
+            db.rows(
+                "SELECT token, owner, batch, sent_to, at FROM registrations_owed ORDER BY at",
+                [],
+                |r| {
+                    let token: Vec<u8> = r.get(0)?;
+                    let token: [u8; 32] = token
+                        .try_into()
+                        .map_err(|_| bad_row("registrations_owed.token", "not 32 bytes"))?;
+                    Ok(OwedRegistration {
+                        token: TokenHash(token),
+                        owner: read_id!(
+                            OwnerId,
+                            r.get::<_, String>(1)?,
+                            "registrations_owed.owner"
+                        )?,
+                        batch: read_id!(
+                            BatchId,
+                            r.get::<_, String>(2)?,
+                            "registrations_owed.batch"
+                        )?,
+                        sent_to: r.get(3)?,
+                        at: read_ts(r.get(4)?)?,
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    async fn settle_registration(
+        &self,
+        token: &TokenHash,
+        activity: Option<&ActivityEntry>,
+    ) -> RepoResult<bool> {
+        let token = *token;
+        let activity = activity.cloned();
+        self.write(move |db| {
+            let settled = db.exec(
+                "DELETE FROM registrations_owed WHERE token = ?1",
+                [&token.0[..]],
+            )? == 1;
+            if settled && let Some(entry) = &activity {
+                append_activity(db, entry)?;
+            }
+            Ok(settled)
         })
         .await
     }

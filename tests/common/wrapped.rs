@@ -13,7 +13,8 @@ use owner_access::domain::{
 use owner_access::eligibility::OwnerFilter;
 use owner_access::prelude::*;
 use owner_access::repository::{
-    EmailEdit, EmailHolder, HeldClaims, ImportSession, Marked, RedeemOutcome, RepoResult,
+    EmailEdit, EmailHolder, HeldClaims, ImportSession, Marked, OwedRegistration, RedeemOutcome,
+    RepoResult,
 };
 use owner_access::{InMemoryRepository, async_trait};
 
@@ -87,6 +88,15 @@ pub trait Hooks: fmt::Debug + Send + Sync + 'static {
 
     async fn owners(&self, inner: &InMemoryRepository, ids: &[OwnerId]) -> RepoResult<Vec<Owner>> {
         inner.owners(ids).await
+    }
+
+    async fn settle_registration(
+        &self,
+        inner: &InMemoryRepository,
+        token: &TokenHash,
+        activity: Option<&ActivityEntry>,
+    ) -> RepoResult<bool> {
+        inner.settle_registration(token, activity).await
     }
 
     async fn email_holders(
@@ -182,6 +192,18 @@ impl<H: Hooks> InvitationStore for Wrapped<H> {
     }
     async fn revoke_tokens(&self, owners: &[OwnerId], now: Timestamp) -> RepoResult<usize> {
         self.inner.revoke_tokens(owners, now).await
+    }
+    async fn owed_registrations(&self) -> RepoResult<Vec<OwedRegistration>> {
+        self.inner.owed_registrations().await
+    }
+    async fn settle_registration(
+        &self,
+        token: &TokenHash,
+        activity: Option<&ActivityEntry>,
+    ) -> RepoResult<bool> {
+        self.hooks
+            .settle_registration(&self.inner, token, activity)
+            .await
     }
     async fn save_draft(&self, draft: &Draft) -> RepoResult<()> {
         self.inner.save_draft(draft).await
