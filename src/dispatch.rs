@@ -464,6 +464,9 @@ struct RunState {
     leases: Leases,
     /// The last `Waiting` event, so a wait that did not change is told once.
     last_wait: Mutex<Option<Progress>>,
+    /// Wakes every wait of the run when it stops for a reason of its own (a fatal
+    /// error, an unreachable server, a store failure, a take-over).
+    stopping: Notify,
 }
 
 impl RunState {
@@ -475,6 +478,7 @@ impl RunState {
             next_slot: Mutex::new(None),
             leases: Leases::default(),
             last_wait: Mutex::new(None),
+            stopping: Notify::new(),
         }
     }
 
@@ -483,12 +487,32 @@ impl RunState {
         if stop.is_none() {
             *stop = Some(reason);
         }
+        drop(stop);
+        self.stopping.notify_waiters();
     }
 
     fn fail(&self, error: RepositoryError) {
         let mut slot = self.error.lock().expect("run state");
         if slot.is_none() {
             *slot = Some(error);
+        }
+        drop(slot);
+        self.stopping.notify_waiters();
+    }
+
+    /// Completes once the run is stopping, for whatever reason (at once if it is).
+    async fn stopped(&self, control: &RunControl) {
+        loop {
+            let own = self.stopping.notified();
+            tokio::pin!(own);
+            own.as_mut().enable();
+            if self.is_stopping(control) {
+                return;
+            }
+            tokio::select! {
+                _ = &mut own => {}
+                _ = control.stop.stopped() => {}
+            }
         }
     }
 
@@ -1159,14 +1183,16 @@ impl Engine<'_> {
         Ok(Leftover::Waited)
     }
 
-    /// Sleeps on the run's clock, in slices, so that a stop request ends the wait.
-    async fn wait(&self, total: Duration, state: &RunState) {
-        const SLICE: Duration = Duration::from_millis(200);
-        let mut left = total;
-        while !left.is_zero() && !state.is_stopping(self.control) {
-            let slice = left.min(SLICE);
-            self.clock.sleep(slice).await;
-            left = left.saturating_sub(slice);
+    /// Sleeps on the run's clock until `total` has passed or the run stops, whichever
+    /// comes first: a stop request ends every wait at once. `false` when it stopped.
+    async fn wait(&self, total: Duration, state: &RunState) -> bool {
+        if state.is_stopping(self.control) {
+            return false;
+        }
+        tokio::select! {
+            biased;
+            _ = state.stopped(self.control) => false,
+            _ = self.clock.sleep(total) => true,
         }
     }
 
@@ -1297,8 +1323,10 @@ impl Engine<'_> {
             if state.is_stopping(self.control) {
                 return false;
             }
-            // Bounded, so that a stop request is seen while a renewal is late.
-            let _ = tokio::time::timeout(Duration::from_millis(100), renewed).await;
+            tokio::select! {
+                _ = renewed => {}
+                _ = state.stopped(self.control) => {}
+            }
         }
     }
 
@@ -1371,7 +1399,10 @@ impl Engine<'_> {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            self.pace(state).await;
+            // A stop ends the wait for a slot, and nothing starts after it.
+            if !self.pace(state).await || state.is_stopping(self.control) {
+                return Settled::Unstarted { owner: owner.id };
+            }
             if !self.may_send(state, &owner.id).await {
                 return if state.leases.is_lost(&owner.id) {
                     Settled::Lost
@@ -1401,7 +1432,10 @@ impl Engine<'_> {
                         delay,
                         error: e.summary(),
                     });
-                    self.clock.sleep(delay).await;
+                    if !self.wait(delay, state).await {
+                        // Stopped during the backoff: back to pending, unsent.
+                        return Settled::Unstarted { owner: owner.id };
+                    }
                 }
                 Err(e) if e.is_transient() && e.connection => {
                     return Settled::Unreachable(Unreachable {
@@ -1422,10 +1456,11 @@ impl Engine<'_> {
         }
     }
 
-    /// Waits for the next slot under the rate limit, if there is one.
-    async fn pace(&self, state: &RunState) {
+    /// Waits for the next slot under the rate limit, if there is one; `false` when
+    /// the run stopped meanwhile.
+    async fn pace(&self, state: &RunState) -> bool {
         let Some(rate) = self.options.rate_per_second.filter(|r| *r > 0.0) else {
-            return;
+            return true;
         };
         // Options are validated before a send, so the interval is at most an hour; the
         // bound keeps a rate that slipped past from panicking in the clock arithmetic.
@@ -1441,9 +1476,7 @@ impl Engine<'_> {
             *next = Some(slot + interval);
             slot - now
         };
-        if !wait.is_zero() {
-            self.clock.sleep(wait).await;
-        }
+        wait.is_zero() || self.wait(wait, state).await
     }
 }
 

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::channel::mpsc;
+use tokio::sync::Notify;
 
 use crate::domain::{BatchId, OwnerId, SkipReason, Timestamp};
 
@@ -162,11 +163,21 @@ impl std::fmt::Display for StopReason {
 }
 
 /// Lets a host stop a run gracefully: no new message is started, the ones in flight
-/// finish, the rest stays pending. Cloning shares the signal. (Dropping the run's
-/// future also stops it, but then in-flight messages end in an unknown state and their
-/// claims are taken over by the next run only once their lease has run out.)
+/// finish, the rest stays pending. Every wait of the run ends at once when it is
+/// raised: for a rate slot, a retry's backoff, a renewal, other senders' leases; a
+/// message that was waiting goes back to pending, unsent. Cloning shares the signal.
+/// (Dropping the run's future also stops it, but then in-flight messages end in an
+/// unknown state and their claims are taken over by the next run only once their
+/// lease has run out.)
 #[derive(Debug, Clone, Default)]
-pub struct StopSignal(Arc<AtomicBool>);
+pub struct StopSignal(Arc<SignalState>);
+
+#[derive(Debug, Default)]
+struct SignalState {
+    raised: AtomicBool,
+    /// Wakes what waits in [`StopSignal::stopped`].
+    raised_now: Notify,
+}
 
 impl StopSignal {
     /// A signal not yet raised.
@@ -176,12 +187,27 @@ impl StopSignal {
 
     /// Asks the run to stop.
     pub fn stop(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.raised.store(true, Ordering::SeqCst);
+        self.0.raised_now.notify_waiters();
     }
 
     /// Whether stop was asked.
     pub fn is_stopped(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.raised.load(Ordering::SeqCst)
+    }
+
+    /// Completes once stop has been asked (at once if it was already).
+    pub async fn stopped(&self) {
+        loop {
+            let raised = self.0.raised_now.notified();
+            tokio::pin!(raised);
+            // Registered before the check, so a `stop` between the two is not missed.
+            raised.as_mut().enable();
+            if self.is_stopped() {
+                return;
+            }
+            raised.await;
+        }
     }
 }
 
