@@ -177,6 +177,27 @@ impl fmt::Debug for SqliteRepository {
 }
 
 impl SqliteRepository {
+    /// A batch's deliveries in one settled state (`failed`, `skipped`), by owner: the
+    /// state index answers it without reading the rest of the batch.
+    async fn deliveries_in_state(
+        &self,
+        batch: &BatchId,
+        state: &'static str,
+    ) -> RepoResult<Vec<Delivery>> {
+        let batch = batch.clone();
+        self.read(move |db| {
+            require_batch(db, &batch)?;
+            db.rows(
+                &format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM deliveries
+                     WHERE batch = ?1 AND state = ?2 ORDER BY owner"
+                ),
+                [batch.as_str(), state],
+                |r| read_delivery(&batch, r),
+            )
+        })
+        .await
+    }
     /// Opens the database at `path`, creating the file and its schema when it does
     /// not exist (or is empty), and applying any embedded migration it lacks.
     ///
@@ -1924,35 +1945,11 @@ impl InvitationStore for SqliteRepository {
     }
 
     async fn failed_deliveries(&self, batch: &BatchId) -> RepoResult<Vec<Delivery>> {
-        let batch = batch.clone();
-        self.read(move |db| {
-            require_batch(db, &batch)?;
-            db.rows(
-                &format!(
-                    "SELECT {DELIVERY_COLUMNS} FROM deliveries
-                     WHERE batch = ?1 AND state = 'failed' ORDER BY owner"
-                ),
-                [batch.as_str()],
-                |r| read_delivery(&batch, r),
-            )
-        })
-        .await
+        self.deliveries_in_state(batch, "failed").await
     }
 
     async fn skipped_deliveries(&self, batch: &BatchId) -> RepoResult<Vec<Delivery>> {
-        let batch = batch.clone();
-        self.read(move |db| {
-            require_batch(db, &batch)?;
-            db.rows(
-                &format!(
-                    "SELECT {DELIVERY_COLUMNS} FROM deliveries
-                     WHERE batch = ?1 AND state = 'skipped' ORDER BY owner"
-                ),
-                [batch.as_str()],
-                |r| read_delivery(&batch, r),
-            )
-        })
-        .await
+        self.deliveries_in_state(batch, "skipped").await
     }
 
     async fn delivery_counts(&self, batch: &BatchId) -> RepoResult<DeliveryCounts> {
