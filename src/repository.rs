@@ -745,6 +745,19 @@ pub trait InvitationStore: Send + Sync + fmt::Display {
         activity: Option<&ActivityEntry>,
     ) -> RepoResult<bool>;
 
+    /// Takes the answer of a spent token's redeem: what makes exactly one redeem call
+    /// answer with the registration. The call that spent the token takes it after its
+    /// settlement; a later redeem of the same link takes it when the first call never
+    /// answered (it crashed between the steps), so the registration is answered once
+    /// whoever completes it, and a host that creates the portal account on that answer
+    /// creates one.
+    ///
+    /// # Contract
+    /// - Compare-and-set, one atomic step: `true` for the first call on a redeemed
+    ///   token (the answer is recorded at `now`), `false` for every later call, and
+    ///   `false` for a token that is not redeemed or unknown (nothing changes).
+    async fn answer_redeem(&self, token: &TokenHash, now: Timestamp) -> RepoResult<bool>;
+
     /// Revokes the live and pending tokens of these owners at `now`: the bookkeeping of an email
     /// change made through the crate (a mass edit), after the directory committed it.
     ///

@@ -12,7 +12,8 @@ use crate::dispatch::{Engine, PreparedBatch, RunOutcome, SendOptions};
 use crate::domain::{
     ActivityEntry, ActivityKind, Batch, BatchId, Community, CommunityId, Delivery, DeliveryCounts,
     DeliveryState, Draft, DraftId, EmailAddress, Mailbox, NewBatch, Owner, OwnerId, Page,
-    PropertyId, SkipReason, Timestamp, TokenRecord, TokenRejection, delivered_key,
+    PropertyId, SkipReason, Timestamp, TokenHash, TokenRecord, TokenRejection, TokenState,
+    delivered_key,
 };
 use crate::eligibility::{
     Eligibility, Ineligible, OwnerFilter, Roster, RosterCounts, RosterRow, assess,
@@ -1415,43 +1416,33 @@ impl OwnerAccess {
     }
 
     /// Completes registration with a token: once. Of two calls at once with one token
-    /// (or with two links of one owner), exactly one succeeds.
+    /// (or with two links of one owner), exactly one answers with the registration.
     ///
     /// Three steps across the two ports, none inside the other's transaction: the
     /// store spends the token, revokes the owner's other links and records the
     /// registration owed; the directory marks the owner registered (refusing when
     /// their email is no longer the address the link was sent to); the store clears
-    /// the owed registration and appends the Registered entry. A crash between the
-    /// steps leaves the registration owed: the next redeem, verify, review or send
-    /// completes it, and a redeem of the same link then answers with the
-    /// registration (the first call never answered).
+    /// the owed registration and appends the Registered entry. Then the call takes the
+    /// answer ([`InvitationStore::answer_redeem`]). A crash between the steps leaves
+    /// the registration owed: the next redeem, verify, review or send completes it,
+    /// and the next redeem of the same link answers with the registration (the first
+    /// call never answered). A second call racing a live first one finds the answer
+    /// taken, or takes it first and the first call answers `AlreadyUsed`: either way,
+    /// one `Ok`.
     ///
     /// # Errors
     /// [`Error::InvalidToken`] as for [`verify`](Self::verify); a link whose owner's
-    /// email changed since it was sent is `Revoked`.
+    /// email changed since it was sent is `Revoked`; a link whose redeem was already
+    /// answered is `AlreadyUsed`.
     pub async fn redeem(&self, token: &str) -> Result<Registration> {
-        let shape_ok = looks_like_token(token.trim());
-        let hash = hash_token(token.trim());
-        // A registration this very link left owed (its redeem crashed midway) is
-        // completed and answered; the others are completed on the way.
-        for owed in self.store.owed_registrations().await? {
-            let marked = self.settle(&owed).await?;
-            if shape_ok && owed.token == hash {
-                return match marked {
-                    Marked::Registered(owner) => Ok(Registration {
-                        owner: *owner,
-                        at: owed.at,
-                    }),
-                    Marked::AddressChanged => Err(Error::InvalidToken {
-                        reason: TokenRejection::Revoked,
-                    }),
-                    Marked::UnknownOwner => Err(Error::InvalidToken {
-                        reason: TokenRejection::Unknown,
-                    }),
-                };
-            }
-        }
-        let record = self.live_token(token).await?;
+        self.settle_owed().await?;
+        let record = match self.live_token(token).await {
+            Ok(record) => record,
+            Err(Error::InvalidToken {
+                reason: TokenRejection::AlreadyUsed,
+            }) => return self.answer_spent(&hash_token(token.trim())).await,
+            Err(e) => return Err(e),
+        };
         let owner = self
             .directory
             .owner(&record.owner)
@@ -1463,6 +1454,9 @@ impl OwnerAccess {
         let now = self.clock.now();
         let token = match self.store.redeem_token(&record.hash, now).await? {
             RedeemOutcome::Redeemed { token } => token,
+            RedeemOutcome::Rejected(TokenRejection::AlreadyUsed) => {
+                return self.answer_spent(&record.hash).await;
+            }
             RedeemOutcome::Rejected(reason) => return Err(Error::InvalidToken { reason }),
         };
         let owed = OwedRegistration {
@@ -1473,16 +1467,57 @@ impl OwnerAccess {
             at: now,
         };
         match self.settle(&owed).await? {
-            Marked::Registered(owner) => Ok(Registration {
-                owner: *owner,
-                at: now,
-            }),
+            Marked::Registered(owner) => self.take_answer(&owed.token, *owner, now).await,
             Marked::AddressChanged => Err(Error::InvalidToken {
                 reason: TokenRejection::Revoked,
             }),
             Marked::UnknownOwner => Err(Error::InvalidToken {
                 reason: TokenRejection::Unknown,
             }),
+        }
+    }
+
+    /// A redeem of a spent link: the registration when its first redeem never
+    /// answered (it crashed after spending the token) and this call takes the answer;
+    /// otherwise `AlreadyUsed`. The registration owed, if any, was completed by the
+    /// caller's `settle_owed`.
+    async fn answer_spent(&self, hash: &TokenHash) -> Result<Registration> {
+        let used = Error::InvalidToken {
+            reason: TokenRejection::AlreadyUsed,
+        };
+        let Some(record) = self.store.token(hash).await? else {
+            return Err(used);
+        };
+        let TokenState::Redeemed { at } = record.state else {
+            return Err(used);
+        };
+        let Some(owner) = self.directory.owner(&record.owner).await? else {
+            return Err(Error::InvalidToken {
+                reason: TokenRejection::Unknown,
+            });
+        };
+        // The first call's mark was refused (the email changed): no registration.
+        if !owner.is_registered() {
+            return Err(Error::InvalidToken {
+                reason: TokenRejection::Revoked,
+            });
+        }
+        self.take_answer(hash, owner, at).await
+    }
+
+    /// The registration, when this call is the one that answers for the spent token.
+    async fn take_answer(
+        &self,
+        hash: &TokenHash,
+        owner: Owner,
+        at: Timestamp,
+    ) -> Result<Registration> {
+        if self.store.answer_redeem(hash, self.clock.now()).await? {
+            Ok(Registration { owner, at })
+        } else {
+            Err(Error::InvalidToken {
+                reason: TokenRejection::AlreadyUsed,
+            })
         }
     }
 

@@ -3328,6 +3328,59 @@ pub async fn revoke_tokens_rules(repo: &dyn OwnerStorage) -> CheckResult {
     )
 }
 
+/// The answer of a redeem is taken once: `answer_redeem` is `true` for the first of
+/// racing callers on a redeemed token and `false` after, and `false` for a live or an
+/// unknown token (which it leaves live).
+pub async fn redeem_answered_once(repo: &dyn OwnerStorage) -> CheckResult {
+    let c = Ctx("redeem_answered_once");
+    for n in 1..=2 {
+        c.ok(
+            repo.issue_token(&token(n, &format!("o{n}"), "b1", t(0), t(1000)))
+                .await,
+            "issue_token",
+        )?;
+    }
+    c.eq(
+        c.ok(repo.answer_redeem(&hash(2), t(4)).await, "answer_redeem")?,
+        false,
+        "the answer of a live token",
+    )?;
+    c.eq(
+        c.ok(repo.answer_redeem(&hash(9), t(4)).await, "answer_redeem")?,
+        false,
+        "the answer of an unknown token",
+    )?;
+    let outcome = c.ok(repo.redeem_token(&hash(2), t(5)).await, "redeem_token")?;
+    c.ensure(matches!(outcome, RedeemOutcome::Redeemed { .. }), || {
+        format!("a live token, once asked for its answer, was not redeemed: {outcome:?}")
+    })?;
+    let outcome = c.ok(repo.redeem_token(&hash(1), t(5)).await, "redeem_token")?;
+    c.ensure(matches!(outcome, RedeemOutcome::Redeemed { .. }), || {
+        format!("a live token was not redeemed: {outcome:?}")
+    })?;
+    let spent = hash(1);
+    let answers = join_all((0..4).map(|_| repo.answer_redeem(&spent, t(6)))).await;
+    let mut taken = 0;
+    for a in answers {
+        taken += usize::from(c.ok(a, "answer_redeem")?);
+    }
+    c.eq(
+        taken,
+        1,
+        "racing callers that took the answer of one redeem",
+    )?;
+    c.eq(
+        c.ok(repo.answer_redeem(&hash(1), t(7)).await, "answer_redeem")?,
+        false,
+        "the answer of a redeem already answered",
+    )?;
+    c.eq(
+        c.ok(repo.answer_redeem(&hash(2), t(7)).await, "answer_redeem")?,
+        true,
+        "the answer of the other redeemed token (its own)",
+    )
+}
+
 /// Owed registrations: a `Redeemed` answer records one (token, owner, batch, the
 /// address the link went to, the time); `settle_registration` clears it and appends
 /// the entry once, however many callers race, and answers `false` to the rest.
@@ -3988,6 +4041,7 @@ pub const REPOSITORY_CHECKS: &[&str] = &[
     "redeem_token_concurrently_once",
     "revoke_tokens_rules",
     "owed_registrations_rules",
+    "redeem_answered_once",
     "activity_feed_order_and_paging",
 ];
 
@@ -4043,6 +4097,7 @@ where
         redeem_token_concurrently_once,
         revoke_tokens_rules,
         owed_registrations_rules,
+        redeem_answered_once,
         activity_feed_order_and_paging,
     );
     // The directory checks, over the repository's own directory seeded through its

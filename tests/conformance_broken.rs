@@ -3,8 +3,8 @@
 //! non-atomic batch insert, a read-then-write redeem, a read-then-write claim, a
 //! renewal that renews nothing, an outcome recorded whoever holds the claim, a link
 //! made live and the older one revoked at claim, a skip recorded as a failure, owner
-//! ids read without the filter). The check for that contract must fail on it, and
-//! pass on the real adapter.
+//! ids read without the filter, a redeem answered twice). The check for that contract
+//! must fail on it, and pass on the real adapter.
 #![cfg(feature = "testing")]
 
 mod common;
@@ -66,6 +66,9 @@ enum Flaw {
     /// `settle_registration` reads whether the registration is owed, yields, then
     /// clears it and appends the entry without comparing: two settlers both append.
     RacySettle,
+    /// `answer_redeem` answers `true` for a redeemed token every time: two redeems of
+    /// one link both answer with the registration.
+    RepeatedAnswer,
 }
 
 /// An import that writes each chunk as it comes: visible before the commit, and
@@ -176,6 +179,23 @@ impl Hooks for Flawed {
             inner.append_activity(entry).await?;
         }
         Ok(true)
+    }
+
+    async fn answer_redeem(
+        &self,
+        inner: &InMemoryRepository,
+        token: &TokenHash,
+        now: Timestamp,
+    ) -> RepoResult<bool> {
+        let first = inner.answer_redeem(token, now).await?;
+        if self.0 != Flaw::RepeatedAnswer {
+            return Ok(first);
+        }
+        let redeemed = inner
+            .token(token)
+            .await?
+            .is_some_and(|t| matches!(t.state, TokenState::Redeemed { .. }));
+        Ok(redeemed)
     }
 
     async fn email_holders(
@@ -577,6 +597,16 @@ async fn a_settlement_without_compare_and_set_is_caught() {
         Flaw::RacySettle,
         "owed_registrations_rules",
         testing::owed_registrations_rules,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_taken_twice_is_caught() {
+    caught(
+        Flaw::RepeatedAnswer,
+        "redeem_answered_once",
+        testing::redeem_answered_once,
     )
     .await;
 }

@@ -1,8 +1,9 @@
 //! The cross-port checker of a redeem: a process killed with SIGKILL between the
 //! store's step (the token spent, the registration owed) and the directory's (the
 //! owner marked registered). The next verify, review or redeem completes it: the
-//! owner ends registered exactly once (one Registered entry), the link answers as
-//! redeemed, and nothing is owed.
+//! owner ends registered exactly once (one Registered entry), the next redeem of the
+//! link answers with the registration (the killed call never answered) and the one
+//! after as used, and nothing is owed.
 //!
 //! The test binary re-runs itself as the child: `redeem_child` (ignored, so only the
 //! parent runs it) redeems through a directory whose `mark_registered` says so on
@@ -19,6 +20,7 @@ use std::time::Duration;
 use owner_access::adapters::sqlite::SqliteRepository;
 use owner_access::domain::{
     ActivityKind, Community, CommunityId, Owner, OwnerId, Page, PropertyId, Timestamp,
+    TokenRejection,
 };
 use owner_access::eligibility::OwnerFilter;
 use owner_access::prelude::*;
@@ -255,10 +257,16 @@ async fn a_redeem_killed_between_its_steps_registers_once() {
     assert!(store.owed_registrations().await.unwrap().is_empty());
     assert!(store.owner(&ann_id).await.unwrap().unwrap().is_registered());
     assert_eq!(registered_entries(&store).await, vec![ann_id.clone()]);
-    // Ann's link is spent: once completed, it answers as used.
+    // Ann's first redeem never answered: her next click of the link answers with the
+    // registration (completed by the verify), once; the one after is refused as used.
+    let registration = service.redeem(&ann).await.unwrap();
+    assert_eq!(registration.owner.id, ann_id);
+    assert_eq!(registration.at, owed[0].at);
     assert!(matches!(
         service.redeem(&ann).await,
-        Err(Error::InvalidToken { .. })
+        Err(Error::InvalidToken {
+            reason: TokenRejection::AlreadyUsed
+        })
     ));
 
     // Bo's redeem dies too; Bo clicks again: that redeem completes the first one and

@@ -2,7 +2,7 @@
 //! small deployments) and [`InMemoryTransport`] (records what it is given and can
 //! inject delivery faults, for tests).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -86,6 +86,8 @@ struct State {
     activity: HashMap<CommunityId, BTreeMap<(Timestamp, u64), ActivityEntry>>,
     /// Redeems whose directory step is not yet known to be done, by token.
     owed: HashMap<TokenHash, OwedRegistration>,
+    /// Spent tokens whose redeem has been answered ([`InvitationStore::answer_redeem`]).
+    answered: HashSet<TokenHash>,
     sequence: u64,
 }
 
@@ -873,6 +875,15 @@ impl InvitationStore for InMemoryRepository {
             state.append_activity(entry.clone());
         }
         Ok(true)
+    }
+
+    async fn answer_redeem(&self, token: &TokenHash, _now: Timestamp) -> RepoResult<bool> {
+        let mut state = self.lock();
+        let redeemed = matches!(
+            state.tokens.get(token).map(|t| t.state),
+            Some(TokenState::Redeemed { .. })
+        );
+        Ok(redeemed && state.answered.insert(*token))
     }
 
     async fn revoke_tokens(&self, owners: &[OwnerId], now: Timestamp) -> RepoResult<usize> {

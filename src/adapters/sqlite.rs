@@ -119,6 +119,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Sql(include_str!("sqlite/0009_token_address.sql")),
     Migration::Sql(include_str!("sqlite/0010_skipped_deliveries.sql")),
     Migration::Sql(include_str!("sqlite/0011_registrations_owed.sql")),
+    Migration::Sql(include_str!("sqlite/0012_redeem_answers.sql")),
 ];
 
 /// The [`DELIVERED_KEY_VERSION`] that `owners.email_key` holds in a file at
@@ -2100,6 +2101,18 @@ impl InvitationStore for SqliteRepository {
                 append_activity(db, entry)?;
             }
             Ok(settled)
+        })
+        .await
+    }
+
+    async fn answer_redeem(&self, token: &TokenHash, now: Timestamp) -> RepoResult<bool> {
+        let token = *token;
+        self.write(move |db| {
+            Ok(db.exec(
+                "UPDATE tokens SET answered_at = ?2
+                 WHERE hash = ?1 AND state = 'redeemed' AND answered_at IS NULL",
+                rusqlite::params![&token.0[..], ts(now)?],
+            )? == 1)
         })
         .await
     }

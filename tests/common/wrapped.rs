@@ -99,6 +99,15 @@ pub trait Hooks: fmt::Debug + Send + Sync + 'static {
         inner.settle_registration(token, activity).await
     }
 
+    async fn answer_redeem(
+        &self,
+        inner: &InMemoryRepository,
+        token: &TokenHash,
+        now: Timestamp,
+    ) -> RepoResult<bool> {
+        inner.answer_redeem(token, now).await
+    }
+
     async fn email_holders(
         &self,
         inner: &InMemoryRepository,
@@ -204,6 +213,9 @@ impl<H: Hooks> InvitationStore for Wrapped<H> {
         self.hooks
             .settle_registration(&self.inner, token, activity)
             .await
+    }
+    async fn answer_redeem(&self, token: &TokenHash, now: Timestamp) -> RepoResult<bool> {
+        self.hooks.answer_redeem(&self.inner, token, now).await
     }
     async fn save_draft(&self, draft: &Draft) -> RepoResult<()> {
         self.inner.save_draft(draft).await
