@@ -1437,7 +1437,7 @@ impl Engine<'_> {
                         return Settled::Unstarted { owner: owner.id };
                     }
                 }
-                Err(e) if e.is_transient() && e.connection => {
+                Err(e) if e.is_transient() && e.is_connection() => {
                     return Settled::Unreachable(Unreachable {
                         owner: owner.id,
                         error: e.summary(),

@@ -3,7 +3,6 @@
 use crate::domain::{InvalidEmail, InvalidMailbox, OwnerId, TokenRejection};
 use crate::invite::Problem;
 use crate::repository::RepositoryError;
-use crate::transport::TransportError;
 
 /// Shorthand for workflow results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -132,10 +131,6 @@ pub enum Error {
     /// The repository failed; see its kind for whether to retry.
     #[error(transparent)]
     Repository(#[from] RepositoryError),
-    /// The transport failed outside a batch (the Summary recap, a fatal error on a
-    /// single resend).
-    #[error(transparent)]
-    Transport(#[from] TransportError),
 }
 
 /// An error and its causes on one line, `error: cause: its cause`, leaving out a cause

@@ -69,25 +69,27 @@ pub enum ErrorClass {
     Fatal,
 }
 
-/// A delivery error, classified by the transport.
+/// A delivery error, classified by the transport: what the send engine needs to
+/// decide between retrying, failing one delivery and stopping the batch, and what a
+/// report shows about it.
+///
+/// Built with the constructors ([`transient`](Self::transient),
+/// [`connection`](Self::connection), [`permanent`](Self::permanent),
+/// [`fatal`](Self::fatal), [`from_reply`](Self::from_reply)) and refined with
+/// [`with_code`](Self::with_code) and [`with_source`](Self::with_source); read
+/// through its accessors. Its fields are private and it is `#[non_exhaustive]`, so a
+/// field added later breaks no host adapter.
 #[derive(Debug, thiserror::Error)]
 #[error("{class:?} delivery error: {message}")]
+#[non_exhaustive]
 pub struct TransportError {
-    /// How to handle it.
-    pub class: ErrorClass,
-    /// Whether it was the connection (refused, dropped, timed out) rather than a
-    /// reply from the server. A run of deliveries that all exhausted their retries on
-    /// connection errors stops the batch.
-    pub connection: bool,
-    /// The SMTP reply code, when there was one.
-    pub code: Option<u16>,
-    /// The enhanced status code (`4.2.1`), when there was one.
-    pub enhanced: Option<String>,
-    /// What happened, for people.
-    pub message: String,
-    /// The cause.
+    pub(crate) class: ErrorClass,
+    pub(crate) connection: bool,
+    pub(crate) code: Option<u16>,
+    pub(crate) enhanced: Option<String>,
+    pub(crate) message: String,
     #[source]
-    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    pub(crate) source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl TransportError {
@@ -102,12 +104,14 @@ impl TransportError {
         }
     }
 
-    /// A transient error (4xx-like).
+    /// A transient error (4xx-like): the engine retries the delivery with backoff.
     pub fn transient(message: impl Into<String>) -> Self {
         Self::new(ErrorClass::Transient, message)
     }
 
-    /// A transient connection error (refused, dropped, timed out).
+    /// A transient connection error (refused, dropped, timed out): retried like any
+    /// transient error, and counted towards stopping a batch whose server is
+    /// unreachable ([`is_connection`](Self::is_connection)).
     pub fn connection(message: impl Into<String>) -> Self {
         Self {
             connection: true,
@@ -115,17 +119,19 @@ impl TransportError {
         }
     }
 
-    /// A permanent error (5xx-like).
+    /// A permanent error (5xx-like): this delivery fails, without a retry.
     pub fn permanent(message: impl Into<String>) -> Self {
         Self::new(ErrorClass::Permanent, message)
     }
 
-    /// A fatal error (authentication, TLS, settings).
+    /// A fatal error (authentication, TLS, settings): the batch stops, the rest stays
+    /// pending.
     pub fn fatal(message: impl Into<String>) -> Self {
         Self::new(ErrorClass::Fatal, message)
     }
 
-    /// Classifies an SMTP reply: 4xx transient, 5xx permanent.
+    /// Classifies an SMTP reply: 4xx transient, 5xx permanent. The code and the
+    /// enhanced status code (`4.2.1`) are kept for reports.
     pub fn from_reply(code: u16, enhanced: Option<String>, text: impl Into<String>) -> Self {
         let class = if (400..500).contains(&code) {
             ErrorClass::Transient
@@ -139,10 +145,25 @@ impl TransportError {
         }
     }
 
-    /// Attaches the cause.
+    /// Records the server's reply code (and enhanced status code) without changing
+    /// the class: for example a fatal error for an authentication the server refused
+    /// with 535.
+    pub fn with_code(mut self, code: u16, enhanced: Option<String>) -> Self {
+        self.code = Some(code);
+        self.enhanced = enhanced;
+        self
+    }
+
+    /// Attaches the cause (the I/O or TLS error behind it), which
+    /// [`Error::source`](std::error::Error::source) returns.
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Box::new(source));
         self
+    }
+
+    /// How the send engine handles it.
+    pub fn class(&self) -> ErrorClass {
+        self.class
     }
 
     /// Whether the engine may retry.
@@ -158,6 +179,31 @@ impl TransportError {
     /// Whether nothing can be sent.
     pub fn is_fatal(&self) -> bool {
         self.class == ErrorClass::Fatal
+    }
+
+    /// Whether it was the connection (refused, dropped, timed out, a 421 "closing")
+    /// rather than a reply about this message. A run of deliveries that all exhausted
+    /// their retries on connection errors stops the batch: the server is unreachable,
+    /// not the recipients bad.
+    pub fn is_connection(&self) -> bool {
+        self.connection
+    }
+
+    /// The SMTP reply code, when the server replied (`None` for a dropped connection
+    /// or a transport that is not SMTP).
+    pub fn code(&self) -> Option<u16> {
+        self.code
+    }
+
+    /// The enhanced status code (`4.2.1`, RFC 3463), when the reply had one.
+    pub fn enhanced(&self) -> Option<&str> {
+        self.enhanced.as_deref()
+    }
+
+    /// What happened, for people: the reply text or the failure, without the code
+    /// (see [`summary`](Self::summary) for both). Never holds a password.
+    pub fn message(&self) -> &str {
+        &self.message
     }
 
     /// A one-line summary with the reply code, for reports.
@@ -191,5 +237,43 @@ pub trait MailTransport: Send + Sync + fmt::Display {
     /// Closes connections politely (QUIT). Sending after `close` may reopen them.
     async fn close(&self) -> Result<(), TransportError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_classified_and_keep_their_codes() {
+        let busy = TransportError::from_reply(451, Some("4.2.1".into()), "Mailbox busy");
+        assert_eq!(busy.class(), ErrorClass::Transient);
+        assert_eq!((busy.code(), busy.enhanced()), (Some(451), Some("4.2.1")));
+        assert!(!busy.is_connection());
+        assert_eq!(busy.summary(), "451 4.2.1 Mailbox busy");
+
+        let unknown = TransportError::from_reply(550, None, "No such user");
+        assert!(unknown.is_permanent());
+        assert_eq!(unknown.summary(), "550 No such user");
+
+        let refused = TransportError::fatal("authentication refused").with_code(535, None);
+        assert!(refused.is_fatal(), "with_code keeps the class");
+        assert_eq!(refused.code(), Some(535));
+        assert_eq!(refused.message(), "authentication refused");
+
+        let dropped = TransportError::connection("connection reset");
+        assert!(dropped.is_transient() && dropped.is_connection());
+        assert_eq!(
+            (dropped.code(), dropped.summary()),
+            (None, "connection reset".into())
+        );
+    }
+
+    #[test]
+    fn the_cause_is_the_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let e = TransportError::connection("lost").with_source(io);
+        let source = std::error::Error::source(&e).expect("a source");
+        assert_eq!(source.to_string(), "reset by peer");
     }
 }

@@ -45,7 +45,7 @@ async fn send(t: &SmtpTransport, to: &str, body: &str) -> Result<(), TransportEr
 
 fn assert_class(e: &TransportError, class: ErrorClass, connection: bool) {
     assert_eq!(
-        (e.class, e.connection),
+        (e.class(), e.is_connection()),
         (class, connection),
         "unexpected classification of {e:?}"
     );
@@ -192,9 +192,9 @@ async fn a_4xx_to_rcpt_is_transient_keeps_the_reply_and_the_connection() {
         .await
         .unwrap_err();
     assert_class(&e, ErrorClass::Transient, false);
-    assert_eq!(e.code, Some(451));
-    assert_eq!(e.enhanced.as_deref(), Some("4.2.1"));
-    assert!(e.message.contains("Mailbox busy"), "{e:?}");
+    assert_eq!(e.code(), Some(451));
+    assert_eq!(e.enhanced(), Some("4.2.1"));
+    assert!(e.message().contains("Mailbox busy"), "{e:?}");
     assert!(e.summary().starts_with("451 4.2.1 "), "{}", e.summary());
     // RSET, then the same connection carries the next message.
     send(&smtp, "after@owners.example.org", "hi\r\n")
@@ -221,8 +221,8 @@ async fn a_5xx_to_rcpt_is_permanent_for_this_recipient_only() {
         .await
         .unwrap_err();
     assert_class(&e, ErrorClass::Permanent, false);
-    assert_eq!((e.code, e.enhanced.as_deref()), (Some(550), Some("5.1.1")));
-    assert!(e.message.contains("No such user"), "{e:?}");
+    assert_eq!((e.code(), e.enhanced()), (Some(550), Some("5.1.1")));
+    assert!(e.message().contains("No such user"), "{e:?}");
     send(&smtp, "next@owners.example.org", "hi\r\n")
         .await
         .unwrap();
@@ -237,12 +237,12 @@ async fn replies_to_data_are_classified() {
         .await
         .unwrap_err();
     assert_class(&e, ErrorClass::Transient, false);
-    assert_eq!((e.code, e.enhanced.as_deref()), (Some(452), Some("4.3.1")));
+    assert_eq!((e.code(), e.enhanced()), (Some(452), Some("4.3.1")));
     let e = send(&smtp, "reject-data@owners.example.org", "hi\r\n")
         .await
         .unwrap_err();
     assert_class(&e, ErrorClass::Permanent, false);
-    assert_eq!((e.code, e.enhanced.as_deref()), (Some(554), Some("5.7.1")));
+    assert_eq!((e.code(), e.enhanced()), (Some(554), Some("5.7.1")));
     send(&smtp, "ok@owners.example.org", "hi\r\n")
         .await
         .unwrap();
@@ -260,7 +260,7 @@ async fn a_421_closes_the_connection_and_the_next_message_reconnects() {
         .await
         .unwrap_err();
     assert_class(&e, ErrorClass::Transient, true);
-    assert_eq!(e.code, Some(421));
+    assert_eq!(e.code(), Some(421));
     send(&smtp, "second@owners.example.org", "hi\r\n")
         .await
         .unwrap();
@@ -326,7 +326,7 @@ async fn a_connection_dropped_mid_transaction_is_transient_and_reconnects() {
     .await
     .unwrap_err();
     assert_class(&e, ErrorClass::Transient, true);
-    assert_eq!(e.code, None);
+    assert_eq!(e.code(), None);
     assert!(server.received_by("dropped@owners.example.org").is_empty());
     // The engine's retry of the same message gets a fresh connection.
     send(
@@ -356,7 +356,7 @@ async fn a_time_out_after_the_final_dot_is_transient() {
         .await
         .unwrap_err();
     assert_class(&e, ErrorClass::Transient, true);
-    assert!(e.message.contains("end of DATA"), "{e:?}");
+    assert!(e.message().contains("end of DATA"), "{e:?}");
     // The outcome was unknown: the server did take it. The retry carries the same
     // bytes (the same Message-ID), so the copy can be recognised.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -451,7 +451,7 @@ async fn an_untrusted_certificate_is_fatal_unless_invalid_certs_are_accepted() {
         .await
         .unwrap_err();
     assert_class(&e, ErrorClass::Fatal, false);
-    assert!(e.message.contains("TLS"), "{e:?}");
+    assert!(e.message().contains("TLS"), "{e:?}");
     let lax = transport(
         server
             .settings(Security::StartTls)
@@ -476,7 +476,7 @@ async fn a_certificate_for_another_host_is_fatal() {
         .await
         .unwrap_err();
     assert_class(&e, ErrorClass::Fatal, false);
-    assert!(e.message.contains("TLS"), "{e:?}");
+    assert!(e.message().contains("TLS"), "{e:?}");
     assert!(server.received().is_empty());
 }
 
@@ -492,7 +492,7 @@ async fn starttls_required_but_not_offered_is_fatal() {
         .await
         .unwrap_err();
     assert_class(&e, ErrorClass::Fatal, false);
-    assert!(e.message.contains("STARTTLS"), "{e:?}");
+    assert!(e.message().contains("STARTTLS"), "{e:?}");
     assert!(server.received().is_empty());
 }
 
@@ -530,7 +530,7 @@ async fn refused_authentication_is_fatal_and_never_shows_the_password() {
         .await
         .unwrap_err();
     assert_class(&e, ErrorClass::Fatal, false);
-    assert_eq!(e.code, Some(535));
+    assert_eq!(e.code(), Some(535));
     for shown in [format!("{e}"), format!("{e:?}"), e.summary()] {
         assert!(!shown.contains("wrong-Pa55word"), "{shown}");
     }

@@ -93,7 +93,7 @@ async fn send(t: &SmtpTransport, to: &str) -> Result<(), TransportError> {
 
 fn assert_class(e: &TransportError, class: ErrorClass, connection: bool) {
     assert_eq!(
-        (e.class, e.connection),
+        (e.class(), e.is_connection()),
         (class, connection),
         "unexpected classification of {e:?}"
     );
@@ -326,12 +326,12 @@ async fn aiosmtpd_rset_inside_an_authenticated_session() {
         .await
         .unwrap_err();
     assert_class(&e, ErrorClass::Transient, false);
-    assert_eq!((e.code, e.enhanced.as_deref()), (Some(451), Some("4.2.1")));
+    assert_eq!((e.code(), e.enhanced()), (Some(451), Some("4.2.1")));
     let e = send(&smtp, "reject-rcpt@owners.example.org")
         .await
         .unwrap_err();
     assert_class(&e, ErrorClass::Permanent, false);
-    assert_eq!((e.code, e.enhanced.as_deref()), (Some(550), Some("5.1.1")));
+    assert_eq!((e.code(), e.enhanced()), (Some(550), Some("5.1.1")));
     send(&smtp, "second@owners.example.org").await.unwrap();
     let got = server.received();
     assert_eq!(got.len(), 2);
@@ -352,13 +352,13 @@ async fn aiosmtpd_replies_at_the_end_of_data() {
         .await
         .unwrap_err();
     assert_class(&e, ErrorClass::Transient, false);
-    assert_eq!((e.code, e.enhanced.as_deref()), (Some(451), Some("4.3.0")));
-    assert!(e.message.contains("end of DATA"), "{e:?}");
+    assert_eq!((e.code(), e.enhanced()), (Some(451), Some("4.3.0")));
+    assert!(e.message().contains("end of DATA"), "{e:?}");
     let e = send(&smtp, "reject-eod@owners.example.org")
         .await
         .unwrap_err();
     assert_class(&e, ErrorClass::Permanent, false);
-    assert_eq!((e.code, e.enhanced.as_deref()), (Some(554), Some("5.6.0")));
+    assert_eq!((e.code(), e.enhanced()), (Some(554), Some("5.6.0")));
     send(&smtp, "after@owners.example.org").await.unwrap();
     send(&smtp, "again@owners.example.org").await.unwrap();
     let got = server.received();
@@ -517,5 +517,5 @@ async fn smtp_sink_421_mid_transaction_is_a_transient_connection_error() {
     let smtp = SmtpTransport::new(sink.settings().with_connections(1)).unwrap();
     let e = send(&smtp, "ann@owners.example.org").await.unwrap_err();
     assert_class(&e, ErrorClass::Transient, true);
-    assert!(e.message.contains("end of DATA"), "{e:?}");
+    assert!(e.message().contains("end of DATA"), "{e:?}");
 }
