@@ -6,7 +6,9 @@
 //! holders in SQL, and `community_owner_ids`, to read only ids); drafts, batches, claims, tokens and the activity feed are
 //! the store's. The example proves the adapter with the directory suite of the
 //! conformance module (`testing::directory_conformance`, whose seeding callback writes
-//! each check's owners into the host's tables), sends a batch end to end, redeems one
+//! each check's owners into the host's tables), sends a batch end to end, shows the
+//! roster (the host's units joined with the store's invitation states: the invited
+//! owners show as invited, though the host's table has no column for it), redeems one
 //! link and reads the host's `registered` column back.
 //!
 //! ```sh
@@ -19,9 +21,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use owner_access::domain::{
-    AccessStatus, Community, CommunityId, Owner, OwnerId, PropertyId, Timestamp, delivered_key,
+    Community, CommunityId, Owner, OwnerId, PropertyId, Registered, Timestamp, delivered_key,
 };
-use owner_access::eligibility::OwnerFilter;
+use owner_access::eligibility::{AccessFilter, OwnerFilter};
 use owner_access::prelude::*;
 use owner_access::repository::{EmailEdit, EmailHolder, Marked, RepoResult, RepositoryError};
 use owner_access::{InMemoryTransport, OwnerAccess, Selection, SqliteRepository, async_trait};
@@ -109,7 +111,7 @@ fn read_unit(r: &rusqlite::Row<'_>) -> rusqlite::Result<Owner> {
         let at = r
             .get::<_, Option<i64>>(8)?
             .map(Timestamp::from_unix_seconds);
-        owner.access = AccessStatus::Registered { at };
+        owner.registered = Some(Registered { at });
     }
     Ok(owner)
 }
@@ -169,7 +171,6 @@ impl OwnerRepository for HostDirectory {
         &self,
         community: &CommunityId,
         filter: &OwnerFilter,
-        now: Timestamp,
     ) -> RepoResult<Vec<Owner>> {
         let db = self.db();
         let mut stmt = db
@@ -183,7 +184,7 @@ impl OwnerRepository for HostDirectory {
         let owners: Vec<Owner> = rows.collect::<Result<_, _>>().map_err(failed)?;
         Ok(owners
             .into_iter()
-            .filter(|o| filter.matches(o, now))
+            .filter(|o| filter.matches_owner(o))
             .collect())
     }
 
@@ -317,9 +318,9 @@ impl OwnerRepository for HostDirectory {
             )
             .map_err(failed)?;
             tx.commit().map_err(failed)?;
-            stored.access = AccessStatus::Registered {
+            stored.registered = Some(Registered {
                 at: Some(Timestamp::from_unix_seconds(at.unix_seconds())),
-            };
+            });
         }
         Ok(Marked::Registered(Box::new(stored)))
     }
@@ -341,10 +342,7 @@ fn write_host(path: &Path, communities: &[Community], owners: &[Owner]) -> rusql
         )?;
     }
     for o in owners {
-        let registered_at = match &o.access {
-            AccessStatus::Registered { at } => Some(at.map(Timestamp::unix_seconds)),
-            _ => None,
-        };
+        let registered_at = o.registered.map(|r| r.at.map(Timestamp::unix_seconds));
         db.execute(
             "INSERT INTO units (unit_id, association, unit_label, given_name, family_name,
                                 street, email, registered, registered_at)
@@ -400,7 +398,7 @@ fn demo(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         .with_property_address(format!("{label} Cedar Court"));
         owner.primary_email = email.map(str::to_owned);
         if registered {
-            owner.access = AccessStatus::Registered { at: None };
+            owner.registered = Some(Registered { at: None });
         }
         owners.push(owner);
     }
@@ -482,6 +480,41 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         report.sent, 2,
         "Ann and Bo have addresses and are unregistered"
     );
+
+    // The roster joins the host's units with the store's invitation states: Ann and
+    // Bo show as invited, though the host's table knows nothing of invitations.
+    let roster = service.roster(&community, &OwnerFilter::all()).await?;
+    for row in &roster.rows {
+        println!(
+            "roster: {} {:?}, invited {} time(s)",
+            row.owner.full_name(),
+            row.state,
+            row.invitation.map_or(0, |i| i.count)
+        );
+    }
+    let c = roster.counts;
+    println!(
+        "roster after the send: not invited {}, invited {}, expired {}, registered {}",
+        c.not_invited, c.invited, c.expired, c.registered
+    );
+    assert_eq!(
+        (c.not_invited, c.invited, c.registered),
+        (1, 2, 1),
+        "Ann and Bo invited, Cy not, Di registered"
+    );
+    let invited_tab = service
+        .roster(
+            &community,
+            &OwnerFilter::all().with_access(AccessFilter::Invited),
+        )
+        .await?;
+    let again = service.compose_resend_to_invited(&community).await?;
+    println!(
+        "invited tab: {} owners; resend to invited selects {}",
+        invited_tab.rows.len(),
+        again.selection.len()
+    );
+    assert_eq!((invited_tab.rows.len(), again.selection.len()), (2, 2));
 
     let messages = transport.messages();
     let ann = messages

@@ -8,9 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use owner_access::domain::{
-    AccessStatus, Community, CommunityId, Owner, OwnerId, Page, PropertyId,
-};
+use owner_access::domain::{Community, CommunityId, Owner, OwnerId, Page, PropertyId};
 use owner_access::eligibility::OwnerFilter;
 use owner_access::invite::Attachment;
 use owner_access::prelude::*;
@@ -51,9 +49,7 @@ fn demo_owners(community: &CommunityId) -> Vec<Owner> {
                 0 | 7 => owner,                                               // no email on file
                 3 => owner.with_primary_email(format!("{f}.at.example.org")), // not an address
                 5 if i < 100 => owner.with_primary_email("Family.Home@Example.org"), // shared
-                11 | 17 => owner
-                    .with_primary_email(email)
-                    .with_access(AccessStatus::Registered { at: None }),
+                11 | 17 => owner.with_primary_email(email).with_registered(None),
                 _ => owner.with_primary_email(email),
             }
         })

@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    AccessState, EmailAddress, InvalidEmail, Owner, OwnerId, PropertyId, Timestamp,
+    AccessState, EmailAddress, InvalidEmail, InvitationState, Owner, OwnerId, PropertyId, Timestamp,
 };
 
 /// Why an owner cannot be sent an invitation. Ordered: when several apply, the first
@@ -210,15 +210,18 @@ impl OwnerFilter {
         self
     }
 
-    /// Whether an owner passes the filter at `now` (expiry is derived from the clock).
-    /// Adapters that filter on the store's side must agree with this function.
-    pub fn matches(&self, owner: &Owner, now: Timestamp) -> bool {
-        let state = owner.access.state_at(now);
+    /// Whether an owner's own fields pass the filter: what a directory's
+    /// [`community_owners`](crate::repository::OwnerRepository::community_owners)
+    /// applies. The access tab is judged by the host's registered flag alone:
+    /// [`Unregistered`](AccessFilter::Unregistered) and
+    /// [`Invited`](AccessFilter::Invited) both keep the unregistered owners, since who
+    /// was invited is the store's to say (the service narrows with
+    /// [`matches`](Self::matches)). Then the email filter and the search text.
+    pub fn matches_owner(&self, owner: &Owner) -> bool {
         let access_ok = match self.access {
             AccessFilter::All => true,
-            AccessFilter::Unregistered => state.is_unregistered(),
-            AccessFilter::Invited => matches!(state, AccessState::Invited | AccessState::Expired),
-            AccessFilter::Registered => state == AccessState::Registered,
+            AccessFilter::Unregistered | AccessFilter::Invited => !owner.is_registered(),
+            AccessFilter::Registered => owner.is_registered(),
         };
         // A non-blank address, valid or not: what `email_key` is `Some` for, without
         // working the key out.
@@ -232,6 +235,24 @@ impl OwnerFilter {
             EmailFilter::WithoutEmail => !has_email,
         };
         access_ok && email_ok && self.search_matches(owner)
+    }
+
+    /// Whether an owner passes the whole filter at `now`, given the store's invitation
+    /// state of the owner (`None`: never invited; expiry is derived from the clock).
+    pub fn matches(
+        &self,
+        owner: &Owner,
+        invitation: Option<&InvitationState>,
+        now: Timestamp,
+    ) -> bool {
+        let state = AccessState::of(owner, invitation, now);
+        let access_ok = match self.access {
+            AccessFilter::All => true,
+            AccessFilter::Unregistered => state.is_unregistered(),
+            AccessFilter::Invited => matches!(state, AccessState::Invited | AccessState::Expired),
+            AccessFilter::Registered => state == AccessState::Registered,
+        };
+        access_ok && self.matches_owner(owner)
     }
 
     fn search_matches(&self, owner: &Owner) -> bool {
@@ -263,6 +284,9 @@ pub struct RosterRow {
     pub owner: Owner,
     /// The access status at the time the roster was made.
     pub state: AccessState,
+    /// The invitations the store has sent the owner (first, last, how many, when the
+    /// latest link expires); `None` when never invited.
+    pub invitation: Option<InvitationState>,
     /// Whether the owner can be invited, and if not, why.
     pub eligibility: Eligibility,
 }
@@ -327,7 +351,7 @@ impl Roster {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{AccessStatus, CommunityId};
+    use crate::domain::CommunityId;
 
     fn owner(id: &str, email: Option<&str>) -> Owner {
         let o = Owner::new(
@@ -356,7 +380,7 @@ mod tests {
             assess(None, &[]).reason().map(Ineligible::code),
             Some("unknown_owner")
         );
-        let registered = owner("a", None).with_access(AccessStatus::Registered { at: None });
+        let registered = owner("a", None).with_registered(None);
         assert_eq!(
             assess(Some(&registered), &[holder("b")])
                 .reason()
@@ -392,20 +416,28 @@ mod tests {
     fn filter_by_access_email_and_search() {
         let now = Timestamp::from_unix_seconds(1000);
         let o = owner("a", Some("ann@example.org")).with_property_address("12 Elm St");
-        assert!(OwnerFilter::unregistered_with_email().matches(&o, now));
+        assert!(OwnerFilter::unregistered_with_email().matches(&o, None, now));
         assert!(
             !OwnerFilter::all()
                 .with_email(EmailFilter::WithoutEmail)
-                .matches(&o, now)
+                .matches(&o, None, now)
         );
-        assert!(OwnerFilter::all().with_search("elm").matches(&o, now));
-        assert!(OwnerFilter::all().with_search("ann lee").matches(&o, now));
-        assert!(!OwnerFilter::all().with_search("oak").matches(&o, now));
+        assert!(OwnerFilter::all().with_search("elm").matches(&o, None, now));
         assert!(
-            !OwnerFilter::all()
-                .with_access(AccessFilter::Invited)
-                .matches(&o, now)
+            OwnerFilter::all()
+                .with_search("ann lee")
+                .matches(&o, None, now)
         );
+        assert!(!OwnerFilter::all().with_search("oak").matches(&o, None, now));
+        let invited_tab = OwnerFilter::all().with_access(AccessFilter::Invited);
+        assert!(!invited_tab.matches(&o, None, now));
+        assert!(
+            invited_tab.matches_owner(&o),
+            "the directory keeps the unregistered"
+        );
+        let expired = InvitationState::after(None, now, now);
+        assert!(invited_tab.matches(&o, Some(&expired), now));
+        assert!(!invited_tab.matches(&o.clone().with_registered(None), Some(&expired), now));
     }
 
     #[test]

@@ -24,8 +24,8 @@ use async_trait::async_trait;
 
 use crate::domain::{
     ActivityEntry, Batch, BatchId, Community, CommunityId, Delivery, DeliveryCounts,
-    DeliveryOutcome, DeliveryState, Draft, DraftId, NewBatch, Owner, OwnerId, Page, PropertyId,
-    SenderId, Timestamp, TokenHash, TokenRecord, TokenRejection,
+    DeliveryOutcome, DeliveryState, Draft, DraftId, InvitationState, NewBatch, Owner, OwnerId,
+    Page, PropertyId, SenderId, Timestamp, TokenHash, TokenRecord, TokenRejection,
 };
 use crate::eligibility::OwnerFilter;
 
@@ -225,17 +225,20 @@ pub trait OwnerRepository: Send + Sync + fmt::Display {
     /// - Returns the owners that exist, in any order; missing ids are left out.
     async fn owners(&self, ids: &[OwnerId]) -> RepoResult<Vec<Owner>>;
 
-    /// The owners of a community that pass a filter.
+    /// The owners of a community whose own fields pass a filter.
     ///
     /// # Contract
     /// - Returns exactly the community's owners for which
-    ///   [`OwnerFilter::matches`]`(owner, now)` holds, in any order.
+    ///   [`OwnerFilter::matches_owner`]`(owner)` holds, in any order: the owners' own
+    ///   fields only (registered or not, email, search text). An
+    ///   [`Invited`](crate::eligibility::AccessFilter::Invited) tab asks for the
+    ///   unregistered owners; which of them were invited is the
+    ///   [`InvitationStore`]'s to say, and the service narrows.
     /// - A community with no owners (or that does not exist) gives an empty list.
     async fn community_owners(
         &self,
         community: &CommunityId,
         filter: &OwnerFilter,
-        now: Timestamp,
     ) -> RepoResult<Vec<Owner>>;
 
     /// The ids of the owners [`community_owners`](Self::community_owners) returns:
@@ -243,17 +246,16 @@ pub trait OwnerRepository: Send + Sync + fmt::Display {
     /// memory at once (a million owners are about 400 MB as records, 40 MB as ids).
     ///
     /// # Contract
-    /// - Exactly the ids of `community_owners(community, filter, now)`, each once, in
-    ///   any order. The default calls `community_owners`; a store that can answer from
+    /// - Exactly the ids of `community_owners(community, filter)`, each once, in any
+    ///   order. The default calls `community_owners`; a store that can answer from
     ///   its id column should override it.
     async fn community_owner_ids(
         &self,
         community: &CommunityId,
         filter: &OwnerFilter,
-        now: Timestamp,
     ) -> RepoResult<Vec<OwnerId>> {
         Ok(self
-            .community_owners(community, filter, now)
+            .community_owners(community, filter)
             .await?
             .into_iter()
             .map(|o| o.id)
@@ -358,7 +360,7 @@ pub trait OwnerDirectory: OwnerRepository {
     /// # Contract
     /// - One atomic step: either every owner is stored or none is.
     /// - Each stored record is [`Owner::merge_from_host`]`(stored, incoming)`: a
-    ///   registered owner stays registered, an invitation in progress is kept.
+    ///   registered owner stays registered.
     /// - When that merge reports a changed primary email, the owner's live and pending
     ///   tokens are revoked at `now` in the same step where the store shares the directory's
     ///   transaction (the crate's combined adapters); links are bound to the address
@@ -400,7 +402,8 @@ pub trait OwnerDirectory: OwnerRepository {
 }
 
 /// The workflow's port: drafts, batches and their deliveries (claims are leases, with
-/// fencing), registration tokens, and the activity feed. The crate ships it
+/// fencing), registration tokens, each owner's invitation state, and the activity
+/// feed. The crate ships it
 /// ([`InMemoryRepository`](crate::InMemoryRepository),
 /// [`SqliteRepository`](crate::adapters::sqlite::SqliteRepository)); a host with its own
 /// owner tables uses one of those beside its own [`OwnerRepository`].
@@ -563,13 +566,14 @@ pub trait InvitationStore: Send + Sync + fmt::Display {
     ///   (with the outcome's [`SkipReason`](crate::domain::SkipReason)) at `now`, its
     ///   `attempts` grows by the outcome's (a skip adds none), and on `Sent`, in the
     ///   same step:
-    ///   the owner's access becomes
-    ///   [`AccessStatus::after_invitation`](crate::domain::AccessStatus::after_invitation)`(now, expires_at)`;
+    ///   the owner's invitation state ([`invitation_states`](Self::invitation_states)) becomes
+    ///   [`InvitationState::after`]`(state before, now, expires_at)` (one more
+    ///   invitation, the first one when there was none);
     ///   every `Pending` token of this owner and batch becomes `Live`; and the
     ///   owner's `Live` tokens of other batches become `Revoked { at: now }`
     ///   (superseded). Live tokens of the same batch stay live; pending tokens of
     ///   other batches stay pending.
-    /// - `Failed` and `Skipped` change no token and not the owner's access: the
+    /// - `Failed` and `Skipped` change no token and no invitation state: the
     ///   pending tokens stay pending (never redeemable), the owner's older link keeps
     ///   working. A refused outcome changes nothing.
     /// - [`DeliveryOutcome::Unreachable`] moves it from `Claimed` back to `Pending`
@@ -625,6 +629,25 @@ pub trait InvitationStore: Send + Sync + fmt::Display {
     ///   Their former holders' later writes about them are refused (fencing).
     /// - Returns how many were claimed. `NotFound` when the batch does not exist.
     async fn revoke_claims(&self, batch: &BatchId) -> RepoResult<usize>;
+
+    /// The invitation states of these owners: what the roster joins with the
+    /// directory's owners (its Invited tab, its counts) and what
+    /// [`compose_resend_to_invited`](crate::OwnerAccess::compose_resend_to_invited)
+    /// selects by, for a page or a chunk of owners at once.
+    ///
+    /// # Contract
+    /// - One `(owner, state)` per listed owner that has one, in any order, each
+    ///   owner once however often listed; owners never sent an invitation (or
+    ///   unknown) are left out. An owner's state is what
+    ///   [`record_deliveries`](Self::record_deliveries) made it, message by message
+    ///   recorded as sent, whatever happened since in the directory (a registration,
+    ///   an email change): the store keeps the history, the service judges it.
+    /// - Read-only, one round trip: a store answers a chunk of thousands of ids with
+    ///   one query.
+    async fn invitation_states(
+        &self,
+        owners: &[OwnerId],
+    ) -> RepoResult<Vec<(OwnerId, InvitationState)>>;
 
     // ----- Batch reads -----------------------------------------------------------
 

@@ -10,13 +10,13 @@ use serde::Serialize;
 use crate::clock::{Clock, SystemClock};
 use crate::dispatch::{Engine, PreparedBatch, RunOutcome, SendOptions};
 use crate::domain::{
-    ActivityEntry, ActivityKind, Batch, BatchId, Community, CommunityId, Delivery, DeliveryCounts,
-    DeliveryState, Draft, DraftId, EmailAddress, Mailbox, NewBatch, Owner, OwnerId, Page,
-    PropertyId, SkipReason, Timestamp, TokenHash, TokenRecord, TokenRejection, TokenState,
-    delivered_key,
+    AccessState, ActivityEntry, ActivityKind, Batch, BatchId, Community, CommunityId, Delivery,
+    DeliveryCounts, DeliveryState, Draft, DraftId, EmailAddress, InvitationState, Mailbox,
+    NewBatch, Owner, OwnerId, Page, PropertyId, SkipReason, Timestamp, TokenHash, TokenRecord,
+    TokenRejection, TokenState, delivered_key,
 };
 use crate::eligibility::{
-    Eligibility, Ineligible, OwnerFilter, Roster, RosterCounts, RosterRow, assess,
+    AccessFilter, Eligibility, Ineligible, OwnerFilter, Roster, RosterCounts, RosterRow, assess,
 };
 use crate::error::{Error, InvalidSetting, MassEditProblem, Result, with_causes};
 use crate::invite::{AttachmentLimits, Invite, check_portal_url};
@@ -537,31 +537,53 @@ impl OwnerAccess {
     /// access status and eligibility, and the community's counts per status.
     ///
     /// Eligibility takes the whole repository into account (an address shared with an
-    /// owner of another community counts as shared). One call for the owners and one
-    /// for the addresses, whatever the size of the community.
+    /// owner of another community counts as shared). The owners are the directory's,
+    /// their invitation states (Invited, Expired, Not invited) the store's, joined
+    /// here: one call for the owners, one for their states and one for the
+    /// addresses, whatever the size of the community.
     pub async fn roster(&self, community: &CommunityId, filter: &OwnerFilter) -> Result<Roster> {
         self.community(community).await?;
         self.settle_owed().await?;
         let now = self.clock.now();
+        // The directory's owners joined with the store's invitation states: the
+        // counts are over every owner, the filter's Invited tab is the store's to say.
         let owners = self
             .directory
-            .community_owners(community, &OwnerFilter::all(), now)
+            .community_owners(community, &OwnerFilter::all())
             .await?;
-        let counts = RosterCounts::tally(owners.iter().map(|o| o.access.state_at(now)));
-        let mut rows: Vec<Owner> = owners
+        let ids: Vec<OwnerId> = owners.iter().map(|o| o.id.clone()).collect();
+        let mut invitations: HashMap<OwnerId, InvitationState> = self
+            .store
+            .invitation_states(&ids)
+            .await?
             .into_iter()
-            .filter(|o| filter.matches(o, now))
             .collect();
-        rows.sort_by(|a, b| {
+        drop(ids);
+        let counts = RosterCounts::tally(
+            owners
+                .iter()
+                .map(|o| AccessState::of(o, invitations.get(&o.id), now)),
+        );
+        let mut rows: Vec<(Owner, Option<InvitationState>)> = owners
+            .into_iter()
+            .filter_map(|o| {
+                let invitation = invitations.remove(&o.id);
+                filter
+                    .matches(&o, invitation.as_ref(), now)
+                    .then_some((o, invitation))
+            })
+            .collect();
+        rows.sort_by(|(a, _), (b, _)| {
             (&a.last_name, &a.first_name, &a.id).cmp(&(&b.last_name, &b.first_name, &b.id))
         });
-        let holders = self.holders_of(&rows).await?;
+        let holders = self.holders_of(rows.iter().map(|(o, _)| o)).await?;
         let rows = rows
             .into_iter()
-            .map(|owner| {
+            .map(|(owner, invitation)| {
                 let eligibility = assess_with(&owner, &holders);
                 RosterRow {
-                    state: owner.access.state_at(now),
+                    state: AccessState::of(&owner, invitation.as_ref(), now),
+                    invitation,
                     owner,
                     eligibility,
                 }
@@ -617,13 +639,20 @@ impl OwnerAccess {
 
     /// "Resend to every invited owner who has not registered": an invite selecting
     /// them, to review and send like any other.
+    ///
+    /// The directory gives the community's unregistered owners; the store says which
+    /// of them were sent an invitation (a chunk of owners per call).
     pub async fn compose_resend_to_invited(&self, community: &CommunityId) -> Result<Invite> {
-        let now = self.clock.now();
-        let filter = OwnerFilter::all().with_access(crate::eligibility::AccessFilter::Invited);
-        let invited = self
+        let filter = OwnerFilter::all().with_access(AccessFilter::Invited);
+        let unregistered = self
             .directory
-            .community_owner_ids(community, &filter, now)
+            .community_owner_ids(community, &filter)
             .await?;
+        let mut invited = Vec::new();
+        for chunk in unregistered.chunks(REVIEW_CHUNK) {
+            let states = self.store.invitation_states(chunk).await?;
+            invited.extend(states.into_iter().map(|(owner, _)| owner));
+        }
         let selection = invited.into_iter().collect();
         self.compose(community, &selection).await
     }

@@ -39,8 +39,8 @@ use futures::future::join_all;
 
 use crate::adapters::memory::InMemoryTransport;
 use crate::domain::{
-    AccessStatus, ActivityEntry, ActivityKind, Batch, BatchId, Community, CommunityId, Delivery,
-    DeliveryCounts, DeliveryOutcome, DeliveryState, Draft, DraftId, EmailAddress, Mailbox,
+    ActivityEntry, ActivityKind, Batch, BatchId, Community, CommunityId, Delivery, DeliveryCounts,
+    DeliveryOutcome, DeliveryState, Draft, DraftId, EmailAddress, InvitationState, Mailbox,
     NewBatch, Owner, OwnerId, Page, PropertyId, SenderId, SkipReason, Timestamp, TokenHash,
     TokenRecord, TokenRejection, TokenState, delivered_key,
 };
@@ -205,15 +205,6 @@ fn owner(id: &str, community: &str, email: Option<&str>) -> Owner {
     }
 }
 
-fn invited(expires_at: Timestamp) -> AccessStatus {
-    AccessStatus::Invited {
-        first_at: t(-1000),
-        last_at: t(-500),
-        count: 2,
-        expires_at,
-    }
-}
-
 fn invite(community: &str) -> Invite {
     Invite {
         community: cid(community),
@@ -323,6 +314,22 @@ async fn token_state(c: Ctx, repo: &dyn OwnerStorage, n: u64) -> Result<TokenSta
 async fn get_owner(c: Ctx, repo: &dyn OwnerStorage, id: &str) -> Result<Owner, Failure> {
     c.ok(repo.owner(&oid(id)).await, "owner")?
         .ok_or_else(|| c.fail(format!("owner `{id}` is missing")))
+}
+
+/// The store's invitation state of one owner.
+async fn invitation_state(
+    c: Ctx,
+    repo: &dyn OwnerStorage,
+    id: &str,
+) -> Result<Option<InvitationState>, Failure> {
+    let mut states = c.ok(
+        repo.invitation_states(&[oid(id)]).await,
+        "invitation_states",
+    )?;
+    c.ensure(states.len() <= 1, || {
+        format!("invitation_states of one owner gave {states:?}")
+    })?;
+    Ok(states.pop().map(|(_, state)| state))
 }
 
 async fn all_activity(
@@ -486,18 +493,16 @@ pub async fn owners_round_trip(repo: &dyn OwnerStorage) -> CheckResult {
 pub async fn upsert_merge_rules(repo: &dyn OwnerStorage) -> CheckResult {
     let c = Ctx("upsert_merge_rules");
     let before = vec![
-        owner("reg", "c1", Some("reg@example.org"))
-            .with_access(AccessStatus::Registered { at: Some(t(-50)) }),
-        owner("inv", "c1", Some("inv@example.org")).with_access(invited(t(100))),
-        owner("host", "c1", Some("host@example.org")).with_access(invited(t(100))),
+        owner("reg", "c1", Some("reg@example.org")).with_registered(Some(t(-50))),
+        owner("inv", "c1", Some("inv@example.org")),
+        owner("host", "c1", Some("host@example.org")),
         owner("new", "c1", None),
     ];
     c.ok(repo.upsert_owners(&before, t(0)).await, "upsert_owners")?;
     let incoming = vec![
         owner("reg", "c1", Some("reg@example.org")),
         owner("inv", "c1", Some("inv@example.org")),
-        owner("host", "c1", Some("host@example.org"))
-            .with_access(AccessStatus::Registered { at: None }),
+        owner("host", "c1", Some("host@example.org")).with_registered(None),
         owner("new", "c1", Some("new@example.org")),
     ];
     let incoming: Vec<Owner> = incoming
@@ -638,8 +643,7 @@ pub async fn upsert_is_all_or_nothing(repo: &dyn OwnerStorage) -> CheckResult {
 pub async fn import_session_is_one_step(repo: &dyn OwnerStorage) -> CheckResult {
     let c = Ctx("import_session_is_one_step");
     // Stored before: a registered owner and an invited one with a live token.
-    let reg = owner("reg", "c1", Some("reg@example.org"))
-        .with_access(AccessStatus::Registered { at: Some(t(-5)) });
+    let reg = owner("reg", "c1", Some("reg@example.org")).with_registered(Some(t(-5)));
     let moving = owner("moving", "c1", Some("old@example.org"));
     c.ok(
         repo.upsert_owners(&[reg.clone(), moving.clone()], t(0))
@@ -675,7 +679,7 @@ pub async fn import_session_is_one_step(repo: &dyn OwnerStorage) -> CheckResult 
     again.first_name = "Second".into();
     second.push(again.clone());
     let mut reg_again = reg.clone();
-    reg_again.access = AccessStatus::NotInvited;
+    reg_again.registered = None;
     reg_again.first_name = "Renamed".into();
     second.push(reg_again.clone());
     second.push(moving.clone().with_primary_email("new@example.org"));
@@ -782,24 +786,23 @@ pub async fn import_session_is_one_step(repo: &dyn OwnerStorage) -> CheckResult 
 }
 
 /// `community_owners` returns exactly the community's owners for which
-/// [`OwnerFilter::matches`] holds, for every filter and several `now`s (an
-/// invitation valid at one and expired at another), and follows owners that move
-/// between communities; `community_owner_ids` returns exactly their ids, each once.
+/// [`OwnerFilter::matches_owner`] holds (the owners' own fields: registered or not,
+/// email, search), for every filter, and follows owners that move between
+/// communities; `community_owner_ids` returns exactly their ids, each once.
 pub async fn community_owners_filters(repo: &dyn OwnerStorage) -> CheckResult {
     let c = Ctx("community_owners_filters");
     let c1 = vec![
         owner("n1", "c1", Some("n1@example.org")).with_property_address("12 Elm Street"),
         owner("n2", "c1", None),
         owner("n3", "c1", Some("   ")),
-        owner("i1", "c1", Some("i1@example.org")).with_access(invited(t(100))),
-        owner("i2", "c1", Some("bad address")).with_access(invited(t(10))),
-        owner("r1", "c1", Some("R1@Example.org"))
-            .with_access(AccessStatus::Registered { at: Some(t(0)) }),
-        owner("r2", "c1", None).with_access(AccessStatus::Registered { at: None }),
+        owner("i1", "c1", Some("i1@example.org")),
+        owner("i2", "c1", Some("bad address")),
+        owner("r1", "c1", Some("R1@Example.org")).with_registered(Some(t(0))),
+        owner("r2", "c1", None).with_registered(None),
     ];
     let others = vec![
         owner("x1", "c2", Some("x1@example.org")),
-        owner("m1", "c2", Some("m1@example.org")).with_access(invited(t(30))),
+        owner("m1", "c2", Some("m1@example.org")),
     ];
     c.ok(repo.upsert_owners(&c1, t(0)).await, "upsert_owners")?;
     c.ok(repo.upsert_owners(&others, t(0)).await, "upsert_owners")?;
@@ -831,10 +834,10 @@ pub async fn community_owners_filters(repo: &dyn OwnerStorage) -> CheckResult {
             }
         }
     }
-    for now in [t(0), t(20), t(50), t(200)] {
+    {
         for filter in &filters {
             let got = c.ok(
-                repo.community_owners(&cid("c1"), filter, now).await,
+                repo.community_owners(&cid("c1"), filter).await,
                 "community_owners",
             )?;
             c.eq(
@@ -844,13 +847,12 @@ pub async fn community_owners_filters(repo: &dyn OwnerStorage) -> CheckResult {
             )?;
             let want: Vec<Owner> = members
                 .iter()
-                .filter(|o| filter.matches(o, now))
+                .filter(|o| filter.matches_owner(o))
                 .cloned()
                 .collect();
             c.ensure(ids(&got) == ids(&want), || {
                 format!(
-                    "community_owners(c1, {filter:?}, now = T0+{}s): got {:?}, expected {:?}",
-                    now.unix_seconds() - T0,
+                    "community_owners(c1, {filter:?}): got {:?}, expected {:?}",
                     ids(&got),
                     ids(&want)
                 )
@@ -862,7 +864,7 @@ pub async fn community_owners_filters(repo: &dyn OwnerStorage) -> CheckResult {
             }
             let mut got_ids: Vec<String> = c
                 .ok(
-                    repo.community_owner_ids(&cid("c1"), filter, now).await,
+                    repo.community_owner_ids(&cid("c1"), filter).await,
                     "community_owner_ids",
                 )?
                 .iter()
@@ -872,14 +874,13 @@ pub async fn community_owners_filters(repo: &dyn OwnerStorage) -> CheckResult {
             let want_ids: Vec<String> = ids(&want).into_iter().collect();
             c.ensure(got_ids == want_ids, || {
                 format!(
-                    "community_owner_ids(c1, {filter:?}, now = T0+{}s): got {got_ids:?}, expected {want_ids:?}",
-                    now.unix_seconds() - T0,
+                    "community_owner_ids(c1, {filter:?}): got {got_ids:?}, expected {want_ids:?}"
                 )
             })?;
         }
     }
     let c2_ids = c.ok(
-        repo.community_owner_ids(&cid("c2"), &OwnerFilter::all(), t(0))
+        repo.community_owner_ids(&cid("c2"), &OwnerFilter::all())
             .await,
         "community_owner_ids",
     )?;
@@ -889,13 +890,12 @@ pub async fn community_owners_filters(repo: &dyn OwnerStorage) -> CheckResult {
         "community_owner_ids of c2 after m1 moved away",
     )?;
     let c2 = c.ok(
-        repo.community_owners(&cid("c2"), &OwnerFilter::all(), t(0))
-            .await,
+        repo.community_owners(&cid("c2"), &OwnerFilter::all()).await,
         "community_owners",
     )?;
     c.eq(ids(&c2), ["x1".to_owned()].into(), "c2 after m1 moved away")?;
     let none = c.ok(
-        repo.community_owners(&cid("nowhere"), &OwnerFilter::all(), t(0))
+        repo.community_owners(&cid("nowhere"), &OwnerFilter::all())
             .await,
         "community_owners",
     )?;
@@ -1946,9 +1946,9 @@ pub async fn stale_holder_writes_are_refused(repo: &dyn OwnerStorage) -> CheckRe
         "the outcome counted once",
     )?;
     c.eq(
-        get_owner(c, repo, "o1").await?.access,
-        AccessStatus::NotInvited.after_invitation(t(32), t(1000)),
-        "o1 access",
+        invitation_state(c, repo, "o1").await?,
+        Some(InvitationState::after(None, t(32), t(1000))),
+        "o1's invitation state",
     )?;
     check_counts(c, repo, "b1").await
 }
@@ -2161,13 +2161,13 @@ pub async fn renewal_races_take_over(repo: &dyn OwnerStorage) -> CheckResult {
 
 /// `record_delivery`: only from the claim's holder (`NotHolder` otherwise: a pending
 /// delivery, a settled one, recording twice; nothing changed), adds attempts, `Sent`
-/// moves the owner's access by [`AccessStatus::after_invitation`], `Failed` leaves
-/// it; `requeue_failed` moves failed deliveries back to pending.
+/// moves the owner's invitation state by [`InvitationState::after`], `Failed`
+/// leaves it; `requeue_failed` moves failed deliveries back to pending.
 pub async fn record_delivery_rules(repo: &dyn OwnerStorage) -> CheckResult {
     let c = Ctx("record_delivery_rules");
     let a = sid("sender-a");
     let before = vec![
-        owner("o1", "c1", Some("o1@example.org")).with_access(invited(t(-100))),
+        owner("o1", "c1", Some("o1@example.org")),
         owner("o2", "c1", Some("o2@example.org")),
         owner("o3", "c1", Some("o3@example.org")),
     ];
@@ -2211,9 +2211,9 @@ pub async fn record_delivery_rules(repo: &dyn OwnerStorage) -> CheckResult {
         "o1 delivery",
     )?;
     c.eq(
-        get_owner(c, repo, "o1").await?.access,
-        before[0].access.after_invitation(t(20), t(1000)),
-        "o1 access after the send",
+        invitation_state(c, repo, "o1").await?,
+        Some(InvitationState::after(None, t(20), t(1000))),
+        "o1's invitation state after the send",
     )?;
     c.err(
         repo.record_delivery(&bid("b1"), &a, &oid("o1"), &failed("late", 1), t(21))
@@ -2320,9 +2320,9 @@ pub async fn record_delivery_rules(repo: &dyn OwnerStorage) -> CheckResult {
         "attempts add up over runs",
     )?;
     c.eq(
-        get_owner(c, repo, "o2").await?.access,
-        AccessStatus::NotInvited.after_invitation(t(31), t(2000)),
-        "o2 access",
+        invitation_state(c, repo, "o2").await?,
+        Some(InvitationState::after(None, t(31), t(2000))),
+        "o2's invitation state",
     )?;
     c.eq(
         c.ok(repo.delivery_counts(&bid("b1")).await, "delivery_counts")?,
@@ -3044,9 +3044,9 @@ pub async fn record_deliveries_in_a_group(repo: &dyn OwnerStorage) -> CheckResul
         "the sent one",
     )?;
     c.eq(
-        get_owner(c, repo, "o1").await?.access,
-        AccessStatus::NotInvited.after_invitation(t(20), t(1000)),
-        "the sent owner's access",
+        invitation_state(c, repo, "o1").await?,
+        Some(InvitationState::after(None, t(20), t(1000))),
+        "the sent owner's invitation state",
     )?;
     c.eq(
         delivery(c, repo, "b1", "o2").await?.state,
@@ -3065,9 +3065,127 @@ pub async fn record_deliveries_in_a_group(repo: &dyn OwnerStorage) -> CheckResul
     c.eq(
         get_owner(c, repo, "o3").await?,
         before[2].clone(),
-        "the refused owner's access is unchanged",
+        "the refused owner is unchanged",
+    )?;
+    c.eq(
+        invitation_state(c, repo, "o3").await?,
+        None,
+        "the refused owner was not invited",
     )?;
     check_counts(c, repo, "b1").await
+}
+
+/// `invitation_states`: an owner's state is [`InvitationState::after`] of each
+/// message recorded as sent to them, batch after batch (the first time kept; the
+/// last, the count and the expiry from the latest), written by the grouped write
+/// itself; failed, skipped, unreachable and refused outcomes change none. Owners never
+/// sent to and unknown ids are left out, an owner listed twice comes once, and the
+/// directory's registered mark leaves the history as it was.
+pub async fn invitation_states_follow_sent_messages(repo: &dyn OwnerStorage) -> CheckResult {
+    let c = Ctx("invitation_states_follow_sent_messages");
+    let (a, b) = (sid("sender-a"), sid("sender-b"));
+    let all = ["o1", "o2", "o3", "o4", "o5"];
+    let owners: Vec<Owner> = all
+        .iter()
+        .map(|id| owner(id, "c1", Some(&format!("{id}@example.org"))))
+        .collect();
+    c.ok(repo.upsert_owners(&owners, t(0)).await, "upsert_owners")?;
+    let mut listed: Vec<OwnerId> = all.iter().map(|id| oid(id)).collect();
+    listed.extend([oid("o1"), oid("nobody")]);
+    let states = |want: Vec<(&'static str, InvitationState)>, what: &'static str| {
+        let listed = &listed;
+        async move {
+            let mut got = c.ok(repo.invitation_states(listed).await, "invitation_states")?;
+            got.sort_by(|x, y| x.0.cmp(&y.0));
+            let want: Vec<(OwnerId, InvitationState)> =
+                want.into_iter().map(|(id, s)| (oid(id), s)).collect();
+            c.eq(got, want, what)
+        }
+    };
+    states(Vec::new(), "before any message").await?;
+    c.ok(
+        repo.create_batch(&new_batch("b1", "c1", &all, t(1))).await,
+        "create_batch",
+    )?;
+    c.ok(
+        repo.claim_deliveries(&bid("b1"), &a, 10, LEASE, t(10))
+            .await,
+        "claim",
+    )?;
+    let group = vec![
+        (oid("o1"), sent(t(1000), 1)),
+        (oid("o2"), failed("550 no such user", 1)),
+        (
+            oid("o3"),
+            DeliveryOutcome::Skipped {
+                reason: SkipReason::Registered,
+            },
+        ),
+        (oid("o4"), DeliveryOutcome::Unreachable { attempts: 1 }),
+    ];
+    c.eq(
+        c.ok(
+            repo.record_deliveries(&bid("b1"), &a, &group, t(20)).await,
+            "record_deliveries",
+        )?,
+        Vec::new(),
+        "nothing refused",
+    )?;
+    c.eq(
+        sorted(
+            c.ok(
+                repo.record_deliveries(&bid("b1"), &b, &[(oid("o5"), sent(t(1000), 1))], t(21))
+                    .await,
+                "record_deliveries",
+            )?,
+        ),
+        names(&["o5"]),
+        "a sent outcome from a sender without the claim is refused",
+    )?;
+    let first = InvitationState::after(None, t(20), t(1000));
+    states(vec![("o1", first)], "after the first group").await?;
+    c.ok(
+        repo.create_batch(&new_batch("b2", "c1", &["o1", "o2"], t(30)))
+            .await,
+        "create_batch",
+    )?;
+    c.ok(
+        repo.claim_deliveries(&bid("b2"), &a, 10, LEASE, t(40))
+            .await,
+        "claim",
+    )?;
+    c.eq(
+        c.ok(
+            repo.record_deliveries(
+                &bid("b2"),
+                &a,
+                &[(oid("o1"), sent(t(2000), 1)), (oid("o2"), sent(t(3000), 1))],
+                t(50),
+            )
+            .await,
+            "record_deliveries",
+        )?,
+        Vec::new(),
+        "nothing refused",
+    )?;
+    let second = InvitationState::after(Some(&first), t(50), t(2000));
+    c.eq(
+        (second.first_at, second.last_at, second.count),
+        (t(20), t(50), 2),
+        "the reference's second invitation",
+    )?;
+    let o2 = InvitationState::after(None, t(50), t(3000));
+    states(vec![("o1", second), ("o2", o2)], "after the second batch").await?;
+    c.ok(
+        repo.mark_registered(&oid("o1"), "o1@example.org", t(60))
+            .await,
+        "mark_registered",
+    )?;
+    states(
+        vec![("o1", second), ("o2", o2)],
+        "a registration keeps the history",
+    )
+    .await
 }
 
 /// `redeem_token`: the reasons (unknown, expired at `expires_at`, revoked, used, owner
@@ -3078,7 +3196,7 @@ pub async fn redeem_token_rules(repo: &dyn OwnerStorage) -> CheckResult {
     let owners = vec![
         owner("a", "c1", Some("a@example.org")),
         owner("b", "c1", Some("b@example.org")),
-        owner("d", "c1", Some("d@example.org")).with_access(invited(t(100))),
+        owner("d", "c1", Some("d@example.org")),
     ];
     c.ok(repo.upsert_owners(&owners, t(0)).await, "upsert_owners")?;
     c.ok(
@@ -3567,8 +3685,7 @@ pub fn seed_directory_reads() -> Seed {
         owners: vec![
             owner("a", "c1", Some("a@example.org")),
             owner("b", "c1", None),
-            owner("r", "c1", Some("r@example.org"))
-                .with_access(AccessStatus::Registered { at: Some(t(-50)) }),
+            owner("r", "c1", Some("r@example.org")).with_registered(Some(t(-50))),
             owner("x", "c2", Some("x@example.org")),
         ],
     }
@@ -3606,7 +3723,7 @@ pub async fn directory_reads(dir: &dyn OwnerRepository) -> CheckResult {
     )?;
     let filtered = |f: OwnerFilter| async move {
         let owners = c.ok(
-            dir.community_owners(&cid("c1"), &f, t(0)).await,
+            dir.community_owners(&cid("c1"), &f).await,
             "community_owners",
         )?;
         Ok::<_, Failure>(ids(&owners))
@@ -3646,7 +3763,7 @@ pub async fn directory_reads(dir: &dyn OwnerRepository) -> CheckResult {
     )?;
     c.eq(
         c.ok(
-            dir.community_owners(&cid("nope"), &OwnerFilter::all(), t(0))
+            dir.community_owners(&cid("nope"), &OwnerFilter::all())
                 .await,
             "community_owners",
         )?,
@@ -3895,12 +4012,8 @@ pub async fn directory_mark_registered(dir: &dyn OwnerRepository) -> CheckResult
     )?;
     got.sort_by(|x, y| x.id.cmp(&y.id));
     c.eq(got, owners.clone(), "owners after refused marks")?;
-    let registered = |o: &Owner, at| {
-        Marked::Registered(Box::new(
-            o.clone()
-                .with_access(AccessStatus::Registered { at: Some(at) }),
-        ))
-    };
+    let registered =
+        |o: &Owner, at| Marked::Registered(Box::new(o.clone().with_registered(Some(at))));
     c.eq(
         mark("a", " ann@EXAMPLE.org", t(6)).await?,
         registered(&owners[0], t(6)),
@@ -3918,11 +4031,7 @@ pub async fn directory_mark_registered(dir: &dyn OwnerRepository) -> CheckResult
     )?;
     c.eq(
         c.ok(dir.owners(&[oid("a")]).await, "owners")?,
-        vec![
-            owners[0]
-                .clone()
-                .with_access(AccessStatus::Registered { at: Some(t(6)) }),
-        ],
+        vec![owners[0].clone().with_registered(Some(t(6)))],
         "the stored owner",
     )
 }
@@ -4037,6 +4146,7 @@ pub const REPOSITORY_CHECKS: &[&str] = &[
     "issue_tokens_in_a_group",
     "tokens_pending_until_sent",
     "record_deliveries_in_a_group",
+    "invitation_states_follow_sent_messages",
     "redeem_token_rules",
     "redeem_token_concurrently_once",
     "revoke_tokens_rules",
@@ -4092,6 +4202,7 @@ where
         issue_tokens_in_a_group,
         tokens_pending_until_sent,
         record_deliveries_in_a_group,
+        invitation_states_follow_sent_messages,
         skipped_deliveries_are_settled,
         redeem_token_rules,
         redeem_token_concurrently_once,

@@ -3,8 +3,9 @@
 //! non-atomic batch insert, a read-then-write redeem, a read-then-write claim, a
 //! renewal that renews nothing, an outcome recorded whoever holds the claim, a link
 //! made live and the older one revoked at claim, a skip recorded as a failure, owner
-//! ids read without the filter, a redeem answered twice). The check for that contract
-//! must fail on it, and pass on the real adapter.
+//! ids read without the filter, a redeem answered twice, an invitation state that keeps
+//! only the latest invitation). The check for that contract must fail on it, and pass
+//! on the real adapter.
 #![cfg(feature = "testing")]
 
 mod common;
@@ -17,8 +18,8 @@ use common::wrapped::{Hooks, Wrapped};
 
 use owner_access::domain::{
     ActivityEntry, BatchId, Community, CommunityId, Delivery, DeliveryOutcome, DeliveryState,
-    NewBatch, Owner, OwnerId, SenderId, Timestamp, TokenHash, TokenRecord, TokenRejection,
-    TokenState, delivered_key,
+    InvitationState, NewBatch, Owner, OwnerId, SenderId, Timestamp, TokenHash, TokenRecord,
+    TokenRejection, TokenState, delivered_key,
 };
 use owner_access::eligibility::OwnerFilter;
 use owner_access::prelude::*;
@@ -69,6 +70,9 @@ enum Flaw {
     /// `answer_redeem` answers `true` for a redeemed token every time: two redeems of
     /// one link both answer with the registration.
     RepeatedAnswer,
+    /// The invitation state keeps only the latest invitation (first time, count 1),
+    /// as a store that writes it with `INSERT OR REPLACE` would.
+    LatestInvitationOnly,
 }
 
 /// An import that writes each chunk as it comes: visible before the commit, and
@@ -129,19 +133,33 @@ struct Flawed(Flaw);
 
 #[async_trait]
 impl Hooks for Flawed {
+    async fn invitation_states(
+        &self,
+        inner: &InMemoryRepository,
+        owners: &[OwnerId],
+    ) -> RepoResult<Vec<(OwnerId, InvitationState)>> {
+        let mut states = inner.invitation_states(owners).await?;
+        if self.0 == Flaw::LatestInvitationOnly {
+            for (_, state) in &mut states {
+                state.first_at = state.last_at;
+                state.count = 1;
+            }
+        }
+        Ok(states)
+    }
+
     async fn community_owner_ids(
         &self,
         inner: &InMemoryRepository,
         community: &CommunityId,
         filter: &OwnerFilter,
-        now: Timestamp,
     ) -> RepoResult<Vec<OwnerId>> {
         let filter = if self.0 == Flaw::UnfilteredIds {
             OwnerFilter::all()
         } else {
             filter.clone()
         };
-        inner.community_owner_ids(community, &filter, now).await
+        inner.community_owner_ids(community, &filter).await
     }
 
     async fn begin_import<'a>(
@@ -592,6 +610,16 @@ async fn owner_ids_that_ignore_the_filter_are_caught() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_state_that_keeps_only_the_latest_invitation_is_caught() {
+    caught(
+        Flaw::LatestInvitationOnly,
+        "invitation_states_follow_sent_messages",
+        testing::invitation_states_follow_sent_messages,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_settlement_without_compare_and_set_is_caught() {
     caught(
         Flaw::RacySettle,
@@ -619,6 +647,7 @@ async fn a_repository_without_fencing_is_caught() {
             "stale_holder_writes_are_refused",
             "tokens_pending_until_sent",
             "unreachable_runs_are_counted",
+            "invitation_states_follow_sent_messages",
         ],
         testing::stale_holder_writes_are_refused,
     )
@@ -682,17 +711,15 @@ impl OwnerRepository for CarelessDirectory {
         &self,
         community: &owner_access::domain::CommunityId,
         filter: &owner_access::eligibility::OwnerFilter,
-        now: Timestamp,
     ) -> RepoResult<Vec<Owner>> {
-        self.0.community_owners(community, filter, now).await
+        self.0.community_owners(community, filter).await
     }
     async fn community_owner_ids(
         &self,
         community: &owner_access::domain::CommunityId,
         filter: &owner_access::eligibility::OwnerFilter,
-        now: Timestamp,
     ) -> RepoResult<Vec<OwnerId>> {
-        self.0.community_owner_ids(community, filter, now).await
+        self.0.community_owner_ids(community, filter).await
     }
     async fn email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
         self.0.email_holders(keys).await

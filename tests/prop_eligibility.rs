@@ -7,9 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use owner_access::FileOutbox;
-use owner_access::domain::{
-    AccessStatus, Community, CommunityId, Owner, OwnerId, PropertyId, Timestamp,
-};
+use owner_access::domain::{Community, CommunityId, Owner, OwnerId, PropertyId, Timestamp};
 use owner_access::eligibility::OwnerFilter;
 use owner_access::prelude::*;
 use owner_access::{InMemoryRepository, OwnerAccess, Selection};
@@ -155,7 +153,7 @@ async fn setup(specs: &[Spec]) -> (OwnerAccess, CommunityId) {
             );
             o.primary_email = s.email.raw();
             if s.registered {
-                o.access = AccessStatus::Registered { at: None };
+                o.registered = Some(owner_access::domain::Registered { at: None });
             }
             o
         })

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use owner_access::InMemoryRepository;
 use owner_access::domain::{
-    AccessStatus, ActivityEntry, ActivityKind, Batch, BatchId, CommunityId, DeliveryOutcome,
-    EmailAddress, Mailbox, NewBatch, Owner, OwnerId, PropertyId, SenderId, Timestamp, TokenHash,
+    ActivityEntry, ActivityKind, Batch, BatchId, CommunityId, DeliveryOutcome, EmailAddress,
+    Mailbox, NewBatch, Owner, OwnerId, PropertyId, Registered, SenderId, Timestamp, TokenHash,
     TokenRecord, TokenRejection, TokenState,
 };
 use owner_access::invite::Invite;
@@ -317,7 +317,7 @@ async fn run(repo: &dyn OwnerStorage, ops: &[Op]) -> Result<(), TestCaseError> {
                                 "o{o} not marked registered: {marked:?}"
                             )));
                         };
-                        prop_assert_eq!(owner.access, AccessStatus::Registered { at: Some(now) });
+                        prop_assert_eq!(owner.registered, Some(Registered { at: Some(now) }));
                         model.revoke(o, now, |_, _| true);
                         model.tokens[n].2 = TokenState::Redeemed { at: now };
                         model.registered[o] = true;

@@ -74,17 +74,15 @@ impl OwnerRepository for HangingDirectory {
         &self,
         community: &CommunityId,
         filter: &OwnerFilter,
-        now: Timestamp,
     ) -> RepoResult<Vec<Owner>> {
-        self.0.community_owners(community, filter, now).await
+        self.0.community_owners(community, filter).await
     }
     async fn community_owner_ids(
         &self,
         community: &CommunityId,
         filter: &OwnerFilter,
-        now: Timestamp,
     ) -> RepoResult<Vec<OwnerId>> {
-        self.0.community_owner_ids(community, filter, now).await
+        self.0.community_owner_ids(community, filter).await
     }
     async fn email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
         self.0.email_holders(keys).await

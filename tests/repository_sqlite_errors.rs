@@ -55,7 +55,6 @@ async fn stored(repo: &SqliteRepository) -> usize {
     repo.community_owners(
         &CommunityId::new("maple").unwrap(),
         &owner_access::eligibility::OwnerFilter::all(),
-        Timestamp::from_unix_seconds(0),
     )
     .await
     .unwrap()

@@ -292,7 +292,7 @@ async fn an_owner_who_registers_after_the_batch_was_made_is_skipped() {
     let w = world(3).await;
     let review = review_for(&w, 3).await;
     let mut e1 = w.repo.owner(&oid("e1")).await.unwrap().unwrap();
-    e1.access = owner_access::domain::AccessStatus::Registered { at: None };
+    e1.registered = Some(owner_access::domain::Registered { at: None });
     w.repo.upsert_owners(&[e1], t0()).await.unwrap();
     let report = w.service.send(review).await.unwrap();
     assert_eq!(report.sent, 2);

@@ -7,8 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use owner_access::domain::{
-    AccessStatus, Branding, Community, CommunityId, EmailAddress, Owner, OwnerId, PropertyId,
-    TimeZoneName,
+    Branding, Community, CommunityId, EmailAddress, Owner, OwnerId, PropertyId, TimeZoneName,
 };
 use owner_access::repository::EmailEdit;
 
@@ -289,7 +288,7 @@ impl OwnerRows {
             owner = owner.with_primary_email(email);
         }
         if registered {
-            owner.access = AccessStatus::Registered { at: None };
+            owner.registered = Some(owner_access::domain::Registered { at: None });
         }
         Ok(Some((line, owner)))
     }

@@ -918,7 +918,7 @@ impl App {
             // would be held here only to take their ids. An unknown community is
             // reported by `compose` below.
             self.repo
-                .community_owner_ids(&community, &OwnerFilter::all(), SystemClock.now())
+                .community_owner_ids(&community, &OwnerFilter::all())
                 .await
                 .map_err(Error::from)?
                 .into_iter()

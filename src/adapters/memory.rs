@@ -11,9 +11,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::domain::{
-    AccessStatus, ActivityEntry, Batch, BatchId, Community, CommunityId, Delivery, DeliveryCounts,
-    DeliveryOutcome, DeliveryState, Draft, DraftId, EmailAddress, NewBatch, Owner, OwnerId, Page,
-    SenderId, Timestamp, TokenHash, TokenRecord, TokenRejection, TokenState, delivered_key,
+    ActivityEntry, Batch, BatchId, Community, CommunityId, Delivery, DeliveryCounts,
+    DeliveryOutcome, DeliveryState, Draft, DraftId, EmailAddress, InvitationState, NewBatch, Owner,
+    OwnerId, Page, Registered, SenderId, Timestamp, TokenHash, TokenRecord, TokenRejection,
+    TokenState, delivered_key,
 };
 use crate::eligibility::OwnerFilter;
 use crate::repository::{
@@ -88,6 +89,8 @@ struct State {
     owed: HashMap<TokenHash, OwedRegistration>,
     /// Spent tokens whose redeem has been answered ([`InvitationStore::answer_redeem`]).
     answered: HashSet<TokenHash>,
+    /// Each invited owner's invitation history (the store's side).
+    invitations: HashMap<OwnerId, InvitationState>,
     sequence: u64,
 }
 
@@ -359,7 +362,6 @@ impl OwnerRepository for InMemoryRepository {
         &self,
         community: &CommunityId,
         filter: &OwnerFilter,
-        now: Timestamp,
     ) -> RepoResult<Vec<Owner>> {
         let state = self.lock();
         let Some(ids) = state.owners_by_community.get(community) else {
@@ -368,7 +370,7 @@ impl OwnerRepository for InMemoryRepository {
         Ok(ids
             .iter()
             .filter_map(|id| state.owners.get(id))
-            .filter(|owner| filter.matches(owner, now))
+            .filter(|owner| filter.matches_owner(owner))
             .cloned()
             .collect())
     }
@@ -453,7 +455,7 @@ impl OwnerRepository for InMemoryRepository {
             return Ok(Marked::AddressChanged);
         }
         if !stored.is_registered() {
-            stored.access = AccessStatus::Registered { at: Some(at) };
+            stored.registered = Some(Registered { at: Some(at) });
         }
         Ok(Marked::Registered(Box::new(stored.clone())))
     }
@@ -694,9 +696,8 @@ impl InvitationStore for InMemoryRepository {
             }
             b.set_state(owner, new_state);
             if let Some(expires_at) = expires {
-                if let Some(o) = state.owners.get_mut(owner) {
-                    o.access = o.access.after_invitation(now, expires_at);
-                }
+                let after = InvitationState::after(state.invitations.get(owner), now, expires_at);
+                state.invitations.insert(owner.clone(), after);
                 accepted.push(owner);
             }
         }
@@ -825,6 +826,18 @@ impl InvitationStore for InMemoryRepository {
         }
         state.tokens.insert(token.hash, token.clone());
         Ok(())
+    }
+
+    async fn invitation_states(
+        &self,
+        owners: &[OwnerId],
+    ) -> RepoResult<Vec<(OwnerId, InvitationState)>> {
+        let state = self.lock();
+        let unique: BTreeSet<&OwnerId> = owners.iter().collect();
+        Ok(unique
+            .into_iter()
+            .filter_map(|id| state.invitations.get(id).map(|i| (id.clone(), *i)))
+            .collect())
     }
 
     async fn token(&self, hash: &TokenHash) -> RepoResult<Option<TokenRecord>> {

@@ -39,6 +39,10 @@
 //!   that has run out); renewing, recording and releasing are conditional on the
 //!   holder (fencing). Leases are judged by the `now` the caller passes: the
 //!   processes sharing a file run on one machine;
+//! - each owner's invitation state (first and last invited, count, expiry) is a row of
+//!   the store's `invitation_states` (schema 13; it was columns of `owners`), written
+//!   for a whole group of sent messages by one upsert in the transaction that records
+//!   them; `owners` keeps the host's fields and a `registered` flag with its time;
 //! - primary emails are **not** unique (host data may already share one); their
 //!   [`delivered_key`] is an indexed column (`email_key`) that `email_holders` joins
 //!   against. The key is computed in Rust (UTS #46 cannot be done in SQL), so a new
@@ -79,9 +83,9 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, Params, Row, TransactionBehavio
 use time::OffsetDateTime;
 
 use crate::domain::{
-    AccessStatus, ActivityEntry, Batch, BatchId, Branding, Community, CommunityId,
-    DELIVERED_KEY_VERSION, Delivery, DeliveryCounts, DeliveryOutcome, DeliveryState, Draft,
-    DraftId, EmailAddress, Mailbox, NewBatch, Owner, OwnerId, Page, PropertyId, SenderId,
+    ActivityEntry, Batch, BatchId, Branding, Community, CommunityId, DELIVERED_KEY_VERSION,
+    Delivery, DeliveryCounts, DeliveryOutcome, DeliveryState, Draft, DraftId, EmailAddress,
+    InvitationState, Mailbox, NewBatch, Owner, OwnerId, Page, PropertyId, Registered, SenderId,
     SkipReason, TimeZoneName, Timestamp, TokenHash, TokenRecord, TokenRejection, TokenState,
     delivered_key,
 };
@@ -120,6 +124,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Sql(include_str!("sqlite/0010_skipped_deliveries.sql")),
     Migration::Sql(include_str!("sqlite/0011_registrations_owed.sql")),
     Migration::Sql(include_str!("sqlite/0012_redeem_answers.sql")),
+    Migration::Sql(include_str!("sqlite/0013_invitation_states.sql")),
 ];
 
 /// The [`DELIVERED_KEY_VERSION`] that `owners.email_key` holds in a file at
@@ -817,23 +822,18 @@ fn limit(n: usize) -> i64 {
 
 // ----- Owners ------------------------------------------------------------------------
 
-/// The columns of an owner's access status, in the order [`read_access`] reads them.
-macro_rules! access_columns {
-    () => {
-        "access, invited_first_at, invited_last_at, invited_count, expires_at, registered_at"
-    };
-}
-
-const ACCESS_COLUMNS: &str = access_columns!();
-
-/// [`read_owner`]'s columns: the access status from column 7 on.
-const OWNER_COLUMNS: &str = concat!(
-    "id, community, property, first_name, last_name, property_address, primary_email, ",
-    access_columns!()
-);
+/// [`read_owner`]'s columns: the registered flag and its time are columns 7 and 8.
+const OWNER_COLUMNS: &str = "id, community, property, first_name, last_name, property_address, \
+                             primary_email, registered, registered_at";
 
 fn read_owner(row: &Row<'_>) -> Res<Owner> {
-    let access = read_access(row, 7)?;
+    let registered = match row.get::<_, i64>(7)? {
+        0 => None,
+        1 => Some(Registered {
+            at: read_opt_ts(row.get(8)?)?,
+        }),
+        other => return Err(bad_row("owners.registered", other)),
+    };
     Ok(Owner {
         id: read_id!(OwnerId, row.get::<_, String>(0)?, "owners.id")?,
         community: read_id!(CommunityId, row.get::<_, String>(1)?, "owners.community")?,
@@ -842,80 +842,29 @@ fn read_owner(row: &Row<'_>) -> Res<Owner> {
         last_name: row.get(4)?,
         property_address: row.get(5)?,
         primary_email: row.get(6)?,
-        access,
+        registered,
     })
 }
 
-/// The access status from the columns of `access_columns!()`, starting at column `at`.
-fn read_access(row: &Row<'_>, at: usize) -> Res<AccessStatus> {
-    let access: String = row.get(at)?;
-    Ok(match access.as_str() {
-        "not_invited" => AccessStatus::NotInvited,
-        "invited" => AccessStatus::Invited {
-            first_at: read_ts(need(row.get(at + 1)?, "owners.invited_first_at")?)?,
-            last_at: read_ts(need(row.get(at + 2)?, "owners.invited_last_at")?)?,
-            count: u32::try_from(need::<i64>(row.get(at + 3)?, "owners.invited_count")?)
-                .map_err(|e| bad_row("owners.invited_count", e))?,
-            expires_at: read_ts(need(row.get(at + 4)?, "owners.expires_at")?)?,
-        },
-        "registered" => AccessStatus::Registered {
-            at: read_opt_ts(row.get(at + 5)?)?,
-        },
-        other => return Err(bad_row("owners.access", other)),
-    })
-}
-
-/// The access columns: (access, first, last, count, expires, registered).
-type AccessColumns = (
-    &'static str,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-);
-
-fn access_columns(access: &AccessStatus) -> Res<AccessColumns> {
-    Ok(match access {
-        AccessStatus::NotInvited => ("not_invited", None, None, None, None, None),
-        AccessStatus::Invited {
-            first_at,
-            last_at,
-            count,
-            expires_at,
-        } => (
-            "invited",
-            Some(ts(*first_at)?),
-            Some(ts(*last_at)?),
-            Some(i64::from((*count).max(1))),
-            Some(ts(*expires_at)?),
-            None,
-        ),
-        AccessStatus::Registered { at } => (
-            "registered",
-            None,
-            None,
-            None,
-            None,
-            at.map(ts).transpose()?,
-        ),
+/// The registered columns of an owner: (flag, time).
+fn registered_columns(registered: Option<&Registered>) -> Res<(bool, Option<i64>)> {
+    Ok(match registered {
+        None => (false, None),
+        Some(Registered { at }) => (true, at.map(ts).transpose()?),
     })
 }
 
 fn put_owner(db: &Db<'_>, owner: &Owner) -> Res<()> {
-    let (access, first, last, count, expires, registered) = access_columns(&owner.access)?;
+    let (registered, registered_at) = registered_columns(owner.registered.as_ref())?;
     db.exec(
         "INSERT INTO owners (id, community, property, first_name, last_name, property_address, \
-             primary_email, email_key, access, invited_first_at, invited_last_at, invited_count, \
-             expires_at, registered_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+             primary_email, email_key, registered, registered_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (id) DO UPDATE SET
              community = excluded.community, property = excluded.property,
              first_name = excluded.first_name, last_name = excluded.last_name,
              property_address = excluded.property_address, primary_email = excluded.primary_email,
-             email_key = excluded.email_key, access = excluded.access,
-             invited_first_at = excluded.invited_first_at, invited_last_at = excluded.invited_last_at,
-             invited_count = excluded.invited_count, expires_at = excluded.expires_at,
+             email_key = excluded.email_key, registered = excluded.registered,
              registered_at = excluded.registered_at",
         rusqlite::params![
             owner.id.as_str(),
@@ -926,31 +875,8 @@ fn put_owner(db: &Db<'_>, owner: &Owner) -> Res<()> {
             owner.property_address,
             owner.primary_email,
             owner.email_key(),
-            access,
-            first,
-            last,
-            count,
-            expires,
             registered,
-        ],
-    )?;
-    Ok(())
-}
-
-fn set_access(db: &Db<'_>, owner: &OwnerId, access: &AccessStatus) -> Res<()> {
-    let (access, first, last, count, expires, registered) = access_columns(access)?;
-    db.exec(
-        "UPDATE owners SET access = ?2, invited_first_at = ?3, invited_last_at = ?4, \
-             invited_count = ?5, expires_at = ?6, registered_at = ?7
-         WHERE id = ?1",
-        rusqlite::params![
-            owner.as_str(),
-            access,
-            first,
-            last,
-            count,
-            expires,
-            registered
+            registered_at,
         ],
     )?;
     Ok(())
@@ -1446,65 +1372,54 @@ impl OwnerRepository for SqliteRepository {
         &self,
         community: &CommunityId,
         filter: &OwnerFilter,
-        now: Timestamp,
     ) -> RepoResult<Vec<Owner>> {
         let community = community.clone();
         let filter = filter.clone();
         self.read(move |db| {
-            // The store narrows by the indexed columns; `OwnerFilter::matches` has the
-            // last word (expiry is derived from `now`, search folds Unicode case).
-            let access = match filter.access {
-                AccessFilter::All => "",
-                AccessFilter::Unregistered => " AND access <> 'registered'",
-                AccessFilter::Invited => " AND access = 'invited'",
-                AccessFilter::Registered => " AND access = 'registered'",
-            };
+            // The store narrows by the indexed columns; `OwnerFilter::matches_owner`
+            // has the last word (search folds Unicode case).
+            let registered = registered_condition(filter.access);
             let email = match filter.email {
                 EmailFilter::Any => "",
                 EmailFilter::WithEmail => " AND email_key IS NOT NULL",
                 EmailFilter::WithoutEmail => " AND email_key IS NULL",
             };
             let owners = db.rows(
-                &format!("SELECT {OWNER_COLUMNS} FROM owners WHERE community = ?1{access}{email}"),
+                &format!(
+                    "SELECT {OWNER_COLUMNS} FROM owners WHERE community = ?1{registered}{email}"
+                ),
                 [community.as_str()],
                 read_owner,
             )?;
             Ok(owners
                 .into_iter()
-                .filter(|o| filter.matches(o, now))
+                .filter(|o| filter.matches_owner(o))
                 .collect())
         })
         .await
     }
 
-    /// From the id column alone when the access column decides the filter (every
-    /// owner, registered or not, with no search text); otherwise through the records,
-    /// as `community_owners` does.
+    /// From the id column alone when the registered flag decides the filter (no
+    /// email filter, no search text); otherwise through the records, as
+    /// `community_owners` does.
     async fn community_owner_ids(
         &self,
         community: &CommunityId,
         filter: &OwnerFilter,
-        now: Timestamp,
     ) -> RepoResult<Vec<OwnerId>> {
-        let access = match filter.access {
-            AccessFilter::All => Some(""),
-            AccessFilter::Unregistered => Some(" AND access <> 'registered'"),
-            AccessFilter::Registered => Some(" AND access = 'registered'"),
-            // Invited or expired depends on `now`: the records decide.
-            AccessFilter::Invited => None,
-        };
         let searching = filter
             .search
             .as_deref()
             .is_some_and(|s| !s.trim().is_empty());
-        let Some(access) = access.filter(|_| filter.email == EmailFilter::Any && !searching) else {
-            let owners = self.community_owners(community, filter, now).await?;
+        if filter.email != EmailFilter::Any || searching {
+            let owners = self.community_owners(community, filter).await?;
             return Ok(owners.into_iter().map(|o| o.id).collect());
-        };
+        }
+        let registered = registered_condition(filter.access);
         let community = community.clone();
         self.read(move |db| {
             db.rows(
-                &format!("SELECT id FROM owners WHERE community = ?1{access}"),
+                &format!("SELECT id FROM owners WHERE community = ?1{registered}"),
                 [community.as_str()],
                 |r| read_id!(OwnerId, r.get::<_, String>(0)?, "owners.id"),
             )
@@ -1603,8 +1518,11 @@ impl OwnerRepository for SqliteRepository {
                 return Ok(Marked::AddressChanged);
             }
             if !stored.is_registered() {
-                stored.access = AccessStatus::Registered { at: Some(at) };
-                set_access(db, &stored.id, &stored.access)?;
+                db.exec(
+                    "UPDATE owners SET registered = 1, registered_at = ?2 WHERE id = ?1",
+                    rusqlite::params![stored.id.as_str(), ts(at)?],
+                )?;
+                stored.registered = Some(Registered { at: Some(at) });
             }
             Ok(Marked::Registered(Box::new(stored)))
         })
@@ -1861,12 +1779,16 @@ impl InvitationStore for SqliteRepository {
             for (owner, outcome) in &outcomes {
                 if !record_outcome(db, &batch, &sender, owner, outcome, now)? {
                     refused.push(owner.clone());
-                } else if matches!(outcome, DeliveryOutcome::Sent { .. }) {
-                    sent.push(owner);
+                } else if let DeliveryOutcome::Sent { expires_at, .. } = outcome {
+                    sent.push((owner, *expires_at));
                 }
             }
-            // The recorded messages' links supersede their owners' older ones.
-            accept_invitations(db, &batch, &sent, ts(now)?)?;
+            let at = ts(now)?;
+            // The recorded messages' links supersede their owners' older ones, and
+            // count as one more invitation each.
+            let owners: Vec<&OwnerId> = sent.iter().map(|(o, _)| *o).collect();
+            accept_invitations(db, &batch, &owners, at)?;
+            count_invitations(db, &sent, at)?;
             Ok(refused)
         })
         .await
@@ -2005,6 +1927,27 @@ impl InvitationStore for SqliteRepository {
                 issue_token_in(db, token)?;
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn invitation_states(
+        &self,
+        owners: &[OwnerId],
+    ) -> RepoResult<Vec<(OwnerId, InvitationState)>> {
+        if owners.is_empty() {
+            return Ok(Vec::new());
+        }
+        let expected = owners.len();
+        let ids = json_list(owners.iter().map(OwnerId::as_str));
+        self.read(move |db| {
+            db.rows_at_most(
+                "SELECT owner, first_at, last_at, count, expires_at FROM invitation_states
+                 WHERE owner IN (SELECT value FROM json_each(?1))",
+                [ids],
+                expected,
+                read_invitation_state,
+            )
         })
         .await
     }
@@ -2334,8 +2277,9 @@ impl Inner {
 }
 
 /// Records one outcome of a delivery of a batch known to exist, if `sender` holds its
-/// claim: the compare-and-set from `claimed` by that holder, then the owner's access
-/// status for a sent message. Returns whether it was recorded.
+/// claim: the compare-and-set from `claimed` by that holder. Returns whether it was
+/// recorded. (A sent message's invitation state is written for the whole group, by
+/// [`count_invitations`].)
 fn record_outcome(
     db: &Db<'_>,
     batch: &BatchId,
@@ -2345,13 +2289,10 @@ fn record_outcome(
     now: Timestamp,
 ) -> Res<bool> {
     let at = ts(now)?;
-    let (new_state, error, attempts, expires, skip) = match outcome {
-        DeliveryOutcome::Sent {
-            expires_at,
-            attempts,
-        } => ("sent", None, *attempts, Some(*expires_at), None),
+    let (new_state, error, attempts, skip) = match outcome {
+        DeliveryOutcome::Sent { attempts, .. } => ("sent", None, *attempts, None),
         DeliveryOutcome::Failed { error, attempts } => {
-            ("failed", Some(error.as_str()), *attempts, None, None)
+            ("failed", Some(error.as_str()), *attempts, None)
         }
         DeliveryOutcome::Unreachable { attempts } => {
             let moved = db.exec(
@@ -2368,7 +2309,7 @@ fn record_outcome(
             )?;
             return Ok(moved == 1);
         }
-        DeliveryOutcome::Skipped { reason } => ("skipped", None, 0, None, Some(reason.code())),
+        DeliveryOutcome::Skipped { reason } => ("skipped", None, 0, Some(reason.code())),
     };
     let moved = db.exec(
         "UPDATE deliveries SET state = ?3, state_at = ?4, error = ?5,
@@ -2386,20 +2327,53 @@ fn record_outcome(
             skip
         ],
     )?;
-    if moved != 1 {
-        return Ok(false);
+    Ok(moved == 1)
+}
+
+/// One more invitation for each owner whose message was recorded as sent at `at`,
+/// with its link's expiry: [`InvitationState::after`] for a whole group in one
+/// statement (an owner appears once in a group: one delivery per batch and owner).
+fn count_invitations(db: &Db<'_>, sent: &[(&OwnerId, Timestamp)], at: i64) -> Res<()> {
+    if sent.is_empty() {
+        return Ok(());
     }
-    if let Some(expires_at) = expires {
-        let stored = db.row(
-            &format!("SELECT {ACCESS_COLUMNS} FROM owners WHERE id = ?1"),
-            [owner.as_str()],
-            |r| read_access(r, 0),
-        )?;
-        if let Some(access) = stored {
-            set_access(db, owner, &access.after_invitation(now, expires_at))?;
-        }
+    let mut pairs = Vec::with_capacity(sent.len());
+    for (owner, expires_at) in sent {
+        pairs.push((owner.as_str(), ts(*expires_at)?));
     }
-    Ok(true)
+    db.exec(
+        "INSERT INTO invitation_states (owner, first_at, last_at, count, expires_at)
+         SELECT value ->> 0, ?1, ?1, 1, value ->> 1 FROM json_each(?2) WHERE true
+         ON CONFLICT (owner) DO UPDATE SET
+             last_at = excluded.last_at, count = min(count + 1, 4294967295),
+             expires_at = excluded.expires_at",
+        rusqlite::params![at, json_array(pairs)],
+    )?;
+    Ok(())
+}
+
+/// One row of `invitation_states`: (owner, first, last, count, expires).
+fn read_invitation_state(row: &Row<'_>) -> Res<(OwnerId, InvitationState)> {
+    Ok((
+        read_id!(OwnerId, row.get::<_, String>(0)?, "invitation_states.owner")?,
+        InvitationState {
+            first_at: read_ts(row.get(1)?)?,
+            last_at: read_ts(row.get(2)?)?,
+            count: u32::try_from(row.get::<_, i64>(3)?)
+                .map_err(|e| bad_row("invitation_states.count", e))?,
+            expires_at: read_ts(row.get(4)?)?,
+        },
+    ))
+}
+
+/// The condition on the registered flag that an access tab asks of the owners' own
+/// fields (see [`OwnerFilter::matches_owner`]).
+fn registered_condition(access: AccessFilter) -> &'static str {
+    match access {
+        AccessFilter::All => "",
+        AccessFilter::Unregistered | AccessFilter::Invited => " AND registered = 0",
+        AccessFilter::Registered => " AND registered = 1",
+    }
 }
 
 /// The owner's open invitation of a batch, opened in `state` when there is none.
@@ -2595,11 +2569,7 @@ mod tests {
             "the rusqlite error is in the chain: {text:?}"
         );
         let stored = repo
-            .community_owners(
-                &community.id,
-                &OwnerFilter::all(),
-                Timestamp::from_unix_seconds(0),
-            )
+            .community_owners(&community.id, &OwnerFilter::all())
             .await
             .unwrap();
         assert!(stored.is_empty(), "nothing of the failed call is kept");

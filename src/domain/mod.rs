@@ -1,6 +1,7 @@
-//! Plain data with no I/O: ids, addresses, communities, owners and their access status,
+//! Plain data with no I/O: ids, addresses, communities, owners, their invitation state,
 //! batches and deliveries, tokens as stored, the activity feed.
 
+mod access;
 mod activity;
 mod batch;
 mod branding;
@@ -11,6 +12,7 @@ mod invitation;
 mod owner;
 mod timestamp;
 
+pub use access::{AccessState, InvitationState};
 pub use activity::{ActivityEntry, ActivityKind, Page};
 pub use batch::{
     Batch, Delivery, DeliveryCounts, DeliveryOutcome, DeliveryState, Draft, NewBatch, SkipReason,
@@ -27,5 +29,5 @@ pub use ids::{
     BatchId, CommunityId, DraftId, InvalidId, MAX_ID_LEN, OwnerId, PropertyId, SenderId,
 };
 pub use invitation::{TokenHash, TokenRecord, TokenRejection, TokenState};
-pub use owner::{AccessState, AccessStatus, Owner};
+pub use owner::{Owner, Registered};
 pub use timestamp::Timestamp;

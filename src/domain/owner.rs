@@ -1,4 +1,4 @@
-//! Owner records and their portal access status.
+//! Owner records: what the host owns about each owner, registration included.
 
 use serde::{Deserialize, Serialize};
 
@@ -27,13 +27,24 @@ pub struct Owner {
     pub property_address: String,
     /// The primary email as the host stores it, possibly invalid or shared.
     pub primary_email: Option<String>,
-    /// Where the owner stands with the portal. Managed by the workflow; see
-    /// [`Owner::merge_from_host`] for how a host's upsert treats it.
-    pub access: AccessStatus,
+    /// Whether the owner has registered for the portal (and when, if known): the
+    /// host's own flag, which a redeem sets through
+    /// [`OwnerRepository::mark_registered`](crate::repository::OwnerRepository::mark_registered).
+    /// `None` while not registered. The invitations sent to the owner are the
+    /// store's ([`InvitationState`](super::InvitationState)), not the owner's.
+    #[serde(default)]
+    pub registered: Option<Registered>,
+}
+
+/// An owner's registration, as the host keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registered {
+    /// When, if known (a host import may only say that the owner is registered).
+    pub at: Option<Timestamp>,
 }
 
 impl Owner {
-    /// A new, never invited owner.
+    /// A new, unregistered owner.
     pub fn new(
         id: OwnerId,
         community: CommunityId,
@@ -49,7 +60,7 @@ impl Owner {
             last_name: last_name.into(),
             property_address: String::new(),
             primary_email: None,
-            access: AccessStatus::NotInvited,
+            registered: None,
         }
     }
 
@@ -65,9 +76,9 @@ impl Owner {
         self
     }
 
-    /// Sets the access status.
-    pub fn with_access(mut self, access: AccessStatus) -> Self {
-        self.access = access;
+    /// Marks the owner registered, at `at` when known.
+    pub fn with_registered(mut self, at: Option<Timestamp>) -> Self {
+        self.registered = Some(Registered { at });
         self
     }
 
@@ -100,110 +111,24 @@ impl Owner {
 
     /// Whether the owner has registered for the portal.
     pub fn is_registered(&self) -> bool {
-        matches!(self.access, AccessStatus::Registered { .. })
+        self.registered.is_some()
     }
 
     /// The record that an upsert from the host stores, given what is stored now.
     ///
-    /// Host data (names, property, address, email) comes from `incoming`. The access
-    /// status is the workflow's: registration is sticky (a host import never
-    /// un-registers an owner), an invitation in progress is kept, and a host that says
-    /// the owner is registered wins. The second value says whether the primary email
-    /// changed (compared by [`delivered_key`]), in which case the caller must revoke the owner's
-    /// outstanding tokens in the same step.
+    /// Host data (names, property, address, email) comes from `incoming`.
+    /// Registration is sticky (a host import never un-registers an owner) and a host
+    /// that says the owner is registered wins. The second value says whether the
+    /// primary email changed (compared by [`delivered_key`]), in which case the caller
+    /// must revoke the owner's outstanding tokens.
     pub fn merge_from_host(stored: Option<&Owner>, incoming: &Owner) -> (Owner, bool) {
         let Some(stored) = stored else {
             return (incoming.clone(), false);
         };
         let mut merged = incoming.clone();
-        merged.access = match (&stored.access, &incoming.access) {
-            (AccessStatus::Registered { .. }, _) => stored.access.clone(),
-            (_, AccessStatus::Registered { .. }) => incoming.access.clone(),
-            (AccessStatus::Invited { .. }, _) => stored.access.clone(),
-            _ => incoming.access.clone(),
-        };
+        merged.registered = stored.registered.or(incoming.registered);
         let email_changed = stored.email_key() != incoming.email_key();
         (merged, email_changed)
-    }
-}
-
-/// Where an owner stands with the portal, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum AccessStatus {
-    /// Never sent an invitation.
-    NotInvited,
-    /// Sent at least one invitation, not registered yet.
-    Invited {
-        /// When the first invitation was accepted by the mail server.
-        first_at: Timestamp,
-        /// When the latest one was.
-        last_at: Timestamp,
-        /// How many invitations were accepted for this owner.
-        count: u32,
-        /// When the latest invitation's link expires.
-        expires_at: Timestamp,
-    },
-    /// Registered for the portal (through a link, or as the host says).
-    Registered {
-        /// When, if known.
-        at: Option<Timestamp>,
-    },
-}
-
-impl AccessStatus {
-    /// The status as shown at `now`: an invitation whose link has expired shows as
-    /// [`AccessState::Expired`].
-    pub fn state_at(&self, now: Timestamp) -> AccessState {
-        match self {
-            AccessStatus::NotInvited => AccessState::NotInvited,
-            AccessStatus::Invited { expires_at, .. } if *expires_at <= now => AccessState::Expired,
-            AccessStatus::Invited { .. } => AccessState::Invited,
-            AccessStatus::Registered { .. } => AccessState::Registered,
-        }
-    }
-
-    /// The status after one more invitation was accepted at `at`, valid until
-    /// `expires_at`. A registered owner stays registered.
-    pub fn after_invitation(&self, at: Timestamp, expires_at: Timestamp) -> AccessStatus {
-        match self {
-            AccessStatus::Registered { .. } => self.clone(),
-            AccessStatus::NotInvited => AccessStatus::Invited {
-                first_at: at,
-                last_at: at,
-                count: 1,
-                expires_at,
-            },
-            AccessStatus::Invited {
-                first_at, count, ..
-            } => AccessStatus::Invited {
-                first_at: *first_at,
-                last_at: at,
-                count: count.saturating_add(1),
-                expires_at,
-            },
-        }
-    }
-}
-
-/// The status derived at a given moment: what the Manage screen shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AccessState {
-    /// Never invited.
-    NotInvited,
-    /// Invited, the link still valid.
-    Invited,
-    /// Invited, the link expired.
-    Expired,
-    /// Registered.
-    Registered,
-}
-
-impl AccessState {
-    /// Every state except `Registered` counts as "unregistered".
-    pub fn is_unregistered(self) -> bool {
-        self != AccessState::Registered
     }
 }
 
@@ -228,28 +153,19 @@ mod tests {
     }
 
     #[test]
-    fn expiry_is_derived_from_the_clock() {
-        let t0 = Timestamp::from_unix_seconds(1_000_000);
-        let status =
-            AccessStatus::NotInvited.after_invitation(t0, t0 + std::time::Duration::from_secs(60));
-        assert_eq!(status.state_at(t0), AccessState::Invited);
-        assert_eq!(
-            status.state_at(t0 + std::time::Duration::from_secs(60)),
-            AccessState::Expired
-        );
-        let again = status.after_invitation(t0, t0);
-        assert!(matches!(again, AccessStatus::Invited { count: 2, .. }));
-    }
-
-    #[test]
     fn host_upsert_never_unregisters_and_detects_email_change() {
-        let registered = owner().with_access(AccessStatus::Registered { at: None });
+        let registered = owner().with_registered(None);
         let incoming = owner().with_primary_email("ann@example.org");
         let (merged, changed) = Owner::merge_from_host(Some(&registered), &incoming);
         assert!(merged.is_registered());
         assert!(!changed, "same address after normalisation");
         let moved = owner().with_primary_email("other@example.org");
-        let (_, changed) = Owner::merge_from_host(Some(&registered), &moved);
+        let (merged, changed) = Owner::merge_from_host(Some(&registered), &moved);
         assert!(changed);
+        assert!(merged.is_registered());
+        let at = Timestamp::from_unix_seconds(7);
+        let (merged, _) =
+            Owner::merge_from_host(Some(&owner()), &owner().with_registered(Some(at)));
+        assert_eq!(merged.registered, Some(Registered { at: Some(at) }));
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use owner_access::domain::{
-    AccessStatus, Community, CommunityId, EmailAddress, Owner, OwnerId, PropertyId, Timestamp,
+    Community, CommunityId, EmailAddress, Owner, OwnerId, PropertyId, Timestamp,
 };
 use owner_access::prelude::*;
 use owner_access::{
@@ -63,9 +63,7 @@ pub fn mixed_owners(eligible: usize) -> Vec<Owner> {
     owners.push(owner("bad", Some("not-an-address")));
     owners.push(owner("shared1", Some("family@example.org")));
     owners.push(owner("shared2", Some(" FAMILY@example.org ")));
-    owners.push(
-        owner("reg", Some("reg@example.org")).with_access(AccessStatus::Registered { at: None }),
-    );
+    owners.push(owner("reg", Some("reg@example.org")).with_registered(None));
     owners
 }
 

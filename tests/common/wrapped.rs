@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use owner_access::domain::{
     ActivityEntry, Batch, BatchId, Community, CommunityId, Delivery, DeliveryCounts,
-    DeliveryOutcome, Draft, DraftId, NewBatch, Owner, OwnerId, Page, SenderId, Timestamp,
-    TokenHash, TokenRecord,
+    DeliveryOutcome, Draft, DraftId, InvitationState, NewBatch, Owner, OwnerId, Page, SenderId,
+    Timestamp, TokenHash, TokenRecord,
 };
 use owner_access::eligibility::OwnerFilter;
 use owner_access::prelude::*;
@@ -26,9 +26,8 @@ pub trait Hooks: fmt::Debug + Send + Sync + 'static {
         inner: &InMemoryRepository,
         community: &CommunityId,
         filter: &OwnerFilter,
-        now: Timestamp,
     ) -> RepoResult<Vec<OwnerId>> {
-        inner.community_owner_ids(community, filter, now).await
+        inner.community_owner_ids(community, filter).await
     }
 
     async fn create_batch(&self, inner: &InMemoryRepository, batch: &NewBatch) -> RepoResult<()> {
@@ -70,6 +69,14 @@ pub trait Hooks: fmt::Debug + Send + Sync + 'static {
         now: Timestamp,
     ) -> RepoResult<Vec<OwnerId>> {
         inner.record_deliveries(batch, sender, outcomes, now).await
+    }
+
+    async fn invitation_states(
+        &self,
+        inner: &InMemoryRepository,
+        owners: &[OwnerId],
+    ) -> RepoResult<Vec<(OwnerId, InvitationState)>> {
+        inner.invitation_states(owners).await
     }
 
     async fn redeem_token(
@@ -276,6 +283,12 @@ impl<H: Hooks> InvitationStore for Wrapped<H> {
     async fn token(&self, hash: &TokenHash) -> RepoResult<Option<TokenRecord>> {
         self.inner.token(hash).await
     }
+    async fn invitation_states(
+        &self,
+        owners: &[OwnerId],
+    ) -> RepoResult<Vec<(OwnerId, InvitationState)>> {
+        self.hooks.invitation_states(&self.inner, owners).await
+    }
     async fn append_activity(&self, entry: &ActivityEntry) -> RepoResult<()> {
         self.inner.append_activity(entry).await
     }
@@ -318,18 +331,16 @@ impl<H: Hooks> OwnerRepository for Wrapped<H> {
         &self,
         community: &CommunityId,
         filter: &OwnerFilter,
-        now: Timestamp,
     ) -> RepoResult<Vec<Owner>> {
-        self.inner.community_owners(community, filter, now).await
+        self.inner.community_owners(community, filter).await
     }
     async fn community_owner_ids(
         &self,
         community: &CommunityId,
         filter: &OwnerFilter,
-        now: Timestamp,
     ) -> RepoResult<Vec<OwnerId>> {
         self.hooks
-            .community_owner_ids(&self.inner, community, filter, now)
+            .community_owner_ids(&self.inner, community, filter)
             .await
     }
     async fn email_holders(&self, keys: &[String]) -> RepoResult<Vec<EmailHolder>> {
