@@ -344,3 +344,53 @@ async fn bad_input_is_shown_next_to_its_field_and_nothing_is_lost() {
     assert!(b.url().await.ends_with("/login"));
     b.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_batch_offers_resume_after_a_restart() {
+    let Some(b) = browser().await else { return };
+    // Nothing listens on this port: the run stops as unreachable with every delivery
+    // pending, and nobody is failed.
+    let dead = web_admin_support::free_port();
+    let smtp = format!("smtp://127.0.0.1:{dead}");
+    let server = Server::start(&["--smtp", &smtp, "--demo-owners", "40"]);
+    b.sign_in(&server.base).await;
+    b.goto(&format!(
+        "{}/c/{COMMUNITY}/manage?tab=unregistered&email=with",
+        server.base
+    ))
+    .await;
+    b.click("#select-all").await;
+    b.click("#actions summary").await;
+    b.click("#send-invite").await;
+    b.click("#generate-review").await;
+    let recipients = b.text("#review-recipients").await;
+    b.click("#send").await;
+    let state = b
+        .wait_text("#state", |t| t.starts_with("Interrupted"), 60)
+        .await;
+    assert!(state.contains("unreachable"), "{state}");
+    assert_eq!(b.text("#pending").await, recipients);
+    assert_eq!(b.text("#failed").await, "0");
+    b.find("#resume").await;
+    b.shots("interrupted").await;
+    let batch_path = b.url().await.replacen(&server.base, "", 1);
+
+    // The server restarts, sending into its outbox now: the page offers Resume, and
+    // Resume sends every pending owner once.
+    let dir = server.stop();
+    let server = Server::start_in(dir, &["--demo-owners", "40"]);
+    b.sign_in(&server.base).await;
+    b.goto(&format!("{}{batch_path}", server.base)).await;
+    assert!(b.text("#state").await.starts_with("Interrupted"));
+    b.click("#resume").await;
+    b.wait_text("#state", |t| t.starts_with("Finished"), 60)
+        .await;
+    assert_eq!(b.text("#sent").await, recipients);
+    assert_eq!(b.text("#pending").await, "0");
+    assert_eq!(
+        server.messages().len().to_string(),
+        recipients,
+        "each pending owner sent once"
+    );
+    b.close().await;
+}

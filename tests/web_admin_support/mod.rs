@@ -22,27 +22,53 @@ use serde_json::json;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
-/// Builds the example once (a no-op when `cargo test` already built it).
+/// The example's binary. `cargo test` builds every example before it runs the tests,
+/// so it is normally there and newer than every source file; only then is it used as
+/// it is. Otherwise (`cargo test --test web_admin_browser` after an edit) it is built
+/// here. (`cargo build` after `cargo test` rebuilds some dependencies, whose features
+/// differ between the two; skipping it when it is not needed saves CI minutes.)
 pub fn binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "--example",
-                "web_admin",
-                "--all-features",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the example failed");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-        target.join("debug").join("examples").join("web_admin")
+            .unwrap_or_else(|| root.join("target"));
+        let bin = target.join("debug").join("examples").join("web_admin");
+        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+        let newest_source = ["src", "examples/web_admin", "Cargo.toml", "Cargo.lock"]
+            .iter()
+            .filter_map(|p| newest(&root.join(p)))
+            .max();
+        if built.is_none() || newest_source > built {
+            let status = Command::new(env!("CARGO"))
+                .args([
+                    "build",
+                    "--quiet",
+                    "--example",
+                    "web_admin",
+                    "--all-features",
+                ])
+                .current_dir(root)
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building the example failed");
+        }
+        bin
     })
+}
+
+/// The latest modification time of a file or of anything under a folder.
+fn newest(path: &Path) -> Option<std::time::SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| newest(&e.path()))
+        .max()
 }
 
 /// The example's server, stopped when dropped.
@@ -151,7 +177,7 @@ pub fn token_in(eml: &Path) -> String {
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
