@@ -384,6 +384,13 @@ impl Browser {
         self.client.set_window_size(1280, 900).await.unwrap();
     }
 
+    /// One screenshot of what a 1280 x 800 window shows, `NAME-top.png` (for docs/).
+    pub async fn top_shot(&self, name: &str) {
+        self.client.set_window_size(1280, 900).await.unwrap();
+        let png = self.client.screenshot().await.unwrap();
+        std::fs::write(self.shots.join(format!("{name}-top.png")), png).unwrap();
+    }
+
     pub async fn close(mut self) {
         let _ = self.client.clone().close().await;
         let _ = self.driver.kill();
@@ -395,5 +402,119 @@ impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+    }
+}
+
+/// aiosmtpd keeping each message it accepts as a file of its own.
+const CAPTURE_SERVER: &str = r#"
+import os, sys, time, uuid
+from aiosmtpd.controller import Controller
+
+port, folder, refused = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+
+class Keep:
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in refused:
+            return "550 5.1.1 No such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        name = os.path.join(folder, uuid.uuid4().hex)
+        with open(name + ".tmp", "wb") as f:
+            f.write(envelope.original_content)
+        os.rename(name + ".tmp", name + ".eml")
+        return "250 OK"
+
+controller = Controller(Keep(), hostname="127.0.0.1", port=port)
+controller.start()
+print("ready", flush=True)
+while True:
+    time.sleep(3600)
+"#;
+
+/// A real SMTP server on loopback that captures what it accepts, stopped when dropped.
+pub struct SmtpCapture {
+    child: Child,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl SmtpCapture {
+    /// aiosmtpd from `OWNER_ACCESS_AIOSMTPD` (a Python with aiosmtpd); `None` without
+    /// it, except under `CI=true`, where it is required.
+    pub fn start() -> Option<SmtpCapture> {
+        Self::refusing(&[])
+    }
+
+    /// The same, answering 550 to these recipients.
+    pub fn refusing(refused: &[&str]) -> Option<SmtpCapture> {
+        let python = match std::env::var("OWNER_ACCESS_AIOSMTPD") {
+            Ok(p) if !p.is_empty() => p,
+            _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("CI=true but OWNER_ACCESS_AIOSMTPD is not set")
+            }
+            _ => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "web admin: OWNER_ACCESS_AIOSMTPD is not set, sending into the outbox \
+                     instead of aiosmtpd"
+                );
+                return None;
+            }
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut child = Command::new(python)
+            .arg("-c")
+            .arg(CAPTURE_SERVER)
+            .arg(port.to_string())
+            .arg(dir.path())
+            .args(refused)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("aiosmtpd starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "aiosmtpd did not start");
+        Some(SmtpCapture {
+            child,
+            url: format!("smtp://127.0.0.1:{port}"),
+            dir,
+        })
+    }
+
+    /// The messages it accepted.
+    pub fn messages(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+            .collect();
+        files.sort();
+        files
+    }
+}
+
+impl Drop for SmtpCapture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The address in a message's To header.
+pub fn recipient(eml: &Path) -> String {
+    use mailparse::MailHeaderMap;
+    let bytes = std::fs::read(eml).unwrap();
+    let parsed = mailparse::parse_mail(&bytes).unwrap();
+    let to = parsed.headers.get_first_value("To").unwrap_or_default();
+    match (to.rfind('<'), to.rfind('>')) {
+        (Some(a), Some(b)) if a < b => to[a + 1..b].to_owned(),
+        _ => to.trim().to_owned(),
     }
 }
