@@ -234,7 +234,13 @@ pub async fn activity(
     Path(community): Path<String>,
 ) -> Result<Html<String>, AppError> {
     let id = community_id(&community)?;
-    let name = community_name(&state, &id).await?;
+    let community = state
+        .service
+        .directory()
+        .community(&id)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("community `{id}` not found")))?;
+    let name = community.name.clone();
     let drafts: Vec<DraftLine> = state
         .service
         .drafts(&id)
@@ -244,7 +250,7 @@ pub async fn activity(
             id: d.id.to_string(),
             subject: d.invite.subject.clone(),
             selected: d.invite.selection.len(),
-            updated: d.updated_at.to_string(),
+            updated: community.format_time(d.updated_at),
         })
         .collect();
     let entries = state.service.activity(&id, Page::first(200)).await?;
@@ -253,7 +259,7 @@ pub async fn activity(
         .map(|e| {
             let link = e.kind.batch().map(|b| format!("/c/{id}/batches/{b}"));
             FeedLine {
-                at: e.at.to_string(),
+                at: community.format_time(e.at),
                 text: activity_words(&e.kind),
                 link,
             }
@@ -266,10 +272,22 @@ pub async fn activity(
     )
 }
 
+/// `1 owner`, `2 owners`.
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
 fn activity_words(kind: &ActivityKind) -> String {
     match kind {
         ActivityKind::DraftSaved { draft, selected } => {
-            format!("Draft {draft} saved ({selected} owners selected)")
+            format!(
+                "Draft {draft} saved ({} selected)",
+                plural(*selected, "owner")
+            )
         }
         ActivityKind::DraftDiscarded { draft } => format!("Draft {draft} discarded"),
         ActivityKind::BatchCreated {
@@ -283,7 +301,10 @@ fn activity_words(kind: &ActivityKind) -> String {
             } else {
                 "Invitation batch"
             };
-            format!("{what} {batch} created: {recipients} recipients, {excluded} excluded")
+            format!(
+                "{what} {batch} created: {}, {excluded} excluded",
+                plural(*recipients, "recipient")
+            )
         }
         ActivityKind::BatchFinished {
             batch,
