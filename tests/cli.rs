@@ -5,7 +5,7 @@
 
 mod cli_support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use cli_support::*;
@@ -371,35 +371,22 @@ fn sigint_stops_the_send_and_resume_finishes_it() {
         "--owners",
         "owners.csv",
     ]);
-    let child = Command::new(binary())
-        .arg("--db")
-        .arg(s.path("state.db"))
-        .args([
-            "send",
-            "--community",
-            "maple",
-            "--outbox",
-            "out",
-            "--rate",
-            "10",
-            "--json",
-        ])
-        .current_dir(s.dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = s.spawn(&[
+        "send",
+        "--community",
+        "maple",
+        "--outbox",
+        "out",
+        "--rate",
+        "10",
+        "--json",
+    ]);
     // Interrupt once the send is under way (a few messages written), not on a timer
     // that a slow machine could outrun.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while s.outbox_files("out").len() < 3 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let killed = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
+        s.outbox_files("out").len() >= 3
+    });
+    signal(&child, "INT");
     let out = child.wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),

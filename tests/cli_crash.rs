@@ -11,7 +11,6 @@ mod cli_support;
 mod smtp_server;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -22,59 +21,6 @@ use owner_access::domain::{BatchId, CommunityId, DeliveryCounts};
 use owner_access::prelude::*;
 use serde_json::Value;
 use smtp_server::*;
-
-/// A session whose community `maple` has `n` eligible owners, `a000@example.org` on.
-fn community_of(n: usize) -> Session {
-    let s = Session::new();
-    let mut csv = String::from(
-        "community_id,owner_id,property_id,first_name,last_name,property_address,primary_email,registered\n",
-    );
-    for i in 0..n {
-        csv.push_str(&format!(
-            "maple,a{i:03},u{i:03},Ann,Lee{i},{i} Elm St,a{i:03}@example.org,false\n"
-        ));
-    }
-    s.write("owners.csv", &csv);
-    s.imported()
-}
-
-fn command(s: &Session, args: &[&str]) -> Command {
-    let mut cmd = Command::new(binary());
-    cmd.arg("--db")
-        .arg(s.path("state.db"))
-        .args(args)
-        .current_dir(s.dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-fn spawn(s: &Session, args: &[&str]) -> Child {
-    command(s, args).spawn().expect("the example starts")
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {} / {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{name}");
-}
 
 /// Waits until the server has accepted `n` messages (or panics after `limit`).
 fn wait_for(server: &TestServer, n: usize, limit: Duration) {
@@ -151,26 +97,23 @@ fn a_send_killed_at_a_third_is_finished_by_a_resume_at_once_within_the_lease() {
     const LEASE: u64 = 3;
     let server = TestServer::plain();
     server.shared.delay_ms.store(20, Ordering::Relaxed);
-    let s = community_of(OWNERS);
+    let s = Session::community_of(OWNERS, 3);
     let url = format!("smtp://127.0.0.1:{}", server.addr.port());
     let lease = LEASE.to_string();
     let concurrency = CONCURRENCY.to_string();
     let started = Instant::now();
-    let mut sender = spawn(
-        &s,
-        &[
-            "send",
-            "--community",
-            "maple",
-            "--smtp",
-            &url,
-            "--concurrency",
-            &concurrency,
-            "--lease",
-            &lease,
-            "--json",
-        ],
-    );
+    let mut sender = s.spawn(&[
+        "send",
+        "--community",
+        "maple",
+        "--smtp",
+        &url,
+        "--concurrency",
+        &concurrency,
+        "--lease",
+        &lease,
+        "--json",
+    ]);
     wait_for(&server, OWNERS * 3 / 10, Duration::from_secs(120));
     sender.kill().unwrap(); // SIGKILL
     sender.wait().unwrap();
@@ -180,9 +123,8 @@ fn a_send_killed_at_a_third_is_finished_by_a_resume_at_once_within_the_lease() {
     assert!(at_kill.pending + at_kill.claimed > 0, "{at_kill:?}");
 
     let resumed = Instant::now();
-    let out = command(
-        &s,
-        &[
+    let out = s
+        .command(&[
             "resume",
             "--batch",
             batch.as_str(),
@@ -193,10 +135,9 @@ fn a_send_killed_at_a_third_is_finished_by_a_resume_at_once_within_the_lease() {
             "--lease",
             &lease,
             "--json",
-        ],
-    )
-    .output()
-    .unwrap();
+        ])
+        .output()
+        .unwrap();
     let took = resumed.elapsed();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report = json(&out);
@@ -232,30 +173,26 @@ fn a_sender_paused_past_its_lease_is_overtaken_and_its_late_outcomes_are_refused
     const CONCURRENCY: usize = 4;
     let server = TestServer::plain();
     server.shared.delay_ms.store(30, Ordering::Relaxed);
-    let s = community_of(OWNERS);
+    let s = Session::community_of(OWNERS, 3);
     let url = format!("smtp://127.0.0.1:{}", server.addr.port());
     let concurrency = CONCURRENCY.to_string();
-    let mut first = spawn(
-        &s,
-        &[
-            "send",
-            "--community",
-            "maple",
-            "--smtp",
-            &url,
-            "--concurrency",
-            &concurrency,
-            "--lease",
-            "2",
-            "--json",
-        ],
-    );
+    let mut first = s.spawn(&[
+        "send",
+        "--community",
+        "maple",
+        "--smtp",
+        &url,
+        "--concurrency",
+        &concurrency,
+        "--lease",
+        "2",
+        "--json",
+    ]);
     wait_for(&server, OWNERS / 5, Duration::from_secs(120));
     signal(&first, "STOP");
     let (batch, _) = batch_and_counts(&s);
-    let second = command(
-        &s,
-        &[
+    let second = s
+        .command(&[
             "resume",
             "--batch",
             batch.as_str(),
@@ -266,10 +203,9 @@ fn a_sender_paused_past_its_lease_is_overtaken_and_its_late_outcomes_are_refused
             "--lease",
             "2",
             "--json",
-        ],
-    )
-    .output()
-    .unwrap();
+        ])
+        .output()
+        .unwrap();
     assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
     let at_wake = server.received().len();
     signal(&first, "CONT");
@@ -318,29 +254,25 @@ fn a_sender_paused_past_its_lease_is_overtaken_and_its_late_outcomes_are_refused
 fn a_rate_limited_sender_keeps_its_claims_and_a_resume_beside_it_sends_nobody_twice() {
     const OWNERS: usize = 12;
     let server = TestServer::plain();
-    let s = community_of(OWNERS);
+    let s = Session::community_of(OWNERS, 3);
     let url = format!("smtp://127.0.0.1:{}", server.addr.port());
     // 12 messages at 4 a second: three seconds, three leases of one second.
-    let slow = spawn(
-        &s,
-        &[
-            "send",
-            "--community",
-            "maple",
-            "--smtp",
-            &url,
-            "--rate",
-            "4",
-            "--lease",
-            "1",
-            "--json",
-        ],
-    );
+    let slow = s.spawn(&[
+        "send",
+        "--community",
+        "maple",
+        "--smtp",
+        &url,
+        "--rate",
+        "4",
+        "--lease",
+        "1",
+        "--json",
+    ]);
     wait_for(&server, 2, Duration::from_secs(60));
     let (batch, _) = batch_and_counts(&s);
-    let resume = command(
-        &s,
-        &[
+    let resume = s
+        .command(&[
             "resume",
             "--batch",
             batch.as_str(),
@@ -349,10 +281,9 @@ fn a_rate_limited_sender_keeps_its_claims_and_a_resume_beside_it_sends_nobody_tw
             "--lease",
             "1",
             "--json",
-        ],
-    )
-    .output()
-    .unwrap();
+        ])
+        .output()
+        .unwrap();
     let slow = slow.wait_with_output().unwrap();
     for (name, out) in [("the slow sender", &slow), ("the resume", &resume)] {
         assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(out));
@@ -369,7 +300,7 @@ fn a_rate_limited_sender_keeps_its_claims_and_a_resume_beside_it_sends_nobody_tw
 #[test]
 fn two_resumes_started_at_once_send_everyone_once_and_both_end_settled() {
     const OWNERS: usize = 60;
-    let s = community_of(OWNERS);
+    let s = Session::community_of(OWNERS, 3);
     // First a send that stops with everyone pending: the server is not there.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -377,7 +308,8 @@ fn two_resumes_started_at_once_send_everyone_once_and_both_end_settled() {
         .unwrap()
         .port();
     let nowhere = format!("smtp://127.0.0.1:{port}");
-    let out = command(&s, &["send", "--community", "maple", "--smtp", &nowhere])
+    let out = s
+        .command(&["send", "--community", "maple", "--smtp", &nowhere])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
@@ -404,7 +336,7 @@ fn two_resumes_started_at_once_send_everyone_once_and_both_end_settled() {
         "2",
         "--json",
     ];
-    let (a, b) = (spawn(&s, &args), spawn(&s, &args));
+    let (a, b) = (s.spawn(&args), s.spawn(&args));
     for out in [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()] {
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         let report = json(&out);

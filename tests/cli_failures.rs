@@ -10,10 +10,6 @@ use std::process::{Command, Output, Stdio};
 
 use cli_support::*;
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// Runs the CLI without root's override of file permissions (as root, through
 /// `setpriv` with `CAP_DAC_OVERRIDE` dropped), so a read-only file is read-only.
 fn run_unprivileged(s: &Session, args: &[&str]) -> Output {

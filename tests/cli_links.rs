@@ -9,7 +9,7 @@
 mod cli_support;
 
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -17,21 +17,6 @@ use std::time::{Duration, Instant};
 use cli_support::*;
 
 const DEAD: &str = "smtp://127.0.0.1:1";
-
-/// A session whose community `maple` has `n` eligible owners, `a0@example.org` on.
-fn community_of(n: usize) -> Session {
-    let s = Session::new();
-    let mut csv = String::from(
-        "community_id,owner_id,property_id,first_name,last_name,property_address,primary_email,registered\n",
-    );
-    for i in 0..n {
-        csv.push_str(&format!(
-            "maple,a{i},u{i},Ann,Lee{i},{i} Elm St,a{i}@example.org,false\n"
-        ));
-    }
-    s.write("owners.csv", &csv);
-    s.imported()
-}
 
 /// The links in an outbox folder's messages, one per message, in file order.
 fn links_in(s: &Session, dir: &str) -> Vec<String> {
@@ -72,7 +57,7 @@ fn open_batch(s: &Session) -> String {
 
 #[test]
 fn a_send_to_a_dead_server_leaves_every_link_working() {
-    let s = community_of(5);
+    let s = Session::community_of(5, 0);
     s.ok(&["send", "--community", "maple", "--outbox", "first"]);
     let first = links_in(&s, "first");
     assert_eq!(first.len(), 5);
@@ -161,17 +146,15 @@ impl SilentServer {
 
 #[test]
 fn a_sender_killed_between_claim_and_send_leaves_every_link_working() {
-    let s = community_of(5);
+    let s = Session::community_of(5, 0);
     s.ok(&["send", "--community", "maple", "--outbox", "first"]);
     let first = links_in(&s, "first");
     assert!(all_work(&s, &first));
 
     let server = SilentServer::start();
     let url = format!("smtp://127.0.0.1:{}", server.port);
-    let mut sender = Command::new(binary())
-        .arg("--db")
-        .arg(s.path("state.db"))
-        .args([
+    let mut sender = s
+        .command(&[
             "send",
             "--community",
             "maple",
@@ -180,8 +163,6 @@ fn a_sender_killed_between_claim_and_send_leaves_every_link_working() {
             "--lease",
             "2",
         ])
-        .current_dir(s.dir.path())
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

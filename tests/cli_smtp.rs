@@ -9,7 +9,6 @@ mod smtp_server;
 use std::process::{Command, Output, Stdio};
 
 use cli_support::*;
-use serde_json::Value;
 use smtp_server::*;
 
 const OWNERS: &str = "owner_id,community_id,property_id,first_name,last_name,property_address,primary_email,registered\n\
@@ -35,16 +34,6 @@ fn run_with_password(s: &Session, password: Option<&str>, args: &[&str]) -> Outp
         cmd.env("OA_TEST_SMTP_PASSWORD", p);
     }
     cmd.output().unwrap()
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {} / {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
 }
 
 #[test]

@@ -11,7 +11,6 @@ mod cli_support;
 mod smtp_server;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -19,42 +18,6 @@ use cli_support::*;
 use owner_access::SendOptions;
 use serde_json::Value;
 use smtp_server::*;
-
-fn community_of(n: usize) -> Session {
-    let s = Session::new();
-    let mut csv = String::from(
-        "community_id,owner_id,property_id,first_name,last_name,property_address,primary_email,registered\n",
-    );
-    for i in 0..n {
-        csv.push_str(&format!(
-            "maple,a{i:03},u{i:03},Ann,Lee{i},{i} Elm St,a{i:03}@example.org,false\n"
-        ));
-    }
-    s.write("owners.csv", &csv);
-    s.imported()
-}
-
-fn command(s: &Session, args: &[&str]) -> Command {
-    let mut cmd = Command::new(binary());
-    cmd.arg("--db")
-        .arg(s.path("state.db"))
-        .args(args)
-        .current_dir(s.dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-fn report_of(out: &std::process::Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {} / {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
 
 /// Each recipient's Message-IDs, in the order the server accepted them.
 fn copies(server: &TestServer) -> BTreeMap<String, Vec<String>> {
@@ -75,12 +38,11 @@ fn a_write_lock_held_past_the_busy_timeout_mid_send_stops_with_a_report_and_resu
     const CONCURRENCY: usize = 4;
     let server = TestServer::plain();
     server.shared.delay_ms.store(20, Ordering::Relaxed);
-    let s = community_of(OWNERS);
+    let s = Session::community_of(OWNERS, 3);
     let url = format!("smtp://127.0.0.1:{}", server.addr.port());
     let concurrency = CONCURRENCY.to_string();
-    let sender = command(
-        &s,
-        &[
+    let sender = s
+        .command(&[
             "send",
             "--community",
             "maple",
@@ -91,10 +53,9 @@ fn a_write_lock_held_past_the_busy_timeout_mid_send_stops_with_a_report_and_resu
             "--lease",
             "2",
             "--json",
-        ],
-    )
-    .spawn()
-    .unwrap();
+        ])
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     while server.received().len() < 40 {
         assert!(Instant::now() < deadline, "the send did not start");
@@ -116,7 +77,7 @@ fn a_write_lock_held_past_the_busy_timeout_mid_send_stops_with_a_report_and_resu
     );
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(3), "a stop, not exit 1: {stderr}");
-    let report = report_of(&out);
+    let report = json(&out);
     assert_eq!(report["stop"], "store_unavailable", "{report}");
     let why = report["stopped"].as_str().unwrap_or_default();
     assert!(why.contains("database is locked"), "the cause: {report}");
@@ -139,9 +100,8 @@ fn a_write_lock_held_past_the_busy_timeout_mid_send_stops_with_a_report_and_resu
     );
 
     let resume_started = Instant::now();
-    let resumed = command(
-        &s,
-        &[
+    let resumed = s
+        .command(&[
             "resume",
             "--batch",
             &batch,
@@ -152,10 +112,9 @@ fn a_write_lock_held_past_the_busy_timeout_mid_send_stops_with_a_report_and_resu
             "--lease",
             "2",
             "--json",
-        ],
-    )
-    .output()
-    .unwrap();
+        ])
+        .output()
+        .unwrap();
     assert_eq!(
         resumed.status.code(),
         Some(0),
@@ -163,7 +122,7 @@ fn a_write_lock_held_past_the_busy_timeout_mid_send_stops_with_a_report_and_resu
         String::from_utf8_lossy(&resumed.stderr)
     );
     eprintln!("the resume took {:?}", resume_started.elapsed());
-    let after = report_of(&resumed);
+    let after = json(&resumed);
     assert_eq!(
         (&after["sent"], &after["pending"], &after["unrecorded"]),
         (&Value::from(OWNERS), &Value::from(0), &Value::from(0)),

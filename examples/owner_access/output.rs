@@ -18,6 +18,8 @@ use owner_access::invite::is_direction_mark;
 use owner_access::{Excluded, Review, SendReport, StopReason};
 use serde_json::{Value, json};
 
+use crate::failure::Failure;
+
 /// Whether a terminal may act on `c` or show text around it out of order: control
 /// characters (C0, DEL, C1) and the direction marks.
 fn acts_on_terminal(c: char) -> bool {
@@ -451,4 +453,24 @@ pub fn activity_text(entries: &[ActivityEntry]) -> String {
             format!("{} {} {}\n", e.at, shown(&kind), json_text(&rest))
         })
         .collect()
+}
+
+/// Prints a document: its JSON with `--json`, else its text with nothing a terminal
+/// would act on.
+pub fn print_out(json: bool, value: Value, text: String) {
+    if json {
+        println!("{}", json_text(&value));
+    } else {
+        print!("{}", terminal_safe(&text));
+    }
+}
+
+/// Writes a document to stdout through a buffer, as it is made.
+pub fn write_stdout(
+    write: impl FnOnce(&mut io::BufWriter<io::StdoutLock<'static>>) -> io::Result<()>,
+) -> Result<(), Failure> {
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    write(&mut out)
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::input(format!("writing to stdout: {e}")))
 }

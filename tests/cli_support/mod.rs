@@ -3,8 +3,9 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -59,6 +60,23 @@ impl Session {
         s
     }
 
+    /// A session whose community `maple` has `n` eligible owners, imported: owner
+    /// `a<i>` of property `u<i>` at `a<i>@example.org`, `i` written with `width`
+    /// digits (`a007` for 3).
+    pub fn community_of(n: usize, width: usize) -> Self {
+        let s = Self::new();
+        let mut csv = String::from(
+            "community_id,owner_id,property_id,first_name,last_name,property_address,primary_email,registered\n",
+        );
+        for i in 0..n {
+            csv.push_str(&format!(
+                "maple,a{i:0width$},u{i:0width$},Ann,Lee{i},{i} Elm St,a{i:0width$}@example.org,false\n"
+            ));
+        }
+        s.write("owners.csv", &csv);
+        s.imported()
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -77,6 +95,25 @@ impl Session {
             .stdin(Stdio::null())
             .output()
             .expect("the example runs")
+    }
+
+    /// The command for the example with these arguments, on the session's file and
+    /// folder, stdin closed, stdout and stderr captured.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(binary());
+        cmd.arg("--db")
+            .arg(self.path("state.db"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Starts the example in the background (see [`Session::command`]).
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args).spawn().expect("the example starts")
     }
 
     pub fn ok(&self, args: &[&str]) -> String {
@@ -159,4 +196,43 @@ pub fn reasons(value: &Value) -> Vec<(String, String)> {
         .collect();
     out.sort();
     out
+}
+
+/// A finished process's stdout as JSON, or a panic showing both outputs.
+pub fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {} / {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A finished process's stderr, as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Sends the signal `name` (`INT`, `TERM`, `STOP`, ...) to a child, with `kill`.
+pub fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name}");
+}
+
+/// Polls `done` every `every` until it holds (`true`) or `limit` has passed (`false`).
+pub fn wait_until(limit: Duration, every: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(every);
+    }
 }
