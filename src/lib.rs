@@ -72,6 +72,7 @@
 //! A host proves its own adapter with the conformance suites in `testing` (feature
 //! `testing`).
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
 pub mod adapters;
@@ -89,6 +90,7 @@ pub mod selection;
 pub mod service;
 pub mod template;
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 pub mod token;
 pub mod transport;
@@ -96,8 +98,10 @@ pub mod transport;
 pub use adapters::memory::{InMemoryRepository, InMemoryTransport};
 pub use adapters::outbox::FileOutbox;
 #[cfg(feature = "smtp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "smtp")))]
 pub use adapters::smtp::{SmtpSettings, SmtpTransport};
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use adapters::sqlite::SqliteRepository;
 pub use async_trait::async_trait;
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -87,6 +87,7 @@ use pool::Pool;
 /// Delivers messages through an SMTP server over a fixed set of shared, long-lived
 /// connections. See the [module docs](self) for the connection rules and the error
 /// table.
+#[cfg_attr(docsrs, doc(cfg(feature = "smtp")))]
 pub struct SmtpTransport {
     settings: SmtpSettings,
     /// `Some` unless the security is plain.

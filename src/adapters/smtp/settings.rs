@@ -7,6 +7,7 @@ use std::time::Duration;
 
 /// How the connection is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(docsrs, doc(cfg(feature = "smtp")))]
 pub enum Security {
     /// No TLS at all, even if the server offers STARTTLS (`smtp://host:port`). For a
     /// relay on the same host or a trusted network only: credentials, if set, go in
@@ -92,6 +93,7 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 ///
 /// `Debug` output never contains the password.
 #[derive(Clone, Debug)]
+#[cfg_attr(docsrs, doc(cfg(feature = "smtp")))]
 pub struct SmtpSettings {
     pub(crate) host: String,
     pub(crate) port: u16,
@@ -355,6 +357,7 @@ fn split_host_port(authority: &str) -> Result<(String, Option<&str>), SmtpConfig
 /// Why [`SmtpSettings::from_url`] refused a URL. No variant repeats the URL.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
+#[cfg_attr(docsrs, doc(cfg(feature = "smtp")))]
 pub enum SmtpConfigError {
     /// There is no `scheme://`.
     #[error("not an SMTP URL: expected smtp://host:port or smtps://host:port")]
