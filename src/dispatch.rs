@@ -1342,28 +1342,14 @@ impl Engine<'_> {
             expires_at,
         } = ready;
         let batch_id = &prepared.batch.id;
-        let fields = MergeFields {
-            first_name: owner.first_name.clone(),
-            last_name: owner.last_name.clone(),
-            full_name: owner.full_name(),
-            property_address: owner.property_address.clone(),
-            community_name: prepared.community.name.clone(),
-            registration_url: registration_link(&prepared.batch.portal_url, &token),
-            expires_on: prepared.community.format_time(expires_at),
-            portal_url: prepared.batch.portal_url.clone(),
-            reply_to: prepared.reply_to.clone(),
-            logo_url: prepared
-                .community
-                .branding
-                .logo_url()
-                .unwrap_or_default()
-                .to_owned(),
-            accent_color: prepared
-                .community
-                .branding
-                .accent_color_or_default()
-                .to_owned(),
-        };
+        let fields = MergeFields::for_owner(
+            &owner,
+            &prepared.community,
+            registration_link(&prepared.batch.portal_url, &token),
+            expires_at,
+            &prepared.batch.portal_url,
+            &prepared.reply_to,
+        );
         let parts = match prepared.template.render(&fields) {
             Ok(parts) => parts,
             Err(problem) => {
@@ -1374,12 +1360,7 @@ impl Engine<'_> {
                 };
             }
         };
-        let to = Mailbox::new(Some(&fields.full_name), delivery.to.clone()).unwrap_or_else(|_| {
-            Mailbox {
-                name: None,
-                address: delivery.to.clone(),
-            }
-        });
+        let to = Mailbox::named_or_bare(&fields.full_name, &delivery.to);
         let id = prepared.message_ids.for_owner(&owner.id);
         // Sized for the encoded attachments up front: growing a 300 KB message by
         // doubling costs several copies and fresh pages per message.

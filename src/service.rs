@@ -845,13 +845,18 @@ impl OwnerAccess {
         let expires_at = now + self.settings.token_ttl;
         let portal_url = review.invite.portal_url_or(&self.settings.portal_url);
         let link = registration_link(portal_url, &RegistrationToken::placeholder());
-        let fields = merge_fields(
+        let reply_to = review.invite.reply_to_address();
+        let reply_to = reply_to
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let fields = MergeFields::for_owner(
             &record,
             &review.community,
-            review.invite.reply_to_address().as_ref(),
             link,
             expires_at,
             portal_url,
+            &reply_to,
         );
         let parts = template
             .render(&fields)
@@ -861,13 +866,7 @@ impl OwnerAccess {
             review.invite.reply_to_address().as_ref(),
             &review.invite.attachments,
         );
-        let to =
-            Mailbox::new(Some(&fields.full_name), recipient.email.clone()).unwrap_or_else(|_| {
-                Mailbox {
-                    name: None,
-                    address: recipient.email.clone(),
-                }
-            });
+        let to = Mailbox::named_or_bare(&fields.full_name, &recipient.email);
         let mut message = Vec::new();
         frame.write_message(
             &to,
@@ -1280,7 +1279,7 @@ impl OwnerAccess {
             prepared.community.name
         );
         let mut message = Vec::new();
-        let id = format!("{}.summary@{}", batch.id, prepared.message_ids.domain());
+        let id = prepared.message_ids.summary();
         prepared
             .frame
             .write_plain(to, &id, self.clock.now(), &subject, &text, &mut message);
@@ -1636,30 +1635,6 @@ fn spaced_id(id: &str) -> String {
         .map(|c| c.iter().collect())
         .collect();
     format!("{prefix}{}", groups.join(" "))
-}
-
-/// One owner's merge fields for a preview (the send engine fills its own).
-pub(crate) fn merge_fields(
-    owner: &Owner,
-    community: &Community,
-    reply_to: Option<&EmailAddress>,
-    registration_url: String,
-    expires_at: Timestamp,
-    portal_url: &str,
-) -> MergeFields {
-    MergeFields {
-        first_name: owner.first_name.clone(),
-        last_name: owner.last_name.clone(),
-        full_name: owner.full_name(),
-        property_address: owner.property_address.clone(),
-        community_name: community.name.clone(),
-        registration_url,
-        expires_on: community.format_time(expires_at),
-        portal_url: portal_url.to_owned(),
-        reply_to: reply_to.map(ToString::to_string).unwrap_or_default(),
-        logo_url: community.branding.logo_url().unwrap_or_default().to_owned(),
-        accent_color: community.branding.accent_color_or_default().to_owned(),
-    }
 }
 
 /// The counts of a batch just stored: every delivery pending.

@@ -514,6 +514,16 @@ impl Mailbox {
         })
     }
 
+    /// `address` under the display name `name`, or with none when `name` cannot be one
+    /// (it holds a control character): an owner's message is never held back for their
+    /// name. The `To` of every invitation, previewed or sent.
+    pub(crate) fn named_or_bare(name: &str, address: &EmailAddress) -> Self {
+        Self::new(Some(name), address.clone()).unwrap_or_else(|_| Self {
+            name: None,
+            address: address.clone(),
+        })
+    }
+
     /// Parses `address` or `Display Name <address>` (the name may be in double quotes).
     pub fn parse(raw: &str) -> Result<Self, InvalidMailbox> {
         let raw = raw.trim();

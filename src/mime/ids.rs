@@ -27,6 +27,8 @@ pub struct MessageIds {
     prefix: String,
     /// `@<domain>`
     suffix: String,
+    /// The batch, for the recap's id.
+    batch: BatchId,
 }
 
 impl MessageIds {
@@ -45,6 +47,7 @@ impl MessageIds {
             batch_state,
             prefix,
             suffix: format!("@{}", msg_id_domain(domain)),
+            batch: batch.clone(),
         }
     }
 
@@ -63,6 +66,13 @@ impl MessageIds {
         push_hex(&mut id, &owner_hash[..16]);
         id.push_str(&self.suffix);
         id
+    }
+
+    /// The Message-ID of the batch's Summary recap (without angle brackets):
+    /// `<batch id>.summary@<domain>`, one per batch, never one of an owner's (those
+    /// start with `oa.`).
+    pub fn summary(&self) -> String {
+        format!("{}.summary{}", self.batch, self.suffix)
     }
 }
 
@@ -93,4 +103,23 @@ pub(super) fn push_hex(out: &mut String, bytes: &[u8]) {
 /// Bytes allowed in a msg-id between the angle brackets (dot-atom-text and `@`).
 pub(super) fn is_msg_id_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~.@".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recap_has_its_own_id_under_the_batch_domain() {
+        let batch = BatchId::new("b-7f").unwrap();
+        let ids = MessageIds::new(&batch, " Bücher.example ");
+        assert_eq!(ids.summary(), "b-7f.summary@xn--bcher-kva.example");
+        let owner = ids.for_owner(&OwnerId::new("b-7f.summary").unwrap());
+        assert!(
+            owner.starts_with("oa.") && owner != ids.summary(),
+            "{owner}"
+        );
+        let other = MessageIds::new(&BatchId::new("b-80").unwrap(), "Bücher.example");
+        assert_ne!(other.summary(), ids.summary());
+    }
 }

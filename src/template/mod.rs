@@ -35,8 +35,10 @@ use serde::Serialize;
 use crate::invite::{Problem, TemplatePart};
 
 mod direct;
+mod fields;
 mod html_text;
 use direct::DirectTemplate;
+pub use fields::MergeFields;
 pub use html_text::html_to_text_template;
 
 /// The merge fields a template may use, exactly these names.
@@ -142,36 +144,6 @@ pub const DEFAULT_HTML: &str = r#"<!DOCTYPE html>
 </body>
 </html>
 "#;
-
-/// The values of the merge fields for one owner's message.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MergeFields {
-    /// `owner.first_name`
-    pub first_name: String,
-    /// `owner.last_name`
-    pub last_name: String,
-    /// `owner.full_name`
-    pub full_name: String,
-    /// `property.address`
-    pub property_address: String,
-    /// `community.name`
-    pub community_name: String,
-    /// `registration_url`: the owner's personal link.
-    pub registration_url: String,
-    /// `expires_on`: when the link expires, as a person reads it, in the community's
-    /// time zone (UTC unless it has one): `15 December 2026 at 14:30 UTC`.
-    pub expires_on: String,
-    /// `portal_url`: the portal's URL without a token.
-    pub portal_url: String,
-    /// `reply_to`: where the owner's questions go (the message's Reply-To: the
-    /// community's unless the manager changed it); empty when there is none.
-    pub reply_to: String,
-    /// `community.logo_url`: the community's logo, empty when it has none.
-    pub logo_url: String,
-    /// `community.accent_color`: the community's accent colour (`#rrggbb`), or
-    /// [`crate::domain::DEFAULT_ACCENT_COLOR`].
-    pub accent_color: String,
-}
 
 /// One owner's rendered subject and bodies.
 #[derive(Debug, Clone, PartialEq, Eq)]
