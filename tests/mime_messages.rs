@@ -4,7 +4,9 @@
 mod mime_common;
 
 use mailparse::{MailHeaderMap, ParsedMail, parse_mail};
-use mime_common::{assert_header_block, assert_wire_lines, lf, single_header, single_mailbox};
+use mime_common::{
+    assert_header_block, assert_wire_lines, lf, phrase_reading, single_header, single_mailbox,
+};
 use owner_access::domain::{BatchId, EmailAddress, Mailbox, OwnerId, Timestamp};
 use owner_access::invite::Attachment;
 use owner_access::mime::{MessageFrame, message_id};
@@ -298,6 +300,61 @@ fn mail_builder_handles_the_long_two_word_name_too() {
     assert_header_block(&raw);
     let mail = parse_mail(&raw).unwrap();
     assert_eq!(single_mailbox(&mail, "To").0.as_deref(), Some(name));
+}
+
+/// What mail-builder 2 gets wrong for our inputs: the reason the crate writes its own
+/// headers (see the `mime` module's documentation). Each case goes through both
+/// writers and the same independent readers; ours reads right, mail-builder's does
+/// not. The day mail-builder writes these right, this test fails and the decision can
+/// be taken again.
+#[test]
+fn mail_builder_gets_our_names_and_subjects_wrong_where_this_writer_does_not() {
+    let theirs = |name: &str, subject: &str| {
+        mail_builder::MessageBuilder::new()
+            .from(("Maple Court HOA", "no-reply@maple.example.org"))
+            .to((name, "ana.lopes@example.com"))
+            .subject(subject)
+            .text_body("hi")
+            .write_to_vec()
+            .unwrap()
+    };
+    let ours = |name: &str, subject: &str| {
+        let frame = MessageFrame::new(&from(), None, &[]);
+        let parts = RenderedParts {
+            subject: subject.into(),
+            text: "hi".into(),
+            html: "<p>hi</p>".into(),
+        };
+        write(&frame, &owner(Some(name)), "1@x.example", &parts)
+    };
+
+    // A display name of three Greek words: mail-builder ends an encoded-word inside
+    // the surname, and a reader that keeps the space between two encoded-words
+    // (Python's `email.policy.default`, Thunderbird, Apple Mail; `phrase_reading`
+    // reads as they do, and tests/headers_python.rs asks Python itself) shows
+    // "Πα παδοπούλου". The header block is well formed: only the name is wrong.
+    let name = "Αικατερίνη Ελευθερία Παπαδοπούλου";
+    let raw = theirs(name, "x");
+    assert_header_block(&raw);
+    assert_eq!(
+        phrase_reading(&raw, "To").as_deref(),
+        Some("Αικατερίνη Ελευθερία Πα παδοπούλου"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    assert_eq!(
+        phrase_reading(&ours(name, "x"), "To").as_deref(),
+        Some(name)
+    );
+
+    // A subject that holds the text of an encoded-word (a manager quoting one, or a
+    // subject copied from a raw header): mail-builder writes it as it is, so every
+    // reader decodes it and the words the manager wrote are lost.
+    let subject = "About =?utf-8?q?Caf=C3=A9?= night";
+    let raw = theirs("Ana", subject);
+    let read = |raw: &[u8]| single_header(&parse_mail(raw).unwrap(), "Subject");
+    assert_eq!(read(&raw), "About Café night");
+    assert_eq!(read(&ours("Ana", subject)), subject);
 }
 
 #[test]
