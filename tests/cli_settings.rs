@@ -19,6 +19,12 @@ fn concurrency_ok(raw: &str) -> bool {
     raw.parse::<u32>().is_ok_and(|n| (1..=256).contains(&n))
 }
 
+/// `--lease`: a number of seconds from 0.1 to 7 days (604,800).
+fn lease_ok(raw: &str) -> bool {
+    raw.parse::<f64>()
+        .is_ok_and(|r| r.is_finite() && (0.1..=604_800.0).contains(&r))
+}
+
 /// `activity --limit`: a whole number from 1 to 100,000.
 fn limit_ok(raw: &str) -> bool {
     raw.parse::<u32>().is_ok_and(|n| (1..=100_000).contains(&n))
@@ -36,6 +42,10 @@ fn float_text() -> impl Strategy<Value = String> {
         "-inf",
         "infinity",
         "1e-12",
+        "0.1",
+        "0.09",
+        "604800",
+        "604800.5",
         "1e-300",
         "5e-324",
         "1e309",
@@ -114,8 +124,8 @@ fn numeric_flags_are_checked_before_anything_is_stored() {
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(48));
     let outcomes = std::cell::Cell::new((0usize, 0usize));
     let result = runner.run(
-        &(float_text(), whole_text(), whole_text()),
-        |(rate, concurrency, limit)| {
+        &(float_text(), whole_text(), whole_text(), float_text()),
+        |(rate, concurrency, limit, lease)| {
             let before = batches(&s);
             let out = s.run(&[
                 "send",
@@ -125,10 +135,11 @@ fn numeric_flags_are_checked_before_anything_is_stored() {
                 "out",
                 &format!("--rate={rate}"),
                 &format!("--concurrency={concurrency}"),
+                &format!("--lease={lease}"),
             ]);
             let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
             prop_assert!(!stderr.contains("panicked"), "{}", stderr);
-            let valid = rate_ok(&rate) && concurrency_ok(&concurrency);
+            let valid = rate_ok(&rate) && concurrency_ok(&concurrency) && lease_ok(&lease);
             if valid {
                 prop_assert_eq!(out.status.code(), Some(0), "{}", stderr);
                 prop_assert_eq!(batches(&s), before + 1);
@@ -137,7 +148,8 @@ fn numeric_flags_are_checked_before_anything_is_stored() {
                 prop_assert_eq!(batches(&s), before, "nothing is stored");
                 // Whichever bad flag is found first is named.
                 let named = (!rate_ok(&rate) && stderr.contains("--rate"))
-                    || (!concurrency_ok(&concurrency) && stderr.contains("--concurrency"));
+                    || (!concurrency_ok(&concurrency) && stderr.contains("--concurrency"))
+                    || (!lease_ok(&lease) && stderr.contains("--lease"));
                 prop_assert!(named, "the bad flag is not named: {}", stderr);
             }
             let (ok, bad) = outcomes.get();

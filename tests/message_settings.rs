@@ -5,10 +5,11 @@
 mod common;
 
 use common::*;
+use owner_access::adapters::memory::Fault;
 use owner_access::domain::Mailbox;
 use owner_access::invite::Problem;
 use owner_access::prelude::*;
-use owner_access::{RunControl, Selection};
+use owner_access::{OwnerAccess, RunControl, Selection, SendOptions};
 
 const FROM: &str = "Maple Board <board@maple.example>";
 const OAK: &str = "https://portal.example.org/register?community=oak";
@@ -103,6 +104,66 @@ async fn resend_uses_the_from_and_portal_url_of_the_owners_latest_batch() {
     let messages = w.transport.messages();
     assert_eq!(mailparse_header(&messages[0].bytes, "Subject"), "Reminder");
     assert!(text_part(&messages[0].bytes).contains(&format!("{OAK}&token=")));
+}
+
+/// A resume and a retry of a batch composed with its own From and portal URL send
+/// them, even through a service built later with other defaults: they read the
+/// stored batch, never the builder.
+#[tokio::test]
+async fn resume_and_retry_use_the_from_and_portal_url_the_batch_was_composed_with() {
+    let options = SendOptions {
+        concurrency: 1,
+        ..fast_options()
+    };
+    let w = world_with(mixed_owners(3), options.clone()).await;
+    let invite = w
+        .service
+        .compose(
+            &w.community,
+            &Selection::of([oid("e0"), oid("e1"), oid("e2")]),
+        )
+        .await
+        .unwrap()
+        .with_from(FROM)
+        .with_portal_url(OAK);
+    // The first message meets a fatal error: the batch stops with deliveries pending.
+    w.transport.fail_all_times(Fault::Fatal, 1);
+    // e1 is refused once, permanently: it fails in the resume and is retried.
+    w.transport
+        .fail_address_times(&addr("e1@example.org"), Fault::Permanent, 1);
+    let review = w.service.review(&invite).await.unwrap();
+    let first = w.service.send(review).await.unwrap();
+    assert!(first.stopped.is_some(), "{first:?}");
+    assert!(first.pending > 0, "{first:?}");
+    let batch = first.batch.clone().unwrap();
+
+    let later = OwnerAccess::builder(w.repo.clone(), w.transport.clone())
+        .sender("Other Sender <other@elsewhere.example>")
+        .portal_url("https://elsewhere.example/register")
+        .clock(w.clock.clone())
+        .send_options(options)
+        .build()
+        .unwrap();
+    let resumed = later.resume(&batch).await.unwrap();
+    assert!(resumed.sent >= 1, "{resumed:?}");
+    let retried = later.retry_failed(&batch, RunControl::new()).await.unwrap();
+    assert!(retried.sent >= 1, "{retried:?}");
+    assert!(retried.is_complete(), "{retried:?}");
+
+    let messages = w.transport.messages();
+    let mut to: Vec<String> = messages.iter().map(|m| m.envelope.to.to_string()).collect();
+    to.sort();
+    assert_eq!(to, ["e0@example.org", "e1@example.org", "e2@example.org"]);
+    for message in &messages {
+        assert_eq!(message.envelope.from.as_str(), "board@maple.example");
+        assert_eq!(
+            mailparse_header(&message.bytes, "From"),
+            "\"Maple Board\" <board@maple.example>"
+        );
+        let text = text_part(&message.bytes);
+        assert!(text.contains(&format!("{OAK}&token=")), "{text}");
+        assert!(!text.contains("elsewhere.example"), "{text}");
+    }
 }
 
 #[tokio::test]
