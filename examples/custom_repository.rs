@@ -26,6 +26,7 @@ use owner_access::domain::{
 use owner_access::eligibility::{AccessFilter, OwnerFilter};
 use owner_access::prelude::*;
 use owner_access::repository::{EmailEdit, EmailHolder, Marked, RepoResult, RepositoryError};
+use owner_access::token::token_from_link;
 use owner_access::{InMemoryTransport, OwnerAccess, Selection, SqliteRepository, async_trait};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -417,13 +418,7 @@ fn link_token(eml: &[u8]) -> Option<String> {
         part.subparts.iter().find_map(text)
     }
     let text = text(&mailparse::parse_mail(eml).ok()?)?;
-    let start = text.find("token=")? + "token=".len();
-    Some(
-        text[start..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-            .collect(),
-    )
+    token_from_link(&text).map(str::to_owned)
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -12,6 +12,7 @@ use owner_access::domain::{Community, CommunityId, Owner, OwnerId, Page, Propert
 use owner_access::eligibility::OwnerFilter;
 use owner_access::invite::Attachment;
 use owner_access::prelude::*;
+use owner_access::token::token_from_link;
 use owner_access::{FileOutbox, InMemoryRepository, OwnerAccess, Progress, RunControl, Selection};
 
 const OWNERS: usize = 300;
@@ -62,12 +63,7 @@ fn first_link(eml: &[u8]) -> Option<String> {
     while let Some(part) = bodies.pop() {
         if part.ctype.mimetype == "text/plain" {
             let text = part.get_body().ok()?;
-            let start = text.find("token=")? + "token=".len();
-            let token: String = text[start..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-                .collect();
-            return Some(token);
+            return token_from_link(&text).map(str::to_owned);
         }
         bodies.extend(part.subparts);
     }

@@ -52,10 +52,9 @@
 //! let message = mailparse::parse_mail(&captured[0].bytes)?;
 //! let text_part = message.subparts.iter().find(|p| p.ctype.mimetype == "text/plain").unwrap();
 //! let text = text_part.get_body()?;
-//! let start = text.find("token=").unwrap() + "token=".len();
-//! let token: String = text[start..].chars().take(43).collect();
-//! service.verify(&token).await?; // read-only: safe on GET, where mail scanners click
-//! let registration = service.redeem(&token).await?;
+//! let token = owner_access::token::token_from_link(&text).expect("a registration link");
+//! service.verify(token).await?; // read-only: safe on GET, where mail scanners click
+//! let registration = service.redeem(token).await?;
 //! assert!(registration.owner.is_registered());
 //! # Ok(())
 //! # }

@@ -63,10 +63,54 @@ pub fn hash_token(token: &str) -> TokenHash {
 /// Whether a string has the shape of a token we issue (43 URL-safe base64
 /// characters). Lets `verify` and `redeem` refuse junk without a store lookup.
 pub fn looks_like_token(token: &str) -> bool {
-    token.len() == TOKEN_CHARS
-        && token
+    token.len() == TOKEN_CHARS && token.bytes().all(is_token_byte)
+}
+
+/// A character of a token's text: the URL-safe base64 alphabet (`A-Z`, `a-z`, `0-9`,
+/// `-`, `_`), none of which a URL escapes, so a token stands in a link as it is.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+/// The token a registration link carries: the value of its `token` query parameter
+/// (after `?` or `&`, as [`registration_link`] writes it), found in the link itself or
+/// in any text that holds one, such as the text part of an invitation. The first such
+/// value with a token's shape ([`looks_like_token`]) is returned.
+///
+/// `None` when the text has no such parameter, or only values that are no token this
+/// crate issues: a preview's placeholder link, say, or a link cut short. What a host
+/// needs where it reads links back, in its tests or its support tools; its
+/// registration page gets the parameter from its web framework instead.
+///
+/// ```
+/// use owner_access::token::{RegistrationToken, registration_link, token_from_link};
+///
+/// let token = RegistrationToken::generate();
+/// let text = format!(
+///     "Register here:\n{}\n",
+///     registration_link("https://portal.example.org/register?c=oak", &token)
+/// );
+/// assert_eq!(token_from_link(&text), Some(token.expose()));
+/// assert_eq!(token_from_link("https://portal.example.org/register?token=short"), None);
+/// ```
+pub fn token_from_link(text: &str) -> Option<&str> {
+    const KEY: &str = "token=";
+    let mut searched = 0;
+    while let Some(found) = text[searched..].find(KEY) {
+        let key_at = searched + found;
+        let value_at = key_at + KEY.len();
+        let value = &text[value_at..];
+        let end = value
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            .position(|b| !is_token_byte(b))
+            .unwrap_or(value.len());
+        let is_parameter = matches!(text[..key_at].bytes().last(), Some(b'?' | b'&'));
+        if is_parameter && looks_like_token(&value[..end]) {
+            return Some(&value[..end]);
+        }
+        searched = value_at;
+    }
+    None
 }
 
 /// The owner's personal link: `<portal url>?token=<TOKEN>`, or `&token=` when the URL
@@ -112,6 +156,49 @@ mod tests {
         assert!(!looks_like_token(""));
         assert!(!looks_like_token(&"a".repeat(42)));
         assert!(!looks_like_token(&format!("{}=", "a".repeat(42))));
+    }
+
+    #[test]
+    fn the_token_is_read_back_from_its_link_and_nothing_else() {
+        let t = RegistrationToken::generate();
+        for portal in [
+            "https://p.example/register",
+            "https://p.example/r?c=9",
+            "https://p.example/r?c=9#top",
+            "https://p.example/r?",
+        ] {
+            let link = registration_link(portal, &t);
+            assert_eq!(token_from_link(&link), Some(t.expose()), "{link}");
+            let text = format!("Hello,\r\n\r\n{link}\r\nThe board\r\n");
+            assert_eq!(token_from_link(&text), Some(t.expose()), "{text}");
+        }
+        let preview = registration_link("https://p.example/r", &RegistrationToken::placeholder());
+        assert_eq!(
+            token_from_link(&preview),
+            None,
+            "a preview carries no token"
+        );
+        let tok = t.expose();
+        // Not a query parameter, cut short, or too long: not a token's link.
+        assert_eq!(token_from_link(&format!("token={tok}")), None);
+        assert_eq!(
+            token_from_link(&format!("https://p.example/r?mytoken={tok}")),
+            None
+        );
+        assert_eq!(
+            token_from_link(&format!("https://p.example/r?token={}", &tok[..42])),
+            None
+        );
+        assert_eq!(
+            token_from_link(&format!("https://p.example/r?token={tok}x")),
+            None
+        );
+        // A later parameter that is a token is found past one that is not.
+        assert_eq!(
+            token_from_link(&format!("https://p.example/r?token=old&token={tok}")),
+            Some(tok)
+        );
+        assert_eq!(token_from_link("no link at all"), None);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use owner_access::domain::{
 use owner_access::eligibility::OwnerFilter;
 use owner_access::prelude::*;
 use owner_access::repository::{EmailEdit, EmailHolder, Marked, RepoResult};
-use owner_access::token::hash_token;
+use owner_access::token::{hash_token, token_from_link};
 use owner_access::{Error, InMemoryTransport, OwnerAccess, Selection, SystemClock, async_trait};
 
 const DB_VAR: &str = "OWNER_ACCESS_REDEEM_DB";
@@ -133,8 +133,9 @@ fn token_in(bytes: &[u8]) -> String {
         part.subparts.iter().find_map(text)
     }
     let text = text(&mailparse::parse_mail(bytes).unwrap()).unwrap();
-    let start = text.find("token=").unwrap() + "token=".len();
-    text[start..].chars().take(43).collect()
+    token_from_link(&text)
+        .expect("a registration link")
+        .to_owned()
 }
 
 /// Sends one batch to two owners; their links.

@@ -16,6 +16,7 @@ use owner_access::invite::Attachment;
 use owner_access::prelude::*;
 use owner_access::repository::RepositoryError;
 use owner_access::testing::{Failure, repository_conformance};
+use owner_access::token::token_from_link;
 use owner_access::{
     Clock, InMemoryTransport, OwnerAccess, RunControl, Selection, SendOptions, StopSignal,
     SystemClock,
@@ -121,8 +122,9 @@ fn token_in(bytes: &[u8]) -> String {
     }
     let message = mailparse::parse_mail(bytes).unwrap();
     let text = text(&message).unwrap();
-    let start = text.find("token=").unwrap() + "token=".len();
-    text[start..].chars().take(43).collect()
+    token_from_link(&text)
+        .expect("a registration link")
+        .to_owned()
 }
 
 /// Sends the invitation to every eligible owner; returns the batch's report.

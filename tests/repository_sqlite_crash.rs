@@ -19,6 +19,7 @@ use owner_access::adapters::sqlite::SqliteRepository;
 use owner_access::domain::{Community, CommunityId, Owner, OwnerId, PropertyId};
 use owner_access::eligibility::OwnerFilter;
 use owner_access::prelude::*;
+use owner_access::token::token_from_link;
 use owner_access::transport::{Accepted, Envelope, MailTransport, TransportError};
 use owner_access::{
     Clock, InMemoryTransport, OwnerAccess, Selection, SendOptions, SystemClock, async_trait,
@@ -57,8 +58,9 @@ fn token_in(bytes: &[u8]) -> String {
         part.subparts.iter().find_map(text)
     }
     let text = text(&mailparse::parse_mail(bytes).unwrap()).unwrap();
-    let start = text.find("token=").unwrap() + "token=".len();
-    text[start..].chars().take(43).collect()
+    token_from_link(&text)
+        .expect("a registration link")
+        .to_owned()
 }
 
 /// Accepts every message slowly and appends `owner<TAB>message-id<TAB>token` to a

@@ -13,7 +13,7 @@ use owner_access::adapters::memory::Fault;
 use owner_access::adapters::sqlite::{SCHEMA_VERSION, SqliteRepository};
 use owner_access::domain::{BatchId, DeliveryState, OwnerId, TokenRejection, TokenState};
 use owner_access::prelude::*;
-use owner_access::token::hash_token;
+use owner_access::token::{hash_token, token_from_link};
 use owner_access::{Error, InMemoryTransport, ManualClock, OwnerAccess};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/schema_v6.db");
@@ -82,11 +82,9 @@ fn token_in(message: &[u8]) -> String {
     while let Some(part) = stack.pop() {
         if part.ctype.mimetype == "text/plain" {
             let text = part.get_body().unwrap();
-            let start = text.find("token=").expect("a link") + "token=".len();
-            return text[start..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-                .collect();
+            return token_from_link(&text)
+                .expect("a registration link")
+                .to_owned();
         }
         stack.extend(part.subparts);
     }

@@ -63,6 +63,12 @@ impl AppState {
     }
 }
 
+/// A form sent back with what was wrong next to its fields (everything typed kept):
+/// `422 Unprocessable Entity`, so a script or a test sees the refusal in the status.
+pub fn refused_form(page: Html<String>) -> Response {
+    (StatusCode::UNPROCESSABLE_ENTITY, page).into_response()
+}
+
 fn templates() -> Environment<'static> {
     let mut env = Environment::new();
     // Every template escapes for HTML, whatever its name.

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use minijinja::context;
 use owner_access::domain::{CommunityId, DraftId, OwnerId};
@@ -14,7 +13,7 @@ use owner_access::invite::{Invite, Problem, TemplatePart};
 use owner_access::{Review, Selection};
 use serde::Serialize;
 
-use crate::app::{AppError, AppState, Fields};
+use crate::app::{AppError, AppState, Fields, refused_form};
 use crate::auth::{Admin, random_token};
 use crate::manage::{community_id, community_name, page_context};
 
@@ -174,6 +173,18 @@ struct ExcludedLine {
     reason: String,
 }
 
+/// The review's excluded owners, each with its reason in words.
+fn excluded_lines(review: &Review) -> Vec<ExcludedLine> {
+    review
+        .excluded
+        .iter()
+        .map(|e| ExcludedLine {
+            owner: e.owner.to_string(),
+            reason: e.reason.to_string(),
+        })
+        .collect()
+}
+
 #[derive(Serialize)]
 struct AttachmentLine {
     index: usize,
@@ -199,14 +210,7 @@ async fn render_compose(
         FieldProblems::default()
     };
     let invite = &workspace.invite;
-    let excluded: Vec<ExcludedLine> = review
-        .excluded
-        .iter()
-        .map(|e| ExcludedLine {
-            owner: e.owner.to_string(),
-            reason: e.reason.to_string(),
-        })
-        .collect();
+    let excluded = excluded_lines(&review);
     let attachments: Vec<AttachmentLine> = invite
         .attachments
         .iter()
@@ -317,20 +321,29 @@ pub async fn act(
                 state.workspaces.put(&workspace_id, workspace);
                 Ok(Redirect::to(&format!("/compose/{workspace_id}/review")).into_response())
             } else {
-                workspace.review = None;
-                state.workspaces.put(&workspace_id, workspace.clone());
-                let page = render_compose(&state, &admin, &workspace_id, &workspace, true).await?;
-                Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+                let page = show_again(&state, &admin, &workspace_id, workspace).await?;
+                Ok(refused_form(page))
             }
         }
         _ => {
             apply(&mut workspace.invite, &fields);
-            workspace.review = None;
-            state.workspaces.put(&workspace_id, workspace.clone());
-            let page = render_compose(&state, &admin, &workspace_id, &workspace, true).await?;
+            let page = show_again(&state, &admin, &workspace_id, workspace).await?;
             Ok(page.into_response())
         }
     }
+}
+
+/// The compose page again, with the edited message kept (its review dropped: it
+/// changed) and each problem next to its field.
+async fn show_again(
+    state: &AppState,
+    admin: &Admin,
+    workspace_id: &str,
+    mut workspace: Workspace,
+) -> Result<Html<String>, AppError> {
+    workspace.review = None;
+    state.workspaces.put(workspace_id, workspace.clone());
+    render_compose(state, admin, workspace_id, &workspace, true).await
 }
 
 #[derive(Serialize)]
@@ -372,14 +385,7 @@ pub async fn review_page(
             email: r.email.to_string(),
         })
         .collect();
-    let excluded: Vec<ExcludedLine> = review
-        .excluded
-        .iter()
-        .map(|e| ExcludedLine {
-            owner: e.owner.to_string(),
-            reason: e.reason.to_string(),
-        })
-        .collect();
+    let excluded = excluded_lines(review);
     let problems: Vec<String> = review.problems.iter().map(ToString::to_string).collect();
     let ctx = page_context(&admin, &state, &workspace.community, &name);
     let page = state.render(

@@ -2,29 +2,31 @@
 //! Mass Edit: each reads one library answer and shows it.
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use minijinja::{Value, context};
-use owner_access::domain::{AccessState, ActivityKind, CommunityId, OwnerId, Page};
+use owner_access::domain::{AccessState, ActivityKind, Community, CommunityId, OwnerId, Page};
 use owner_access::eligibility::{AccessFilter, EmailFilter, OwnerFilter};
 use owner_access::error::MassEditProblem;
 use owner_access::repository::EmailEdit;
 use owner_access::{Error, SendReport};
 use serde::{Deserialize, Serialize};
 
-use crate::app::{AppError, AppState, Fields};
+use crate::app::{AppError, AppState, Fields, refused_form};
 use crate::auth::Admin;
 
 pub fn community_id(raw: &str) -> Result<CommunityId, AppError> {
     CommunityId::new(raw).map_err(|_| AppError::NotFound(format!("community `{raw}` not found")))
 }
 
+/// The community, or not found.
+pub async fn community_of(state: &AppState, id: &CommunityId) -> Result<Community, AppError> {
+    let community = state.service.directory().community(id).await?;
+    community.ok_or_else(|| AppError::NotFound(format!("community `{id}` not found")))
+}
+
 /// The community's name, or not found.
 pub async fn community_name(state: &AppState, id: &CommunityId) -> Result<String, AppError> {
-    let community = state.service.directory().community(id).await?;
-    community
-        .map(|c| c.name)
-        .ok_or_else(|| AppError::NotFound(format!("community `{id}` not found")))
+    Ok(community_of(state, id).await?.name)
 }
 
 /// What the header of every community page shows.
@@ -234,12 +236,7 @@ pub async fn activity(
     Path(community): Path<String>,
 ) -> Result<Html<String>, AppError> {
     let id = community_id(&community)?;
-    let community = state
-        .service
-        .directory()
-        .community(&id)
-        .await?
-        .ok_or_else(|| AppError::NotFound(format!("community `{id}` not found")))?;
+    let community = community_of(&state, &id).await?;
     let name = community.name.clone();
     let drafts: Vec<DraftLine> = state
         .service
@@ -385,7 +382,7 @@ pub async fn mass_edit(
         "mass_edit.html",
         context! { text => text, problems => problems, ..ctx },
     )?;
-    Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+    Ok(refused_form(page))
 }
 
 /// `owner_id,primary_email` per line (a header line naming the columns is skipped).

@@ -263,16 +263,7 @@ pub async fn resume(
     Path((community, batch)): Path<(String, String)>,
     fields: Fields,
 ) -> Result<Response, AppError> {
-    admin.check(&fields)?;
-    let id = community_id(&community)?;
-    let batch = batch_of(&state, &id, &batch).await?;
-    let app = state.clone();
-    let b = batch.clone();
-    start_run(&state, Some(batch.clone()), move |control| async move {
-        app.service.resume_with(&b, control).await
-    })
-    .await?;
-    Ok(Redirect::to(&format!("/c/{id}/batches/{batch}")).into_response())
+    rerun(state, admin, &community, &batch, fields, Rerun::Resume).await
 }
 
 /// Retry: the owners whose delivery failed, once more.
@@ -282,13 +273,34 @@ pub async fn retry(
     Path((community, batch)): Path<(String, String)>,
     fields: Fields,
 ) -> Result<Response, AppError> {
+    rerun(state, admin, &community, &batch, fields, Rerun::RetryFailed).await
+}
+
+/// A new run of a stored batch.
+enum Rerun {
+    Resume,
+    RetryFailed,
+}
+
+/// Starts a run of a stored batch of the community, then follows it on its page.
+async fn rerun(
+    state: AppState,
+    admin: Admin,
+    community: &str,
+    batch: &str,
+    fields: Fields,
+    how: Rerun,
+) -> Result<Response, AppError> {
     admin.check(&fields)?;
-    let id = community_id(&community)?;
-    let batch = batch_of(&state, &id, &batch).await?;
+    let id = community_id(community)?;
+    let batch = batch_of(&state, &id, batch).await?;
     let app = state.clone();
     let b = batch.clone();
     start_run(&state, Some(batch.clone()), move |control| async move {
-        app.service.retry_failed(&b, control).await
+        match how {
+            Rerun::Resume => app.service.resume_with(&b, control).await,
+            Rerun::RetryFailed => app.service.retry_failed(&b, control).await,
+        }
     })
     .await?;
     Ok(Redirect::to(&format!("/c/{id}/batches/{batch}")).into_response())

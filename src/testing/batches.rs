@@ -48,16 +48,8 @@ pub async fn create_batch_stores_everything(repo: &dyn OwnerStorage) -> CheckRes
         vec![b1.activity.clone()],
         "activity",
     )?;
-    c.ok(
-        repo.create_batch(&new_batch("b2", "c1", &["o1"], t(10)))
-            .await,
-        "create_batch",
-    )?;
-    c.ok(
-        repo.create_batch(&new_batch("b0", "c1", &["o1"], t(-10)))
-            .await,
-        "create_batch",
-    )?;
+    create_batch(c, repo, "b2", "c1", &["o1"], t(10)).await?;
+    create_batch(c, repo, "b0", "c1", &["o1"], t(-10)).await?;
     let order: Vec<String> = c
         .ok(repo.batches(&cid("c1")).await, "batches")?
         .into_iter()
@@ -130,11 +122,7 @@ pub async fn create_batch_duplicate_id(repo: &dyn OwnerStorage) -> CheckResult {
     let c = Ctx("create_batch_duplicate_id");
     let first = new_batch("b1", "c1", &["o1", "o2"], t(0));
     c.ok(repo.create_batch(&first).await, "create_batch")?;
-    let claimed = c.ok(
-        repo.claim_deliveries(&bid("b1"), &sid("a"), 1, LEASE, t(1))
-            .await,
-        "claim",
-    )?;
+    let claimed = claim(c, repo, "b1", &sid("a"), 1, t(1)).await?;
     let before = c.ok(repo.deliveries(&bid("b1")).await, "deliveries")?;
     let mut again = new_batch("b1", "c1", &["o3"], t(5));
     again.batch.portal_url = "https://elsewhere.example.org".into();

@@ -27,15 +27,8 @@ pub async fn claim_deliveries_rules(repo: &dyn OwnerStorage) -> CheckResult {
         "claiming from a missing batch",
     )?;
     let owners = ["o4", "o2", "o5", "o1", "o3"];
-    c.ok(
-        repo.create_batch(&new_batch("b1", "c1", &owners, t(0)))
-            .await,
-        "create_batch",
-    )?;
-    let first = c.ok(
-        repo.claim_deliveries(&bid("b1"), &a, 2, LEASE, t(10)).await,
-        "claim",
-    )?;
+    create_batch(c, repo, "b1", "c1", &owners, t(0)).await?;
+    let first = claim(c, repo, "b1", &a, 2, t(10)).await?;
     c.eq(
         sorted_owners(&first),
         vec!["o1", "o2"],
@@ -50,29 +43,17 @@ pub async fn claim_deliveries_rules(repo: &dyn OwnerStorage) -> CheckResult {
             "stored state",
         )?;
     }
-    let second = c.ok(
-        repo.claim_deliveries(&bid("b1"), &b, 10, LEASE, t(11))
-            .await,
-        "claim",
-    )?;
+    let second = claim(c, repo, "b1", &b, 10, t(11)).await?;
     c.eq(sorted_owners(&second), vec!["o3", "o4", "o5"], "the rest")?;
     for (sender, name) in [(&a, "its holder"), (&b, "another sender")] {
-        let none = c.ok(
-            repo.claim_deliveries(&bid("b1"), sender, 10, LEASE, t(39))
-                .await,
-            "claim",
-        )?;
+        let none = claim(c, repo, "b1", sender, 10, t(39)).await?;
         c.eq(
             sorted_owners(&none),
             Vec::<&str>::new(),
             &format!("leases that still run are not taken by {name}"),
         )?;
     }
-    let taken = c.ok(
-        repo.claim_deliveries(&bid("b1"), &b, 10, LEASE, t(40))
-            .await,
-        "claim",
-    )?;
+    let taken = claim(c, repo, "b1", &b, 10, t(40)).await?;
     c.eq(
         sorted_owners(&taken),
         vec!["o1", "o2"],
@@ -86,39 +67,20 @@ pub async fn claim_deliveries_rules(repo: &dyn OwnerStorage) -> CheckResult {
         )?;
     }
     c.eq(
-        c.ok(
-            repo.record_deliveries(&bid("b1"), &b, &[(oid("o3"), sent(t(5000), 1))], t(41))
-                .await,
-            "record_deliveries",
-        )?,
+        record(c, repo, "b1", &b, &[(oid("o3"), sent(t(5000), 1))], t(41)).await?,
         vec![],
         "refused",
     )?;
-    let rest = c.ok(
-        repo.claim_deliveries(&bid("b1"), &a, 10, LEASE, t(200))
-            .await,
-        "claim",
-    )?;
+    let rest = claim(c, repo, "b1", &a, 10, t(200)).await?;
     c.eq(
         sorted_owners(&rest),
         vec!["o1", "o2", "o4", "o5"],
         "every lease ran out; the sent delivery is not claimable",
     )?;
     // Pending deliveries come before run-out leases.
-    c.ok(
-        repo.create_batch(&new_batch("b2", "c1", &["p1", "p2", "p3"], t(0)))
-            .await,
-        "create_batch",
-    )?;
-    c.ok(
-        repo.claim_deliveries(&bid("b2"), &a, 1, LEASE, t(0)).await,
-        "claim",
-    )?;
-    let pending_first = c.ok(
-        repo.claim_deliveries(&bid("b2"), &b, 2, LEASE, t(100))
-            .await,
-        "claim",
-    )?;
+    create_batch(c, repo, "b2", "c1", &["p1", "p2", "p3"], t(0)).await?;
+    claim(c, repo, "b2", &a, 1, t(0)).await?;
+    let pending_first = claim(c, repo, "b2", &b, 2, t(100)).await?;
     c.eq(
         sorted_owners(&pending_first),
         vec!["p2", "p3"],
@@ -134,10 +96,7 @@ pub async fn claim_deliveries_concurrently(repo: &dyn OwnerStorage) -> CheckResu
     let c = Ctx("claim_deliveries_concurrently");
     let names: Vec<String> = (0..500).map(|i| format!("o{i:04}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    c.ok(
-        repo.create_batch(&new_batch("b1", "c1", &refs, t(0))).await,
-        "create_batch",
-    )?;
+    create_batch(c, repo, "b1", "c1", &refs, t(0)).await?;
     let claimers = (0..25).map(|i| async move {
         let sender = sid(&format!("claimer-{i}"));
         let mut mine = Vec::new();
@@ -196,24 +155,9 @@ pub async fn renew_claims_rules(repo: &dyn OwnerStorage) -> CheckResult {
         is_not_found,
         "renewing in a missing batch",
     )?;
-    c.ok(
-        repo.create_batch(&new_batch(
-            "b1",
-            "c1",
-            &["o1", "o2", "o3", "o4", "o5"],
-            t(0),
-        ))
-        .await,
-        "create_batch",
-    )?;
-    c.ok(
-        repo.claim_deliveries(&bid("b1"), &a, 3, LEASE, t(0)).await,
-        "claim",
-    )?;
-    c.ok(
-        repo.claim_deliveries(&bid("b1"), &b, 1, LEASE, t(0)).await,
-        "claim",
-    )?;
+    create_batch(c, repo, "b1", "c1", &["o1", "o2", "o3", "o4", "o5"], t(0)).await?;
+    claim(c, repo, "b1", &a, 3, t(0)).await?;
+    claim(c, repo, "b1", &b, 1, t(0)).await?;
     let refused = c.ok(
         repo.renew_claims(
             &bid("b1"),
@@ -252,11 +196,7 @@ pub async fn renew_claims_rules(repo: &dyn OwnerStorage) -> CheckResult {
         DeliveryState::Pending,
         "a pending delivery, after a refused renewal",
     )?;
-    let at_old_end = c.ok(
-        repo.claim_deliveries(&bid("b1"), &b, 10, LEASE, t(30))
-            .await,
-        "claim",
-    )?;
+    let at_old_end = claim(c, repo, "b1", &b, 10, t(30)).await?;
     c.eq(
         sorted_owners(&at_old_end),
         vec!["o3", "o4", "o5"],
@@ -277,11 +217,7 @@ pub async fn renew_claims_rules(repo: &dyn OwnerStorage) -> CheckResult {
         claimed_state(t(0), &a, t(90)),
         "a run-out lease renewed",
     )?;
-    let later = c.ok(
-        repo.claim_deliveries(&bid("b1"), &b, 10, LEASE, t(60))
-            .await,
-        "claim",
-    )?;
+    let later = claim(c, repo, "b1", &b, 10, t(60)).await?;
     c.eq(
         sorted_owners(&later),
         vec!["o2", "o3", "o4", "o5"],
@@ -298,11 +234,7 @@ pub async fn renew_claims_rules(repo: &dyn OwnerStorage) -> CheckResult {
         names(&["o2"]),
         "refused: a lease taken over",
     )?;
-    c.ok(
-        repo.record_deliveries(&bid("b1"), &a, &[(oid("o1"), sent(t(5000), 1))], t(62))
-            .await,
-        "record_deliveries",
-    )?;
+    record(c, repo, "b1", &a, &[(oid("o1"), sent(t(5000), 1))], t(62)).await?;
     c.eq(
         sorted(
             c.ok(
@@ -336,36 +268,25 @@ pub async fn stale_holder_writes_are_refused(repo: &dyn OwnerStorage) -> CheckRe
         owner("o3", "c1", Some("o3@example.org")),
     ];
     c.ok(repo.upsert_owners(&before, t(0)).await, "upsert_owners")?;
-    c.ok(
-        repo.create_batch(&new_batch("b1", "c1", &["o1", "o2", "o3"], t(0)))
-            .await,
-        "create_batch",
-    )?;
-    c.ok(
-        repo.claim_deliveries(&bid("b1"), &a, 3, LEASE, t(0)).await,
-        "claim",
-    )?;
-    let taken = c.ok(
-        repo.claim_deliveries(&bid("b1"), &b, 2, LEASE, t(30)).await,
-        "claim",
-    )?;
+    create_batch(c, repo, "b1", "c1", &["o1", "o2", "o3"], t(0)).await?;
+    claim(c, repo, "b1", &a, 3, t(0)).await?;
+    let taken = claim(c, repo, "b1", &b, 2, t(30)).await?;
     c.eq(sorted_owners(&taken), vec!["o1", "o2"], "taken over")?;
     // a wakes up: one of its outcomes is refused, the other (o3: its lease ran out
     // but nobody took it) counts.
-    let refused = c.ok(
-        repo.record_deliveries(
-            &bid("b1"),
-            &a,
-            &[
-                (oid("o1"), sent(t(1000), 1)),
-                (oid("o3"), failed("550 no such user", 1)),
-            ],
-            t(31),
-        )
-        .await,
-        "record_deliveries",
-    )?;
-    c.eq(sorted(refused), names(&["o1"]), "refused outcomes")?;
+    let refused = record(
+        c,
+        repo,
+        "b1",
+        &a,
+        &[
+            (oid("o1"), sent(t(1000), 1)),
+            (oid("o3"), failed("550 no such user", 1)),
+        ],
+        t(31),
+    )
+    .await?;
+    c.eq(refused, names(&["o1"]), "refused outcomes")?;
     let o1 = delivery(c, repo, "b1", "o1").await?;
     c.eq(
         (o1.state, o1.attempts),
@@ -406,28 +327,21 @@ pub async fn stale_holder_writes_are_refused(repo: &dyn OwnerStorage) -> CheckRe
         "after the refused writes",
     )?;
     c.eq(
-        c.ok(
-            repo.record_deliveries(&bid("b1"), &b, &[(oid("o1"), sent(t(1000), 2))], t(32))
-                .await,
-            "record_deliveries",
-        )?,
+        record(c, repo, "b1", &b, &[(oid("o1"), sent(t(1000), 2))], t(32)).await?,
         vec![],
         "the new holder's outcome is refused",
     )?;
     for (sender, name) in [(&a, "the former holder"), (&b, "the holder, again")] {
         c.eq(
-            sorted(
-                c.ok(
-                    repo.record_deliveries(
-                        &bid("b1"),
-                        sender,
-                        &[(oid("o1"), failed("late", 1))],
-                        t(33),
-                    )
-                    .await,
-                    "record_deliveries",
-                )?,
-            ),
+            record(
+                c,
+                repo,
+                "b1",
+                sender,
+                &[(oid("o1"), failed("late", 1))],
+                t(33),
+            )
+            .await?,
             names(&["o1"]),
             &format!("a later outcome from {name} is refused"),
         )?;
@@ -469,16 +383,7 @@ pub async fn held_claims_and_revoke(repo: &dyn OwnerStorage) -> CheckResult {
             &format!("{what} of a missing batch"),
         )?;
     }
-    c.ok(
-        repo.create_batch(&new_batch(
-            "b1",
-            "c1",
-            &["o1", "o2", "o3", "o4", "o5"],
-            t(0),
-        ))
-        .await,
-        "create_batch",
-    )?;
+    create_batch(c, repo, "b1", "c1", &["o1", "o2", "o3", "o4", "o5"], t(0)).await?;
     c.eq(
         c.ok(repo.held_claims(&bid("b1"), t(1)).await, "held_claims")?,
         HeldClaims {
@@ -487,19 +392,13 @@ pub async fn held_claims_and_revoke(repo: &dyn OwnerStorage) -> CheckResult {
         },
         "nobody holds anything",
     )?;
-    c.ok(
-        repo.claim_deliveries(&bid("b1"), &a, 2, LEASE, t(0)).await,
-        "claim",
-    )?;
+    claim(c, repo, "b1", &a, 2, t(0)).await?;
     c.ok(
         repo.renew_claims(&bid("b1"), &a, &[oid("o2")], LEASE, t(10))
             .await,
         "renew_claims",
     )?;
-    c.ok(
-        repo.claim_deliveries(&bid("b1"), &b, 1, LEASE, t(5)).await,
-        "claim",
-    )?;
+    claim(c, repo, "b1", &b, 1, t(5)).await?;
     let mut held = c.ok(repo.held_claims(&bid("b1"), t(12)).await, "held_claims")?;
     held.holders.sort_by(|x, y| x.sender.cmp(&y.sender));
     c.eq(
@@ -543,13 +442,7 @@ pub async fn held_claims_and_revoke(repo: &dyn OwnerStorage) -> CheckResult {
         "holders after the revoke",
     )?;
     c.eq(
-        sorted(
-            c.ok(
-                repo.record_deliveries(&bid("b1"), &a, &[(oid("o1"), sent(t(1000), 1))], t(14))
-                    .await,
-                "record_deliveries",
-            )?,
-        ),
+        record(c, repo, "b1", &a, &[(oid("o1"), sent(t(1000), 1))], t(14)).await?,
         names(&["o1"]),
         "a revoked holder's outcome is refused",
     )?;
@@ -580,14 +473,8 @@ pub async fn renewal_races_take_over(repo: &dyn OwnerStorage) -> CheckResult {
     let (a, b) = (sid("sender-a"), sid("sender-b"));
     let names: Vec<String> = (0..60).map(|i| format!("o{i:03}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    c.ok(
-        repo.create_batch(&new_batch("b1", "c1", &refs, t(0))).await,
-        "create_batch",
-    )?;
-    c.ok(
-        repo.claim_deliveries(&bid("b1"), &a, 60, LEASE, t(0)).await,
-        "claim",
-    )?;
+    create_batch(c, repo, "b1", "c1", &refs, t(0)).await?;
+    claim(c, repo, "b1", &a, 60, t(0)).await?;
     let owners: Vec<OwnerId> = names.iter().map(|n| oid(n)).collect();
     let renewals = owners.chunks(10).map(|chunk| {
         let a = &a;

@@ -19,11 +19,7 @@ pub async fn record_delivery_rules(repo: &dyn OwnerStorage) -> CheckResult {
         owner("o3", "c1", Some("o3@example.org")),
     ];
     c.ok(repo.upsert_owners(&before, t(0)).await, "upsert_owners")?;
-    c.ok(
-        repo.create_batch(&new_batch("b1", "c1", &["o1", "o2", "o3"], t(0)))
-            .await,
-        "create_batch",
-    )?;
+    create_batch(c, repo, "b1", "c1", &["o1", "o2", "o3"], t(0)).await?;
     c.err(
         repo.record_delivery(&bid("b1"), &a, &oid("o1"), &sent(t(1000), 1), t(5))
             .await,
@@ -41,11 +37,7 @@ pub async fn record_delivery_rules(repo: &dyn OwnerStorage) -> CheckResult {
         before[0].clone(),
         "o1 unchanged",
     )?;
-    c.ok(
-        repo.claim_deliveries(&bid("b1"), &a, 10, LEASE, t(10))
-            .await,
-        "claim",
-    )?;
+    claim(c, repo, "b1", &a, 10, t(10)).await?;
     c.ok(
         repo.record_delivery(&bid("b1"), &a, &oid("o1"), &sent(t(1000), 2), t(20))
             .await,
@@ -146,11 +138,7 @@ pub async fn record_delivery_rules(repo: &dyn OwnerStorage) -> CheckResult {
         (DeliveryState::Pending, 1),
         "o2 after requeue",
     )?;
-    let again = c.ok(
-        repo.claim_deliveries(&bid("b1"), &a, 10, LEASE, t(30))
-            .await,
-        "claim",
-    )?;
+    let again = claim(c, repo, "b1", &a, 10, t(30)).await?;
     c.eq(
         again.iter().map(|d| d.owner.as_str()).collect::<Vec<_>>(),
         vec!["o2"],
@@ -190,37 +178,25 @@ pub async fn unreachable_runs_are_counted(repo: &dyn OwnerStorage) -> CheckResul
     let c = Ctx("unreachable_runs_are_counted");
     let (a, b) = (sid("sender-a"), sid("sender-b"));
     let unreachable = |attempts| DeliveryOutcome::Unreachable { attempts };
-    c.ok(
-        repo.create_batch(&new_batch("b1", "c1", &["o1", "o2"], t(0)))
-            .await,
-        "create_batch",
-    )?;
-    c.ok(
-        repo.claim_deliveries(&bid("b1"), &a, 2, LEASE, t(10)).await,
-        "claim",
-    )?;
-    let refused = c.ok(
-        repo.record_deliveries(&bid("b1"), &b, &[(oid("o1"), unreachable(3))], t(11))
-            .await,
-        "record_deliveries by another sender",
-    )?;
-    c.eq(sorted(refused), names(&["o1"]), "refused: not the holder")?;
+    create_batch(c, repo, "b1", "c1", &["o1", "o2"], t(0)).await?;
+    claim(c, repo, "b1", &a, 2, t(10)).await?;
+    let refused = record(c, repo, "b1", &b, &[(oid("o1"), unreachable(3))], t(11)).await?;
+    c.eq(refused, names(&["o1"]), "refused: not the holder")?;
     c.eq(
         delivery(c, repo, "b1", "o1").await?.unreachable_runs,
         0,
         "a refused outcome counts nothing",
     )?;
-    let refused = c.ok(
-        repo.record_deliveries(
-            &bid("b1"),
-            &a,
-            &[(oid("o1"), unreachable(3)), (oid("o2"), sent(t(1000), 1))],
-            t(12),
-        )
-        .await,
-        "record_deliveries",
-    )?;
-    c.eq(sorted(refused), names(&[]), "nothing refused")?;
+    let refused = record(
+        c,
+        repo,
+        "b1",
+        &a,
+        &[(oid("o1"), unreachable(3)), (oid("o2"), sent(t(1000), 1))],
+        t(12),
+    )
+    .await?;
+    c.eq(refused, names(&[]), "nothing refused")?;
     let o1 = delivery(c, repo, "b1", "o1").await?;
     c.eq(
         (o1.state, o1.attempts, o1.unreachable_runs),
@@ -228,10 +204,7 @@ pub async fn unreachable_runs_are_counted(repo: &dyn OwnerStorage) -> CheckResul
         "pending again, attempts added, one unreachable run",
     )?;
     // A later run claims it with its count, and leaves it pending once more.
-    let claimed = c.ok(
-        repo.claim_deliveries(&bid("b1"), &b, 2, LEASE, t(20)).await,
-        "claim",
-    )?;
+    let claimed = claim(c, repo, "b1", &b, 2, t(20)).await?;
     c.eq(
         claimed
             .iter()
@@ -240,31 +213,23 @@ pub async fn unreachable_runs_are_counted(repo: &dyn OwnerStorage) -> CheckResul
         vec![("o1".to_owned(), 1)],
         "the claim returns the count",
     )?;
-    c.ok(
-        repo.record_deliveries(&bid("b1"), &b, &[(oid("o1"), unreachable(2))], t(21))
-            .await,
-        "record_deliveries",
-    )?;
+    record(c, repo, "b1", &b, &[(oid("o1"), unreachable(2))], t(21)).await?;
     let o1 = delivery(c, repo, "b1", "o1").await?;
     c.eq(
         (o1.attempts, o1.unreachable_runs),
         (5, 2),
         "the count grows run after run",
     )?;
-    c.ok(
-        repo.claim_deliveries(&bid("b1"), &a, 2, LEASE, t(30)).await,
-        "claim",
-    )?;
-    c.ok(
-        repo.record_deliveries(
-            &bid("b1"),
-            &a,
-            &[(oid("o1"), failed("no connection", 1))],
-            t(31),
-        )
-        .await,
-        "record_deliveries",
-    )?;
+    claim(c, repo, "b1", &a, 2, t(30)).await?;
+    record(
+        c,
+        repo,
+        "b1",
+        &a,
+        &[(oid("o1"), failed("no connection", 1))],
+        t(31),
+    )
+    .await?;
     c.eq(
         delivery(c, repo, "b1", "o1").await?.unreachable_runs,
         2,
@@ -295,24 +260,9 @@ pub async fn release_deliveries_rules(repo: &dyn OwnerStorage) -> CheckResult {
         is_not_found,
         "releasing in a missing batch",
     )?;
-    c.ok(
-        repo.create_batch(&new_batch(
-            "b1",
-            "c1",
-            &["o1", "o2", "o3", "o4", "o5"],
-            t(0),
-        ))
-        .await,
-        "create_batch",
-    )?;
-    c.ok(
-        repo.claim_deliveries(&bid("b1"), &a, 3, LEASE, t(10)).await,
-        "claim",
-    )?;
-    c.ok(
-        repo.claim_deliveries(&bid("b1"), &b, 1, LEASE, t(10)).await,
-        "claim",
-    )?;
+    create_batch(c, repo, "b1", "c1", &["o1", "o2", "o3", "o4", "o5"], t(0)).await?;
+    claim(c, repo, "b1", &a, 3, t(10)).await?;
+    claim(c, repo, "b1", &b, 1, t(10)).await?;
     c.ok(
         repo.record_delivery(&bid("b1"), &a, &oid("o1"), &sent(t(1000), 1), t(11))
             .await,

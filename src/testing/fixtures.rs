@@ -294,3 +294,69 @@ pub(super) fn failed(error: &str, attempts: u32) -> DeliveryOutcome {
         attempts,
     }
 }
+
+/// Issues each token with its own `issue_token` call, in order (not as one group:
+/// the checks of `issue_tokens` call it themselves).
+pub(super) async fn issue_each(
+    c: Ctx,
+    repo: &dyn OwnerStorage,
+    tokens: &[TokenRecord],
+) -> CheckResult {
+    for token in tokens {
+        let doing = match token.state {
+            TokenState::Pending => "issue_token (pending)",
+            _ => "issue_token",
+        };
+        c.ok(repo.issue_token(token).await, doing)?;
+    }
+    Ok(())
+}
+
+/// Creates the batch `id` of [`new_batch`] with a delivery to each owner.
+pub(super) async fn create_batch(
+    c: Ctx,
+    repo: &dyn OwnerStorage,
+    id: &str,
+    community: &str,
+    owners: &[&str],
+    at: Timestamp,
+) -> CheckResult {
+    c.ok(
+        repo.create_batch(&new_batch(id, community, owners, at))
+            .await,
+        "create_batch",
+    )
+}
+
+/// Claims up to `limit` deliveries of `batch` for `sender` at `at`, for [`LEASE`].
+pub(super) async fn claim(
+    c: Ctx,
+    repo: &dyn OwnerStorage,
+    batch: &str,
+    sender: &SenderId,
+    limit: usize,
+    at: Timestamp,
+) -> Result<Vec<Delivery>, Failure> {
+    c.ok(
+        repo.claim_deliveries(&bid(batch), sender, limit, LEASE, at)
+            .await,
+        "claim_deliveries",
+    )
+}
+
+/// Records a group of outcomes from `sender` at `at`; the owners it refused, sorted.
+pub(super) async fn record(
+    c: Ctx,
+    repo: &dyn OwnerStorage,
+    batch: &str,
+    sender: &SenderId,
+    outcomes: &[(OwnerId, DeliveryOutcome)],
+    at: Timestamp,
+) -> Result<Vec<String>, Failure> {
+    let refused = c.ok(
+        repo.record_deliveries(&bid(batch), sender, outcomes, at)
+            .await,
+        "record_deliveries",
+    )?;
+    Ok(sorted(refused))
+}

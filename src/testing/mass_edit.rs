@@ -22,19 +22,10 @@ pub async fn update_emails_applies_and_revokes(repo: &dyn OwnerStorage) -> Check
         owner("e", "c2", None),
     ];
     c.ok(repo.upsert_owners(&owners, t(0)).await, "upsert_owners")?;
-    for (n, o) in [(1, "a"), (2, "b"), (3, "c")] {
-        c.ok(
-            repo.issue_token(&token(n, o, "b1", t(1), t(1000))).await,
-            "issue_token",
-        )?;
-    }
-    for (n, o) in [(4, "a"), (5, "b")] {
-        c.ok(
-            repo.issue_token(&pending_token(n, o, "b2", t(2), t(1000)))
-                .await,
-            "issue_token (pending)",
-        )?;
-    }
+    let live = [(1, "a"), (2, "b"), (3, "c")].map(|(n, o)| token(n, o, "b1", t(1), t(1000)));
+    let pending = [(4, "a"), (5, "b")].map(|(n, o)| pending_token(n, o, "b2", t(2), t(1000)));
+    issue_each(c, repo, &live).await?;
+    issue_each(c, repo, &pending).await?;
     let edits = [
         edit("a", Some("a2@example.org")),
         edit("b", Some(" B@Example.org")),
@@ -121,10 +112,7 @@ pub async fn update_emails_not_found_changes_nothing(repo: &dyn OwnerStorage) ->
             .await,
         "upsert_owners",
     )?;
-    c.ok(
-        repo.issue_token(&token(1, "a", "b1", t(1), t(1000))).await,
-        "issue_token",
-    )?;
+    issue_each(c, repo, &[token(1, "a", "b1", t(1), t(1000))]).await?;
     let edits = [
         edit("a", Some("x@example.org")),
         edit("ghost", Some("y@example.org")),
@@ -164,10 +152,7 @@ pub async fn update_emails_uniqueness(repo: &dyn OwnerStorage) -> CheckResult {
         owner("e", "c1", None),
     ];
     c.ok(repo.upsert_owners(&owners, t(0)).await, "upsert_owners")?;
-    c.ok(
-        repo.issue_token(&token(1, "a", "b1", t(1), t(1000))).await,
-        "issue_token",
-    )?;
+    issue_each(c, repo, &[token(1, "a", "b1", t(1), t(1000))]).await?;
     let unchanged = |what: &'static str| async move {
         c.eq(
             get_owner(c, repo, "a").await?.primary_email.as_deref(),

@@ -132,19 +132,16 @@ pub async fn upsert_email_change_revokes_tokens(repo: &dyn OwnerStorage) -> Chec
         repo.upsert_owners(&[a.clone(), b.clone()], t(0)).await,
         "upsert_owners",
     )?;
-    c.ok(
-        repo.issue_token(&token(1, "a", "b1", t(1), t(1000))).await,
-        "issue_token",
-    )?;
-    c.ok(
-        repo.issue_token(&token(2, "b", "b1", t(1), t(1000))).await,
-        "issue_token",
-    )?;
-    c.ok(
-        repo.issue_token(&pending_token(3, "a", "b2", t(2), t(1000)))
-            .await,
-        "issue_token (pending)",
-    )?;
+    issue_each(
+        c,
+        repo,
+        &[
+            token(1, "a", "b1", t(1), t(1000)),
+            token(2, "b", "b1", t(1), t(1000)),
+            pending_token(3, "a", "b2", t(2), t(1000)),
+        ],
+    )
+    .await?;
     let same = a.clone().with_primary_email("  ANN@Example.org ");
     c.ok(repo.upsert_owners(&[same], t(20)).await, "upsert_owners")?;
     c.eq(
@@ -245,30 +242,20 @@ pub async fn import_session_is_one_step(repo: &dyn OwnerStorage) -> CheckResult 
             .await,
         "upsert_owners",
     )?;
-    c.ok(
-        repo.issue_token(&token(1, "moving", "b1", t(1), t(1000)))
-            .await,
-        "issue_token",
-    )?;
+    issue_each(c, repo, &[token(1, "moving", "b1", t(1), t(1000))]).await?;
     let imported = Community::new(cid("imported"), "Imported HOA");
-    let first: Vec<Owner> = (0..60)
-        .map(|i| {
+    let chunk = |ids: std::ops::Range<usize>| -> Vec<Owner> {
+        ids.map(|i| {
             owner(
                 &format!("i{i:02}"),
                 "imported",
                 Some(&format!("i{i}@example.org")),
             )
         })
-        .collect();
-    let mut second: Vec<Owner> = (60..120)
-        .map(|i| {
-            owner(
-                &format!("i{i:02}"),
-                "imported",
-                Some(&format!("i{i}@example.org")),
-            )
-        })
-        .collect();
+        .collect()
+    };
+    let first = chunk(0..60);
+    let mut second = chunk(60..120);
     // Given again in a later chunk: merged onto the first.
     let mut again = first[0].clone();
     again.first_name = "Second".into();
@@ -292,8 +279,8 @@ pub async fn import_session_is_one_step(repo: &dyn OwnerStorage) -> CheckResult 
         }
     };
 
-    // Dropped without a commit: nothing is kept.
-    {
+    // A session at t(30) that has the community and the first chunk.
+    let begin_with_first_chunk = || async {
         let mut session = c.ok(repo.begin_import(t(30)).await, "begin_import")?;
         c.ok(
             session
@@ -305,20 +292,14 @@ pub async fn import_session_is_one_step(repo: &dyn OwnerStorage) -> CheckResult 
             session.upsert_owners(&first).await,
             "upsert_owners (session)",
         )?;
-    }
+        Ok::<_, Failure>(session)
+    };
+
+    // Dropped without a commit: nothing is kept.
+    drop(begin_with_first_chunk().await?);
     c.eq(visible().await?, (false, 0), "after a dropped session")?;
 
-    let mut session = c.ok(repo.begin_import(t(30)).await, "begin_import")?;
-    c.ok(
-        session
-            .upsert_communities(std::slice::from_ref(&imported))
-            .await,
-        "upsert_communities",
-    )?;
-    c.ok(
-        session.upsert_owners(&first).await,
-        "upsert_owners (session)",
-    )?;
+    let mut session = begin_with_first_chunk().await?;
     c.eq(visible().await?, (false, 0), "before the commit")?;
     c.eq(
         token_state(c, repo, 1).await?,

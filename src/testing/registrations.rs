@@ -21,26 +21,18 @@ pub async fn redeem_token_rules(repo: &dyn OwnerStorage) -> CheckResult {
         owner("d", "c1", Some("d@example.org")),
     ];
     c.ok(repo.upsert_owners(&owners, t(0)).await, "upsert_owners")?;
-    c.ok(
-        repo.issue_token(&token(1, "a", "b1", t(0), t(100))).await,
-        "issue_token",
-    )?;
-    c.ok(
-        repo.issue_token(&token(2, "b", "b1", t(0), t(1000))).await,
-        "issue_token",
-    )?;
-    c.ok(
-        repo.issue_token(&token(3, "b", "b2", t(1), t(1000))).await,
-        "issue_token",
-    )?;
-    c.ok(
-        repo.issue_token(&token(5, "d", "b1", t(0), t(1000))).await,
-        "issue_token",
-    )?;
-    c.ok(
-        repo.issue_token(&token(6, "d", "b1", t(2), t(1000))).await,
-        "issue_token",
-    )?;
+    issue_each(
+        c,
+        repo,
+        &[
+            token(1, "a", "b1", t(0), t(100)),
+            token(2, "b", "b1", t(0), t(1000)),
+            token(3, "b", "b2", t(1), t(1000)),
+            token(5, "d", "b1", t(0), t(1000)),
+            token(6, "d", "b1", t(2), t(1000)),
+        ],
+    )
+    .await?;
     let redeem = |n: u64, now: Timestamp| async move {
         c.ok(repo.redeem_token(&hash(n), now).await, "redeem_token")
     };
@@ -120,11 +112,7 @@ pub async fn redeem_token_rules(repo: &dyn OwnerStorage) -> CheckResult {
     )?;
     // A pending token (its message not accepted yet) does not redeem, and changes
     // nothing; redeeming the owner's live one revokes it.
-    c.ok(
-        repo.issue_token(&pending_token(7, "b", "b3", t(61), t(1000)))
-            .await,
-        "issue_token (pending)",
-    )?;
+    issue_each(c, repo, &[pending_token(7, "b", "b3", t(61), t(1000))]).await?;
     c.eq(
         redeem(7, t(61)).await?,
         rejected(TokenRejection::NotSent),
@@ -169,11 +157,7 @@ pub async fn redeem_token_concurrently_once(repo: &dyn OwnerStorage) -> CheckRes
     c.ok(repo.upsert_owners(&owners, t(0)).await, "upsert_owners")?;
     for (i, o) in owners.iter().enumerate() {
         let n = 100 + i as u64;
-        c.ok(
-            repo.issue_token(&token(n, o.id.as_str(), "b1", t(0), t(1000)))
-                .await,
-            "issue_token",
-        )?;
+        issue_each(c, repo, &[token(n, o.id.as_str(), "b1", t(0), t(1000))]).await?;
         let h = hash(n);
         let (x, y) = futures::join!(repo.redeem_token(&h, t(10)), repo.redeem_token(&h, t(10)));
         let (x, y) = (c.ok(x, "redeem_token")?, c.ok(y, "redeem_token")?);
@@ -214,23 +198,17 @@ pub async fn redeem_token_concurrently_once(repo: &dyn OwnerStorage) -> CheckRes
 /// what it revoked.
 pub async fn revoke_tokens_rules(repo: &dyn OwnerStorage) -> CheckResult {
     let c = Ctx("revoke_tokens_rules");
-    c.ok(
-        repo.issue_token(&token(1, "a", "b1", t(0), t(1000))).await,
-        "issue_token",
-    )?;
-    c.ok(
-        repo.issue_token(&pending_token(2, "a", "b2", t(1), t(1000)))
-            .await,
-        "issue_token (pending)",
-    )?;
-    c.ok(
-        repo.issue_token(&token(3, "b", "b1", t(0), t(1000))).await,
-        "issue_token",
-    )?;
-    c.ok(
-        repo.issue_token(&token(4, "c", "b1", t(0), t(1000))).await,
-        "issue_token",
-    )?;
+    issue_each(
+        c,
+        repo,
+        &[
+            token(1, "a", "b1", t(0), t(1000)),
+            pending_token(2, "a", "b2", t(1), t(1000)),
+            token(3, "b", "b1", t(0), t(1000)),
+            token(4, "c", "b1", t(0), t(1000)),
+        ],
+    )
+    .await?;
     c.ok(repo.redeem_token(&hash(4), t(2)).await, "redeem_token")?;
     let revoked = c.ok(
         repo.revoke_tokens(&[oid("a"), oid("c"), oid("zz")], t(10))
@@ -274,11 +252,7 @@ pub async fn revoke_tokens_rules(repo: &dyn OwnerStorage) -> CheckResult {
 pub async fn redeem_answered_once(repo: &dyn OwnerStorage) -> CheckResult {
     let c = Ctx("redeem_answered_once");
     for n in 1..=2 {
-        c.ok(
-            repo.issue_token(&token(n, &format!("o{n}"), "b1", t(0), t(1000)))
-                .await,
-            "issue_token",
-        )?;
+        issue_each(c, repo, &[token(n, &format!("o{n}"), "b1", t(0), t(1000))]).await?;
     }
     c.eq(
         c.ok(repo.answer_redeem(&hash(2), t(4)).await, "answer_redeem")?,
@@ -332,11 +306,7 @@ pub async fn owed_registrations_rules(repo: &dyn OwnerStorage) -> CheckResult {
         "owed registrations of an empty store",
     )?;
     for n in 1..=2 {
-        c.ok(
-            repo.issue_token(&token(n, &format!("o{n}"), "b1", t(0), t(1000)))
-                .await,
-            "issue_token",
-        )?;
+        issue_each(c, repo, &[token(n, &format!("o{n}"), "b1", t(0), t(1000))]).await?;
         let outcome = c.ok(repo.redeem_token(&hash(n), t(5)).await, "redeem_token")?;
         c.ensure(matches!(outcome, RedeemOutcome::Redeemed { .. }), || {
             format!("a live token was not redeemed: {outcome:?}")

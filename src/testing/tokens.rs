@@ -26,23 +26,21 @@ pub async fn issue_token_rules(repo: &dyn OwnerStorage) -> CheckResult {
         Some(a1),
         "stored token",
     )?;
-    c.ok(
-        repo.issue_token(&token(2, "a", "b1", t(5), t(1005))).await,
-        "issue_token",
-    )?;
-    c.ok(
-        repo.issue_token(&token(3, "b", "b1", t(5), t(1005))).await,
-        "issue_token",
-    )?;
+    issue_each(
+        c,
+        repo,
+        &[
+            token(2, "a", "b1", t(5), t(1005)),
+            token(3, "b", "b1", t(5), t(1005)),
+        ],
+    )
+    .await?;
     c.eq(
         token_state(c, repo, 1).await?,
         TokenState::Live,
         "a's first token after a second of the same batch",
     )?;
-    c.ok(
-        repo.issue_token(&token(4, "a", "b2", t(10), t(1010))).await,
-        "issue_token",
-    )?;
+    issue_each(c, repo, &[token(4, "a", "b2", t(10), t(1010))]).await?;
     c.eq(
         token_state(c, repo, 1).await?,
         TokenState::Revoked { at: t(10) },
@@ -142,21 +140,11 @@ pub async fn tokens_pending_until_sent(repo: &dyn OwnerStorage) -> CheckResult {
         .collect();
     c.ok(repo.upsert_owners(&owners, t(0)).await, "upsert_owners")?;
     // Each owner's working link, of an earlier batch.
-    for (n, o) in [(1, "a"), (3, "b"), (5, "c"), (8, "d")] {
-        c.ok(
-            repo.issue_token(&token(n, o, "b0", t(0), t(1000))).await,
-            "issue_token (live)",
-        )?;
-    }
-    c.ok(
-        repo.create_batch(&new_batch("b1", "c1", &people, t(1)))
-            .await,
-        "create_batch",
-    )?;
-    c.ok(
-        repo.claim_deliveries(&bid("b1"), &s, 4, LEASE, t(10)).await,
-        "claim",
-    )?;
+    let working =
+        [(1, "a"), (3, "b"), (5, "c"), (8, "d")].map(|(n, o)| token(n, o, "b0", t(0), t(1000)));
+    issue_each(c, repo, &working).await?;
+    create_batch(c, repo, "b1", "c1", &people, t(1)).await?;
+    claim(c, repo, "b1", &s, 4, t(10)).await?;
     let claimed = [(2, "a"), (4, "b"), (6, "c"), (9, "d")]
         .map(|(n, o)| pending_token(n, o, "b1", t(10), t(1010)));
     c.ok(repo.issue_tokens(&claimed).await, "issue_tokens (pending)")?;
@@ -197,19 +185,18 @@ pub async fn tokens_pending_until_sent(repo: &dyn OwnerStorage) -> CheckResult {
     )?;
     // a is sent, b fails, c is given back, d stays claimed.
     c.eq(
-        c.ok(
-            repo.record_deliveries(
-                &bid("b1"),
-                &s,
-                &[
-                    (oid("a"), sent(t(1010), 1)),
-                    (oid("b"), failed("550 no such user", 1)),
-                ],
-                t(20),
-            )
-            .await,
-            "record_deliveries",
-        )?,
+        record(
+            c,
+            repo,
+            "b1",
+            &s,
+            &[
+                (oid("a"), sent(t(1010), 1)),
+                (oid("b"), failed("550 no such user", 1)),
+            ],
+            t(20),
+        )
+        .await?,
         vec![],
         "refused",
     )?;
@@ -267,20 +254,13 @@ pub async fn tokens_pending_until_sent(repo: &dyn OwnerStorage) -> CheckResult {
     }
     // c is sent on a second claim, with a fresh token: both of the batch's tokens
     // work (the first message may have gone out before it was given back).
-    c.ok(
-        repo.claim_deliveries(&bid("b1"), &s, 4, LEASE, t(30)).await,
-        "claim again",
-    )?;
+    claim(c, repo, "b1", &s, 4, t(30)).await?;
     c.ok(
         repo.issue_tokens(&[pending_token(7, "c", "b1", t(30), t(1030))])
             .await,
         "issue_tokens (pending)",
     )?;
-    c.ok(
-        repo.record_deliveries(&bid("b1"), &s, &[(oid("c"), sent(t(1030), 1))], t(35))
-            .await,
-        "record_deliveries",
-    )?;
+    record(c, repo, "b1", &s, &[(oid("c"), sent(t(1030), 1))], t(35)).await?;
     for (n, want, what) in [
         (
             6,
@@ -298,17 +278,16 @@ pub async fn tokens_pending_until_sent(repo: &dyn OwnerStorage) -> CheckResult {
     }
     // A refused outcome (from a sender that does not hold d's claim) changes no token.
     c.eq(
-        c.ok(
-            repo.record_deliveries(
-                &bid("b1"),
-                &sid("sender-x"),
-                &[(oid("d"), sent(t(1010), 1))],
-                t(36),
-            )
-            .await,
-            "record_deliveries (not the holder)",
-        )?,
-        vec![oid("d")],
+        record(
+            c,
+            repo,
+            "b1",
+            &sid("sender-x"),
+            &[(oid("d"), sent(t(1010), 1))],
+            t(36),
+        )
+        .await?,
+        names(&["d"]),
         "refused",
     )?;
     c.eq(
@@ -323,14 +302,8 @@ pub async fn tokens_pending_until_sent(repo: &dyn OwnerStorage) -> CheckResult {
     )?;
     // Two newer batches to a: the one recorded last holds the live link.
     for (b, at) in [("b2", t(40)), ("b3", t(41))] {
-        c.ok(
-            repo.create_batch(&new_batch(b, "c1", &["a"], at)).await,
-            "create_batch",
-        )?;
-        c.ok(
-            repo.claim_deliveries(&bid(b), &s, 1, LEASE, at).await,
-            "claim",
-        )?;
+        create_batch(c, repo, b, "c1", &["a"], at).await?;
+        claim(c, repo, b, &s, 1, at).await?;
     }
     c.ok(
         repo.issue_tokens(&[
@@ -340,11 +313,7 @@ pub async fn tokens_pending_until_sent(repo: &dyn OwnerStorage) -> CheckResult {
         .await,
         "issue_tokens (pending)",
     )?;
-    c.ok(
-        repo.record_deliveries(&bid("b3"), &s, &[(oid("a"), sent(t(1041), 1))], t(50))
-            .await,
-        "record_deliveries (b3)",
-    )?;
+    record(c, repo, "b3", &s, &[(oid("a"), sent(t(1041), 1))], t(50)).await?;
     for (n, want, what) in [
         (11, TokenState::Live, "a's b3 token, recorded first"),
         (2, TokenState::Revoked { at: t(50) }, "a's b1 token"),
@@ -352,11 +321,7 @@ pub async fn tokens_pending_until_sent(repo: &dyn OwnerStorage) -> CheckResult {
     ] {
         c.eq(token_state(c, repo, n).await?, want, what)?;
     }
-    c.ok(
-        repo.record_deliveries(&bid("b2"), &s, &[(oid("a"), sent(t(1040), 1))], t(60))
-            .await,
-        "record_deliveries (b2)",
-    )?;
+    record(c, repo, "b2", &s, &[(oid("a"), sent(t(1040), 1))], t(60)).await?;
     for (n, want, what) in [
         (10, TokenState::Live, "a's b2 token, recorded last"),
         (11, TokenState::Revoked { at: t(60) }, "a's b3 token"),
@@ -382,31 +347,20 @@ pub async fn skipped_deliveries_are_settled(repo: &dyn OwnerStorage) -> CheckRes
         owner("o3", "c1", Some("o3@example.org")),
     ];
     c.ok(repo.upsert_owners(&before, t(0)).await, "upsert_owners")?;
-    c.ok(
-        repo.create_batch(&new_batch("b0", "c1", &["o1"], t(0)))
-            .await,
-        "create_batch b0",
-    )?;
-    c.ok(
-        repo.create_batch(&new_batch("b1", "c1", &["o1", "o2", "o3"], t(1)))
-            .await,
-        "create_batch b1",
-    )?;
+    create_batch(c, repo, "b0", "c1", &["o1"], t(0)).await?;
+    create_batch(c, repo, "b1", "c1", &["o1", "o2", "o3"], t(1)).await?;
     // o1 holds a live link of an earlier batch and a pending one of this batch.
-    c.ok(
-        repo.issue_token(&token(1, "o1", "b0", t(0), t(5000))).await,
-        "issue_token live",
-    )?;
-    c.ok(
-        repo.issue_token(&pending_token(2, "o1", "b1", t(10), t(5000)))
-            .await,
-        "issue_token pending",
-    )?;
+    issue_each(
+        c,
+        repo,
+        &[
+            token(1, "o1", "b0", t(0), t(5000)),
+            pending_token(2, "o1", "b1", t(10), t(5000)),
+        ],
+    )
+    .await?;
     let o1_before = get_owner(c, repo, "o1").await?;
-    c.ok(
-        repo.claim_deliveries(&bid("b1"), &a, 3, LEASE, t(10)).await,
-        "claim",
-    )?;
+    claim(c, repo, "b1", &a, 3, t(10)).await?;
     let group = vec![
         (
             oid("o1"),
@@ -423,10 +377,7 @@ pub async fn skipped_deliveries_are_settled(repo: &dyn OwnerStorage) -> CheckRes
         ),
     ];
     c.eq(
-        c.ok(
-            repo.record_deliveries(&bid("b1"), &a, &group, t(20)).await,
-            "record_deliveries",
-        )?,
+        record(c, repo, "b1", &a, &group, t(20)).await?,
         Vec::new(),
         "refused",
     )?;
@@ -485,11 +436,7 @@ pub async fn skipped_deliveries_are_settled(repo: &dyn OwnerStorage) -> CheckRes
         "requeue_failed moves no skipped delivery",
     )?;
     c.eq(
-        c.ok(
-            repo.claim_deliveries(&bid("b1"), &sid("sender-b"), 3, LEASE, t(100))
-                .await,
-            "claim again",
-        )?,
+        claim(c, repo, "b1", &sid("sender-b"), 3, t(100)).await?,
         Vec::new(),
         "a skipped delivery is settled: nobody claims it",
     )?;
@@ -508,25 +455,15 @@ pub async fn record_deliveries_in_a_group(repo: &dyn OwnerStorage) -> CheckResul
         owner("o3", "c1", Some("o3@example.org")),
     ];
     c.ok(repo.upsert_owners(&before, t(0)).await, "upsert_owners")?;
-    c.ok(
-        repo.create_batch(&new_batch("b1", "c1", &["o1", "o2", "o3"], t(0)))
-            .await,
-        "create_batch",
-    )?;
-    c.ok(
-        repo.claim_deliveries(&bid("b1"), &a, 2, LEASE, t(10)).await,
-        "claim",
-    )?;
+    create_batch(c, repo, "b1", "c1", &["o1", "o2", "o3"], t(0)).await?;
+    claim(c, repo, "b1", &a, 2, t(10)).await?;
     let group = vec![
         (oid("o1"), sent(t(1000), 1)),
         (oid("o3"), sent(t(1000), 1)),
         (oid("o2"), failed("550 no such user", 1)),
     ];
     c.eq(
-        sorted(c.ok(
-            repo.record_deliveries(&bid("b1"), &a, &group, t(20)).await,
-            "record_deliveries",
-        )?),
+        record(c, repo, "b1", &a, &group, t(20)).await?,
         names(&["o3"]),
         "refused: the pending delivery",
     )?;
@@ -595,15 +532,8 @@ pub async fn invitation_states_follow_sent_messages(repo: &dyn OwnerStorage) -> 
         }
     };
     states(Vec::new(), "before any message").await?;
-    c.ok(
-        repo.create_batch(&new_batch("b1", "c1", &all, t(1))).await,
-        "create_batch",
-    )?;
-    c.ok(
-        repo.claim_deliveries(&bid("b1"), &a, 10, LEASE, t(10))
-            .await,
-        "claim",
-    )?;
+    create_batch(c, repo, "b1", "c1", &all, t(1)).await?;
+    claim(c, repo, "b1", &a, 10, t(10)).await?;
     let group = vec![
         (oid("o1"), sent(t(1000), 1)),
         (oid("o2"), failed("550 no such user", 1)),
@@ -616,47 +546,29 @@ pub async fn invitation_states_follow_sent_messages(repo: &dyn OwnerStorage) -> 
         (oid("o4"), DeliveryOutcome::Unreachable { attempts: 1 }),
     ];
     c.eq(
-        c.ok(
-            repo.record_deliveries(&bid("b1"), &a, &group, t(20)).await,
-            "record_deliveries",
-        )?,
+        record(c, repo, "b1", &a, &group, t(20)).await?,
         Vec::new(),
         "nothing refused",
     )?;
     c.eq(
-        sorted(
-            c.ok(
-                repo.record_deliveries(&bid("b1"), &b, &[(oid("o5"), sent(t(1000), 1))], t(21))
-                    .await,
-                "record_deliveries",
-            )?,
-        ),
+        record(c, repo, "b1", &b, &[(oid("o5"), sent(t(1000), 1))], t(21)).await?,
         names(&["o5"]),
         "a sent outcome from a sender without the claim is refused",
     )?;
     let first = InvitationState::after(None, t(20), t(1000));
     states(vec![("o1", first)], "after the first group").await?;
-    c.ok(
-        repo.create_batch(&new_batch("b2", "c1", &["o1", "o2"], t(30)))
-            .await,
-        "create_batch",
-    )?;
-    c.ok(
-        repo.claim_deliveries(&bid("b2"), &a, 10, LEASE, t(40))
-            .await,
-        "claim",
-    )?;
+    create_batch(c, repo, "b2", "c1", &["o1", "o2"], t(30)).await?;
+    claim(c, repo, "b2", &a, 10, t(40)).await?;
     c.eq(
-        c.ok(
-            repo.record_deliveries(
-                &bid("b2"),
-                &a,
-                &[(oid("o1"), sent(t(2000), 1)), (oid("o2"), sent(t(3000), 1))],
-                t(50),
-            )
-            .await,
-            "record_deliveries",
-        )?,
+        record(
+            c,
+            repo,
+            "b2",
+            &a,
+            &[(oid("o1"), sent(t(2000), 1)), (oid("o2"), sent(t(3000), 1))],
+            t(50),
+        )
+        .await?,
         Vec::new(),
         "nothing refused",
     )?;

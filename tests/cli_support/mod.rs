@@ -7,6 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use owner_access::token::token_from_link;
 use serde_json::Value;
 
 /// Builds the example once (a no-op when `cargo test` already built it) and returns
@@ -171,11 +172,9 @@ pub fn token_in(path: &Path) -> String {
     while let Some(part) = stack.pop() {
         if part.ctype.mimetype == "text/plain" {
             let text = part.get_body().unwrap();
-            let start = text.find("token=").expect("a link") + "token=".len();
-            return text[start..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-                .collect();
+            return token_from_link(&text)
+                .expect("a registration link")
+                .to_owned();
         }
         stack.extend(part.subparts);
     }

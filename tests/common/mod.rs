@@ -11,6 +11,7 @@ use owner_access::domain::{
     Community, CommunityId, EmailAddress, Owner, OwnerId, PropertyId, Timestamp,
 };
 use owner_access::prelude::*;
+use owner_access::token::token_from_link;
 use owner_access::{
     InMemoryRepository, InMemoryTransport, ManualClock, OwnerAccess, RetryPolicy, SendOptions,
 };
@@ -115,11 +116,9 @@ pub fn fast_options() -> SendOptions {
 /// parser.
 pub fn token_in(message: &[u8]) -> String {
     let text = text_part(message);
-    let start = text.find("token=").expect("a registration link") + "token=".len();
-    text[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect()
+    token_from_link(&text)
+        .expect("a registration link")
+        .to_owned()
 }
 
 /// The decoded text/plain part.

@@ -18,6 +18,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use owner_access::token::token_from_link;
 use serde_json::json;
 
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -163,11 +164,9 @@ pub fn token_in(eml: &Path) -> String {
     while let Some(part) = parts.pop() {
         if part.ctype.mimetype == "text/plain" {
             let text = part.get_body().unwrap();
-            let start = text.find("token=").expect("a link") + "token=".len();
-            return text[start..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-                .collect();
+            return token_from_link(&text)
+                .expect("a registration link")
+                .to_owned();
         }
         parts.extend(part.subparts);
     }
