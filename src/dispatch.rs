@@ -29,7 +29,7 @@ use crate::domain::{
     Batch, BatchId, Community, CommunityId, Delivery, DeliveryCounts, DeliveryOutcome, Mailbox,
     Owner, OwnerId, SenderId, SkipReason, Timestamp, TokenRecord, TokenState,
 };
-use crate::error::{InvalidSetting, with_causes};
+use crate::error::{InvalidSetting, Side};
 use crate::mime::{MessageFrame, MessageIds};
 use crate::progress::{Progress, RunControl, StopReason};
 use crate::repository::{ClaimHolder, InvitationStore, OwnerRepository, RepositoryError};
@@ -453,11 +453,17 @@ pub(crate) struct Engine<'a> {
     pub control: &'a RunControl,
 }
 
+/// A port's failure during a run, with the port it came from.
+struct PortFailure {
+    side: Side,
+    error: RepositoryError,
+}
+
 struct RunState {
     stop: Mutex<Option<StopReason>>,
-    /// The first repository error: the run stops, and ends with
-    /// [`StopReason::StoreUnavailable`].
-    error: Mutex<Option<RepositoryError>>,
+    /// The first port failure: the run stops, and ends with
+    /// [`StopReason::StoreUnavailable`] naming the side.
+    error: Mutex<Option<PortFailure>>,
     /// What this run's outcomes became, for a report the store cannot give.
     tally: Mutex<Tally>,
     next_slot: Mutex<Option<Timestamp>>,
@@ -491,13 +497,21 @@ impl RunState {
         self.stopping.notify_waiters();
     }
 
-    fn fail(&self, error: RepositoryError) {
+    fn fail(&self, failure: PortFailure) {
         let mut slot = self.error.lock().expect("run state");
         if slot.is_none() {
-            *slot = Some(error);
+            *slot = Some(failure);
         }
         drop(slot);
         self.stopping.notify_waiters();
+    }
+
+    /// [`fail`](Self::fail) with an error of the invitation store.
+    fn store_failed(&self, error: RepositoryError) {
+        self.fail(PortFailure {
+            side: Side::Store,
+            error,
+        });
     }
 
     /// Completes once the run is stopping, for whatever reason (at once if it is).
@@ -665,7 +679,7 @@ impl Engine<'_> {
         // The next chunk is claimed (and its tokens stored) while the current one is
         // being sent, so workers never wait on the repository. Boxed futures keep the
         // run `Send` for hosts that spawn it.
-        let mut claiming: Option<BoxFuture<'_, Result<Chunk, RepositoryError>>> = None;
+        let mut claiming: Option<BoxFuture<'_, Result<Chunk, PortFailure>>> = None;
         // Outcomes are recorded while the next messages go out: the engine never waits
         // on a commit unless a whole further group is waiting behind it.
         let mut recording: Option<BoxFuture<'_, Recorded>> = None;
@@ -754,7 +768,7 @@ impl Engine<'_> {
                         Ok(Leftover::Unclaimed) => {
                             unclaimed_looks += 1;
                             if unclaimed_looks > 3 {
-                                state.fail(RepositoryError::Corrupt {
+                                state.store_failed(RepositoryError::Corrupt {
                                     message: format!(
                                         "batch `{batch_id}` has pending deliveries that claim_deliveries never returns"
                                     ),
@@ -763,7 +777,7 @@ impl Engine<'_> {
                             }
                         }
                         Err(e) => {
-                            state.fail(e);
+                            state.store_failed(e);
                             break;
                         }
                     }
@@ -841,7 +855,7 @@ impl Engine<'_> {
                                 .collect();
                             self.lose(taken, &mut holding, &mut queue, &state);
                         }
-                        Err(e) => state.fail(e),
+                        Err(e) => state.store_failed(e),
                     }
                 },
                 claimed = async { claiming.as_mut().expect("guarded").await }, if claiming.is_some() => {
@@ -878,7 +892,7 @@ impl Engine<'_> {
                                 exhausted = true;
                             }
                         }
-                        Err(e) => state.fail(e),
+                        Err(failure) => state.fail(failure),
                     }
                 },
                 recorded = async { recording.as_mut().expect("guarded").await }, if recording.is_some() => {
@@ -891,7 +905,7 @@ impl Engine<'_> {
                             // group is tried once more with the last outcomes (the
                             // store may be back by then: a lock held a little past
                             // the busy time-out).
-                            state.fail(e);
+                            state.store_failed(e);
                             outcomes.put_back(recorded.group);
                         }
                         result => {
@@ -951,7 +965,7 @@ impl Engine<'_> {
                         self.control.emit(Progress::TakenOver { owner });
                     }
                 }
-                Err(e) => state.fail(e),
+                Err(e) => state.store_failed(e),
             }
         }
         if let Some(StopReason::TakenOver { deliveries }) = &mut stopped {
@@ -962,17 +976,15 @@ impl Engine<'_> {
             None => match self.repo.delivery_counts(batch_id).await {
                 Ok(counts) => Some(counts),
                 Err(e) => {
-                    state.fail(e);
+                    state.store_failed(e);
                     None
                 }
             },
         };
         // A store error outranks the stop it may have met: it is what the operator
         // has to fix, and it is why outcomes may be missing.
-        if let Some(error) = state.error.lock().expect("run state").take() {
-            stopped = Some(StopReason::StoreUnavailable {
-                error: with_causes(&error),
-            });
+        if let Some(failure) = state.error.lock().expect("run state").take() {
+            stopped = Some(StopReason::port_failed(failure.side, &failure.error));
         }
         if let Some(reason) = &stopped {
             self.control.emit(Progress::Stopped {
@@ -1130,7 +1142,7 @@ impl Engine<'_> {
                     .filter(|(_, o)| matches!(o, DeliveryOutcome::Sent { .. }))
                     .count();
                 drop(tally);
-                state.fail(e);
+                state.store_failed(e);
             }
         }
     }
@@ -1197,13 +1209,23 @@ impl Engine<'_> {
     }
 
     /// Claims up to `limit` deliveries, loads their owners, and stores a fresh pending token
-    /// for each one that may still be sent, all in a few repository calls.
+    /// for each one that may still be sent, all in a few repository calls. A failure
+    /// names its port: the claim and the tokens are the store's, the owners the
+    /// directory's.
     async fn claim_chunk(
         &self,
         prepared: &PreparedBatch,
         sender: &SenderId,
         limit: usize,
-    ) -> Result<Chunk, RepositoryError> {
+    ) -> Result<Chunk, PortFailure> {
+        let store = |error| PortFailure {
+            side: Side::Store,
+            error,
+        };
+        let directory = |error| PortFailure {
+            side: Side::Directory,
+            error,
+        };
         let asked_at = Instant::now();
         let claimed = self
             .repo
@@ -1214,7 +1236,8 @@ impl Engine<'_> {
                 self.options.claim_lease,
                 self.clock.now(),
             )
-            .await?;
+            .await
+            .map_err(store)?;
         let mut chunk = Chunk {
             ready: Vec::with_capacity(claimed.len()),
             skipped: Vec::new(),
@@ -1229,7 +1252,8 @@ impl Engine<'_> {
         let mut owners: HashMap<OwnerId, Owner> = self
             .directory
             .owners(&ids)
-            .await?
+            .await
+            .map_err(directory)?
             .into_iter()
             .map(|o| (o.id.clone(), o))
             .collect();
@@ -1240,7 +1264,8 @@ impl Engine<'_> {
         let shared: HashSet<String> = self
             .directory
             .shared_email_holders(&keys)
-            .await?
+            .await
+            .map_err(directory)?
             .into_iter()
             .map(|h| h.key)
             .collect();
@@ -1276,7 +1301,7 @@ impl Engine<'_> {
             });
         }
         if !records.is_empty() {
-            self.repo.issue_tokens(&records).await?;
+            self.repo.issue_tokens(&records).await.map_err(store)?;
         }
         Ok(chunk)
     }

@@ -128,15 +128,76 @@ pub enum Error {
     /// The sender mailbox is invalid.
     #[error("invalid sender: {0}")]
     Sender(#[from] InvalidMailbox),
-    /// The repository failed; see its kind for whether to retry.
-    #[error(transparent)]
-    Repository(#[from] RepositoryError),
+    /// One of the two storage ports failed: `side` says which, the host's owner
+    /// directory ([`OwnerRepository`](crate::repository::OwnerRepository)) or the
+    /// workflow's invitation store
+    /// ([`InvitationStore`](crate::repository::InvitationStore)), so an operator
+    /// knows whose database to look at; `error`'s kind says whether the same call may
+    /// succeed later ([`RepositoryError::Unavailable`]) and its
+    /// [`source`](std::error::Error::source) chain names the backend's cause. What of
+    /// the call was stored is in each method's `# Errors`: a call that crosses the
+    /// two ports may have committed its first port's step before the second failed.
+    #[error("{side} failed: {error}")]
+    Repository {
+        /// The port that failed.
+        side: Side,
+        /// Its error, with the backend's cause beneath.
+        #[source]
+        error: RepositoryError,
+    },
+}
+
+impl Error {
+    /// The owner directory's error: `.map_err(Error::directory)` on a call to the
+    /// [`OwnerRepository`](crate::repository::OwnerRepository).
+    pub fn directory(error: RepositoryError) -> Self {
+        Error::Repository {
+            side: Side::Directory,
+            error,
+        }
+    }
+
+    /// The invitation store's error: `.map_err(Error::store)` on a call to the
+    /// [`InvitationStore`](crate::repository::InvitationStore).
+    pub fn store(error: RepositoryError) -> Self {
+        Error::Repository {
+            side: Side::Store,
+            error,
+        }
+    }
+}
+
+/// Which of the two storage ports a [`RepositoryError`] came from. The two may be
+/// one value (the crate's in-memory and SQLite adapters implement both), or the
+/// host's database and the crate's store: either way the side names the port the
+/// workflow called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Side {
+    /// The host's owners and communities: the
+    /// [`OwnerRepository`](crate::repository::OwnerRepository).
+    Directory,
+    /// The workflow's own state (drafts, batches, deliveries, tokens, activity): the
+    /// [`InvitationStore`](crate::repository::InvitationStore).
+    Store,
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::Directory => "the owner directory",
+            Side::Store => "the invitation store",
+        })
+    }
 }
 
 /// An error and its causes on one line, `error: cause: its cause`, leaving out a cause
 /// whose text the line already holds: what a stop reason carries, so that it names the
-/// cause ("database is locked") and not only the store.
-pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
+/// cause ("database is locked") and not only the store, and what a host shows an
+/// operator (`the invitation store failed: SQLite repository hoa.db is unavailable:
+/// database is locked: …`).
+pub fn with_causes(error: &dyn std::error::Error) -> String {
     let mut line = error.to_string();
     let mut next = error.source();
     while let Some(cause) = next {

@@ -105,7 +105,7 @@ pub use adapters::sqlite::SqliteRepository;
 pub use async_trait::async_trait;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use dispatch::{DEFAULT_CLAIM_LEASE, RetryPolicy, SendOptions, UNREACHABLE_RUNS};
-pub use error::{Error, Result};
+pub use error::{Error, Result, Side};
 pub use progress::{Progress, RunControl, StopReason, StopSignal};
 pub use repository::{
     InvitationStore, InvitationStoreExt, OwnerDirectory, OwnerRepository, OwnerRepositoryExt,

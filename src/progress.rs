@@ -8,6 +8,8 @@ use futures::channel::mpsc;
 use tokio::sync::Notify;
 
 use crate::domain::{BatchId, OwnerId, SkipReason, Timestamp};
+use crate::error::{Side, with_causes};
+use crate::repository::RepositoryError;
 
 /// One thing that happened during a send run, in the order it happened. A host draws a
 /// progress bar from these.
@@ -116,7 +118,7 @@ pub enum StopReason {
         /// How many deliveries were taken over.
         deliveries: usize,
     },
-    /// The repository failed during the run (busy past its time-out, full,
+    /// A storage port failed during the run (busy past its time-out, full,
     /// read-only, gone): the run stopped as for any other stop, started nothing new,
     /// let the messages in flight finish and tried once more to record their
     /// outcomes. What the store did not take stays claimed by this run until its
@@ -124,9 +126,16 @@ pub enum StopReason {
     /// then `resume` sends it, with the same Message-ID: the messages accepted but not
     /// recorded ([`SendReport::unrecorded`](crate::SendReport::unrecorded)) may go
     /// twice, as after a crash, and no more.
+    ///
+    /// `side` says which port: most often the invitation store (every claim and
+    /// outcome is written there); the owner directory when reading the owners of a
+    /// claimed chunk (for the check just before sending) failed: that chunk was not
+    /// sent, and stays claimed until the lease runs out like the rest.
     StoreUnavailable {
-        /// The repository's error with its causes (`SQLite repository db is
-        /// unavailable: database is locked …`).
+        /// The port that failed.
+        side: Side,
+        /// The port's error with its causes (`SQLite repository db is unavailable:
+        /// database is locked …`).
         error: String,
     },
 }
@@ -155,9 +164,19 @@ impl std::fmt::Display for StopReason {
                 f,
                 "another sender took over {deliveries} deliveries after this run's lease on them ran out"
             ),
-            StopReason::StoreUnavailable { error } => {
-                write!(f, "the repository failed during the send: {error}")
+            StopReason::StoreUnavailable { side, error } => {
+                write!(f, "{side} failed during the send: {error}")
             }
+        }
+    }
+}
+
+impl StopReason {
+    /// The stop a port's failure during a run makes, its error with its causes.
+    pub(crate) fn port_failed(side: Side, error: &RepositoryError) -> Self {
+        StopReason::StoreUnavailable {
+            side,
+            error: with_causes(error),
         }
     }
 }

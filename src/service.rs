@@ -18,13 +18,13 @@ use crate::domain::{
 use crate::eligibility::{
     AccessFilter, Eligibility, Ineligible, OwnerFilter, Roster, RosterCounts, RosterRow, assess,
 };
-use crate::error::{Error, InvalidSetting, MassEditProblem, Result, with_causes};
+use crate::error::{Error, InvalidSetting, MassEditProblem, Result, Side};
 use crate::invite::{AttachmentLimits, Invite, check_portal_url};
 use crate::mime::{MessageFrame, MessageIds, message_id};
 use crate::progress::{RunControl, StopReason};
 use crate::repository::{
     EmailEdit, InvitationStore, Marked, OwedRegistration, OwnerRepository, OwnerRepositoryExt,
-    OwnerStorage, RedeemOutcome, RepositoryError,
+    OwnerStorage, RedeemOutcome,
 };
 use crate::review::{Excluded, Preview, Recipient, Review};
 use crate::selection::Selection;
@@ -361,7 +361,8 @@ impl OwnerAccess {
     async fn community(&self, id: &CommunityId) -> Result<Community> {
         self.directory
             .community(id)
-            .await?
+            .await
+            .map_err(Error::directory)?
             .ok_or_else(|| Error::NotFound {
                 what: "community",
                 id: id.to_string(),
@@ -405,7 +406,8 @@ impl OwnerAccess {
         let existing: HashMap<OwnerId, Owner> = self
             .directory
             .owners(&ids)
-            .await?
+            .await
+            .map_err(Error::directory)?
             .into_iter()
             .filter(|o| community.is_none_or(|c| &o.community == c))
             .map(|o| (o.id.clone(), o))
@@ -447,7 +449,11 @@ impl OwnerAccess {
             }
         }
         let keys: Vec<String> = new_keys.values().flatten().cloned().collect();
-        let holders = self.directory.email_holders(&keys).await?;
+        let holders = self
+            .directory
+            .email_holders(&keys)
+            .await
+            .map_err(Error::directory)?;
         let mut users: HashMap<&str, Vec<OwnerId>> = HashMap::new();
         for holder in &holders {
             // An edited owner holds its old address no more.
@@ -518,12 +524,22 @@ impl OwnerAccess {
         // between the two loses at most that bookkeeping: the entries are appended at
         // most once, and an old link stops working anyway, since a link works only
         // while the owner's email is the address it was sent to.
-        let changed = self.directory.update_emails(&edits).await?;
+        let changed = self
+            .directory
+            .update_emails(&edits)
+            .await
+            .map_err(Error::directory)?;
         if !changed.is_empty() {
-            self.store.revoke_tokens(&changed, now).await?;
+            self.store
+                .revoke_tokens(&changed, now)
+                .await
+                .map_err(Error::store)?;
         }
         for entry in &activity {
-            self.store.append_activity(entry).await?;
+            self.store
+                .append_activity(entry)
+                .await
+                .map_err(Error::store)?;
         }
         Ok(MassEditReport {
             unchanged: edits.len() - changed.len(),
@@ -550,12 +566,14 @@ impl OwnerAccess {
         let owners = self
             .directory
             .community_owners(community, &OwnerFilter::all())
-            .await?;
+            .await
+            .map_err(Error::directory)?;
         let ids: Vec<OwnerId> = owners.iter().map(|o| o.id.clone()).collect();
         let mut invitations: HashMap<OwnerId, InvitationState> = self
             .store
             .invitation_states(&ids)
-            .await?
+            .await
+            .map_err(Error::store)?
             .into_iter()
             .collect();
         drop(ids);
@@ -605,7 +623,11 @@ impl OwnerAccess {
         keys.sort_unstable();
         keys.dedup();
         // The store leaves out the keys held once.
-        let holders = self.directory.shared_email_holders(&keys).await?;
+        let holders = self
+            .directory
+            .shared_email_holders(&keys)
+            .await
+            .map_err(Error::directory)?;
         drop(keys);
         let mut map: HashMap<String, Vec<_>> = HashMap::new();
         for holder in holders {
@@ -647,10 +669,15 @@ impl OwnerAccess {
         let unregistered = self
             .directory
             .community_owner_ids(community, &filter)
-            .await?;
+            .await
+            .map_err(Error::directory)?;
         let mut invited = Vec::new();
         for chunk in unregistered.chunks(REVIEW_CHUNK) {
-            let states = self.store.invitation_states(chunk).await?;
+            let states = self
+                .store
+                .invitation_states(chunk)
+                .await
+                .map_err(Error::store)?;
             invited.extend(states.into_iter().map(|(owner, _)| owner));
         }
         let selection = invited.into_iter().collect();
@@ -664,7 +691,7 @@ impl OwnerAccess {
         self.community(&invite.community).await?;
         let now = self.clock.now();
         let existing = match &invite.draft {
-            Some(id) => self.store.draft(id).await?,
+            Some(id) => self.store.draft(id).await.map_err(Error::store)?,
             None => None,
         };
         let id = existing
@@ -679,7 +706,7 @@ impl OwnerAccess {
             created_at: existing.map_or(now, |d| d.created_at),
             updated_at: now,
         };
-        self.store.save_draft(&draft).await?;
+        self.store.save_draft(&draft).await.map_err(Error::store)?;
         self.store
             .append_activity(&ActivityEntry {
                 community: invite.community.clone(),
@@ -689,7 +716,8 @@ impl OwnerAccess {
                     selected: invite.selection.len(),
                 },
             })
-            .await?;
+            .await
+            .map_err(Error::store)?;
         Ok(id)
     }
 
@@ -699,28 +727,33 @@ impl OwnerAccess {
     }
 
     async fn draft(&self, id: &DraftId) -> Result<Draft> {
-        self.store.draft(id).await?.ok_or_else(|| Error::NotFound {
-            what: "draft",
-            id: id.to_string(),
-        })
+        self.store
+            .draft(id)
+            .await
+            .map_err(Error::store)?
+            .ok_or_else(|| Error::NotFound {
+                what: "draft",
+                id: id.to_string(),
+            })
     }
 
     /// A community's drafts, newest first.
     pub async fn drafts(&self, community: &CommunityId) -> Result<Vec<Draft>> {
-        Ok(self.store.drafts(community).await?)
+        self.store.drafts(community).await.map_err(Error::store)
     }
 
     /// Discards a draft and notes it in the activity feed.
     pub async fn discard_draft(&self, id: &DraftId) -> Result<()> {
         let draft = self.draft(id).await?;
-        self.store.delete_draft(id).await?;
+        self.store.delete_draft(id).await.map_err(Error::store)?;
         self.store
             .append_activity(&ActivityEntry {
                 community: draft.invite.community,
                 at: self.clock.now(),
                 kind: ActivityKind::DraftDiscarded { draft: id.clone() },
             })
-            .await?;
+            .await
+            .map_err(Error::store)?;
         Ok(())
     }
 
@@ -782,7 +815,7 @@ impl OwnerAccess {
         recipients: &mut Vec<Recipient>,
         excluded: &mut Vec<Excluded>,
     ) -> Result<()> {
-        let mut owners: Vec<Owner> = self.directory.owners(ids).await?;
+        let mut owners: Vec<Owner> = self.directory.owners(ids).await.map_err(Error::directory)?;
         owners.retain(|o| &o.community == community);
         owners.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         let holders = self.holders_of(&owners).await?;
@@ -836,7 +869,8 @@ impl OwnerAccess {
         let record = self
             .directory
             .owner(owner)
-            .await?
+            .await
+            .map_err(Error::directory)?
             .ok_or_else(|| Error::NotFound {
                 what: "owner",
                 id: owner.to_string(),
@@ -987,7 +1021,7 @@ impl OwnerAccess {
             },
             batch,
         };
-        self.store.create_batch(&new).await?;
+        self.store.create_batch(&new).await.map_err(Error::store)?;
         Ok((new.batch, excluded, recipients_len))
     }
 
@@ -1035,15 +1069,22 @@ impl OwnerAccess {
     /// Sends again to the owners of a batch whose delivery failed: one call.
     pub async fn retry_failed(&self, batch: &BatchId, control: RunControl) -> Result<SendReport> {
         let batch = self.batch(batch).await?;
-        self.store.requeue_failed(&batch.id).await?;
+        self.store
+            .requeue_failed(&batch.id)
+            .await
+            .map_err(Error::store)?;
         self.run_batch(batch, control, false, None).await
     }
 
     async fn batch(&self, id: &BatchId) -> Result<Batch> {
-        self.store.batch(id).await?.ok_or_else(|| Error::NotFound {
-            what: "batch",
-            id: id.to_string(),
-        })
+        self.store
+            .batch(id)
+            .await
+            .map_err(Error::store)?
+            .ok_or_else(|| Error::NotFound {
+                what: "batch",
+                id: id.to_string(),
+            })
     }
 
     /// Runs the engine on a batch and reports. `fresh` is the counts of a batch just
@@ -1097,11 +1138,18 @@ impl OwnerAccess {
             control: &control,
         };
         if take_over {
-            self.store.revoke_claims(&prepared.batch.id).await?;
+            self.store
+                .revoke_claims(&prepared.batch.id)
+                .await
+                .map_err(Error::store)?;
         }
         let before = match fresh {
             Some(counts) => counts,
-            None => self.store.delivery_counts(&prepared.batch.id).await?,
+            None => self
+                .store
+                .delivery_counts(&prepared.batch.id)
+                .await
+                .map_err(Error::store)?,
         };
         let outcome = engine.run(&prepared, before).await;
         let mut stopped = outcome.stopped.clone();
@@ -1113,7 +1161,7 @@ impl OwnerAccess {
             match self.store.failed_deliveries(&prepared.batch.id).await {
                 Ok(failed) => Some(failed),
                 Err(e) => {
-                    stopped = Some(store_stop(&e));
+                    stopped = Some(StopReason::port_failed(Side::Store, &e));
                     None
                 }
             }
@@ -1157,7 +1205,7 @@ impl OwnerAccess {
                     })
                     .collect(),
                 Err(e) => {
-                    stopped = Some(store_stop(&e));
+                    stopped = Some(StopReason::port_failed(Side::Store, &e));
                     Vec::new()
                 }
             }
@@ -1189,7 +1237,7 @@ impl OwnerAccess {
         if let Err(e) = finished {
             // The feed misses this entry; the report still says what was sent.
             if report.stopped.is_none() {
-                report.stopped = Some(store_stop(&e));
+                report.stopped = Some(StopReason::port_failed(Side::Store, &e));
             }
         } else if settled_now
             && report.stopped.is_none()
@@ -1201,7 +1249,7 @@ impl OwnerAccess {
                 Ok(deliveries) => {
                     report.summary = Some(self.send_summary(&prepared, &to, &deliveries).await);
                 }
-                Err(e) => report.stopped = Some(store_stop(&e)),
+                Err(e) => report.stopped = Some(StopReason::port_failed(Side::Store, &e)),
             }
         }
         // The send is over: close the transport's connections politely (QUIT on
@@ -1324,7 +1372,8 @@ impl OwnerAccess {
         let owner = self
             .directory
             .owner(owner_id)
-            .await?
+            .await
+            .map_err(Error::directory)?
             .ok_or_else(|| Error::NotFound {
                 what: "owner",
                 id: owner_id.to_string(),
@@ -1368,7 +1417,8 @@ impl OwnerAccess {
         let owner = self
             .directory
             .owner(owner)
-            .await?
+            .await
+            .map_err(Error::directory)?
             .ok_or_else(|| Error::NotFound {
                 what: "owner",
                 id: owner.to_string(),
@@ -1383,7 +1433,12 @@ impl OwnerAccess {
     }
 
     async fn latest_invite_for(&self, owner: &Owner) -> Result<Invite> {
-        for batch in self.store.batches(&owner.community).await? {
+        for batch in self
+            .store
+            .batches(&owner.community)
+            .await
+            .map_err(Error::store)?
+        {
             if batch.invite.selection.contains(&owner.id) {
                 // The batch's own From and portal URL: an invite stored before they
                 // travelled with it has none.
@@ -1412,7 +1467,8 @@ impl OwnerAccess {
         let owner = self
             .directory
             .owner(&record.owner)
-            .await?
+            .await
+            .map_err(Error::directory)?
             .ok_or(Error::InvalidToken {
                 reason: TokenRejection::Unknown,
             })?;
@@ -1433,7 +1489,8 @@ impl OwnerAccess {
         let record = self
             .store
             .token(&hash_token(token))
-            .await?
+            .await
+            .map_err(Error::store)?
             .ok_or(Error::InvalidToken {
                 reason: TokenRejection::Unknown,
             })?;
@@ -1474,13 +1531,19 @@ impl OwnerAccess {
         let owner = self
             .directory
             .owner(&record.owner)
-            .await?
+            .await
+            .map_err(Error::directory)?
             .ok_or(Error::InvalidToken {
                 reason: TokenRejection::Unknown,
             })?;
         check_holder(&owner, &record)?;
         let now = self.clock.now();
-        let token = match self.store.redeem_token(&record.hash, now).await? {
+        let token = match self
+            .store
+            .redeem_token(&record.hash, now)
+            .await
+            .map_err(Error::store)?
+        {
             RedeemOutcome::Redeemed { token } => token,
             RedeemOutcome::Rejected(TokenRejection::AlreadyUsed) => {
                 return self.answer_spent(&record.hash).await;
@@ -1513,13 +1576,18 @@ impl OwnerAccess {
         let used = Error::InvalidToken {
             reason: TokenRejection::AlreadyUsed,
         };
-        let Some(record) = self.store.token(hash).await? else {
+        let Some(record) = self.store.token(hash).await.map_err(Error::store)? else {
             return Err(used);
         };
         let TokenState::Redeemed { at } = record.state else {
             return Err(used);
         };
-        let Some(owner) = self.directory.owner(&record.owner).await? else {
+        let Some(owner) = self
+            .directory
+            .owner(&record.owner)
+            .await
+            .map_err(Error::directory)?
+        else {
             return Err(Error::InvalidToken {
                 reason: TokenRejection::Unknown,
             });
@@ -1540,7 +1608,12 @@ impl OwnerAccess {
         owner: Owner,
         at: Timestamp,
     ) -> Result<Registration> {
-        if self.store.answer_redeem(hash, self.clock.now()).await? {
+        if self
+            .store
+            .answer_redeem(hash, self.clock.now())
+            .await
+            .map_err(Error::store)?
+        {
             Ok(Registration { owner, at })
         } else {
             Err(Error::InvalidToken {
@@ -1553,7 +1626,12 @@ impl OwnerAccess {
     /// roster and a send do first, so that an owner whose redeem crashed midway counts
     /// as registered and is never sent another invitation.
     async fn settle_owed(&self) -> Result<()> {
-        for owed in self.store.owed_registrations().await? {
+        for owed in self
+            .store
+            .owed_registrations()
+            .await
+            .map_err(Error::store)?
+        {
             self.settle(&owed).await?;
         }
         Ok(())
@@ -1565,7 +1643,8 @@ impl OwnerAccess {
         let marked = self
             .directory
             .mark_registered(&owed.owner, &owed.sent_to, owed.at)
-            .await?;
+            .await
+            .map_err(Error::directory)?;
         let entry = match &marked {
             Marked::Registered(owner) => Some(ActivityEntry {
                 community: owner.community.clone(),
@@ -1579,7 +1658,8 @@ impl OwnerAccess {
         };
         self.store
             .settle_registration(&owed.token, entry.as_ref())
-            .await?;
+            .await
+            .map_err(Error::store)?;
         Ok(marked)
     }
 
@@ -1591,7 +1671,10 @@ impl OwnerAccess {
         community: &CommunityId,
         page: Page,
     ) -> Result<Vec<ActivityEntry>> {
-        Ok(self.store.activity(community, page).await?)
+        self.store
+            .activity(community, page)
+            .await
+            .map_err(Error::store)
     }
 }
 
@@ -1642,13 +1725,6 @@ fn all_pending(recipients: usize) -> DeliveryCounts {
     DeliveryCounts {
         pending: recipients,
         ..DeliveryCounts::default()
-    }
-}
-
-/// The stop a repository error after the engine's run makes.
-fn store_stop(error: &RepositoryError) -> StopReason {
-    StopReason::StoreUnavailable {
-        error: with_causes(error),
     }
 }
 

@@ -1,6 +1,8 @@
 //! When the store fails, the CLI says why: a read-only file, a write lock held by
 //! another connection, a dropped table and a full disk each print their cause (exit 1),
-//! and nothing is sent.
+//! and nothing is sent. A failure of a port names it: the invitation store (the
+//! batch, the activity feed) or the owner directory (an import of owners), even though
+//! one SQLite file holds both.
 #![cfg(all(feature = "smtp", feature = "sqlite"))]
 
 mod cli_support;
@@ -41,6 +43,10 @@ fn a_read_only_file_says_so_and_nothing_is_sent() {
     let out = run_unprivileged(&s, &["send", "--community", "maple", "--outbox", "out"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("error: the invitation store failed: SQLite repository"),
+        "{err}"
+    );
     assert!(err.contains("read-only file"), "{err}");
     assert!(s.outbox_files("out").is_empty(), "nothing was sent");
 }
@@ -62,6 +68,9 @@ fn a_held_write_lock_says_database_is_locked() {
     other.execute_batch("ROLLBACK").unwrap();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
+    // Opening the file already needs the lock (it checks the schema): the line says
+    // so, before any port is called.
+    assert!(err.contains("error: cannot open the database"), "{err}");
     assert!(err.contains("database is locked"), "{err}");
 }
 
@@ -74,6 +83,10 @@ fn a_dropped_table_is_named() {
     let out = s.run(&["activity", "--community", "maple"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("error: the invitation store failed: "),
+        "{err}"
+    );
     assert!(err.contains("no such table: activity"), "{err}");
 }
 
@@ -112,6 +125,7 @@ fn a_full_disk_says_disk_full_and_imports_nothing() {
     ]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("error: the owner directory failed: "), "{err}");
     assert!(err.contains("disk full"), "{err}");
     // One transaction: not even the community, written before the owners, was kept.
     let roster = run(&["roster", "--community", "maple", "--json"]);

@@ -81,6 +81,10 @@ fn a_write_lock_held_past_the_busy_timeout_mid_send_stops_with_a_report_and_resu
     assert_eq!(report["stop"], "store_unavailable", "{report}");
     let why = report["stopped"].as_str().unwrap_or_default();
     assert!(why.contains("database is locked"), "the cause: {report}");
+    assert!(
+        why.starts_with("the invitation store failed during the send"),
+        "the side: {report}"
+    );
     let batch = report["batch"].as_str().expect("the batch id").to_owned();
     let went_out = server.received().len();
     let sent = report["sent"].as_u64().unwrap() as usize;
@@ -95,7 +99,7 @@ fn a_write_lock_held_past_the_busy_timeout_mid_send_stops_with_a_report_and_resu
         "{report}"
     );
     assert!(
-        stderr.contains("stopped: the repository failed"),
+        stderr.contains("stopped: the invitation store failed during the send: SQLite repository"),
         "{stderr}"
     );
 

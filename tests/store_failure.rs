@@ -16,7 +16,7 @@ use owner_access::domain::{BatchId, Community, DeliveryOutcome, OwnerId, SenderI
 use owner_access::prelude::*;
 use owner_access::repository::{RepoResult, RepositoryError};
 use owner_access::{
-    InMemoryRepository, InMemoryTransport, ManualClock, OwnerAccess, Selection, SendOptions,
+    InMemoryRepository, InMemoryTransport, ManualClock, OwnerAccess, Selection, SendOptions, Side,
     StopReason, async_trait,
 };
 
@@ -91,9 +91,11 @@ async fn a_store_outage_mid_send_stops_with_a_report_and_resume_finishes_with_th
     let report = service.send(review).await.expect("a stop, not an error");
     let batch = report.batch.clone().expect("the report names the batch");
     match &report.stopped {
-        Some(StopReason::StoreUnavailable { error }) => assert!(
-            error.contains("test store is unavailable") && error.contains("database is locked"),
-            "the stop names the store and the cause: {error}"
+        Some(StopReason::StoreUnavailable { side, error }) => assert!(
+            *side == Side::Store
+                && error.contains("test store is unavailable")
+                && error.contains("database is locked"),
+            "the stop names the store and the cause: {side:?} {error}"
         ),
         other => panic!("expected a store stop, got {other:?}"),
     }

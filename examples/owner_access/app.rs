@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use owner_access::adapters::smtp::{SmtpSettings, SmtpTransport};
 use owner_access::adapters::sqlite::SqliteRepository;
+use owner_access::error::with_causes;
 use owner_access::prelude::*;
 use owner_access::transport::{Accepted, Envelope, TransportError};
 use owner_access::{FileOutbox, OwnerAccess, OwnerAccessBuilder, SendOptions};
 
 use crate::args::{MessageArgs, TransportArgs};
-use crate::failure::{Failure, with_causes};
+use crate::failure::Failure;
 
 /// The From of an invite no --from was given for.
 const DEFAULT_FROM: &str = "Owner Portal <no-reply@example.com>";

@@ -54,7 +54,7 @@ impl App {
             self.repo
                 .community_owner_ids(&community, &OwnerFilter::all())
                 .await
-                .map_err(Error::from)?
+                .map_err(Error::directory)?
                 .into_iter()
                 .collect()
         } else {

@@ -2,6 +2,7 @@
 //! usage, nothing sent), from the library's errors and the input files' problems.
 
 use owner_access::Error;
+use owner_access::error::with_causes;
 
 use crate::input::InputError;
 
@@ -44,22 +45,6 @@ impl From<Error> for Failure {
         };
         Failure::input(message)
     }
-}
-
-/// An error and its causes on one line, `error: cause: its cause`, so a full disk or a
-/// held lock says so (a cause already in the line is not repeated).
-pub fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut line = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        let text = cause.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        next = cause.source();
-    }
-    line
 }
 
 impl From<InputError> for Failure {

@@ -41,11 +41,11 @@ impl App {
             .repo
             .begin_import(SystemClock.now())
             .await
-            .map_err(Error::from)?;
+            .map_err(Error::directory)?;
         session
             .upsert_communities(&communities)
             .await
-            .map_err(Error::from)?;
+            .map_err(Error::directory)?;
         let mut known: HashMap<CommunityId, bool> =
             communities.iter().map(|c| (c.id.clone(), true)).collect();
         let mut imported = 0usize;
@@ -60,7 +60,7 @@ impl App {
                             .repo
                             .community(&owner.community)
                             .await
-                            .map_err(Error::from)?
+                            .map_err(Error::directory)?
                             .is_some();
                         known.insert(owner.community.clone(), stored);
                         stored
@@ -79,15 +79,21 @@ impl App {
                 }
                 chunk.push(owner);
                 if chunk.len() == IMPORT_CHUNK {
-                    session.upsert_owners(&chunk).await.map_err(Error::from)?;
+                    session
+                        .upsert_owners(&chunk)
+                        .await
+                        .map_err(Error::directory)?;
                     imported += chunk.len();
                     chunk.clear();
                 }
             }
-            session.upsert_owners(&chunk).await.map_err(Error::from)?;
+            session
+                .upsert_owners(&chunk)
+                .await
+                .map_err(Error::directory)?;
             imported += chunk.len();
         }
-        session.commit().await.map_err(Error::from)?;
+        session.commit().await.map_err(Error::directory)?;
         println!(
             "imported {} communities and {imported} owners",
             communities.len(),

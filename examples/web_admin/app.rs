@@ -10,6 +10,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use minijinja::{AutoEscape, Environment, Value};
 use owner_access::OwnerAccess;
+use owner_access::error::with_causes;
 use owner_access::invite::{Attachment, AttachmentLimits};
 
 use crate::auth::Sessions;
@@ -200,19 +201,17 @@ pub enum AppError {
     Internal(String),
 }
 
+/// The page shows the error with its causes (`the invitation store failed: SQLite
+/// repository hoa.db is unavailable: database is locked`), so the admin knows whose
+/// database to look at and why.
 impl From<owner_access::Error> for AppError {
     fn from(error: owner_access::Error) -> Self {
+        let message = with_causes(&error);
         match error {
-            owner_access::Error::NotFound { .. } => AppError::NotFound(error.to_string()),
-            owner_access::Error::Repository(_) => AppError::Internal(error.to_string()),
-            other => AppError::BadRequest(other.to_string()),
+            owner_access::Error::NotFound { .. } => AppError::NotFound(message),
+            owner_access::Error::Repository { .. } => AppError::Internal(message),
+            _ => AppError::BadRequest(message),
         }
-    }
-}
-
-impl From<owner_access::repository::RepositoryError> for AppError {
-    fn from(error: owner_access::repository::RepositoryError) -> Self {
-        AppError::Internal(error.to_string())
     }
 }
 

@@ -20,7 +20,12 @@ pub fn community_id(raw: &str) -> Result<CommunityId, AppError> {
 
 /// The community, or not found.
 pub async fn community_of(state: &AppState, id: &CommunityId) -> Result<Community, AppError> {
-    let community = state.service.directory().community(id).await?;
+    let community = state
+        .service
+        .directory()
+        .community(id)
+        .await
+        .map_err(Error::directory)?;
     community.ok_or_else(|| AppError::NotFound(format!("community `{id}` not found")))
 }
 
@@ -54,7 +59,13 @@ pub async fn communities(
     admin: Admin,
 ) -> Result<Html<String>, AppError> {
     let mut lines = Vec::new();
-    for community in state.service.directory().communities().await? {
+    for community in state
+        .service
+        .directory()
+        .communities()
+        .await
+        .map_err(Error::directory)?
+    {
         let roster = state
             .service
             .roster(&community.id, &OwnerFilter::unregistered_with_email())

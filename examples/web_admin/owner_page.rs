@@ -38,7 +38,8 @@ pub async fn show(
                 .service
                 .directory()
                 .community(&verified.owner.community)
-                .await?
+                .await
+                .map_err(Error::directory)?
                 .map(|c| c.name)
                 .unwrap_or_default();
             let page = state.render(

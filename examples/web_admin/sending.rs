@@ -13,7 +13,7 @@ use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use minijinja::context;
 use owner_access::domain::{BatchId, CommunityId, DeliveryState};
-use owner_access::{Progress, RunControl, SendReport};
+use owner_access::{Error, Progress, RunControl, SendReport};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
@@ -53,7 +53,15 @@ where
     Fut: Future<Output = owner_access::Result<SendReport>> + Send + 'static,
 {
     let sent_before = match &known {
-        Some(batch) => state.service.store().delivery_counts(batch).await?.sent,
+        Some(batch) => {
+            state
+                .service
+                .store()
+                .delivery_counts(batch)
+                .await
+                .map_err(Error::store)?
+                .sent
+        }
         None => 0,
     };
     let (tx, rx) = oneshot::channel::<BatchId>();
@@ -158,7 +166,13 @@ async fn batch_of(
     raw: &str,
 ) -> Result<BatchId, AppError> {
     let id = batch_id(raw)?;
-    match state.service.store().batch(&id).await? {
+    match state
+        .service
+        .store()
+        .batch(&id)
+        .await
+        .map_err(Error::store)?
+    {
         Some(b) if &b.community == community => Ok(id),
         _ => Err(AppError::NotFound(format!("batch `{raw}` not found"))),
     }
@@ -177,7 +191,12 @@ pub struct Status {
 }
 
 async fn status(state: &AppState, batch: &BatchId) -> Result<Status, AppError> {
-    let counts = state.service.store().delivery_counts(batch).await?;
+    let counts = state
+        .service
+        .store()
+        .delivery_counts(batch)
+        .await
+        .map_err(Error::store)?;
     let run = state.runs.get(batch);
     let running = run.as_ref().is_some_and(|r| r.running);
     let per_second = run.as_ref().and_then(|r| {
@@ -230,7 +249,8 @@ pub async fn page(
         .service
         .store()
         .failed_deliveries(&batch)
-        .await?
+        .await
+        .map_err(Error::store)?
         .into_iter()
         .map(|d| FailedLine {
             owner: d.owner.to_string(),
@@ -241,7 +261,12 @@ pub async fn page(
             },
         })
         .collect();
-    let stored = state.service.store().batch(&batch).await?;
+    let stored = state
+        .service
+        .store()
+        .batch(&batch)
+        .await
+        .map_err(Error::store)?;
     let subject = stored.map(|b| b.invite.subject).unwrap_or_default();
     let ctx = page_context(&admin, &state, &id, &name);
     state.render(
