@@ -425,7 +425,7 @@ async fn an_interrupted_batch_offers_resume_after_a_restart() {
         "{failed}"
     );
     b.shots("failed").await;
-    b.click("#retry").await;
+    b.click_to_new_page("#retry").await;
     b.wait_text("#state", |t| t.starts_with("Finished"), 60)
         .await;
     assert_eq!(b.text("#failed").await, "1", "refused again");

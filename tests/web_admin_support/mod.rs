@@ -307,6 +307,31 @@ impl Browser {
         self.find(css).await.click().await.unwrap();
     }
 
+    /// Clicks `css` and waits until the browser shows the page the click leads to.
+    /// A click that submits a form can return while the old page is still shown, and
+    /// an old page whose text already answers a later wait (a "Finished." before a
+    /// Retry) would be read as the new one.
+    pub async fn click_to_new_page(&self, css: &str) {
+        const MARK: &str = "document.documentElement.dataset.beforeClick = 'yes'";
+        const STILL: &str = "return document.documentElement.dataset.beforeClick === 'yes'";
+        self.client.execute(MARK, vec![]).await.unwrap();
+        self.click(css).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // While the browser is between pages the script may not run: not yet.
+            if let Ok(serde_json::Value::Bool(false)) = self.client.execute(STILL, vec![]).await {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "clicking `{css}` led to no new page from {}",
+                    self.url().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Replaces a field's text.
     pub async fn fill(&self, css: &str, text: &str) {
         let field = self.find(css).await;
