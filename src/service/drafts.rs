@@ -1,0 +1,103 @@
+//! The Send Message page prefilled, and drafts: saved, loaded, listed, discarded.
+
+use crate::domain::{ActivityEntry, ActivityKind, CommunityId, Draft, DraftId};
+use crate::error::{Error, Result};
+use crate::invite::Invite;
+use crate::selection::Selection;
+use crate::template::{DEFAULT_HTML, DEFAULT_SUBJECT, DEFAULT_TEXT};
+
+use super::OwnerAccess;
+
+impl OwnerAccess {
+    /// The Send Message page, prefilled: the default subject and bodies, Reply-To the
+    /// community's, From and portal URL the service's, for the selected owners.
+    pub async fn compose(&self, community: &CommunityId, selection: &Selection) -> Result<Invite> {
+        let community = self.community(community).await?;
+        Ok(Invite {
+            community: community.id,
+            selection: selection.clone(),
+            subject: DEFAULT_SUBJECT.to_owned(),
+            text_body: Some(DEFAULT_TEXT.to_owned()),
+            html_body: Some(DEFAULT_HTML.to_owned()),
+            reply_to: community.reply_to.map(String::from),
+            summary_to: None,
+            attachments: Vec::new(),
+            draft: None,
+            from: Some(self.settings.sender.to_string()),
+            portal_url: Some(self.settings.portal_url.clone()),
+        })
+    }
+
+    /// Saves an invite as a draft (new, or updating the draft it came from) and notes
+    /// it in the activity feed. Returns the draft id; the invite is stored as written,
+    /// attachments included. Problems are not checked here: a draft may be unfinished.
+    pub async fn save_draft(&self, invite: &Invite) -> Result<DraftId> {
+        self.community(&invite.community).await?;
+        let now = self.clock.now();
+        let existing = match &invite.draft {
+            Some(id) => self.store.draft(id).await.map_err(Error::store)?,
+            None => None,
+        };
+        let id = existing
+            .as_ref()
+            .map(|d| d.id.clone())
+            .unwrap_or_else(DraftId::generate);
+        let mut stored = invite.clone();
+        stored.draft = Some(id.clone());
+        let draft = Draft {
+            id: id.clone(),
+            invite: stored,
+            created_at: existing.map_or(now, |d| d.created_at),
+            updated_at: now,
+        };
+        self.store.save_draft(&draft).await.map_err(Error::store)?;
+        self.store
+            .append_activity(&ActivityEntry {
+                community: invite.community.clone(),
+                at: now,
+                kind: ActivityKind::DraftSaved {
+                    draft: id.clone(),
+                    selected: invite.selection.len(),
+                },
+            })
+            .await
+            .map_err(Error::store)?;
+        Ok(id)
+    }
+
+    /// A saved draft's invite, to edit, review and send.
+    pub async fn load_draft(&self, id: &DraftId) -> Result<Invite> {
+        Ok(self.draft(id).await?.invite)
+    }
+
+    async fn draft(&self, id: &DraftId) -> Result<Draft> {
+        self.store
+            .draft(id)
+            .await
+            .map_err(Error::store)?
+            .ok_or_else(|| Error::NotFound {
+                what: "draft",
+                id: id.to_string(),
+            })
+    }
+
+    /// A community's drafts, newest first.
+    pub async fn drafts(&self, community: &CommunityId) -> Result<Vec<Draft>> {
+        self.store.drafts(community).await.map_err(Error::store)
+    }
+
+    /// Discards a draft and notes it in the activity feed.
+    pub async fn discard_draft(&self, id: &DraftId) -> Result<()> {
+        let draft = self.draft(id).await?;
+        self.store.delete_draft(id).await.map_err(Error::store)?;
+        self.store
+            .append_activity(&ActivityEntry {
+                community: draft.invite.community,
+                at: self.clock.now(),
+                kind: ActivityKind::DraftDiscarded { draft: id.clone() },
+            })
+            .await
+            .map_err(Error::store)?;
+        Ok(())
+    }
+}
