@@ -463,7 +463,8 @@ pub trait OwnerDirectory: OwnerRepository {
 ///   stays pending. A message sent again by a resume after a crash carries a fresh
 ///   token of the same batch; when it is recorded, every pending token of that
 ///   delivery becomes live, so the copy that may already have been delivered keeps
-///   working (DESIGN rule 4).
+///   working: sending a message again never kills the link in a copy the owner may
+///   already have.
 /// - So at any time an owner has live tokens of at most one batch, the one whose
 ///   message was accepted last, and any number of pending ones.
 /// - An email change and a redeem revoke the owner's pending tokens with the live

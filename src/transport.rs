@@ -56,7 +56,10 @@ pub struct Accepted {
     pub response: Option<String>,
 }
 
-/// How a delivery error is to be handled (DESIGN.md rule 6).
+/// How a delivery error is to be handled: retried, failed for this owner, or stopping
+/// the batch. The transport classifies each error; whether a run of connection
+/// failures means the server is unreachable is the send engine's judgement, not the
+/// transport's, and one failed owner never stops a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorClass {
     /// May work if tried again later: a 4xx reply, a dropped connection, a time-out.

@@ -129,7 +129,8 @@ pub enum SkipReason {
     /// [`delivered_key`](super::delivered_key)): changed, cleared or now invalid.
     EmailChanged,
     /// Another owner record holds the same address now: each property needs its own
-    /// (DESIGN.md rule 1).
+    /// address (one owner record per property, so a person owning two units needs
+    /// two addresses).
     SharedEmail,
 }
 

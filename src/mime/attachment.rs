@@ -1,5 +1,5 @@
 //! An attachment as a finished body part, encoded once per batch and copied into every
-//! message (DESIGN rule 9).
+//! message: a file sent to 10,000 owners is base64-encoded once, not 10,000 times.
 
 use std::fmt;
 

@@ -1,5 +1,6 @@
 //! Message-IDs: deterministic per (batch, owner), so a message sent again after a
-//! crash carries the id it had (DESIGN rule 5), and the recap's id beside them.
+//! crash carries the id it had (delivery is at least once, and a copy sent twice is
+//! recognisably the same message), and the recap's id beside them.
 
 use sha2::{Digest, Sha256};
 
@@ -8,11 +9,11 @@ use crate::domain::{BatchId, OwnerId};
 /// The Message-ID (without angle brackets) of an owner's message in a batch.
 ///
 /// Deterministic per (batch, owner), so a message sent again after a crash carries
-/// the same id (DESIGN rule 5). The left part is `oa.` + 64 bits of a SHA-256 of the
-/// batch id + `.` + 128 bits of a SHA-256 of the batch and owner ids, in hex: valid
-/// msg-id syntax whatever characters the host's ids hold, different for different
-/// owners or batches. The domain is put in its ASCII (IDNA) form; one that cannot be
-/// used becomes `owner-access.invalid`.
+/// the same id, and its duplicate can be told for one. The left part is `oa.` + 64
+/// bits of a SHA-256 of the batch id + `.` + 128 bits of a SHA-256 of the batch and
+/// owner ids, in hex: valid msg-id syntax whatever characters the host's ids hold,
+/// different for different owners or batches. The domain is put in its ASCII (IDNA)
+/// form; one that cannot be used becomes `owner-access.invalid`.
 pub fn message_id(batch: &BatchId, owner: &OwnerId, domain: &str) -> String {
     MessageIds::new(batch, domain).for_owner(owner)
 }

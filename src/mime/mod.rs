@@ -3,7 +3,8 @@
 //! A batch builds one [`MessageFrame`] (From, Reply-To, the attachments encoded
 //! once) and then calls [`MessageFrame::write_message`] for each owner, which only
 //! encodes that owner's own headers and bodies and copies the prepared attachment
-//! bytes (DESIGN rule 9).
+//! bytes: attachments are checked and encoded once per batch, never once per
+//! recipient.
 //!
 //! # Why the headers are written here and not by mail-builder
 //!
@@ -219,7 +220,9 @@ impl MessageFrame {
     }
 
     /// Writes a plain-text message (no HTML, no attachments) into `out`: the Summary
-    /// recap sent to the batch's summary address after a batch (DESIGN rule 8).
+    /// recap sent to the batch's summary address after a batch, once: the message as
+    /// written (its templates, never an owner's live link) and every recipient with
+    /// their outcome.
     ///
     /// Same headers as [`write_message`](Self::write_message), `To` being the bare
     /// `to` address; `subject` is put on one line as there.

@@ -11,6 +11,12 @@ use super::OwnerAccess;
 impl OwnerAccess {
     /// The Send Message page, prefilled: the default subject and bodies, Reply-To the
     /// community's, From and portal URL the service's, for the selected owners.
+    ///
+    /// # Errors
+    /// - [`Error::NotFound`]: the community does not exist in the directory.
+    /// - [`Error::Repository`] with `Side::Directory`: reading the community failed.
+    ///
+    /// Nothing is stored either way.
     pub async fn compose(&self, community: &CommunityId, selection: &Selection) -> Result<Invite> {
         let community = self.community(community).await?;
         Ok(Invite {
@@ -31,6 +37,16 @@ impl OwnerAccess {
     /// Saves an invite as a draft (new, or updating the draft it came from) and notes
     /// it in the activity feed. Returns the draft id; the invite is stored as written,
     /// attachments included. Problems are not checked here: a draft may be unfinished.
+    ///
+    /// # Errors
+    /// - [`Error::NotFound`]: the invite's community does not exist; nothing is stored.
+    /// - [`Error::Repository`] with `Side::Directory`: reading the community failed;
+    ///   nothing is stored.
+    /// - [`Error::Repository`] with `Side::Store`: reading the draft it came from or
+    ///   storing it failed, and nothing is stored; or the draft was stored and
+    ///   appending its activity entry failed: the draft is saved (under a new id the
+    ///   call could not return, for an invite not yet saved) and the feed misses that
+    ///   entry.
     pub async fn save_draft(&self, invite: &Invite) -> Result<DraftId> {
         self.community(&invite.community).await?;
         let now = self.clock.now();
@@ -66,6 +82,10 @@ impl OwnerAccess {
     }
 
     /// A saved draft's invite, to edit, review and send.
+    ///
+    /// # Errors
+    /// - [`Error::NotFound`]: no draft has this id (never saved, or discarded).
+    /// - [`Error::Repository`] with `Side::Store`: reading it failed.
     pub async fn load_draft(&self, id: &DraftId) -> Result<Invite> {
         Ok(self.draft(id).await?.invite)
     }
@@ -82,11 +102,21 @@ impl OwnerAccess {
     }
 
     /// A community's drafts, newest first.
+    ///
+    /// # Errors
+    /// - [`Error::Repository`] with `Side::Store`: reading them failed. A community
+    ///   that does not exist has no drafts (an empty list, not an error).
     pub async fn drafts(&self, community: &CommunityId) -> Result<Vec<Draft>> {
         self.store.drafts(community).await.map_err(Error::store)
     }
 
     /// Discards a draft and notes it in the activity feed.
+    ///
+    /// # Errors
+    /// - [`Error::NotFound`]: no draft has this id; nothing changes.
+    /// - [`Error::Repository`] with `Side::Store`: reading or deleting the draft
+    ///   failed, and it is kept; or it was deleted and appending the activity entry
+    ///   failed: the draft is gone and the feed misses that entry.
     pub async fn discard_draft(&self, id: &DraftId) -> Result<()> {
         let draft = self.draft(id).await?;
         self.store.delete_draft(id).await.map_err(Error::store)?;

@@ -32,6 +32,21 @@ impl OwnerAccess {
     /// whole edit is rejected with
     /// [`Error::MassEditRejected`] naming every bad row, and nothing changes. Owners
     /// whose address changes lose their outstanding links.
+    ///
+    /// # Errors
+    /// - [`Error::MassEditRejected`]: one or more bad rows, each listed; nothing
+    ///   changed.
+    /// - [`Error::Repository`] with `Side::Directory`: reading the owners or the
+    ///   holders of the new addresses, or the update itself, failed; nothing changed
+    ///   (the update is all or nothing). With
+    ///   [`RepositoryError::Precondition`](crate::repository::RepositoryError::Precondition),
+    ///   an address was taken by another owner after the check: run the edit again to
+    ///   see that row rejected.
+    /// - [`Error::Repository`] with `Side::Store`: the directory committed the new
+    ///   addresses, then revoking the changed owners' links or appending the activity
+    ///   entry failed. The new addresses are kept; the old links stop working anyway (a
+    ///   link works only while the owner's email is the address it was sent to); the
+    ///   feed misses the entry. Running the same edit again finds those rows unchanged.
     pub async fn mass_edit_emails(
         &self,
         community: &CommunityId,
@@ -44,6 +59,11 @@ impl OwnerAccess {
     /// one file of edits, all or nothing as a whole. Each community whose owners the
     /// edit touches gets its own activity entry (with its own count), in the same
     /// step. An id that names no owner at all is an `UnknownOwner` row.
+    ///
+    /// # Errors
+    /// As [`mass_edit_emails`](Self::mass_edit_emails): `MassEditRejected` with nothing
+    /// changed; `Repository` from the directory with nothing changed; `Repository` from
+    /// the store after the directory committed the new addresses.
     pub async fn mass_edit_emails_across(&self, edits: &[EmailEdit]) -> Result<MassEditReport> {
         self.mass_edit_in(None, edits).await
     }

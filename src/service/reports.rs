@@ -89,6 +89,10 @@ impl SendReport {
 
 impl OwnerAccess {
     /// A page of the community's activity feed, newest first.
+    ///
+    /// # Errors
+    /// - [`Error::Repository`] with `Side::Store`: reading the feed failed. A community
+    ///   that does not exist has no entries (an empty list, not an error).
     pub async fn activity(
         &self,
         community: &CommunityId,

@@ -19,6 +19,15 @@ impl OwnerAccess {
     ///
     /// The directory gives the community's unregistered owners; the store says which
     /// of them were sent an invitation (a chunk of owners per call).
+    ///
+    /// # Errors
+    /// - [`Error::NotFound`]: the community does not exist in the directory.
+    /// - [`Error::Repository`] with `Side::Directory`: reading the community or its
+    ///   unregistered owners failed.
+    /// - [`Error::Repository`] with `Side::Store`: reading their invitation states
+    ///   failed.
+    ///
+    /// Nothing is stored.
     pub async fn compose_resend_to_invited(&self, community: &CommunityId) -> Result<Invite> {
         let filter = OwnerFilter::all().with_access(AccessFilter::Invited);
         let unregistered = self
@@ -45,14 +54,31 @@ impl OwnerAccess {
     /// batch, or the default invitation if there is none.
     ///
     /// # Errors
-    /// [`Error::NotEligible`] when the owner cannot be invited (registered, no valid
-    /// or a shared address); [`Error::NotFound`] for an unknown owner.
+    /// As [`resend_with`](Self::resend_with): `NotFound` for an unknown owner,
+    /// `NotEligible` when the owner cannot be invited, `InvalidInvite`, or a
+    /// `Repository` error before anything was sent; the owner's old link keeps working
+    /// in every case.
     pub async fn resend(&self, owner: &OwnerId) -> Result<SendReport> {
         self.resend_with(owner, None, RunControl::new()).await
     }
 
     /// [`resend`](Self::resend) with a message of your own (`invite`, whose selection
     /// is ignored) and a run control.
+    ///
+    /// # Errors
+    /// An `Err` means nothing was sent, and the owner's old link keeps working.
+    /// - [`Error::NotFound`]: the owner does not exist in the directory (`what` is
+    ///   `owner`), or their community does not (`community`).
+    /// - [`Error::NotEligible`]: the owner cannot be invited (registered, no valid
+    ///   address, or one another owner record holds too); nothing is stored.
+    /// - [`Error::InvalidInvite`]: the message (`invite`, or the latest batch's) has
+    ///   problems; nothing is stored.
+    /// - [`Error::Repository`] with `Side::Directory`: reading the owner, their
+    ///   community or the holders of their address failed; nothing is stored.
+    /// - [`Error::Repository`] with `Side::Store`: reading the owner's batches or
+    ///   storing the resend's batch failed, and nothing is stored; or, with either
+    ///   side, completing a registration owed failed after the batch was stored: then
+    ///   it stays pending, and [`resume`](Self::resume) sends it.
     pub async fn resend_with(
         &self,
         owner_id: &OwnerId,
@@ -102,7 +128,13 @@ impl OwnerAccess {
     /// Edit it and pass it to [`resend_with`](Self::resend_with) to change a part.
     ///
     /// # Errors
-    /// [`Error::NotFound`] for an unknown owner.
+    /// - [`Error::NotFound`]: the owner does not exist in the directory (`what` is
+    ///   `owner`), or their community does not (`community`).
+    /// - [`Error::Repository`] with `Side::Directory`: reading the owner or the
+    ///   community failed.
+    /// - [`Error::Repository`] with `Side::Store`: reading the owner's batches failed.
+    ///
+    /// Nothing is stored.
     pub async fn compose_resend(&self, owner: &OwnerId) -> Result<Invite> {
         let owner = self
             .directory

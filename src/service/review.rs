@@ -20,8 +20,16 @@ impl OwnerAccess {
     /// problem. Mints no token and changes nothing.
     ///
     /// # Errors
-    /// Only when the community does not exist or the repository fails; problems with
-    /// the invite are in [`Review::problems`].
+    /// Problems with the invite are not errors: they are in [`Review::problems`].
+    /// - [`Error::NotFound`]: the invite's community does not exist in the directory.
+    /// - [`Error::Repository`] with `Side::Directory`: reading the community, the
+    ///   selected owners or the holders of their addresses failed.
+    ///
+    /// Nothing is stored or sent, except that a registration a crashed redeem left owed
+    /// is completed first (see [`redeem`](Self::redeem)): its failure is a `Repository`
+    /// error from the store (reading or settling it) or from the directory (marking the
+    /// owner); what was completed before it stays completed, the rest waits for the
+    /// next call.
     pub async fn review(&self, invite: &Invite) -> Result<Review> {
         let community = self.community(&invite.community).await?;
         self.settle_owed().await?;
@@ -105,8 +113,14 @@ impl OwnerAccess {
     /// names and property address of the owner's record as stored now.
     ///
     /// # Errors
-    /// [`Error::InvalidInvite`] when the review's templates do not compile;
-    /// [`Error::NotFound`] when the owner is not one of the review's recipients.
+    /// - [`Error::InvalidInvite`]: the review's templates do not compile, or this
+    ///   owner's message does not render.
+    /// - [`Error::NotFound`]: the owner is not one of the review's recipients (`what`
+    ///   is `recipient`), or their record is gone from the directory (`owner`).
+    /// - [`Error::Repository`] with `Side::Directory`: reading the owner's record
+    ///   failed.
+    ///
+    /// Nothing is stored or sent.
     pub async fn preview(&self, review: &Review, owner: &OwnerId) -> Result<Preview> {
         let Some(template) = &review.template else {
             return Err(Error::InvalidInvite {

@@ -18,6 +18,18 @@ impl OwnerAccess {
     /// their invitation states (Invited, Expired, Not invited) the store's, joined
     /// here: one call for the owners, one for their states and one for the
     /// addresses, whatever the size of the community.
+    ///
+    /// # Errors
+    /// - [`Error::NotFound`]: the community does not exist in the directory.
+    /// - [`Error::Repository`] with `Side::Directory`: reading the community, its
+    ///   owners or the holders of their addresses failed.
+    /// - [`Error::Repository`] with `Side::Store`: reading the owners' invitation
+    ///   states failed.
+    ///
+    /// Only reads, except that a registration a crashed redeem left owed is completed
+    /// first (see [`redeem`](Self::redeem)): its failure is a `Repository` error from
+    /// the store (reading or settling it) or from the directory (marking the owner);
+    /// what was completed before it stays completed, the rest waits for the next call.
     pub async fn roster(&self, community: &CommunityId, filter: &OwnerFilter) -> Result<Roster> {
         self.community(community).await?;
         self.settle_owed().await?;

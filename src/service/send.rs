@@ -31,6 +31,11 @@ impl OwnerAccess {
     /// passes from a worker thread to the blocked one; that made the end-to-end send
     /// 15% slower (`benches/e2e/run.sh`).
     ///
+    /// # Errors
+    /// As [`send_with`](Self::send_with): `InvalidInvite` with nothing stored or sent;
+    /// a `Repository` error before the engine ran, with nothing sent (and the batch
+    /// stored or not, as `send_with` says).
+    ///
     /// [`MailTransport::close`]: crate::transport::MailTransport::close
     pub async fn send(&self, review: Review) -> Result<SendReport> {
         self.send_with(review, RunControl::new()).await
@@ -39,9 +44,22 @@ impl OwnerAccess {
     /// [`send`](Self::send) with progress events and a stop signal.
     ///
     /// # Errors
-    /// [`Error::InvalidInvite`] when the review has problems (nothing is stored or
-    /// sent); repository errors. Delivery failures are not errors: they are in the
-    /// report.
+    /// An `Err` means nothing was sent. Once the send engine has started, a port
+    /// failure is a stop ([`StopReason::StoreUnavailable`], naming the side) in the
+    /// report, and delivery failures are in the report too.
+    /// - [`Error::InvalidInvite`]: the review has problems; nothing is stored or sent.
+    /// - [`Error::Repository`] with `Side::Store` from storing the batch: nothing is
+    ///   stored (the batch, its activity entry and its deliveries are one step).
+    ///
+    /// Once the batch is stored, before the engine starts:
+    /// - [`Error::NotFound`]: the community is gone from the directory.
+    /// - [`Error::Repository`] with `Side::Directory`: reading the community failed.
+    /// - [`Error::Repository`] with either side: completing a registration owed (see
+    ///   [`redeem`](Self::redeem)) failed.
+    ///
+    /// In those three cases the batch stays stored with every delivery pending; it
+    /// shows in the activity feed (`BatchCreated`, with its id) and
+    /// [`resume`](Self::resume) sends it.
     pub async fn send_with(&self, review: Review, control: RunControl) -> Result<SendReport> {
         if !review.is_sendable() {
             return Err(Error::InvalidInvite {
@@ -137,6 +155,10 @@ impl OwnerAccess {
     /// with that [`SkipReason`], never sent and not failed (see
     /// [`SendReport::skipped`]). The same check runs in every send.
     ///
+    /// # Errors
+    /// As [`resume_with`](Self::resume_with): `NotFound` or a `Repository` error from
+    /// either side, before anything is sent; nothing changed.
+    ///
     /// [`SendOptions::claim_lease`]: crate::SendOptions::claim_lease
     /// [`SkipReason`]: crate::domain::SkipReason
     pub async fn resume(&self, batch: &BatchId) -> Result<SendReport> {
@@ -144,6 +166,17 @@ impl OwnerAccess {
     }
 
     /// [`resume`](Self::resume) with progress events and a stop signal.
+    ///
+    /// # Errors
+    /// An `Err` means nothing was sent and the batch is as it was; once the engine has
+    /// started, a port failure is a stop in the report.
+    /// - [`Error::NotFound`]: no batch has this id (`what` is `batch`), or its
+    ///   community is gone from the directory (`community`).
+    /// - [`Error::InvalidInvite`]: the batch's stored templates no longer compile.
+    /// - [`Error::Repository`] with `Side::Store`: reading the batch or its counts, or
+    ///   a registration owed, failed.
+    /// - [`Error::Repository`] with `Side::Directory`: reading the community, or
+    ///   marking an owner whose registration was owed, failed.
     pub async fn resume_with(&self, batch: &BatchId, control: RunControl) -> Result<SendReport> {
         let batch = self.batch(batch).await?;
         self.run_batch(batch, control, false, None).await
@@ -157,6 +190,12 @@ impl OwnerAccess {
     /// go twice (with the same Message-ID), and it stops at its next write about the
     /// batch, which the repository refuses. Nobody is counted twice.
     ///
+    /// # Errors
+    /// As [`resume_with`](Self::resume_with), and `Repository` with `Side::Store` when
+    /// ending the claims fails (then none was ended). An `Err` means nothing was sent;
+    /// one that comes after the claims were ended (reading the counts failed) leaves
+    /// them ended, so the next `resume` claims those deliveries without waiting.
+    ///
     /// [`InvitationStore::revoke_claims`]: crate::repository::InvitationStore::revoke_claims
     pub async fn resume_after_crash(
         &self,
@@ -168,6 +207,15 @@ impl OwnerAccess {
     }
 
     /// Sends again to the owners of a batch whose delivery failed: one call.
+    ///
+    /// # Errors
+    /// - [`Error::NotFound`]: no batch has this id.
+    /// - [`Error::Repository`] with `Side::Store`: reading the batch or moving its
+    ///   failed deliveries back to pending failed; nothing changed.
+    ///
+    /// After the failed deliveries are pending again, the errors of
+    /// [`resume_with`](Self::resume_with) may follow: nothing was sent, and `resume`
+    /// sends them.
     pub async fn retry_failed(&self, batch: &BatchId, control: RunControl) -> Result<SendReport> {
         let batch = self.batch(batch).await?;
         self.store

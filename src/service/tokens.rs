@@ -34,8 +34,19 @@ impl OwnerAccess {
     /// registration form (mail scanners open links, so showing must not consume).
     ///
     /// # Errors
-    /// [`Error::InvalidToken`] for empty, malformed, unknown, expired, revoked and used
-    /// tokens alike (one public message; the reason is for logs).
+    /// - [`Error::InvalidToken`]: the link does not work: empty, malformed, unknown,
+    ///   expired, revoked (a newer message was accepted, or the owner's email is no
+    ///   longer the address it was sent to), not yet recorded as sent, or used (the
+    ///   owner is registered). One public message for all; `reason` is for logs.
+    /// - [`Error::Repository`] with `Side::Store` (reading the token) or
+    ///   `Side::Directory` (reading its owner): the port failed, not the link; show
+    ///   "try again later", not "invalid link".
+    ///
+    /// Nothing changes, except that a registration a crashed redeem left owed is
+    /// completed first (see [`redeem`](Self::redeem)): its failure is a `Repository`
+    /// error from the store (reading or settling it) or from the directory (marking the
+    /// owner); what was completed before it stays completed, the rest waits for the
+    /// next call.
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken> {
         self.settle_owed().await?;
         let record = self.live_token(token).await?;
@@ -91,9 +102,20 @@ impl OwnerAccess {
     /// one `Ok`.
     ///
     /// # Errors
-    /// [`Error::InvalidToken`] as for [`verify`](Self::verify); a link whose owner's
-    /// email changed since it was sent is `Revoked`; a link whose redeem was already
-    /// answered is `AlreadyUsed`.
+    /// - [`Error::InvalidToken`]: as for [`verify`](Self::verify); a link whose owner's
+    ///   email changed since it was sent is `Revoked`; a link whose redeem was already
+    ///   answered is `AlreadyUsed`. Nothing changes.
+    /// - [`Error::Repository`] before the store spent the token (with `Side::Store`:
+    ///   reading registrations owed, the token, or spending it; with `Side::Directory`:
+    ///   reading the owner): nothing changed, the link still works.
+    /// - [`Error::Repository`] with `Side::Directory` from marking the owner
+    ///   registered: the token is spent and the registration owed. The next redeem of
+    ///   the same link completes it and answers with the registration; a verify,
+    ///   roster, review or send completes it too.
+    /// - [`Error::Repository`] with `Side::Store` from settling the registration or
+    ///   taking the answer: the owner is marked registered in the directory; the next
+    ///   redeem of the same link finishes the bookkeeping and answers with the
+    ///   registration.
     ///
     /// [`InvitationStore::answer_redeem`]: crate::repository::InvitationStore::answer_redeem
     pub async fn redeem(&self, token: &str) -> Result<Registration> {
