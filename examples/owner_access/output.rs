@@ -12,8 +12,8 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
+use owner_access::Roster;
 use owner_access::domain::{ActivityEntry, Draft};
-use owner_access::eligibility::Roster;
 use owner_access::invite::is_direction_mark;
 use owner_access::{Excluded, Review, SendReport, StopReason};
 use serde_json::{Value, json};

@@ -8,9 +8,13 @@ mod branding;
 mod community;
 mod email;
 mod ids;
-mod invitation;
 mod owner;
 mod timestamp;
+
+pub mod eligibility;
+pub mod invite;
+pub mod selection;
+pub mod token;
 
 pub use access::{AccessState, InvitationState};
 pub use activity::{ActivityEntry, ActivityKind, Page};
@@ -28,6 +32,6 @@ pub use email::{
 pub use ids::{
     BatchId, CommunityId, DraftId, InvalidId, MAX_ID_LEN, OwnerId, PropertyId, SenderId,
 };
-pub use invitation::{TokenHash, TokenRecord, TokenRejection, TokenState};
 pub use owner::{Owner, Registered};
 pub use timestamp::Timestamp;
+pub use token::{TokenHash, TokenRecord, TokenRejection, TokenState};

@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 
 use crate::domain::{AccessState, CommunityId, InvitationState, Owner, OwnerId};
-use crate::eligibility::{OwnerFilter, Roster, RosterCounts, RosterRow};
+use crate::eligibility::OwnerFilter;
 use crate::error::{Error, Result};
+use crate::screens::{Roster, RosterCounts, RosterRow};
 
 use super::{OwnerAccess, assess_with};
 

@@ -38,24 +38,6 @@ impl Selection {
         Self::of([owner])
     }
 
-    /// "Select All" of a roster as filtered: every row that is eligible. Rows that are
-    /// not eligible cannot be ticked in the product, so they are left out here.
-    pub fn all_eligible(roster: &crate::eligibility::Roster) -> Self {
-        Self::of(
-            roster
-                .rows
-                .iter()
-                .filter(|row| row.eligibility.is_eligible())
-                .map(|row| row.owner.id.clone()),
-        )
-    }
-
-    /// Every row of the roster, eligible or not (the review then lists the excluded
-    /// ones with their reasons).
-    pub fn all_rows(roster: &crate::eligibility::Roster) -> Self {
-        Self::of(roster.rows.iter().map(|row| row.owner.id.clone()))
-    }
-
     /// Ticks an owner. Returns whether it was newly added.
     pub fn select(&mut self, owner: OwnerId) -> bool {
         if self.owners.contains(&owner) {
