@@ -1,6 +1,8 @@
 //! What a host with its own owner tables writes: an `OwnerRepository` over its own
 //! SQLite schema (one the crate does not define, with its own `registered` column),
-//! beside the crate's SQLite `InvitationStore` for the workflow's state.
+//! and the crate's `SqliteStore` for the workflow's state, in the same database file:
+//! the store keeps to tables of its own (`owner_access_…`, with its version in
+//! `owner_access_schema`) beside the host's.
 //!
 //! The host implements seven methods (and may add `shared_email_holders`, to count
 //! holders in SQL, and `community_owner_ids`, to read only ids); drafts, batches, claims, tokens and the activity feed are
@@ -27,7 +29,7 @@ use owner_access::eligibility::{AccessFilter, OwnerFilter};
 use owner_access::prelude::*;
 use owner_access::repository::{EmailEdit, EmailHolder, Marked, RepoResult, RepositoryError};
 use owner_access::token::token_from_link;
-use owner_access::{InMemoryTransport, OwnerAccess, Selection, SqliteRepository, async_trait};
+use owner_access::{InMemoryTransport, OwnerAccess, Selection, SqliteStore, async_trait};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The host's schema: its names, its columns. The crate never sees this SQL.
@@ -64,6 +66,9 @@ struct HostDirectory {
 impl HostDirectory {
     fn open(path: &Path) -> rusqlite::Result<Self> {
         let db = Connection::open(path)?;
+        // The crate's store writes to the same file: wait for its write lock, as it
+        // waits for ours.
+        db.busy_timeout(std::time::Duration::from_secs(10))?;
         Ok(Self { db: Mutex::new(db) })
     }
 
@@ -444,11 +449,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         owner_access::testing::DIRECTORY_CHECKS.len()
     );
 
+    // One database: the host's tables, and the crate's store beside them (it creates
+    // its own tables on open and never touches the host's).
     let host_db = dir.path().join("host.db");
     demo(&host_db)?;
-
+    let store = Arc::new(SqliteStore::open(&host_db).await?);
     let directory = Arc::new(HostDirectory::open(&host_db)?);
-    let store = Arc::new(SqliteRepository::open(dir.path().join("invitations.db")).await?);
+    let tables: Vec<String> = directory
+        .db()
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    println!("one database: {}", tables.join(", "));
+    assert!(
+        tables.iter().any(|t| t == "units") && tables.iter().any(|t| t == "owner_access_tokens"),
+        "the host's table and the store's in one file"
+    );
     let transport = Arc::new(InMemoryTransport::new());
     let service = OwnerAccess::builder_with(directory.clone(), store, transport.clone())
         .sender("Cedar Court Portal <no-reply@cedar.example.org>")

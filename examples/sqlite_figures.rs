@@ -191,9 +191,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// changes), and checks the keys it leaves.
 async fn rekey_figure(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     const EARLIER: [&str; 3] = [
-        include_str!("../src/adapters/sqlite/0001_initial.sql"),
-        include_str!("../src/adapters/sqlite/0002_invite_sender.sql"),
-        include_str!("../src/adapters/sqlite/0003_text_from_html.sql"),
+        include_str!("../src/adapters/sqlite/schema/legacy/0001_initial.sql"),
+        include_str!("../src/adapters/sqlite/schema/legacy/0002_invite_sender.sql"),
+        include_str!("../src/adapters/sqlite/schema/legacy/0003_text_from_html.sql"),
     ];
     let owners = COMMUNITIES * PER_COMMUNITY;
     {

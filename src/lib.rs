@@ -97,7 +97,7 @@ pub use adapters::outbox::FileOutbox;
 pub use adapters::smtp::{SmtpSettings, SmtpTransport};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
-pub use adapters::sqlite::SqliteRepository;
+pub use adapters::sqlite::{SqliteDirectory, SqliteRepository, SqliteStore};
 pub use async_trait::async_trait;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use dispatch::{DEFAULT_CLAIM_LEASE, RetryPolicy, SendOptions, UNREACHABLE_RUNS};

@@ -89,6 +89,20 @@ pub enum RepositoryError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A name the adapter needs for its own tables (for SQLite, a table, index or
+    /// trigger named `owner_access_…`) is taken by another object in the database: a
+    /// host's table, view or index of that name, or a table of another shape. Nothing
+    /// was changed. Rename or drop the host's object, or keep the crate's state in
+    /// another database; the same call fails until then.
+    #[error(
+        "{store}: the name `{name}` that owner-access needs for its tables is taken by another object; nothing was changed"
+    )]
+    NameTaken {
+        /// The adapter.
+        store: String,
+        /// The name that is taken.
+        name: String,
+    },
     /// Any other failure of the adapter (for SQLite, for example, a missing table).
     #[error("{store} failed")]
     Backend {

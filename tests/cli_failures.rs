@@ -78,7 +78,8 @@ fn a_held_write_lock_says_database_is_locked() {
 fn a_dropped_table_is_named() {
     let s = Session::new().imported();
     let conn = rusqlite::Connection::open(s.path("state.db")).unwrap();
-    conn.execute_batch("DROP TABLE activity").unwrap();
+    conn.execute_batch("DROP TABLE owner_access_activity")
+        .unwrap();
     drop(conn);
     let out = s.run(&["activity", "--community", "maple"]);
     let err = stderr(&out);
@@ -87,7 +88,10 @@ fn a_dropped_table_is_named() {
         err.contains("error: the invitation store failed: "),
         "{err}"
     );
-    assert!(err.contains("no such table: activity"), "{err}");
+    assert!(
+        err.contains("no such table: owner_access_activity"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -48,7 +48,7 @@ fn none_work(s: &Session, links: &[String]) -> bool {
 fn open_batch(s: &Session) -> String {
     let conn = rusqlite::Connection::open(s.path("state.db")).unwrap();
     conn.query_row(
-        "SELECT DISTINCT batch FROM deliveries WHERE state <> 'sent'",
+        "SELECT DISTINCT batch FROM owner_access_deliveries WHERE state <> 'sent'",
         [],
         |r| r.get(0),
     )
@@ -174,7 +174,7 @@ fn a_sender_killed_between_claim_and_send_leaves_every_link_working() {
     loop {
         let claimed: i64 = conn
             .query_row(
-                "SELECT count(*) FROM deliveries WHERE state = 'claimed'",
+                "SELECT count(*) FROM owner_access_deliveries WHERE state = 'claimed'",
                 [],
                 |r| r.get(0),
             )
@@ -189,7 +189,7 @@ fn a_sender_killed_between_claim_and_send_leaves_every_link_working() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let tokens: i64 = conn
-        .query_row("SELECT count(*) FROM tokens", [], |r| r.get(0))
+        .query_row("SELECT count(*) FROM owner_access_tokens", [], |r| r.get(0))
         .unwrap();
     assert_eq!(
         tokens, 10,

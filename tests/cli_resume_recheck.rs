@@ -132,7 +132,7 @@ fn resume_skips_owners_who_moved_changed_address_registered_or_now_share_it() {
     // Stored as skipped with the reason, in the file.
     let conn = rusqlite::Connection::open(s.path("state.db")).unwrap();
     let mut stored: Vec<(String, String, Option<String>)> = conn
-        .prepare("SELECT owner, state, skip_reason FROM deliveries WHERE batch = ?1 ORDER BY owner")
+        .prepare("SELECT owner, state, skip_reason FROM owner_access_deliveries WHERE batch = ?1 ORDER BY owner")
         .unwrap()
         .query_map([&batch], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .unwrap()

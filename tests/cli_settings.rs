@@ -101,8 +101,10 @@ fn whole_text() -> impl Strategy<Value = String> {
 
 fn batches(s: &Session) -> i64 {
     let conn = rusqlite::Connection::open(s.path("state.db")).unwrap();
-    conn.query_row("SELECT count(*) FROM batches", [], |r| r.get(0))
-        .unwrap()
+    conn.query_row("SELECT count(*) FROM owner_access_batches", [], |r| {
+        r.get(0)
+    })
+    .unwrap()
 }
 
 /// A community with one eligible owner, so a valid rate never waits for a second

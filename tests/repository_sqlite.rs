@@ -1,6 +1,7 @@
 //! `SqliteRepository` on real files in a temp dir: the conformance suite (directly and
 //! through trait objects), reopening, races between handles of one file, tokens never
-//! stored in the clear, and refusing corrupt or foreign files without touching them.
+//! stored in the clear, refusing corrupt or newer files and ones where a name the crate
+//! needs is taken without touching them, and a host's file getting the crate's tables.
 #![cfg(all(feature = "sqlite", feature = "testing"))]
 
 use std::path::{Path, PathBuf};
@@ -459,24 +460,52 @@ async fn a_damaged_owner_access_file_is_refused_unchanged() {
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
 }
 
+/// A file of another application is not refused for having tables of its own: the
+/// crate's prefixed tables go in beside them, and its tables, rows, `application_id`
+/// and `user_version` stay as they were.
 #[tokio::test]
-async fn another_applications_database_is_refused_unchanged() {
+async fn another_applications_database_gets_the_crates_tables_beside_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("accounting.db");
+    let invoices = || -> Vec<(i64, i64)> {
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .prepare("SELECT id, amount FROM invoices ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let pragmas = || -> (i64, i64) {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        (
+            conn.query_row("PRAGMA application_id", [], |r| r.get(0))
+                .unwrap(),
+            conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap(),
+        )
+    };
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
-            "CREATE TABLE invoices (id INTEGER PRIMARY KEY, amount INTEGER);
+            "PRAGMA application_id = 0x41434354; PRAGMA user_version = 3;
+             CREATE TABLE invoices (id INTEGER PRIMARY KEY, amount INTEGER);
              INSERT INTO invoices (amount) VALUES (100), (250);",
         )
         .unwrap();
     }
-    let bytes = std::fs::read(&path).unwrap();
-    let message = corrupt_message(SqliteRepository::open(&path).await);
-    assert!(message.contains("another application"), "{message}");
-    assert!(message.contains("invoices"), "{message}");
-    assert_eq!(std::fs::read(&path).unwrap(), bytes);
-    assert!(!dir.path().join("accounting.db-wal").exists());
+    let before = (invoices(), pragmas());
+    let repo = seeded(&path, 3).await;
+    assert_eq!(
+        repo.community_owners(&community(), &OwnerFilter::all())
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    drop(repo);
+    assert_eq!((invoices(), pragmas()), before);
 }
 
 #[tokio::test]
@@ -505,8 +534,9 @@ fn names_in(dir: &std::path::Path) -> Vec<String> {
     names
 }
 
-/// A WAL-mode file that is refused gets no `-wal` or `-shm` beside it: a read-only
-/// connection would create both, so the file is probed as immutable.
+/// A WAL-mode file that is refused (a name the crate needs taken, a newer schema)
+/// gets no `-wal` or `-shm` beside it: a read-only connection would create both, so
+/// the file is probed as immutable.
 #[tokio::test]
 async fn a_refused_wal_file_gets_no_files_beside_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -514,8 +544,11 @@ async fn a_refused_wal_file_gets_no_files_beside_it() {
     {
         let conn = rusqlite::Connection::open(&foreign).unwrap();
         conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-        conn.execute_batch("CREATE TABLE invoices (id INTEGER PRIMARY KEY);")
-            .unwrap();
+        conn.execute_batch(
+            "CREATE TABLE invoices (id INTEGER PRIMARY KEY);
+             CREATE VIEW owner_access_owners AS SELECT id FROM invoices;",
+        )
+        .unwrap();
     }
     let newer = dir.path().join("newer.db");
     drop(seeded(&newer, 1).await);
@@ -528,8 +561,11 @@ async fn a_refused_wal_file_gets_no_files_beside_it() {
         std::fs::read(&foreign).unwrap(),
         std::fs::read(&newer).unwrap(),
     );
-    let message = corrupt_message(SqliteRepository::open(&foreign).await);
-    assert!(message.contains("another application"), "{message}");
+    let taken = SqliteRepository::open(&foreign).await;
+    assert!(
+        matches!(&taken, Err(RepositoryError::NameTaken { name, .. }) if name == "owner_access_owners"),
+        "{taken:?}"
+    );
     let message = corrupt_message(SqliteRepository::open(&newer).await);
     assert!(message.contains("newer owner-access"), "{message}");
     assert_eq!(names_in(dir.path()), ["accounting.db", "newer.db"]);
@@ -643,47 +679,49 @@ async fn the_schema_itself_refuses_a_second_live_invitation_a_duplicate_hash_and
         result.unwrap_err().to_string()
     };
     // A second live invitation for an owner who has one; a second open one of a batch.
-    let e =
-        refused("INSERT INTO invitations (owner, batch, state) VALUES ('o00000', 'other', 'live')");
+    let e = refused(
+        "INSERT INTO owner_access_invitations (owner, batch, state) VALUES ('o00000', 'other', 'live')",
+    );
     assert!(e.contains("UNIQUE"), "{e}");
     let e = refused(&format!(
-        "INSERT INTO invitations (owner, batch, state) VALUES ('o00000', '{batch}', 'pending')"
+        "INSERT INTO owner_access_invitations (owner, batch, state) VALUES ('o00000', '{batch}', 'pending')"
     ));
     assert!(e.contains("UNIQUE"), "{e}");
     // A pending invitation of another batch coexists with the live one; a live token
     // cannot join it, and it cannot become live while the other is.
     conn.execute_batch(
-        "INSERT INTO invitations (owner, batch, state) VALUES ('o00000', 'newer', 'pending')",
+        "INSERT INTO owner_access_invitations (owner, batch, state) VALUES ('o00000', 'newer', 'pending')",
     )
     .unwrap();
     let e = refused(
-        "INSERT INTO tokens (hash, invitation, issued_at, expires_at, state)
-         SELECT randomblob(32), id, 0, 1, 'live' FROM invitations
+        "INSERT INTO owner_access_tokens (hash, invitation, issued_at, expires_at, state)
+         SELECT randomblob(32), id, 0, 1, 'live' FROM owner_access_invitations
           WHERE owner = 'o00000' AND batch = 'newer'",
     );
     assert!(e.contains("live invitation"), "{e}");
-    let e =
-        refused("UPDATE invitations SET state = 'live' WHERE owner = 'o00000' AND batch = 'newer'");
+    let e = refused(
+        "UPDATE owner_access_invitations SET state = 'live' WHERE owner = 'o00000' AND batch = 'newer'",
+    );
     assert!(e.contains("UNIQUE"), "{e}");
     // A token hash stored twice.
     let e = refused(
-        "INSERT INTO tokens (hash, invitation, issued_at, expires_at, state)
-         SELECT hash, invitation, issued_at, expires_at, 'live' FROM tokens LIMIT 1",
+        "INSERT INTO owner_access_tokens (hash, invitation, issued_at, expires_at, state)
+         SELECT hash, invitation, issued_at, expires_at, 'live' FROM owner_access_tokens LIMIT 1",
     );
     assert!(e.contains("UNIQUE"), "{e}");
     // A live token in a closed invitation; a revoked token made live again.
     conn.execute_batch(
-        "UPDATE invitations SET state = 'closed', closed_at = 1 WHERE owner = 'o00000'",
+        "UPDATE owner_access_invitations SET state = 'closed', closed_at = 1 WHERE owner = 'o00000'",
     )
     .unwrap();
     let e = refused(
-        "INSERT INTO tokens (hash, invitation, issued_at, expires_at, state)
-         SELECT zeroblob(32), id, 0, 1, 'live' FROM invitations WHERE owner = 'o00000' LIMIT 1",
+        "INSERT INTO owner_access_tokens (hash, invitation, issued_at, expires_at, state)
+         SELECT zeroblob(32), id, 0, 1, 'live' FROM owner_access_invitations WHERE owner = 'o00000' LIMIT 1",
     );
     assert!(e.contains("live invitation"), "{e}");
     let revoked: String = conn
         .query_row(
-            "SELECT t.state FROM tokens t JOIN invitations i ON i.id = t.invitation
+            "SELECT t.state FROM owner_access_tokens t JOIN owner_access_invitations i ON i.id = t.invitation
              WHERE i.owner = 'o00000'",
             [],
             |r| r.get(0),
@@ -694,17 +732,17 @@ async fn the_schema_itself_refuses_a_second_live_invitation_a_duplicate_hash_and
         "closing an invitation revokes its tokens"
     );
     refused(
-        "UPDATE tokens SET state = 'live', state_at = NULL
-         WHERE invitation IN (SELECT id FROM invitations WHERE owner = 'o00000')",
+        "UPDATE owner_access_tokens SET state = 'live', state_at = NULL
+         WHERE invitation IN (SELECT id FROM owner_access_invitations WHERE owner = 'o00000')",
     );
     // A closed invitation never reopens.
     let e = refused(
-        "UPDATE invitations SET state = 'pending', closed_at = NULL WHERE owner = 'o00000'",
+        "UPDATE owner_access_invitations SET state = 'pending', closed_at = NULL WHERE owner = 'o00000'",
     );
     assert!(e.contains("only moves"), "{e}");
     // A second delivery for one (batch, owner).
     let e = refused(&format!(
-        "INSERT INTO deliveries (batch, owner, to_addr, state) VALUES ('{batch}', 'o00001', 'x@example.org', 'pending')"
+        "INSERT INTO owner_access_deliveries (batch, owner, to_addr, state) VALUES ('{batch}', 'o00001', 'x@example.org', 'pending')"
     ));
     assert!(e.contains("UNIQUE") || e.contains("PRIMARY"), "{e}");
 }

@@ -177,7 +177,9 @@ async fn a_dropped_table_is_named() {
     let path = dir.path().join("state.db");
     let repo = SqliteRepository::open(&path).await.unwrap();
     let other = rusqlite::Connection::open(&path).unwrap();
-    other.execute_batch("DROP TABLE activity").unwrap();
+    other
+        .execute_batch("DROP TABLE owner_access_activity")
+        .unwrap();
     let err = repo
         .activity(&CommunityId::new("maple").unwrap(), Page::first(10))
         .await
@@ -185,7 +187,8 @@ async fn a_dropped_table_is_named() {
     let text = chain(&err);
     assert!(matches!(err, RepositoryError::Backend { .. }), "{text:?}");
     assert!(
-        text.iter().any(|t| t.contains("no such table: activity")),
+        text.iter()
+            .any(|t| t.contains("no such table: owner_access_activity")),
         "{text:?}"
     );
     assert!(sqlite_code(&err).is_some(), "{text:?}");

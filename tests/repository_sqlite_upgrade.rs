@@ -11,8 +11,10 @@ use owner_access::prelude::*;
 /// plain SQL, no code of this build involved.
 fn version_one_file(path: &std::path::Path) {
     let conn = rusqlite::Connection::open(path).unwrap();
-    conn.execute_batch(include_str!("../src/adapters/sqlite/0001_initial.sql"))
-        .unwrap();
+    conn.execute_batch(include_str!(
+        "../src/adapters/sqlite/schema/legacy/0001_initial.sql"
+    ))
+    .unwrap();
     conn.pragma_update(None, "application_id", 0x4F41_6363_i64)
         .unwrap();
     conn.pragma_update(None, "user_version", 1).unwrap();

@@ -15,9 +15,9 @@ use owner_access::{Error, InMemoryTransport, OwnerAccess};
 
 /// The SQL of the schema versions before the re-key, in order.
 const EARLIER_SCHEMA: [&str; 3] = [
-    include_str!("../src/adapters/sqlite/0001_initial.sql"),
-    include_str!("../src/adapters/sqlite/0002_invite_sender.sql"),
-    include_str!("../src/adapters/sqlite/0003_text_from_html.sql"),
+    include_str!("../src/adapters/sqlite/schema/legacy/0001_initial.sql"),
+    include_str!("../src/adapters/sqlite/schema/legacy/0002_invite_sender.sql"),
+    include_str!("../src/adapters/sqlite/schema/legacy/0003_text_from_html.sql"),
 ];
 
 /// (owner id, primary email) as the host stored them.
@@ -69,10 +69,12 @@ fn write_earlier_file(path: &Path, version: usize) {
     }
 }
 
-fn stored_keys(path: &Path) -> Vec<(String, Option<String>)> {
+/// Each owner's stored key, from `table` (`owners` before the file is opened,
+/// `owner_access_owners` after).
+fn stored_keys(path: &Path, table: &str) -> Vec<(String, Option<String>)> {
     let conn = rusqlite::Connection::open(path).unwrap();
     let mut stmt = conn
-        .prepare("SELECT id, email_key FROM owners ORDER BY rowid")
+        .prepare(&format!("SELECT id, email_key FROM {table} ORDER BY rowid"))
         .unwrap();
     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
@@ -95,7 +97,7 @@ async fn rekeyed_from(version: usize) {
     let path = dir.path().join(format!("v{version}.db"));
     write_earlier_file(&path, version);
     // The earlier keys saw no sharing among the pairs.
-    let before = stored_keys(&path);
+    let before = stored_keys(&path, "owners");
     assert_ne!(before[0].1, before[1].1);
 
     let repo = SqliteRepository::open(&path).await.unwrap();
@@ -105,7 +107,7 @@ async fn rekeyed_from(version: usize) {
         .unwrap();
     assert_eq!(version, SCHEMA_VERSION);
     const { assert!(SCHEMA_VERSION >= 2) };
-    let after = stored_keys(&path);
+    let after = stored_keys(&path, "owner_access_owners");
     let want: Vec<(String, Option<String>)> = OWNERS
         .iter()
         .map(|(id, email)| {
@@ -162,9 +164,9 @@ async fn rekeyed_from(version: usize) {
     drop(repo);
 
     // Opening again changes nothing more, and the file is sound.
-    let bytes_keys = stored_keys(&path);
+    let bytes_keys = stored_keys(&path, "owner_access_owners");
     let again = SqliteRepository::open(&path).await.unwrap();
-    assert_eq!(stored_keys(&path), bytes_keys);
+    assert_eq!(stored_keys(&path, "owner_access_owners"), bytes_keys);
     let holders = again
         .email_holders(&["q@example.org".into()])
         .await

@@ -45,10 +45,12 @@ fn user_version(path: &Path) -> i64 {
         .unwrap()
 }
 
-fn owner_columns(path: &Path) -> Vec<String> {
+/// The columns of the owners' table: `owners` in the whole-file schema,
+/// `owner_access_owners` once the file is in parts.
+fn owner_columns(path: &Path, table: &str) -> Vec<String> {
     let conn = rusqlite::Connection::open(path).unwrap();
     let mut stmt = conn
-        .prepare("SELECT name FROM pragma_table_info('owners')")
+        .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
         .unwrap();
     stmt.query_map([], |r| r.get(0))
         .unwrap()
@@ -74,10 +76,10 @@ async fn a_schema_12_file_keeps_every_owners_invitation_history() {
     let dir = tempfile::tempdir().unwrap();
     let path = copy_of_fixture(dir.path());
     assert_eq!(user_version(&path), 12, "the fixture is of schema 12");
-    assert!(owner_columns(&path).contains(&"invited_count".to_owned()));
+    assert!(owner_columns(&path, "owners").contains(&"invited_count".to_owned()));
     let repo = SqliteRepository::open(&path).await.unwrap();
     assert_eq!(user_version(&path), SCHEMA_VERSION);
-    let columns = owner_columns(&path);
+    let columns = owner_columns(&path, "owner_access_owners");
     assert!(
         columns.contains(&"registered".to_owned()) && !columns.contains(&"access".to_owned()),
         "the owners keep only the host's fields: {columns:?}"

@@ -5,7 +5,8 @@
 //! | [`InMemoryRepository`](memory::InMemoryRepository) | [`OwnerRepository`](crate::OwnerRepository) | demos, small deployments, tests |
 //! | [`InMemoryTransport`](memory::InMemoryTransport) | [`MailTransport`](crate::MailTransport) | tests: records messages, injects faults |
 //! | [`FileOutbox`](outbox::FileOutbox) | [`MailTransport`](crate::MailTransport) | one `.eml` file per message |
-//! | `SqliteRepository` (`sqlite::SqliteRepository`, feature `sqlite`) | [`OwnerRepository`](crate::OwnerRepository) | a durable store in one SQLite file |
+//! | `SqliteRepository` (`sqlite::SqliteRepository`, feature `sqlite`) | [`OwnerRepository`](crate::OwnerRepository), [`InvitationStore`](crate::InvitationStore) | both ports, durable, in one SQLite file |
+//! | `SqliteDirectory`, `SqliteStore` (`sqlite::…`, feature `sqlite`) | [`OwnerRepository`](crate::OwnerRepository); [`InvitationStore`](crate::InvitationStore) | one part each, in tables of its own, in a file that may hold the other and a host's tables |
 //! | `SmtpTransport` (`smtp::SmtpTransport`, feature `smtp`) | [`MailTransport`](crate::MailTransport) | delivery through an SMTP server |
 
 pub mod memory;

@@ -1,4 +1,4 @@
-//! The connections of a [`SqliteRepository`](super::SqliteRepository): opening a file
+//! The connections of a [`SqliteHandle`](super::SqliteHandle): opening a file
 //! (the probe that reads it before touching it, WAL mode, the migrations), the one
 //! writer, the pool of read-only readers, the busy time-out, and the side files
 //! SQLite keeps beside a WAL-mode database.
@@ -11,8 +11,9 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
 use super::fail::{Fail, Message, Res, classify};
+use super::parts::Parts;
 use super::rows::Db;
-use super::schema::{check_identity, identity, migrate};
+use super::schema::{Part, identity, migrate, plan};
 use crate::repository::{RepoResult, RepositoryError};
 
 /// How long a call waits for another connection's write lock before giving up with
@@ -23,6 +24,8 @@ pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) const MAX_IDLE_READERS: usize = 4;
 
 pub(super) struct Inner {
+    /// How the handle names itself ([`Parts::NAME`]).
+    pub(super) name: &'static str,
     pub(super) path: PathBuf,
     pub(super) writer: Mutex<Connection>,
     pub(super) readers: Mutex<Vec<Connection>>,
@@ -31,7 +34,7 @@ pub(super) struct Inner {
 
 impl Inner {
     pub(super) fn store(&self) -> String {
-        format!("SQLite repository {}", self.path.display())
+        format!("{} {}", self.name, self.path.display())
     }
 
     pub(super) fn fail(&self, e: Fail) -> RepositoryError {
@@ -41,15 +44,22 @@ impl Inner {
         }
     }
 
-    pub(super) fn open(path: PathBuf) -> RepoResult<Inner> {
-        let store = format!("SQLite repository {}", path.display());
+    /// Opens `path` for the parts `P` names: probes an existing file, sets up the
+    /// writer (WAL mode, foreign keys, full sync) and migrates the parts.
+    pub(super) fn open<P: Parts>(path: PathBuf) -> RepoResult<Inner> {
+        let parts: Vec<Part> = [(P::DIRECTORY, Part::Directory), (P::STORE, Part::Store)]
+            .into_iter()
+            .filter_map(|(wanted, part)| wanted.then_some(part))
+            .collect();
+        let store = format!("{} {}", P::NAME, path.display());
         let sql = |e| classify(&store, e);
         let has_content = std::fs::metadata(&path)
             .map(|m| m.len() > 0)
             .unwrap_or(false);
         if has_content {
-            // Look before touching: a foreign or damaged file is refused unchanged.
-            probe(&path).map_err(|e| match e {
+            // Look before touching: a damaged or newer file, or one where a name a
+            // part needs is taken, is refused unchanged.
+            probe(&path, &store, &parts).map_err(|e| match e {
                 Fail::Repo(e) => e,
                 Fail::Sql(e)
                     if e.sqlite_error_code().is_some_and(|c| {
@@ -88,11 +98,12 @@ impl Inner {
         writer
             .execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")
             .map_err(sql)?;
-        migrate(&path, &mut writer).map_err(|e| match e {
+        migrate(&path, &store, &mut writer, &parts).map_err(|e| match e {
             Fail::Repo(e) => e,
             Fail::Sql(e) => sql(e),
         })?;
         Ok(Inner {
+            name: P::NAME,
             path,
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
@@ -173,11 +184,17 @@ impl Inner {
 /// (no locks, no side files). When they exist (another connection has the file open,
 /// or one crashed), the file is read through them, and any that this read created is
 /// removed if the file is refused.
-pub(super) fn probe(path: &Path) -> Res<()> {
+pub(super) fn probe(path: &Path, store: &str, parts: &[Part]) -> Res<()> {
     let sides = side_files(path);
     let existed: Vec<bool> = sides.iter().map(|p| p.exists()).collect();
     let result = if existed.iter().any(|e| *e) {
-        probe_with(path, path.as_os_str().to_owned(), OpenFlags::empty())
+        probe_with(
+            path,
+            store,
+            parts,
+            path.as_os_str().to_owned(),
+            OpenFlags::empty(),
+        )
     } else {
         // `file:///abs` (an empty authority) for an absolute path, so that one that
         // starts with `//` is not read as a host name.
@@ -190,7 +207,7 @@ pub(super) fn probe(path: &Path) -> Res<()> {
         let mut uri = std::ffi::OsString::from(prefix);
         uri.push(encoded);
         uri.push("?mode=ro&immutable=1");
-        probe_with(path, uri, OpenFlags::SQLITE_OPEN_URI)
+        probe_with(path, store, parts, uri, OpenFlags::SQLITE_OPEN_URI)
     };
     if result.is_err() {
         for (side, existed) in sides.iter().zip(existed) {
@@ -202,14 +219,20 @@ pub(super) fn probe(path: &Path) -> Res<()> {
     result
 }
 
-pub(super) fn probe_with(path: &Path, name: std::ffi::OsString, flags: OpenFlags) -> Res<()> {
+pub(super) fn probe_with(
+    path: &Path,
+    store: &str,
+    parts: &[Part],
+    name: std::ffi::OsString,
+    flags: OpenFlags,
+) -> Res<()> {
     let conn = Connection::open_with_flags(
         name,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | flags,
     )?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     let id = identity(&conn)?;
-    check_identity(path, &id)
+    plan(path, store, &id, parts).map(drop)
 }
 
 /// The files SQLite keeps beside a WAL-mode database.

@@ -8,9 +8,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use async_trait::async_trait;
 use rusqlite::TransactionBehavior;
 
-use super::SqliteRepository;
+use super::SqliteHandle;
 use super::connection::Inner;
 use super::fail::{Fail, Message, Res, bad_row, not_found, precondition};
+use super::parts::HoldsDirectory;
 use super::rows::{
     COMMUNITY_COLUMNS, Db, OWNER_COLUMNS, json_array, json_list, read_community, read_id,
     read_owner, registered_columns, ts,
@@ -29,18 +30,18 @@ use crate::repository::{
 /// Every holder of the keys in `?1` (a JSON array).
 pub(super) const EMAIL_HOLDERS: &str = "SELECT o.email_key, o.id, o.property
      FROM (SELECT DISTINCT value AS key FROM json_each(?1)) k
-     JOIN owners o ON o.email_key = k.key";
+     JOIN owner_access_owners o ON o.email_key = k.key";
 
 /// The holders of the keys in `?1` that another owner holds too. The second holder is
 /// looked for in the email_key index (rowids are in it), so a key held once costs two
 /// index probes and returns nothing.
 pub(super) const SHARED_EMAIL_HOLDERS: &str = "SELECT o.email_key, o.id, o.property
      FROM (SELECT DISTINCT value AS key FROM json_each(?1)) k
-     JOIN owners o ON o.email_key = k.key
-     WHERE EXISTS (SELECT 1 FROM owners o2
+     JOIN owner_access_owners o ON o.email_key = k.key
+     WHERE EXISTS (SELECT 1 FROM owner_access_owners o2
                    WHERE o2.email_key = k.key AND o2.rowid <> o.rowid)";
 
-impl SqliteRepository {
+impl<P: HoldsDirectory> SqliteHandle<P> {
     /// The holders of the keys (passed through `delivered_key` here) that `sql` selects as
     /// (email_key, id, property), with the keys as a JSON array in `?1`.
     async fn holders(&self, keys: &[String], sql: &'static str) -> RepoResult<Vec<EmailHolder>> {
@@ -59,7 +60,7 @@ impl SqliteRepository {
 }
 
 #[async_trait]
-impl OwnerDirectory for SqliteRepository {
+impl<P: HoldsDirectory> OwnerDirectory for SqliteHandle<P> {
     async fn upsert_community(&self, community: &Community) -> RepoResult<()> {
         let c = community.clone();
         self.write(move |db| put_community(db, &c)).await
@@ -67,7 +68,7 @@ impl OwnerDirectory for SqliteRepository {
 
     async fn upsert_owners(&self, owners: &[Owner], now: Timestamp) -> RepoResult<()> {
         let owners = owners.to_vec();
-        self.write(move |db| upsert_owners_in(db, &owners, now))
+        self.write(move |db| upsert_owners_in(db, &owners, now, P::STORE))
             .await
     }
 
@@ -79,7 +80,7 @@ impl OwnerDirectory for SqliteRepository {
         let (steps, queue) = std::sync::mpsc::sync_channel(1);
         let (ready, begun) = tokio::sync::oneshot::channel();
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.import(now, queue, ready));
+        tokio::task::spawn_blocking(move || inner.import(now, P::STORE, queue, ready));
         let store = self.to_string();
         begun.await.map_err(|_| session_ended(&store))??;
         Ok(Box::new(SqliteImport {
@@ -90,12 +91,12 @@ impl OwnerDirectory for SqliteRepository {
 }
 
 #[async_trait]
-impl OwnerRepository for SqliteRepository {
+impl<P: HoldsDirectory> OwnerRepository for SqliteHandle<P> {
     async fn community(&self, id: &CommunityId) -> RepoResult<Option<Community>> {
         let id = id.clone();
         self.read(move |db| {
             db.row(
-                &format!("SELECT {COMMUNITY_COLUMNS} FROM communities WHERE id = ?1"),
+                &format!("SELECT {COMMUNITY_COLUMNS} FROM owner_access_communities WHERE id = ?1"),
                 [id.as_str()],
                 read_community,
             )
@@ -106,7 +107,7 @@ impl OwnerRepository for SqliteRepository {
     async fn communities(&self) -> RepoResult<Vec<Community>> {
         self.read(|db| {
             db.rows(
-                &format!("SELECT {COMMUNITY_COLUMNS} FROM communities ORDER BY id"),
+                &format!("SELECT {COMMUNITY_COLUMNS} FROM owner_access_communities ORDER BY id"),
                 [],
                 read_community,
             )
@@ -120,7 +121,7 @@ impl OwnerRepository for SqliteRepository {
         self.read(move |db| {
             db.rows_at_most(
                 &format!(
-                    "SELECT {OWNER_COLUMNS} FROM owners
+                    "SELECT {OWNER_COLUMNS} FROM owner_access_owners
                      WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY id"
                 ),
                 [ids],
@@ -149,7 +150,7 @@ impl OwnerRepository for SqliteRepository {
             };
             let owners = db.rows(
                 &format!(
-                    "SELECT {OWNER_COLUMNS} FROM owners WHERE community = ?1{registered}{email}"
+                    "SELECT {OWNER_COLUMNS} FROM owner_access_owners WHERE community = ?1{registered}{email}"
                 ),
                 [community.as_str()],
                 read_owner,
@@ -182,7 +183,7 @@ impl OwnerRepository for SqliteRepository {
         let community = community.clone();
         self.read(move |db| {
             db.rows(
-                &format!("SELECT id FROM owners WHERE community = ?1{registered}"),
+                &format!("SELECT id FROM owner_access_owners WHERE community = ?1{registered}"),
                 [community.as_str()],
                 |r| read_id!(OwnerId, r.get::<_, String>(0)?, "owners.id"),
             )
@@ -230,7 +231,7 @@ impl OwnerRepository for SqliteRepository {
             }
             let holders = db.rows(
                 "SELECT o.email_key, o.id FROM (SELECT DISTINCT value AS key FROM json_each(?1)) k
-                 JOIN owners o ON o.email_key = k.key ORDER BY o.email_key, o.id",
+                 JOIN owner_access_owners o ON o.email_key = k.key ORDER BY o.email_key, o.id",
                 [json_list(taken.keys().map(String::as_str))],
                 |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
             )?;
@@ -251,7 +252,7 @@ impl OwnerRepository for SqliteRepository {
                     changed.push(id.clone());
                 }
                 db.exec(
-                    "UPDATE owners SET primary_email = ?2, email_key = ?3 WHERE id = ?1",
+                    "UPDATE owner_access_owners SET primary_email = ?2, email_key = ?3 WHERE id = ?1",
                     rusqlite::params![id.as_str(), owner.primary_email, owner.email_key()],
                 )?;
             }
@@ -270,7 +271,7 @@ impl OwnerRepository for SqliteRepository {
         let key = delivered_key(sent_to);
         self.write(move |db| {
             let Some(mut stored) = db.row(
-                &format!("SELECT {OWNER_COLUMNS} FROM owners WHERE id = ?1"),
+                &format!("SELECT {OWNER_COLUMNS} FROM owner_access_owners WHERE id = ?1"),
                 [owner.as_str()],
                 read_owner,
             )?
@@ -282,7 +283,7 @@ impl OwnerRepository for SqliteRepository {
             }
             if !stored.is_registered() {
                 db.exec(
-                    "UPDATE owners SET registered = 1, registered_at = ?2 WHERE id = ?1",
+                    "UPDATE owner_access_owners SET registered = 1, registered_at = ?2 WHERE id = ?1",
                     rusqlite::params![stored.id.as_str(), ts(at)?],
                 )?;
                 stored.registered = Some(Registered { at: Some(at) });
@@ -296,7 +297,7 @@ impl OwnerRepository for SqliteRepository {
 pub(super) fn put_owner(db: &Db<'_>, owner: &Owner) -> Res<()> {
     let (registered, registered_at) = registered_columns(owner.registered.as_ref())?;
     db.exec(
-        "INSERT INTO owners (id, community, property, first_name, last_name, property_address, \
+        "INSERT INTO owner_access_owners (id, community, property, first_name, last_name, property_address, \
              primary_email, email_key, registered, registered_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (id) DO UPDATE SET
@@ -324,7 +325,7 @@ pub(super) fn put_owner(db: &Db<'_>, owner: &Owner) -> Res<()> {
 pub(super) fn owners_by_id(db: &Db<'_>, ids: &[&str]) -> Res<HashMap<OwnerId, Owner>> {
     let owners = db.rows(
         &format!(
-            "SELECT {OWNER_COLUMNS} FROM owners WHERE id IN (SELECT value FROM json_each(?1))"
+            "SELECT {OWNER_COLUMNS} FROM owner_access_owners WHERE id IN (SELECT value FROM json_each(?1))"
         ),
         [json_list(ids.iter().copied())],
         read_owner,
@@ -334,7 +335,7 @@ pub(super) fn owners_by_id(db: &Db<'_>, ids: &[&str]) -> Res<HashMap<OwnerId, Ow
 
 pub(super) fn put_community(db: &Db<'_>, c: &Community) -> Res<()> {
     db.exec(
-        "INSERT INTO communities (id, name, reply_to, time_zone, logo_url, accent_color)
+        "INSERT INTO owner_access_communities (id, name, reply_to, time_zone, logo_url, accent_color)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (id) DO UPDATE SET name = excluded.name, reply_to = excluded.reply_to,
              time_zone = excluded.time_zone, logo_url = excluded.logo_url,
@@ -352,13 +353,23 @@ pub(super) fn put_community(db: &Db<'_>, c: &Community) -> Res<()> {
 }
 
 /// `upsert_owners` inside a transaction: each owner merged onto the stored one.
-pub(super) fn upsert_owners_in(db: &Db<'_>, owners: &[Owner], now: Timestamp) -> Res<()> {
+///
+/// `revoke`: the store part is in this handle, so an owner whose address changes has
+/// their open invitations closed (their links revoked) in the same transaction. A
+/// directory alone leaves the store alone: a link works only while the owner's
+/// address is the one it was sent to, which the store checks when the link is used.
+pub(super) fn upsert_owners_in(
+    db: &Db<'_>,
+    owners: &[Owner],
+    now: Timestamp,
+    revoke: bool,
+) -> Res<()> {
     let now = ts(now)?;
     let ids: Vec<&str> = owners.iter().map(|o| o.id.as_str()).collect();
     let mut stored = owners_by_id(db, &ids)?;
     for incoming in owners {
         let (merged, email_changed) = Owner::merge_from_host(stored.get(&incoming.id), incoming);
-        if email_changed {
+        if email_changed && revoke {
             close_open_invitations(db, &merged.id, now)?;
         }
         put_owner(db, &merged)?;
@@ -386,7 +397,7 @@ pub(super) enum ImportStep {
 
 pub(super) type ImportReply = tokio::sync::oneshot::Sender<RepoResult<()>>;
 
-/// An import into a [`SqliteRepository`]: each call is handed to the thread that holds
+/// An import into a [`SqliteHandle`] with the directory part: each call is handed to the thread that holds
 /// the session's transaction, and waits for its answer.
 pub(super) struct SqliteImport {
     steps: Option<std::sync::mpsc::SyncSender<(ImportStep, ImportReply)>>,
@@ -448,6 +459,7 @@ impl Inner {
     fn import(
         &self,
         now: Timestamp,
+        revoke: bool,
         queue: std::sync::mpsc::Receiver<(ImportStep, ImportReply)>,
         ready: ImportReply,
     ) {
@@ -477,7 +489,7 @@ impl Inner {
                 ImportStep::Communities(communities) => {
                     communities.iter().try_for_each(|c| put_community(&db, c))
                 }
-                ImportStep::Owners(owners) => upsert_owners_in(&db, &owners, now),
+                ImportStep::Owners(owners) => upsert_owners_in(&db, &owners, now, revoke),
                 ImportStep::Commit => {
                     let _ = reply.send(tx.commit().map_err(|e| self.fail(Fail::Sql(e))));
                     return;

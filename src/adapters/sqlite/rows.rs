@@ -214,7 +214,7 @@ pub(super) fn read_invite(db: &Db<'_>, id: i64) -> Res<Invite> {
         .row(
             "SELECT community, subject, text_body, html_body, reply_to, summary_to, draft,
                     sender, portal_url, text_from_html
-             FROM invites WHERE id = ?1",
+             FROM owner_access_invites WHERE id = ?1",
             [id],
             |r| {
                 Ok((
@@ -239,12 +239,12 @@ pub(super) fn read_invite(db: &Db<'_>, id: i64) -> Res<Invite> {
         )?
         .ok_or_else(|| bad_row("invite reference", id))?;
     let selection = db.rows(
-        "SELECT owner FROM invite_selection WHERE invite = ?1 ORDER BY owner",
+        "SELECT owner FROM owner_access_invite_selection WHERE invite = ?1 ORDER BY owner",
         [id],
         |r| read_id!(OwnerId, r.get::<_, String>(0)?, "invite_selection.owner"),
     )?;
     let attachments = db.rows(
-        "SELECT file_name, content_type, bytes FROM invite_attachments
+        "SELECT file_name, content_type, bytes FROM owner_access_invite_attachments
          WHERE invite = ?1 ORDER BY position",
         [id],
         |r| {
@@ -388,9 +388,9 @@ pub(super) fn read_delivery(batch: &BatchId, r: &Row<'_>) -> Res<Delivery> {
 pub(super) fn read_token(db: &Db<'_>, hash: &TokenHash) -> Res<Option<TokenRecord>> {
     db.row(
         "SELECT i.owner, i.batch, t.issued_at, t.expires_at, t.state, t.state_at,
-                coalesce(t.sent_to, (SELECT d.to_addr FROM deliveries d
+                coalesce(t.sent_to, (SELECT d.to_addr FROM owner_access_deliveries d
                                      WHERE d.batch = i.batch AND d.owner = i.owner), '')
-         FROM tokens t JOIN invitations i ON i.id = t.invitation WHERE t.hash = ?1",
+         FROM owner_access_tokens t JOIN owner_access_invitations i ON i.id = t.invitation WHERE t.hash = ?1",
         [&hash.0[..]],
         |r| {
             let state: String = r.get(4)?;

@@ -3,10 +3,11 @@
 
 use rusqlite::{Connection, ErrorCode};
 
-use super::SqliteRepository;
 use super::directory::{EMAIL_HOLDERS, SHARED_EMAIL_HOLDERS};
 use super::rows::OWNER_COLUMNS;
+use super::schema::{Part, SCHEMA_TABLE};
 use super::store::{CLAIM, HELD_CLAIMS, RELEASE, RENEW};
+use super::{SqliteDirectory, SqliteRepository, SqliteStore};
 use crate::domain::{Community, CommunityId, Owner, OwnerId, PropertyId, Timestamp};
 use crate::eligibility::OwnerFilter;
 use crate::repository::{OwnerDirectory, OwnerRepository, RepositoryError};
@@ -102,24 +103,33 @@ async fn set_based_lookups_use_the_indexes() {
         .unwrap();
     let conn = repo.inner.writer.lock().unwrap();
     let holders = plan(&conn, EMAIL_HOLDERS);
-    assert!(holders.contains("INDEX owners_by_email_key"), "{holders}");
+    assert!(
+        holders.contains("INDEX owner_access_owners_by_email_key"),
+        "{holders}"
+    );
     let shared = plan(&conn, SHARED_EMAIL_HOLDERS);
     assert!(
-        shared.contains("SEARCH o2") && shared.contains("COVERING INDEX owners_by_email_key"),
+        shared.contains("SEARCH o2")
+            && shared.contains("COVERING INDEX owner_access_owners_by_email_key"),
         "the second holder is found in the index alone: {shared}"
     );
     let roster = plan(
         &conn,
-        &format!("SELECT {OWNER_COLUMNS} FROM owners WHERE community = 'c'"),
+        &format!("SELECT {OWNER_COLUMNS} FROM owner_access_owners WHERE community = 'c'"),
     );
-    assert!(roster.contains("INDEX owners_by_community"), "{roster}");
+    assert!(
+        roster.contains("INDEX owner_access_owners_by_community"),
+        "{roster}"
+    );
     let claim = plan(&conn, CLAIM);
     assert!(
         claim.contains("USING PRIMARY KEY (batch=? AND owner=?)"),
         "the chosen rows are updated by key: {claim}"
     );
     assert_eq!(
-        claim.matches("INDEX deliveries_by_state").count(),
+        claim
+            .matches("INDEX owner_access_deliveries_by_state")
+            .count(),
         2,
         "pending ones and run-out leases are both found in the index: {claim}"
     );
@@ -135,7 +145,10 @@ async fn set_based_lookups_use_the_indexes() {
         );
     }
     let held = plan(&conn, HELD_CLAIMS);
-    assert!(held.contains("INDEX deliveries_by_state"), "{held}");
+    assert!(
+        held.contains("INDEX owner_access_deliveries_by_state"),
+        "{held}"
+    );
 }
 
 /// Writing a row checks the table's CHECK constraints; an `IN` list of three or
@@ -183,5 +196,44 @@ async fn writing_a_row_opens_no_temporary_index() {
             !opcodes.iter().any(|op| op == "OpenEphemeral"),
             "{table}: an insert opens a temporary index: {opcodes:?}"
         );
+    }
+}
+
+/// Each part lists every table, index and trigger its migrations create (the names
+/// that must be free before it is set up), and a new file holds nothing else but
+/// `owner_access_schema`: every name starts with the prefix.
+#[tokio::test]
+async fn each_part_lists_the_objects_it_creates() {
+    let dir = tempfile::tempdir().unwrap();
+    for (parts, path) in [
+        (vec![Part::Directory], dir.path().join("directory.db")),
+        (vec![Part::Store], dir.path().join("store.db")),
+        (
+            vec![Part::Directory, Part::Store],
+            dir.path().join("both.db"),
+        ),
+    ] {
+        match parts.as_slice() {
+            [Part::Directory] => drop(SqliteDirectory::open(&path).await.unwrap()),
+            [Part::Store] => drop(SqliteStore::open(&path).await.unwrap()),
+            _ => drop(SqliteRepository::open(&path).await.unwrap()),
+        }
+        let conn = Connection::open(&path).unwrap();
+        let mut found: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        found.sort();
+        let mut listed: Vec<String> = parts
+            .iter()
+            .flat_map(|p| p.objects().iter().map(|n| (*n).to_owned()))
+            .chain([SCHEMA_TABLE.to_owned()])
+            .collect();
+        listed.sort();
+        assert_eq!(found, listed, "{parts:?}");
+        assert!(found.iter().all(|n| n.starts_with("owner_access_")));
     }
 }

@@ -13,14 +13,14 @@ use crate::domain::{BatchId, DeliveryOutcome, OwnerId, SenderId, Timestamp};
 /// sort), then run-out leases by their end; the `UPDATE`'s own condition is the
 /// compare-and-set. RETURNING gives the rows in no particular order.
 pub(in crate::adapters::sqlite) const CLAIM: &str = concat!(
-    "UPDATE deliveries SET state = 'claimed', state_at = ?3, holder = ?4, lease_until = ?5
+    "UPDATE owner_access_deliveries SET state = 'claimed', state_at = ?3, holder = ?4, lease_until = ?5
      WHERE batch = ?1 AND owner IN (
          SELECT owner FROM (
-             SELECT owner FROM deliveries WHERE batch = ?1 AND state = 'pending'
+             SELECT owner FROM owner_access_deliveries WHERE batch = ?1 AND state = 'pending'
               ORDER BY lease_until, owner LIMIT ?2)
          UNION ALL
          SELECT owner FROM (
-             SELECT owner FROM deliveries WHERE batch = ?1 AND state = 'claimed'
+             SELECT owner FROM owner_access_deliveries WHERE batch = ?1 AND state = 'claimed'
                 AND lease_until <= ?3
               ORDER BY lease_until, owner LIMIT ?2)
          LIMIT ?2)
@@ -30,14 +30,15 @@ pub(in crate::adapters::sqlite) const CLAIM: &str = concat!(
 );
 
 /// Renews a sender's leases on the listed deliveries in one statement.
-pub(in crate::adapters::sqlite) const RENEW: &str = "UPDATE deliveries SET lease_until = ?4
+pub(in crate::adapters::sqlite) const RENEW: &str =
+    "UPDATE owner_access_deliveries SET lease_until = ?4
      WHERE batch = ?1 AND owner IN (SELECT value FROM json_each(?2))
        AND state = 'claimed' AND holder = ?3
      RETURNING owner";
 
 /// Gives a sender's claims on the listed deliveries back, in one statement.
 pub(in crate::adapters::sqlite) const RELEASE: &str =
-    "UPDATE deliveries SET state = 'pending', state_at = NULL, holder = NULL, lease_until = NULL
+    "UPDATE owner_access_deliveries SET state = 'pending', state_at = NULL, holder = NULL, lease_until = NULL
      WHERE batch = ?1 AND owner IN (SELECT value FROM json_each(?2))
        AND state = 'claimed' AND holder = ?3
      RETURNING owner";
@@ -47,7 +48,7 @@ pub(in crate::adapters::sqlite) const RELEASE: &str =
 /// through the state index and looked up.
 pub(in crate::adapters::sqlite) const HELD_CLAIMS: &str =
     "SELECT holder, count(*), min(lease_until), max(lease_until)
-     FROM deliveries INDEXED BY deliveries_by_state
+     FROM owner_access_deliveries INDEXED BY owner_access_deliveries_by_state
      WHERE batch = ?1 AND state = 'claimed' GROUP BY holder";
 
 /// Records one outcome of a delivery of a batch known to exist, if `sender` holds its
@@ -70,7 +71,7 @@ pub(super) fn record_outcome(
         }
         DeliveryOutcome::Unreachable { attempts } => {
             let moved = db.exec(
-                "UPDATE deliveries SET state = 'pending', state_at = NULL, holder = NULL,
+                "UPDATE owner_access_deliveries SET state = 'pending', state_at = NULL, holder = NULL,
                      lease_until = NULL, attempts = min(attempts + ?3, 4294967295),
                      unreachable_runs = min(unreachable_runs + 1, 4294967295)
                  WHERE batch = ?1 AND owner = ?2 AND state = 'claimed' AND holder = ?4",
@@ -86,7 +87,7 @@ pub(super) fn record_outcome(
         DeliveryOutcome::Skipped { reason } => ("skipped", None, 0, Some(reason.code())),
     };
     let moved = db.exec(
-        "UPDATE deliveries SET state = ?3, state_at = ?4, error = ?5,
+        "UPDATE owner_access_deliveries SET state = ?3, state_at = ?4, error = ?5,
              attempts = min(attempts + ?6, 4294967295), holder = NULL, lease_until = NULL,
              skip_reason = ?8
          WHERE batch = ?1 AND owner = ?2 AND state = 'claimed' AND holder = ?7",
@@ -116,7 +117,7 @@ pub(super) fn count_invitations(db: &Db<'_>, sent: &[(&OwnerId, Timestamp)], at:
         pairs.push((owner.as_str(), ts(*expires_at)?));
     }
     db.exec(
-        "INSERT INTO invitation_states (owner, first_at, last_at, count, expires_at)
+        "INSERT INTO owner_access_invitation_states (owner, first_at, last_at, count, expires_at)
          SELECT value ->> 0, ?1, ?1, 1, value ->> 1 FROM json_each(?2) WHERE true
          ON CONFLICT (owner) DO UPDATE SET
              last_at = excluded.last_at, count = min(count + 1, 4294967295),

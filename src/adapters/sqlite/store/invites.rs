@@ -22,7 +22,7 @@ pub(super) fn insert_invite(db: &Db<'_>, invite: &Invite) -> Res<i64> {
         portal_url,
     } = invite;
     db.exec(
-        "INSERT INTO invites (community, subject, text_body, html_body, reply_to, summary_to, draft,
+        "INSERT INTO owner_access_invites (community, subject, text_body, html_body, reply_to, summary_to, draft,
                               sender, portal_url, text_from_html)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         rusqlite::params![
@@ -44,13 +44,13 @@ pub(super) fn insert_invite(db: &Db<'_>, invite: &Invite) -> Res<i64> {
     while selected.peek().is_some() {
         let chunk = json_list(selected.by_ref().take(WRITE_CHUNK).map(OwnerId::as_str));
         db.exec(
-            "INSERT INTO invite_selection (invite, owner) SELECT ?1, value FROM json_each(?2)",
+            "INSERT INTO owner_access_invite_selection (invite, owner) SELECT ?1, value FROM json_each(?2)",
             rusqlite::params![id, chunk],
         )?;
     }
     for (position, a) in attachments.iter().enumerate() {
         db.exec(
-            "INSERT INTO invite_attachments (invite, position, file_name, content_type, bytes)
+            "INSERT INTO owner_access_invite_attachments (invite, position, file_name, content_type, bytes)
              VALUES (?1, ?2, ?3, ?4, ?5)",
             rusqlite::params![id, limit(position), a.file_name, a.content_type, a.bytes],
         )?;

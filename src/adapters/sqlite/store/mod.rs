@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::SqliteRepository;
+use super::SqliteHandle;
 use super::fail::{Fail, Res, bad_row, not_found};
+use super::parts::HoldsStore;
 use super::rows::{
     BATCH_COLUMNS, DELIVERY_COLUMNS, Db, WRITE_CHUNK, batch_row, json_list, json_pairs, limit,
     read_batch, read_delivery, read_draft, read_id, read_invitation_state, read_token, read_ts, ts,
@@ -34,18 +35,18 @@ pub(super) use tokens::close_open_invitations;
 use tokens::{accept_invitations, issue_token_in};
 
 #[async_trait]
-impl InvitationStore for SqliteRepository {
+impl<P: HoldsStore> InvitationStore for SqliteHandle<P> {
     async fn save_draft(&self, draft: &Draft) -> RepoResult<()> {
         let draft = draft.clone();
         self.write(move |db| {
             let old: Option<i64> = db.row(
-                "SELECT invite FROM drafts WHERE id = ?1",
+                "SELECT invite FROM owner_access_drafts WHERE id = ?1",
                 [draft.id.as_str()],
                 |r| Ok(r.get(0)?),
             )?;
             let invite = insert_invite(db, &draft.invite)?;
             db.exec(
-                "INSERT INTO drafts (id, invite, community, created_at, updated_at)
+                "INSERT INTO owner_access_drafts (id, invite, community, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (id) DO UPDATE SET invite = excluded.invite,
                      community = excluded.community, created_at = excluded.created_at,
@@ -59,7 +60,7 @@ impl InvitationStore for SqliteRepository {
                 ],
             )?;
             if let Some(old) = old {
-                db.exec("DELETE FROM invites WHERE id = ?1", [old])?;
+                db.exec("DELETE FROM owner_access_invites WHERE id = ?1", [old])?;
             }
             Ok(())
         })
@@ -70,7 +71,7 @@ impl InvitationStore for SqliteRepository {
         let id = id.clone();
         self.read(move |db| {
             let row = db.row(
-                "SELECT id, invite, created_at, updated_at FROM drafts WHERE id = ?1",
+                "SELECT id, invite, created_at, updated_at FROM owner_access_drafts WHERE id = ?1",
                 [id.as_str()],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )?;
@@ -83,7 +84,7 @@ impl InvitationStore for SqliteRepository {
         let community = community.clone();
         self.read(move |db| {
             let rows = db.rows(
-                "SELECT id, invite, created_at, updated_at FROM drafts WHERE community = ?1
+                "SELECT id, invite, created_at, updated_at FROM owner_access_drafts WHERE community = ?1
                  ORDER BY updated_at DESC, id ASC",
                 [community.as_str()],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
@@ -97,15 +98,18 @@ impl InvitationStore for SqliteRepository {
         let id = id.clone();
         self.write(move |db| {
             let Some(invite) = db.row(
-                "SELECT invite FROM drafts WHERE id = ?1",
+                "SELECT invite FROM owner_access_drafts WHERE id = ?1",
                 [id.as_str()],
                 |r| Ok(r.get::<_, i64>(0)?),
             )?
             else {
                 return Ok(false);
             };
-            db.exec("DELETE FROM drafts WHERE id = ?1", [id.as_str()])?;
-            db.exec("DELETE FROM invites WHERE id = ?1", [invite])?;
+            db.exec(
+                "DELETE FROM owner_access_drafts WHERE id = ?1",
+                [id.as_str()],
+            )?;
+            db.exec("DELETE FROM owner_access_invites WHERE id = ?1", [invite])?;
             Ok(true)
         })
         .await
@@ -141,7 +145,7 @@ impl InvitationStore for SqliteRepository {
         let activity = new.activity.clone();
         self.write(move |db| {
             let b = &batch;
-            if db.exists("SELECT 1 FROM batches WHERE id = ?1", [b.id.as_str()])? {
+            if db.exists("SELECT 1 FROM owner_access_batches WHERE id = ?1", [b.id.as_str()])? {
                 return Err(Fail::Repo(RepositoryError::AlreadyExists {
                     what: "batch",
                     id: b.id.to_string(),
@@ -149,7 +153,7 @@ impl InvitationStore for SqliteRepository {
             }
             let invite = insert_invite(db, &b.invite)?;
             db.exec(
-                "INSERT INTO batches (id, community, invite, sender_name, sender_address,
+                "INSERT INTO owner_access_batches (id, community, invite, sender_name, sender_address,
                      portal_url, token_ttl_seconds, created_at, resend)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 rusqlite::params![
@@ -166,7 +170,7 @@ impl InvitationStore for SqliteRepository {
             )?;
             for deliveries in chunks {
                 db.exec(
-                    "INSERT INTO deliveries (batch, owner, to_addr, state)
+                    "INSERT INTO owner_access_deliveries (batch, owner, to_addr, state)
                      SELECT ?1, value ->> 0, value ->> 1, 'pending' FROM json_each(?2)",
                     rusqlite::params![b.id.as_str(), deliveries],
                 )?;
@@ -181,7 +185,7 @@ impl InvitationStore for SqliteRepository {
         let id = id.clone();
         self.read(move |db| {
             let row = db.row(
-                &format!("SELECT {BATCH_COLUMNS} FROM batches WHERE id = ?1"),
+                &format!("SELECT {BATCH_COLUMNS} FROM owner_access_batches WHERE id = ?1"),
                 [id.as_str()],
                 batch_row,
             )?;
@@ -195,7 +199,7 @@ impl InvitationStore for SqliteRepository {
         self.read(move |db| {
             let rows = db.rows(
                 &format!(
-                    "SELECT {BATCH_COLUMNS} FROM batches WHERE community = ?1
+                    "SELECT {BATCH_COLUMNS} FROM owner_access_batches WHERE community = ?1
                      ORDER BY created_at DESC, seq DESC"
                 ),
                 [community.as_str()],
@@ -346,7 +350,7 @@ impl InvitationStore for SqliteRepository {
         self.write(move |db| {
             require_batch(db, &batch)?;
             db.exec(
-                "UPDATE deliveries SET state = 'pending', state_at = NULL, holder = NULL,
+                "UPDATE owner_access_deliveries SET state = 'pending', state_at = NULL, holder = NULL,
                      lease_until = NULL
                  WHERE batch = ?1 AND state = 'claimed'",
                 [batch.as_str()],
@@ -361,7 +365,7 @@ impl InvitationStore for SqliteRepository {
             require_batch(db, &batch)?;
             db.rows(
                 &format!(
-                    "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE batch = ?1 ORDER BY owner"
+                    "SELECT {DELIVERY_COLUMNS} FROM owner_access_deliveries WHERE batch = ?1 ORDER BY owner"
                 ),
                 [batch.as_str()],
                 |r| read_delivery(&batch, r),
@@ -384,7 +388,7 @@ impl InvitationStore for SqliteRepository {
             require_batch(db, &batch)?;
             let mut counts = DeliveryCounts::default();
             for (state, n) in db.rows(
-                "SELECT state, count(*) FROM deliveries WHERE batch = ?1 GROUP BY state",
+                "SELECT state, count(*) FROM owner_access_deliveries WHERE batch = ?1 GROUP BY state",
                 [batch.as_str()],
                 |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
             )? {
@@ -408,7 +412,7 @@ impl InvitationStore for SqliteRepository {
         self.write(move |db| {
             require_batch(db, &batch)?;
             db.exec(
-                "UPDATE deliveries SET state = 'pending', state_at = NULL, error = NULL,
+                "UPDATE owner_access_deliveries SET state = 'pending', state_at = NULL, error = NULL,
                      unreachable_runs = 0
                  WHERE batch = ?1 AND state = 'failed'",
                 [batch.as_str()],
@@ -445,7 +449,7 @@ impl InvitationStore for SqliteRepository {
         let ids = json_list(owners.iter().map(OwnerId::as_str));
         self.read(move |db| {
             db.rows_at_most(
-                "SELECT owner, first_at, last_at, count, expires_at FROM invitation_states
+                "SELECT owner, first_at, last_at, count, expires_at FROM owner_access_invitation_states
                  WHERE owner IN (SELECT value FROM json_each(?1))",
                 [ids],
                 expected,
@@ -466,7 +470,7 @@ impl InvitationStore for SqliteRepository {
             let at = ts(now)?;
             // The compare-and-set: of two redeems of one token, one changes the row.
             let won = db.exec(
-                "UPDATE tokens SET state = 'redeemed', state_at = ?2
+                "UPDATE owner_access_tokens SET state = 'redeemed', state_at = ?2
                  WHERE hash = ?1 AND state = 'live' AND expires_at > ?2",
                 rusqlite::params![&hash.0[..], at],
             )? == 1;
@@ -485,7 +489,7 @@ impl InvitationStore for SqliteRepository {
             // pending one) revokes their other tokens (the schema's trigger).
             close_open_invitations(db, &token.owner, at)?;
             db.exec(
-                "INSERT INTO registrations_owed (token, owner, batch, sent_to, at)
+                "INSERT INTO owner_access_registrations_owed (token, owner, batch, sent_to, at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 rusqlite::params![
                     &hash.0[..],
@@ -503,7 +507,7 @@ impl InvitationStore for SqliteRepository {
     async fn owed_registrations(&self) -> RepoResult<Vec<OwedRegistration>> {
         self.read(|db| {
             db.rows(
-                "SELECT token, owner, batch, sent_to, at FROM registrations_owed ORDER BY at",
+                "SELECT token, owner, batch, sent_to, at FROM owner_access_registrations_owed ORDER BY at",
                 [],
                 |r| {
                     let token: Vec<u8> = r.get(0)?;
@@ -540,7 +544,7 @@ impl InvitationStore for SqliteRepository {
         let activity = activity.cloned();
         self.write(move |db| {
             let settled = db.exec(
-                "DELETE FROM registrations_owed WHERE token = ?1",
+                "DELETE FROM owner_access_registrations_owed WHERE token = ?1",
                 [&token.0[..]],
             )? == 1;
             if settled && let Some(entry) = &activity {
@@ -555,7 +559,7 @@ impl InvitationStore for SqliteRepository {
         let token = *token;
         self.write(move |db| {
             Ok(db.exec(
-                "UPDATE tokens SET answered_at = ?2
+                "UPDATE owner_access_tokens SET answered_at = ?2
                  WHERE hash = ?1 AND state = 'redeemed' AND answered_at IS NULL",
                 rusqlite::params![&token.0[..], ts(now)?],
             )? == 1)
@@ -569,14 +573,14 @@ impl InvitationStore for SqliteRepository {
             // Closing an invitation revokes its pending and live tokens (the schema's
             // trigger).
             let revoked = db.row(
-                "SELECT count(*) FROM tokens t JOIN invitations i ON i.id = t.invitation
+                "SELECT count(*) FROM owner_access_tokens t JOIN owner_access_invitations i ON i.id = t.invitation
                  WHERE i.state <> 'closed' AND (t.state = 'live' OR t.state = 'pending')
                    AND i.owner IN (SELECT value FROM json_each(?1))",
                 [&owners],
                 |r| Ok(r.get::<_, i64>(0)?),
             )?;
             db.exec(
-                "UPDATE invitations SET state = 'closed', closed_at = ?2
+                "UPDATE owner_access_invitations SET state = 'closed', closed_at = ?2
                  WHERE state <> 'closed' AND owner IN (SELECT value FROM json_each(?1))",
                 rusqlite::params![owners, ts(now)?],
             )?;
@@ -598,7 +602,7 @@ impl InvitationStore for SqliteRepository {
         let community = community.clone();
         self.read(move |db| {
             db.rows(
-                "SELECT at, details FROM activity WHERE community = ?1
+                "SELECT at, details FROM owner_access_activity WHERE community = ?1
                  ORDER BY at DESC, seq DESC LIMIT ?2 OFFSET ?3",
                 rusqlite::params![community.as_str(), limit(page.limit), limit(page.offset)],
                 |r| {
@@ -616,7 +620,7 @@ impl InvitationStore for SqliteRepository {
     }
 }
 
-impl SqliteRepository {
+impl<P: HoldsStore> SqliteHandle<P> {
     /// A batch's deliveries in one settled state (`failed`, `skipped`), by owner: the
     /// state index answers it without reading the rest of the batch.
     async fn deliveries_in_state(
@@ -629,7 +633,7 @@ impl SqliteRepository {
             require_batch(db, &batch)?;
             db.rows(
                 &format!(
-                    "SELECT {DELIVERY_COLUMNS} FROM deliveries
+                    "SELECT {DELIVERY_COLUMNS} FROM owner_access_deliveries
                      WHERE batch = ?1 AND state = ?2 ORDER BY owner"
                 ),
                 [batch.as_str(), state],
@@ -641,7 +645,10 @@ impl SqliteRepository {
 }
 
 fn require_batch(db: &Db<'_>, batch: &BatchId) -> Res<()> {
-    if db.exists("SELECT 1 FROM batches WHERE id = ?1", [batch.as_str()])? {
+    if db.exists(
+        "SELECT 1 FROM owner_access_batches WHERE id = ?1",
+        [batch.as_str()],
+    )? {
         Ok(())
     } else {
         Err(not_found("batch", batch))
@@ -661,7 +668,7 @@ fn append_activity(db: &Db<'_>, entry: &ActivityEntry) -> Res<()> {
         .unwrap_or("unknown")
         .to_owned();
     db.exec(
-        "INSERT INTO activity (community, at, kind, details) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO owner_access_activity (community, at, kind, details) VALUES (?1, ?2, ?3, ?4)",
         rusqlite::params![
             entry.community.as_str(),
             ts(entry.at)?,

@@ -16,7 +16,7 @@ pub(in crate::adapters::sqlite) fn close_open_invitations(
     at: i64,
 ) -> Res<()> {
     db.exec(
-        "UPDATE invitations SET state = 'closed', closed_at = ?2
+        "UPDATE owner_access_invitations SET state = 'closed', closed_at = ?2
          WHERE owner = ?1 AND state <> 'closed'",
         rusqlite::params![owner.as_str(), at],
     )?;
@@ -39,20 +39,20 @@ pub(super) fn accept_invitations(
     }
     let owners = json_list(owners.iter().map(|o| o.as_str()));
     db.exec(
-        "UPDATE invitations SET state = 'closed', closed_at = ?3
+        "UPDATE owner_access_invitations SET state = 'closed', closed_at = ?3
          WHERE state = 'live' AND batch <> ?2
            AND owner IN (SELECT value FROM json_each(?1))",
         rusqlite::params![owners, batch.as_str(), at],
     )?;
     db.exec(
-        "UPDATE invitations SET state = 'live'
+        "UPDATE owner_access_invitations SET state = 'live'
          WHERE batch = ?2 AND state = 'pending'
            AND owner IN (SELECT value FROM json_each(?1))",
         [owners.as_str(), batch.as_str()],
     )?;
     db.exec(
-        "UPDATE tokens SET state = 'live'
-         WHERE state = 'pending' AND invitation IN (SELECT id FROM invitations
+        "UPDATE owner_access_tokens SET state = 'live'
+         WHERE state = 'pending' AND invitation IN (SELECT id FROM owner_access_invitations
                  WHERE batch = ?2 AND state = 'live'
                    AND owner IN (SELECT value FROM json_each(?1)))",
         [owners.as_str(), batch.as_str()],
@@ -63,7 +63,7 @@ pub(super) fn accept_invitations(
 /// The owner's open invitation of a batch, opened in `state` when there is none.
 pub(super) fn open_invitation(db: &Db<'_>, owner: &str, batch: &str, state: &str) -> Res<i64> {
     let open = db.row(
-        "SELECT id FROM invitations WHERE owner = ?1 AND batch = ?2 AND state <> 'closed'",
+        "SELECT id FROM owner_access_invitations WHERE owner = ?1 AND batch = ?2 AND state <> 'closed'",
         [owner, batch],
         |r| Ok(r.get::<_, i64>(0)?),
     )?;
@@ -71,7 +71,7 @@ pub(super) fn open_invitation(db: &Db<'_>, owner: &str, batch: &str, state: &str
         return Ok(id);
     }
     db.exec(
-        "INSERT INTO invitations (owner, batch, state) VALUES (?1, ?2, ?3)",
+        "INSERT INTO owner_access_invitations (owner, batch, state) VALUES (?1, ?2, ?3)",
         [owner, batch, state],
     )?;
     Ok(db.last_insert_rowid())
@@ -101,7 +101,7 @@ pub(super) fn issue_token_in(db: &Db<'_>, token: &TokenRecord) -> Res<()> {
         // A token stored already spent gets an invitation of its own, closed.
         TokenState::Revoked { at } | TokenState::Redeemed { at } => {
             db.exec(
-                "INSERT INTO invitations (owner, batch, state, closed_at)
+                "INSERT INTO owner_access_invitations (owner, batch, state, closed_at)
                  VALUES (?1, ?2, 'closed', ?3)",
                 rusqlite::params![owner, batch, ts(at)?],
             )?;
@@ -111,7 +111,7 @@ pub(super) fn issue_token_in(db: &Db<'_>, token: &TokenRecord) -> Res<()> {
     // A known hash is refused here rather than looked up first: the error rolls the
     // whole call back, invitation changes included.
     let inserted = db.exec(
-        "INSERT INTO tokens (hash, invitation, issued_at, expires_at, state, state_at, sent_to)
+        "INSERT INTO owner_access_tokens (hash, invitation, issued_at, expires_at, state, state_at, sent_to)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (hash) DO NOTHING",
         rusqlite::params![
             &token.hash.0[..],
