@@ -235,8 +235,10 @@ impl SendOptions {
 pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(20);
 
 /// A delivery left pending because the server could not be reached in this many runs
-/// in a row fails with its last error (DESIGN.md rule 6). A server that is down fails
-/// nobody: every run stops with the rest pending. But a message that makes the server
+/// in a row fails with its last error. The transport classifies each error; deciding
+/// that the server is unreachable is the send engine's call, and one failed owner
+/// never stops a batch. A server that is down fails nobody: every run stops with the
+/// rest pending. But a message that makes the server
 /// drop the connection every time looks the same as an outage from the sender's side,
 /// and without a limit it would stop every run of its batch, for ever.
 pub const UNREACHABLE_RUNS: u32 = 3;
