@@ -14,6 +14,7 @@ use owner_access::invite::Attachment;
 use owner_access::prelude::*;
 use owner_access::token::token_from_link;
 use owner_access::{FileOutbox, InMemoryRepository, OwnerAccess, Progress, RunControl, Selection};
+use tracing_subscriber::EnvFilter;
 
 const OWNERS: usize = 300;
 
@@ -72,6 +73,12 @@ fn first_link(eml: &[u8]) -> Option<String> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The library's log events on stderr, at RUST_LOG's levels (`warn` when unset).
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let repo = Arc::new(InMemoryRepository::new());
     let outbox_dir = std::path::Path::new("outbox");
     if outbox_dir.exists() {

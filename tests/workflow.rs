@@ -14,21 +14,6 @@ use owner_access::prelude::*;
 use owner_access::repository::EmailEdit;
 use owner_access::{Error, Selection};
 
-async fn send_to_all_eligible(w: &World) -> owner_access::SendReport {
-    let roster = w
-        .service
-        .roster(&w.community, &OwnerFilter::unregistered_with_email())
-        .await
-        .unwrap();
-    let invite = w
-        .service
-        .compose(&w.community, &Selection::all_rows(&roster))
-        .await
-        .unwrap();
-    let review = w.service.review(&invite).await.unwrap();
-    w.service.send(review).await.unwrap()
-}
-
 #[tokio::test]
 async fn every_eligible_owner_gets_one_personal_message_and_can_register_once() {
     let w = world(12).await;

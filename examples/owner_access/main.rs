@@ -29,6 +29,7 @@ mod send;
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracing_subscriber::EnvFilter;
 
 use app::App;
 use args::{Cli, Command, DraftCommand};
@@ -36,6 +37,7 @@ use failure::Failure;
 
 /// Reads the flags, runs the command on a runtime, and exits with its status.
 fn main() -> ExitCode {
+    install_logs();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(usage) => return usage_exit(&usage),
@@ -54,6 +56,17 @@ fn main() -> ExitCode {
             ExitCode::from(failure.status)
         }
     }
+}
+
+/// The library's log events on stderr, at the levels `RUST_LOG` names (`warn` when it
+/// is unset, so the command's own output reads as it always did); see the README's
+/// "Logs".
+fn install_logs() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Help and version exit 0; a usage error exits 1, with clap's message.

@@ -31,6 +31,7 @@ use owner_access::adapters::smtp::{SmtpSettings, SmtpTransport};
 use owner_access::adapters::sqlite::SqliteRepository;
 use owner_access::invite::AttachmentLimits;
 use owner_access::{FileOutbox, MailTransport, OwnerAccess};
+use tracing_subscriber::EnvFilter;
 
 /// The variable the admin password is read from.
 const PASSWORD_VAR: &str = "OWNER_ACCESS_ADMIN_PASSWORD";
@@ -63,6 +64,12 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The library's log events on stderr, at RUST_LOG's levels (`warn` when unset).
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let args = Args::parse();
     let repo = Arc::new(SqliteRepository::open(&args.db).await?);
     let loaded = demo::load_if_empty(repo.as_ref(), args.demo_owners).await?;

@@ -300,9 +300,11 @@ impl Engine<'_> {
     /// Deliveries another sender took over: never sent here again, no longer held,
     /// and the run stops (its claims are not safe with it: it was paused or cut off
     /// from the store for longer than its lease).
+    /// `refused` names the write the store refused (`renewal`, `outcome`).
     pub(super) fn lose(
         &self,
         owners: Vec<OwnerId>,
+        refused: &'static str,
         holding: &mut HashSet<OwnerId>,
         queue: &mut VecDeque<Ready>,
         state: &RunState,
@@ -313,7 +315,15 @@ impl Engine<'_> {
         for owner in &owners {
             holding.remove(owner);
         }
-        for owner in state.leases.lose(owners) {
+        let lost = state.leases.lose(owners);
+        if !lost.is_empty() {
+            tracing::warn!(
+                deliveries = lost.len(),
+                refused,
+                "another sender took over deliveries whose lease had run out; this run stops"
+            );
+        }
+        for owner in lost {
             self.control.emit(Progress::TakenOver { owner });
         }
         queue.retain(|r| !state.leases.is_lost(&r.delivery.owner));
@@ -347,8 +357,9 @@ impl Engine<'_> {
                 Leftover::Unclaimed
             });
         };
+        let held_by_others: usize = others.iter().map(|h| h.deliveries).sum();
         let waiting = Progress::Waiting {
-            held: others.iter().map(|h| h.deliveries).sum(),
+            held: held_by_others,
             senders: others.len(),
             until,
         };
@@ -359,6 +370,12 @@ impl Engine<'_> {
             changed
         };
         if changed {
+            tracing::info!(
+                held = held_by_others,
+                senders = others.len(),
+                until = %until,
+                "waiting for other senders' leases to run out"
+            );
             self.control.emit(waiting);
         }
         // A moment past the first lease's end, so that it has run out when we claim.

@@ -194,6 +194,14 @@ impl Engine<'_> {
         }
         if error.is_transient() && attempt < retry.max_attempts.max(1) {
             let delay = jitter(retry.backoff(attempt));
+            tracing::info!(
+                owner = %message.owner,
+                attempt,
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                class = ?error.class(),
+                error = %error.summary(),
+                "retrying a delivery"
+            );
             self.control.emit(Progress::Retrying {
                 owner: owner(),
                 attempt,

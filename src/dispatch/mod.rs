@@ -37,6 +37,7 @@ use crate::progress::{Progress, RunControl, StopReason};
 use crate::repository::{InvitationStore, OwnerRepository};
 use crate::template::CompiledTemplate;
 use crate::transport::MailTransport;
+use tracing::Instrument;
 
 use run::Work;
 use stop::RunState;
@@ -97,8 +98,32 @@ impl Engine<'_> {
     /// nothing new starts, the messages in flight finish, their outcomes are tried
     /// once more, and what the store did not take stays claimed until the lease runs
     /// out, for `resume`.
+    ///
+    /// Its log events are in a `send_run` span naming the batch, its community and
+    /// this run's sender id.
     pub async fn run(&self, prepared: &PreparedBatch, before: DeliveryCounts) -> RunOutcome {
         let sender = SenderId::generate();
+        let span = tracing::info_span!(
+            "send_run",
+            batch = %prepared.batch.id,
+            community = %prepared.batch.community,
+            sender = %sender,
+        );
+        self.run_as(prepared, before, sender).instrument(span).await
+    }
+
+    /// [`run`](Self::run) as the sender `sender`, inside its span.
+    async fn run_as(
+        &self,
+        prepared: &PreparedBatch,
+        before: DeliveryCounts,
+        sender: SenderId,
+    ) -> RunOutcome {
+        tracing::info!(
+            pending = before.pending + before.claimed,
+            sent_before = before.sent,
+            "send run started"
+        );
         self.control.emit(Progress::Queued {
             batch: prepared.batch.id.clone(),
             pending: before.pending + before.claimed,
@@ -142,6 +167,7 @@ impl Engine<'_> {
         state: &RunState,
     ) -> RunOutcome {
         if let Some(reason) = &stopped {
+            log_stop(reason);
             self.control.emit(Progress::Stopped {
                 reason: reason.clone(),
             });
@@ -160,10 +186,21 @@ impl Engine<'_> {
                 skipped,
             }
         });
+        let sent = counts.sent + tally.unrecorded_sent;
+        let pending = (counts.pending + counts.claimed).saturating_sub(tally.unrecorded_sent);
+        tracing::info!(
+            sent,
+            failed = counts.failed,
+            skipped = counts.skipped,
+            pending,
+            unrecorded = tally.unrecorded_sent,
+            stop = stopped.as_ref().map_or("none", StopReason::code),
+            "send run ended"
+        );
         self.control.emit(Progress::Finished {
-            sent: counts.sent + tally.unrecorded_sent,
+            sent,
             failed: counts.failed,
-            pending: (counts.pending + counts.claimed).saturating_sub(tally.unrecorded_sent),
+            pending,
         });
         RunOutcome {
             stopped,
@@ -172,5 +209,21 @@ impl Engine<'_> {
             unrecorded_sent: tally.unrecorded_sent,
             recorded_failed: tally.recorded_failed,
         }
+    }
+}
+
+/// A stop at the level its operator needs: what cannot go on without them (a fatal
+/// transport error, a failed port) is an error; what waits for the next run (an
+/// unreachable server, a take-over) a warning; a stop the host asked for, news.
+fn log_stop(reason: &StopReason) {
+    let code = reason.code();
+    match reason {
+        StopReason::Fatal { .. } | StopReason::StoreUnavailable { .. } => {
+            tracing::error!(code, reason = %reason, "send run stopped");
+        }
+        StopReason::Unreachable { .. } | StopReason::TakenOver { .. } => {
+            tracing::warn!(code, reason = %reason, "send run stopped");
+        }
+        StopReason::Cancelled => tracing::info!(code, reason = %reason, "send run stopped"),
     }
 }

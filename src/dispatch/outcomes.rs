@@ -173,7 +173,7 @@ impl Engine<'_> {
                     }
                 }
                 drop(tally);
-                self.lose(refused, holding, queue, state);
+                self.lose(refused, "outcome", holding, queue, state);
             }
             Err(e) => {
                 // Not recorded: these deliveries stay claimed by this run until the

@@ -10,7 +10,7 @@ use futures::stream::FuturesUnordered;
 use tokio::time::Instant;
 
 use crate::domain::{DeliveryCounts, DeliveryOutcome, OwnerId, SenderId};
-use crate::progress::StopReason;
+use crate::progress::{Progress, StopReason};
 use crate::repository::RepositoryError;
 
 use super::claims::{Chunk, FRESH_FOR, Leftover, RENEW_AFTER, Ready, Renewed};
@@ -434,8 +434,13 @@ impl<'a> Work<'a> {
                     .into_iter()
                     .filter(|o| self.holding.contains(o) && !self.in_recording.contains(o))
                     .collect();
-                self.engine
-                    .lose(taken, &mut self.holding, &mut self.queue, self.state);
+                self.engine.lose(
+                    taken,
+                    "renewal",
+                    &mut self.holding,
+                    &mut self.queue,
+                    self.state,
+                );
             }
             Err(e) => self.state.store_failed(e),
         }
@@ -541,10 +546,16 @@ impl<'a> Work<'a> {
         {
             // Refused: another sender holds them now.
             Ok(refused) => {
-                for owner in self.state.leases.lose(refused) {
-                    self.engine
-                        .control
-                        .emit(crate::progress::Progress::TakenOver { owner });
+                let lost = self.state.leases.lose(refused);
+                if !lost.is_empty() {
+                    tracing::warn!(
+                        deliveries = lost.len(),
+                        refused = "release",
+                        "another sender took over deliveries this run gave back"
+                    );
+                }
+                for owner in lost {
+                    self.engine.control.emit(Progress::TakenOver { owner });
                 }
             }
             Err(e) => self.state.store_failed(e),

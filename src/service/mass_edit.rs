@@ -178,18 +178,27 @@ impl OwnerAccess {
             .update_emails(edits)
             .await
             .map_err(Error::directory)?;
-        if !changed.is_empty() {
+        let revoked = if changed.is_empty() {
+            0
+        } else {
             self.store
                 .revoke_tokens(&changed, now)
                 .await
-                .map_err(Error::store)?;
-        }
+                .map_err(Error::store)?
+        };
         for entry in activity {
             self.store
                 .append_activity(entry)
                 .await
                 .map_err(Error::store)?;
         }
+        tracing::info!(
+            rows = edits.len(),
+            changed = changed.len(),
+            revoked_links = revoked,
+            communities = activity.len(),
+            "mass edit applied"
+        );
         Ok(MassEditReport {
             unchanged: edits.len() - changed.len(),
             changed,

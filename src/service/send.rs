@@ -136,6 +136,14 @@ impl OwnerAccess {
             batch,
         };
         self.store.create_batch(&new).await.map_err(Error::store)?;
+        tracing::info!(
+            batch = %new.batch.id,
+            community = %new.batch.community,
+            recipients = recipients_len,
+            excluded = excluded.len(),
+            resend,
+            "batch created"
+        );
         Ok((new.batch, excluded, recipients_len))
     }
 

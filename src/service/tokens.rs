@@ -48,6 +48,15 @@ impl OwnerAccess {
     /// owner); what was completed before it stays completed, the rest waits for the
     /// next call.
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken> {
+        let verified = self.verify_link(token).await;
+        if let Err(Error::InvalidToken { reason }) = &verified {
+            tracing::info!(reason = %reason, "link refused on verify");
+        }
+        verified
+    }
+
+    /// [`verify`](Self::verify)'s steps.
+    async fn verify_link(&self, token: &str) -> Result<VerifiedToken> {
         self.settle_owed().await?;
         let record = self.live_token(token).await?;
         let owner = self
@@ -119,6 +128,21 @@ impl OwnerAccess {
     ///
     /// [`InvitationStore::answer_redeem`]: crate::repository::InvitationStore::answer_redeem
     pub async fn redeem(&self, token: &str) -> Result<Registration> {
+        let redeemed = self.redeem_link(token).await;
+        match &redeemed {
+            Ok(registration) => {
+                tracing::info!(owner = %registration.owner.id, "link redeemed: owner registered");
+            }
+            Err(Error::InvalidToken { reason }) => {
+                tracing::info!(reason = %reason, "redeem refused");
+            }
+            Err(_) => {}
+        }
+        redeemed
+    }
+
+    /// [`redeem`](Self::redeem)'s steps.
+    async fn redeem_link(&self, token: &str) -> Result<Registration> {
         self.settle_owed().await?;
         let record = match self.live_token(token).await {
             Ok(record) => record,

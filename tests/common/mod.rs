@@ -10,10 +10,12 @@ use std::time::Duration;
 use owner_access::domain::{
     Community, CommunityId, EmailAddress, Owner, OwnerId, PropertyId, Timestamp,
 };
+use owner_access::eligibility::OwnerFilter;
 use owner_access::prelude::*;
 use owner_access::token::token_from_link;
 use owner_access::{
-    InMemoryRepository, InMemoryTransport, ManualClock, OwnerAccess, RetryPolicy, SendOptions,
+    InMemoryRepository, InMemoryTransport, ManualClock, OwnerAccess, RetryPolicy, Selection,
+    SendOptions, SendReport,
 };
 
 pub const PORTAL: &str = "https://portal.example.com/register";
@@ -132,4 +134,21 @@ pub fn text_part(message: &[u8]) -> String {
         stack.extend(part.subparts);
     }
     panic!("no text/plain part");
+}
+
+/// Sends one batch to every row of the roster of unregistered owners with an address
+/// (the ineligible ones are excluded by the review).
+pub async fn send_to_all_eligible(w: &World) -> SendReport {
+    let roster = w
+        .service
+        .roster(&w.community, &OwnerFilter::unregistered_with_email())
+        .await
+        .unwrap();
+    let invite = w
+        .service
+        .compose(&w.community, &Selection::all_rows(&roster))
+        .await
+        .unwrap();
+    let review = w.service.review(&invite).await.unwrap();
+    w.service.send(review).await.unwrap()
 }

@@ -1,0 +1,222 @@
+//! What the library logs through `tracing`: the events a host operator needs appear,
+//! and no token, link or password is ever in a field. A subscriber of the test's own
+//! captures every event and span field while a batch is sent (with a retry, a refused
+//! address and a fatal stop) and links are redeemed.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use owner_access::adapters::memory::Fault;
+use owner_access::repository::EmailEdit;
+use owner_access::token::token_from_link;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Record};
+use tracing::{Event, Id, Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+
+use common::*;
+
+/// One event or span as the subscriber saw it: its level, its message, and every
+/// field as text.
+#[derive(Debug, Clone)]
+struct Seen {
+    level: Level,
+    message: String,
+    fields: Vec<(String, String)>,
+}
+
+#[derive(Default)]
+struct FieldText {
+    message: String,
+    fields: Vec<(String, String)>,
+}
+
+impl Visit for FieldText {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let text = format!("{value:?}");
+        if field.name() == "message" {
+            self.message = text.clone();
+        }
+        self.fields.push((field.name().to_owned(), text));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message = value.to_owned();
+        }
+        self.fields
+            .push((field.name().to_owned(), value.to_owned()));
+    }
+}
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<Seen>>>);
+
+impl Capture {
+    fn seen(&self) -> Vec<Seen> {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn push(&self, level: Level, text: FieldText) {
+        self.0.lock().unwrap().push(Seen {
+            level,
+            message: text.message,
+            fields: text.fields,
+        });
+    }
+}
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        let mut text = FieldText::default();
+        event.record(&mut text);
+        self.push(*event.metadata().level(), text);
+    }
+
+    fn on_new_span(&self, attrs: &Attributes<'_>, _: &Id, _: Context<'_, S>) {
+        let mut text = FieldText {
+            message: format!("span {}", attrs.metadata().name()),
+            ..FieldText::default()
+        };
+        attrs.record(&mut text);
+        self.push(*attrs.metadata().level(), text);
+    }
+
+    fn on_record(&self, span: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let name = ctx.span(span).map(|s| s.name()).unwrap_or("?");
+        let mut text = FieldText {
+            message: format!("span {name} recorded"),
+            ..FieldText::default()
+        };
+        values.record(&mut text);
+        self.push(Level::TRACE, text);
+    }
+}
+
+fn field<'a>(seen: &'a Seen, name: &str) -> Option<&'a str> {
+    seen.fields
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn events<'a>(seen: &'a [Seen], message: &str) -> Vec<&'a Seen> {
+    seen.iter().filter(|s| s.message == message).collect()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn operators_see_the_workflow_and_never_a_token_or_a_link() {
+    let capture = Capture::default();
+    let _default =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+    let w = world(4).await;
+
+    // A first batch: e0's first attempt meets a transient refusal and is retried.
+    w.transport
+        .fail_address_times(&addr("e0@example.org"), Fault::Transient, 1);
+    let first = send_to_all_eligible(&w).await;
+    assert_eq!((first.sent, first.failed.len()), (4, 0));
+    let tokens: Vec<String> = w
+        .transport
+        .messages()
+        .iter()
+        .map(|m| token_in(&m.bytes))
+        .collect();
+    assert_eq!(tokens.len(), 4);
+
+    // e0 registers; its link again, and junk, are refused.
+    w.service.redeem(&tokens[0]).await.unwrap();
+    let junk = "x".repeat(43);
+    for refused in [tokens[0].as_str(), junk.as_str()] {
+        assert!(w.service.redeem(refused).await.is_err());
+        assert!(w.service.verify(refused).await.is_err());
+    }
+
+    // A mass edit moves e1 to a new address (revoking its link).
+    let edit = EmailEdit {
+        owner: oid("e1"),
+        email: Some("e1.new@example.org".into()),
+    };
+    let edited = w
+        .service
+        .mass_edit_emails(&w.community, std::slice::from_ref(&edit))
+        .await
+        .unwrap();
+    assert_eq!(edited.changed, vec![oid("e1")]);
+
+    // A second batch meets a fatal error: the run stops.
+    w.transport.fail_all(Fault::Fatal);
+    let second = send_to_all_eligible(&w).await;
+    assert_eq!(second.stopped.as_ref().map(|s| s.code()), Some("fatal"));
+
+    let seen = capture.seen();
+    let created = events(&seen, "batch created");
+    assert_eq!(created.len(), 2, "{seen:#?}");
+    assert_eq!(field(created[0], "recipients"), Some("4"));
+    assert_eq!(events(&seen, "send run started").len(), 2, "{seen:#?}");
+    let runs = seen
+        .iter()
+        .filter(|s| s.message == "span send_run")
+        .collect::<Vec<_>>();
+    assert_eq!(runs.len(), 2, "a span per run: {seen:#?}");
+    assert!(field(runs[0], "batch").is_some() && field(runs[0], "sender").is_some());
+
+    let retries = events(&seen, "retrying a delivery");
+    assert_eq!(retries.len(), 1, "{seen:#?}");
+    assert_eq!(field(retries[0], "owner"), Some("e0"));
+    assert_eq!(field(retries[0], "attempt"), Some("1"));
+    assert_eq!(field(retries[0], "class"), Some("Transient"));
+
+    let ended = events(&seen, "send run ended");
+    assert_eq!(ended.len(), 2, "{seen:#?}");
+    for (name, want) in [
+        ("sent", "4"),
+        ("failed", "0"),
+        ("skipped", "0"),
+        ("pending", "0"),
+        ("stop", "none"),
+    ] {
+        assert_eq!(
+            field(ended[0], name),
+            Some(want),
+            "{name} in {:?}",
+            ended[0]
+        );
+    }
+    assert_eq!(field(ended[1], "stop"), Some("fatal"));
+    let stopped = events(&seen, "send run stopped");
+    assert_eq!(stopped.len(), 1, "{seen:#?}");
+    assert_eq!(stopped[0].level, Level::ERROR);
+    assert_eq!(field(stopped[0], "code"), Some("fatal"));
+
+    assert_eq!(events(&seen, "link redeemed: owner registered").len(), 1);
+    let refused: Vec<&str> = events(&seen, "redeem refused")
+        .iter()
+        .filter_map(|s| field(s, "reason"))
+        .collect();
+    assert_eq!(
+        refused,
+        ["token already used", "unknown token"],
+        "{seen:#?}"
+    );
+    assert_eq!(events(&seen, "link refused on verify").len(), 2);
+    let mass = events(&seen, "mass edit applied");
+    assert_eq!(mass.len(), 1, "{seen:#?}");
+    assert_eq!(field(mass[0], "changed"), Some("1"));
+
+    // Nothing that opens an owner's account: no token (sent, redeemed or made up),
+    // no link, in any field of any event or span.
+    let mut secrets: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    secrets.push(&junk);
+    for s in &seen {
+        for (name, value) in &s.fields {
+            assert!(!value.contains("token="), "a link in `{name}` of {s:?}");
+            for secret in &secrets {
+                assert!(!value.contains(secret), "a token in `{name}` of {s:?}");
+            }
+            assert_eq!(token_from_link(value), None, "a link in `{name}` of {s:?}");
+        }
+    }
+}
