@@ -7,7 +7,10 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
+use owner_access::SendOptions;
 use owner_access::adapters::memory::Fault;
+use owner_access::domain::SenderId;
+use owner_access::prelude::*;
 use owner_access::repository::EmailEdit;
 use owner_access::token::token_from_link;
 use tracing::field::{Field, Visit};
@@ -219,4 +222,35 @@ async fn operators_see_the_workflow_and_never_a_token_or_a_link() {
             assert_eq!(token_from_link(value), None, "a link in `{name}` of {s:?}");
         }
     }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_resume_waiting_on_another_senders_leases_says_so_once() {
+    let capture = Capture::default();
+    let _default =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+    let w = world(3).await;
+    // A batch left pending by a fatal stop; then another sender claims two and dies.
+    w.transport.fail_all(Fault::Fatal);
+    let stopped = send_to_all_eligible(&w).await;
+    w.transport.clear_faults();
+    let batch = stopped.batch.expect("a stored batch");
+    let dead = SenderId::new("dead-sender").unwrap();
+    let lease = SendOptions::default().claim_lease;
+    let taken = w
+        .repo
+        .claim_deliveries(&batch, &dead, 2, lease, w.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 2);
+
+    let report = w.service.resume(&batch).await.unwrap();
+    assert_eq!((report.sent, report.pending), (3, 0), "{report:?}");
+    let seen = capture.seen();
+    let waits = events(&seen, "waiting for other senders' leases to run out");
+    assert_eq!(waits.len(), 1, "told once: {seen:#?}");
+    assert_eq!(field(waits[0], "held"), Some("2"));
+    assert_eq!(field(waits[0], "senders"), Some("1"));
+    let ended = events(&seen, "send run ended");
+    assert_eq!(field(ended.last().unwrap(), "sent"), Some("3"), "{seen:#?}");
 }
