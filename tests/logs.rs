@@ -1,11 +1,11 @@
 //! What the library logs through `tracing`: the events a host operator needs appear,
-//! and no token, link or password is ever in a field. A subscriber of the test's own
-//! captures every event and span field while a batch is sent (with a retry, a refused
-//! address and a fatal stop) and links are redeemed.
+//! and no token or link is ever in a field. A subscriber of the test's own
+//! ([`common::capture`]) keeps every event and span field while a batch is sent (with
+//! a retry, then a fatal stop), links are redeemed and refused, and emails are
+//! mass-edited; and while a resume waits on another sender's leases. (The take-over
+//! warning is checked in `send_leases.rs`, where a sender is cut off past its lease.)
 
 mod common;
-
-use std::sync::{Arc, Mutex};
 
 use owner_access::SendOptions;
 use owner_access::adapters::memory::Fault;
@@ -13,101 +13,11 @@ use owner_access::domain::SenderId;
 use owner_access::prelude::*;
 use owner_access::repository::EmailEdit;
 use owner_access::token::token_from_link;
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Record};
-use tracing::{Event, Id, Level, Subscriber};
-use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
-use tracing_subscriber::registry::LookupSpan;
+use tracing::Level;
+use tracing_subscriber::layer::SubscriberExt;
 
+use common::capture::{Capture, events, field};
 use common::*;
-
-/// One event or span as the subscriber saw it: its level, its message, and every
-/// field as text.
-#[derive(Debug, Clone)]
-struct Seen {
-    level: Level,
-    message: String,
-    fields: Vec<(String, String)>,
-}
-
-#[derive(Default)]
-struct FieldText {
-    message: String,
-    fields: Vec<(String, String)>,
-}
-
-impl Visit for FieldText {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        let text = format!("{value:?}");
-        if field.name() == "message" {
-            self.message = text.clone();
-        }
-        self.fields.push((field.name().to_owned(), text));
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.message = value.to_owned();
-        }
-        self.fields
-            .push((field.name().to_owned(), value.to_owned()));
-    }
-}
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<Seen>>>);
-
-impl Capture {
-    fn seen(&self) -> Vec<Seen> {
-        self.0.lock().unwrap().clone()
-    }
-
-    fn push(&self, level: Level, text: FieldText) {
-        self.0.lock().unwrap().push(Seen {
-            level,
-            message: text.message,
-            fields: text.fields,
-        });
-    }
-}
-
-impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
-    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
-        let mut text = FieldText::default();
-        event.record(&mut text);
-        self.push(*event.metadata().level(), text);
-    }
-
-    fn on_new_span(&self, attrs: &Attributes<'_>, _: &Id, _: Context<'_, S>) {
-        let mut text = FieldText {
-            message: format!("span {}", attrs.metadata().name()),
-            ..FieldText::default()
-        };
-        attrs.record(&mut text);
-        self.push(*attrs.metadata().level(), text);
-    }
-
-    fn on_record(&self, span: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        let name = ctx.span(span).map(|s| s.name()).unwrap_or("?");
-        let mut text = FieldText {
-            message: format!("span {name} recorded"),
-            ..FieldText::default()
-        };
-        values.record(&mut text);
-        self.push(Level::TRACE, text);
-    }
-}
-
-fn field<'a>(seen: &'a Seen, name: &str) -> Option<&'a str> {
-    seen.fields
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
-}
-
-fn events<'a>(seen: &'a [Seen], message: &str) -> Vec<&'a Seen> {
-    seen.iter().filter(|s| s.message == message).collect()
-}
 
 #[tokio::test(flavor = "current_thread")]
 async fn operators_see_the_workflow_and_never_a_token_or_a_link() {

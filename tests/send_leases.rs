@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::capture::{Capture, events as events_named, field};
 use common::wrapped::{Hooks, Wrapped};
 use common::*;
 use owner_access::adapters::memory::Fault;
@@ -22,6 +23,8 @@ use owner_access::{
     Clock, InMemoryRepository, InMemoryTransport, OwnerAccess, Progress, RunControl, Selection,
     SendOptions, SendReport, StopReason, SystemClock, async_trait,
 };
+use tracing::instrument::WithSubscriber;
+use tracing_subscriber::layer::SubscriberExt;
 
 fn community() -> CommunityId {
     CommunityId::new("c1").unwrap()
@@ -232,9 +235,12 @@ async fn a_sender_cut_off_past_its_lease_starts_nothing_more_and_its_late_outcom
     let (control, events) = recorder();
     let review = review_for(&service, 6).await;
     let started = Instant::now();
+    // The run's log, whichever worker thread polls it.
+    let log = Capture::default();
     let run = tokio::spawn({
         let service = service.clone();
         async move { service.send_with(review, control).await }
+            .with_subscriber(tracing_subscriber::registry().with(log.clone()))
     });
     // Its first renewal hangs: once its leases ran out, another sender takes them.
     // (Not before its first message: the deliveries must be its claims, not pending.)
@@ -292,6 +298,29 @@ async fn a_sender_cut_off_past_its_lease_starts_nothing_more_and_its_late_outcom
         .filter(|e| matches!(e, Progress::TakenOver { .. }))
         .collect();
     assert_eq!(lost.len(), taken.len(), "{events:?}");
+    // The operator is told, at warn, how many were taken and which write was refused
+    // (a renewal, an outcome, or the release of what was never started).
+    let seen = log.seen();
+    let warned: Vec<_> = seen
+        .iter()
+        .filter(|s| s.message.starts_with("another sender took over deliveries"))
+        .collect();
+    let warned_of: usize = warned
+        .iter()
+        .map(|w| field(w, "deliveries").unwrap().parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(warned_of, taken.len(), "{seen:#?}");
+    assert!(
+        warned.iter().all(|w| w.level == tracing::Level::WARN
+            && matches!(field(w, "refused"), Some("renewal" | "outcome" | "release"))),
+        "{warned:#?}"
+    );
+    let stop = events_named(&seen, "send run stopped");
+    assert_eq!(
+        stop.iter().map(|s| field(s, "code")).collect::<Vec<_>>(),
+        [Some("taken_over")],
+        "{seen:#?}"
+    );
     // Its outcomes for the taken deliveries were refused: they are the other's.
     for d in w.repo.deliveries(&batch).await.unwrap() {
         if taken.iter().any(|t| t.owner == d.owner) {

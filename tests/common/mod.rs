@@ -2,6 +2,7 @@
 //! service over the in-memory adapters and a manual clock.
 #![allow(dead_code)]
 
+pub mod capture;
 pub mod wrapped;
 
 use std::sync::Arc;
