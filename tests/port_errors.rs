@@ -652,3 +652,57 @@ async fn a_mass_edit_names_the_side_and_says_what_the_directory_kept() {
         "{verified:?}"
     );
 }
+
+/// A draft is stored and then its activity entry fails: the call still answers with
+/// the draft's id (an `Err` would lose the id of a new draft, and saving the invite
+/// again would store a second one), the feed misses the entry, and a warning says so.
+#[tokio::test]
+async fn a_saved_draft_whose_activity_entry_fails_is_answered_with_its_id() {
+    use common::capture::{Capture, events, field};
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    let capture = Capture::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+    let p = ports().await;
+    let invite = p
+        .service
+        .compose(&p.community, &Selection::of([oid("e0"), oid("e1")]))
+        .await
+        .unwrap();
+    p.store.set(Outage::Only(&["append_activity"]));
+    let id = p
+        .service
+        .save_draft(&invite)
+        .await
+        .expect("the draft is saved: its id is the answer");
+    p.store.set(Outage::Up);
+
+    let drafts = p.service.drafts(&p.community).await.unwrap();
+    assert_eq!(drafts.len(), 1, "{drafts:?}");
+    assert_eq!(drafts[0].id, id);
+    let feed = p
+        .service
+        .activity(&p.community, Page::first(100))
+        .await
+        .unwrap();
+    assert!(
+        !feed
+            .iter()
+            .any(|e| matches!(e.kind, ActivityKind::DraftSaved { .. })),
+        "{feed:?}"
+    );
+    let seen = capture.seen();
+    let warned = events(
+        &seen,
+        "draft saved, but its activity entry could not be appended",
+    );
+    assert_eq!(warned.len(), 1, "{seen:?}");
+    assert_eq!(warned[0].level, tracing::Level::WARN);
+    assert_eq!(field(warned[0], "draft"), Some(id.as_str()));
+    assert!(
+        field(warned[0], "error").is_some_and(|e| e.contains("append_activity: injected outage")),
+        "{:?}",
+        warned[0]
+    );
+}

@@ -43,10 +43,12 @@ impl OwnerAccess {
     /// - [`Error::Repository`] with `Side::Directory`: reading the community failed;
     ///   nothing is stored.
     /// - [`Error::Repository`] with `Side::Store`: reading the draft it came from or
-    ///   storing it failed, and nothing is stored; or the draft was stored and
-    ///   appending its activity entry failed: the draft is saved (under a new id the
-    ///   call could not return, for an invite not yet saved) and the feed misses that
-    ///   entry.
+    ///   storing it failed, and nothing is stored.
+    ///
+    /// Once the draft is stored the call answers with its id: when appending the
+    /// activity entry fails after that, the feed misses the entry and a `warn` event
+    /// says so (an `Err` would lose the id of a new draft, and saving again would
+    /// store a second one).
     pub async fn save_draft(&self, invite: &Invite) -> Result<DraftId> {
         self.community(&invite.community).await?;
         let now = self.clock.now();
@@ -67,17 +69,24 @@ impl OwnerAccess {
             updated_at: now,
         };
         self.store.save_draft(&draft).await.map_err(Error::store)?;
-        self.store
-            .append_activity(&ActivityEntry {
-                community: invite.community.clone(),
-                at: now,
-                kind: ActivityKind::DraftSaved {
-                    draft: id.clone(),
-                    selected: invite.selection.len(),
-                },
-            })
-            .await
-            .map_err(Error::store)?;
+        // The draft is saved: its id is the answer. A failed activity entry is logged,
+        // not returned, since an `Err` would lose the id and saving the invite again
+        // would store a second draft.
+        let entry = ActivityEntry {
+            community: invite.community.clone(),
+            at: now,
+            kind: ActivityKind::DraftSaved {
+                draft: id.clone(),
+                selected: invite.selection.len(),
+            },
+        };
+        if let Err(error) = self.store.append_activity(&entry).await {
+            tracing::warn!(
+                draft = %id,
+                error = %crate::error::with_causes(&error),
+                "draft saved, but its activity entry could not be appended"
+            );
+        }
         Ok(id)
     }
 
