@@ -92,6 +92,11 @@ pub mod transport;
 
 pub use adapters::memory::{InMemoryRepository, InMemoryTransport};
 pub use adapters::outbox::FileOutbox;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use adapters::postgres::{
+    PostgresDirectory, PostgresRepository, PostgresSettings, PostgresStore,
+};
 #[cfg(feature = "smtp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "smtp")))]
 pub use adapters::smtp::{SmtpSettings, SmtpTransport};
