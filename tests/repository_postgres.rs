@@ -96,3 +96,382 @@ async fn directory_conformance_directly_and_through_arc_dyn() {
     }
     let _ = NEEDS;
 }
+
+// ----- Beyond the suites: the server's clock, separate pools, a server that ends the
+// pool's connections.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{PORTAL, fast_options, owner, t0};
+use owner_access::adapters::postgres::LeaseClock;
+use owner_access::domain::{
+    ActivityEntry, ActivityKind, Batch, BatchId, Community, CommunityId, DeliveryState, Mailbox,
+    NewBatch, OwnerId, SenderId, Timestamp, TokenHash, TokenRecord, TokenState,
+};
+use owner_access::invite::Invite;
+use owner_access::prelude::*;
+use owner_access::repository::{RedeemOutcome, RepositoryError};
+use owner_access::transport::{Accepted, Envelope, TransportError};
+use owner_access::{
+    InMemoryTransport, ManualClock, MailTransport, OwnerAccess, Selection, SendOptions,
+    StopReason, async_trait,
+};
+
+fn cid() -> CommunityId {
+    CommunityId::new("c1").unwrap()
+}
+
+/// A batch of `owners` (`o0000`, `o0001`, …), built as the service would.
+fn new_batch(id: &str, owners: usize) -> NewBatch {
+    let ids: Vec<OwnerId> = (0..owners)
+        .map(|i| OwnerId::new(format!("o{i:04}")).unwrap())
+        .collect();
+    let batch = BatchId::new(id).unwrap();
+    let invite = Invite {
+        community: cid(),
+        selection: Selection::of(ids.clone()),
+        subject: "Your owner portal".into(),
+        text_body: Some("Register: {{link}}".into()),
+        html_body: None,
+        reply_to: None,
+        summary_to: None,
+        attachments: Vec::new(),
+        draft: None,
+        from: None,
+        portal_url: None,
+    };
+    NewBatch {
+        batch: Batch {
+            id: batch.clone(),
+            community: cid(),
+            invite,
+            sender: Mailbox {
+                name: None,
+                address: common::addr("no-reply@portal.example.com"),
+            },
+            portal_url: PORTAL.into(),
+            token_ttl_seconds: 86_400,
+            created_at: t0(),
+            resend: false,
+        },
+        deliveries: ids
+            .iter()
+            .map(|o| (o.clone(), common::addr(&format!("{o}@example.org"))))
+            .collect(),
+        activity: ActivityEntry {
+            community: cid(),
+            at: t0(),
+            kind: ActivityKind::BatchCreated {
+                batch,
+                recipients: owners,
+                excluded: 0,
+                resend: false,
+            },
+        },
+    }
+}
+
+fn system_now() -> i64 {
+    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set OWNER_ACCESS_PG_URL and run with --include-ignored"]
+async fn leases_are_judged_by_the_server_clock_whatever_the_callers_say() {
+    let db = TestDb::create().await;
+    let settings = db.fresh().await.lease_clock(LeaseClock::Server);
+    let repo = PostgresRepository::connect(&settings).await.unwrap();
+    repo.create_batch(&new_batch("b1", 3)).await.unwrap();
+    let b1 = BatchId::new("b1").unwrap();
+    let (a, b) = (SenderId::new("a").unwrap(), SenderId::new("b").unwrap());
+    let lease = Duration::from_secs(2);
+    // A caller whose clock reads 1970 claims: the lease is stamped with the server's
+    // time, not the caller's.
+    let long_ago = Timestamp::from_unix_seconds(0);
+    let claimed = repo
+        .claim_deliveries(&b1, &a, 2, lease, long_ago)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    for d in &claimed {
+        let DeliveryState::Claimed { at, until, .. } = d.state else {
+            panic!("claimed: {d:?}");
+        };
+        assert!((at.unix_seconds() - system_now()).abs() <= 5, "at is the server's now: {at}");
+        assert_eq!(
+            until.as_offset_date_time() - at.as_offset_date_time(),
+            time::Duration::seconds(2),
+            "until = at + lease"
+        );
+    }
+    // A caller whose clock runs centuries ahead cannot take a lease that still runs.
+    let far_ahead = Timestamp::from_unix_seconds(7_000_000_000);
+    let taken = repo
+        .claim_deliveries(&b1, &b, 10, lease, far_ahead)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1, "only the pending one: {taken:?}");
+    let held = repo.held_claims(&b1, long_ago).await.unwrap();
+    assert!((held.now.unix_seconds() - system_now()).abs() <= 5, "the server's now");
+    // Renewing with a caller's clock of 1970 still gives the server's now + lease.
+    let refused = repo
+        .renew_claims(&b1, &a, &[claimed[0].owner.clone()], lease, long_ago)
+        .await
+        .unwrap();
+    assert!(refused.is_empty());
+    // Once the server's clock passes the unrenewed lease, another sender takes it
+    // over, whatever its own clock says.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let over = repo
+        .claim_deliveries(&b1, &b, 10, lease, long_ago)
+        .await
+        .unwrap();
+    let owners: BTreeSet<&str> = over.iter().map(|d| d.owner.as_str()).collect();
+    assert!(owners.contains(claimed[1].owner.as_str()), "taken over: {over:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set OWNER_ACCESS_PG_URL and run with --include-ignored"]
+async fn two_pools_redeeming_one_token_at_once_one_wins() {
+    let db = TestDb::create().await;
+    let settings = db.fresh().await;
+    let first = PostgresRepository::connect(&settings).await.unwrap();
+    let second = PostgresRepository::connect(&settings).await.unwrap();
+    for round in 0..30u8 {
+        let owner = OwnerId::new(format!("o{round}")).unwrap();
+        let mut hashes = Vec::new();
+        // Two live links of one owner (a message sent twice): redeeming either is
+        // redeeming the owner's invitation.
+        for copy in 0..2u8 {
+            let hash = TokenHash([round.wrapping_mul(2).wrapping_add(copy); 32]);
+            first
+                .issue_token(&TokenRecord {
+                    hash,
+                    owner: owner.clone(),
+                    batch: BatchId::new("b1").unwrap(),
+                    issued_at: t0(),
+                    expires_at: Timestamp::from_unix_seconds(t0().unix_seconds() + 86_400),
+                    sent_to: format!("{owner}@example.org"),
+                    state: TokenState::Live,
+                })
+                .await
+                .unwrap();
+            hashes.push(hash);
+        }
+        let at = Timestamp::from_unix_seconds(t0().unix_seconds() + 10);
+        // Same token from both pools, or the owner's two tokens, alternately.
+        let (h1, h2) = if round % 2 == 0 {
+            (hashes[0], hashes[0])
+        } else {
+            (hashes[0], hashes[1])
+        };
+        let (x, y) = tokio::join!(first.redeem_token(&h1, at), second.redeem_token(&h2, at));
+        let won = [x.unwrap(), y.unwrap()]
+            .iter()
+            .filter(|o| matches!(o, RedeemOutcome::Redeemed { .. }))
+            .count();
+        assert_eq!(won, 1, "round {round}: exactly one redeem wins");
+        assert_eq!(first.owed_registrations().await.unwrap().len(), usize::from(round) + 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set OWNER_ACCESS_PG_URL and run with --include-ignored"]
+async fn two_pools_claiming_one_batch_never_share_a_delivery() {
+    let db = TestDb::create().await;
+    let settings = db.fresh().await;
+    let pools = [
+        PostgresRepository::connect(&settings).await.unwrap(),
+        PostgresRepository::connect(&settings).await.unwrap(),
+    ];
+    const OWNERS: usize = 2_000;
+    pools[0].create_batch(&new_batch("b1", OWNERS)).await.unwrap();
+    let b1 = BatchId::new("b1").unwrap();
+    let claimers = (0..8).map(|i| {
+        let repo = &pools[i % 2];
+        let b1 = &b1;
+        async move {
+            let sender = SenderId::new(format!("worker-{i}")).unwrap();
+            let mut mine = Vec::new();
+            loop {
+                let got = repo
+                    .claim_deliveries(b1, &sender, 25, Duration::from_secs(60), t0())
+                    .await
+                    .unwrap();
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got.into_iter().map(|d| d.owner));
+            }
+        }
+    });
+    let mut seen: BTreeMap<OwnerId, usize> = BTreeMap::new();
+    for mine in futures::future::join_all(claimers).await {
+        for owner in mine {
+            *seen.entry(owner).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len(), OWNERS, "every delivery claimed");
+    assert!(seen.values().all(|n| *n == 1), "nobody claimed twice");
+}
+
+/// Delivers into an in-memory transport; after `kill_after` messages, has the
+/// server end every connection to the test database (as a restart does) before
+/// answering.
+struct KillingTransport {
+    inner: InMemoryTransport,
+    db_name: String,
+    kill_after: usize,
+    sent: std::sync::atomic::AtomicUsize,
+}
+
+impl std::fmt::Display for KillingTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("killing transport")
+    }
+}
+
+#[async_trait]
+impl MailTransport for KillingTransport {
+    async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<Accepted, TransportError> {
+        let accepted = self.inner.send(envelope, message).await?;
+        let n = self.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if n == self.kill_after {
+            let client = admin_client().await;
+            let killed: i64 = client
+                .query_one(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                     WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    &[&self.db_name],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert!(killed > 0, "the pool had connections to end");
+        }
+        Ok(accepted)
+    }
+}
+
+async fn admin_client() -> tokio_postgres::Client {
+    let (client, connection) =
+        tokio_postgres::connect(&pg_support::server_url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set OWNER_ACCESS_PG_URL and run with --include-ignored"]
+async fn connections_ended_mid_send_stop_it_unavailable_and_resume_loses_nobody() {
+    const OWNERS: usize = 120;
+    let db = TestDb::create().await;
+    let repo = Arc::new(PostgresRepository::connect(&db.fresh().await).await.unwrap());
+    repo.upsert_community(&Community::new(cid(), "Maple Grove HOA"))
+        .await
+        .unwrap();
+    let owners: Vec<_> = (0..OWNERS)
+        .map(|i| owner(&format!("e{i:03}"), Some(&format!("e{i:03}@example.org"))))
+        .collect();
+    repo.upsert_owners(&owners, t0()).await.unwrap();
+    let transport = Arc::new(KillingTransport {
+        inner: InMemoryTransport::new(),
+        db_name: db.name.clone(),
+        kill_after: 30,
+        sent: Default::default(),
+    });
+    let clock = Arc::new(ManualClock::new(t0()));
+    let options = SendOptions {
+        concurrency: 2,
+        outcome_group: 4,
+        ..fast_options()
+    };
+    let service = OwnerAccess::builder(repo.clone(), transport.clone())
+        .sender("Owner Portal <no-reply@portal.example.com>")
+        .portal_url(PORTAL)
+        .clock(clock.clone())
+        .send_options(options.clone())
+        .build()
+        .unwrap();
+    let selection: Selection = owners.iter().map(|o| o.id.clone()).collect();
+    let review = service
+        .review(&service.compose(&cid(), &selection).await.unwrap())
+        .await
+        .unwrap();
+    let report = service.send(review).await.expect("a stop, not an error");
+    let batch = report.batch.clone().expect("the report names the batch");
+    match &report.stopped {
+        Some(StopReason::StoreUnavailable { error, .. }) => {
+            assert!(
+                error.contains("PostgreSQL repository"),
+                "names the store: {error}"
+            )
+        }
+        other => panic!("expected a store stop, got {other:?}: {report:?}"),
+    }
+    assert!(report.pending > 0, "stopped with deliveries pending: {report:?}");
+    // The pool opens fresh connections; the stopped run's leases run out.
+    clock.advance(options.claim_lease);
+    let resumed = service.resume(&batch).await.unwrap();
+    assert!(resumed.is_complete(), "{resumed:?}");
+    let counts = repo.delivery_counts(&batch).await.unwrap();
+    assert_eq!(counts.sent, OWNERS, "every delivery recorded sent: {counts:?}");
+    let mut ids: BTreeMap<OwnerId, Vec<String>> = BTreeMap::new();
+    for m in transport.inner.messages() {
+        let tag = m.envelope.tag.unwrap();
+        if let Some(owner) = tag.owner {
+            ids.entry(owner).or_default().push(tag.message_id);
+        }
+    }
+    assert_eq!(ids.len(), OWNERS, "nobody lost");
+    for (owner, copies) in &ids {
+        assert!(copies.len() <= 2, "{owner} got {} copies", copies.len());
+        assert!(copies.iter().all(|c| *c == copies[0]), "{owner}'s copies share a Message-ID");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set OWNER_ACCESS_PG_URL and run with --include-ignored"]
+async fn a_server_that_is_down_is_unavailable_with_its_cause() {
+    // Port 1: nothing listens there.
+    let err = PostgresRepository::connect(
+        &owner_access::PostgresSettings::new("postgres://postgres@127.0.0.1:1/postgres?sslmode=disable")
+            .connect_timeout(Duration::from_secs(2)),
+    )
+    .await
+    .expect_err("nothing listens on port 1");
+    assert!(matches!(err, RepositoryError::Unavailable { .. }), "{err:?}");
+    let cause = std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default();
+    assert!(!cause.is_empty(), "the cause is kept: {err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set OWNER_ACCESS_PG_URL and run with --include-ignored"]
+async fn six_pools_connecting_at_once_migrate_once() {
+    let db = TestDb::create().await;
+    let settings = db.fresh().await;
+    let connects = (0..6).map(|_| PostgresRepository::connect(&settings));
+    for result in futures::future::join_all(connects).await {
+        result.expect("every connect succeeds");
+    }
+    let client = db.client().await;
+    let schema = settings
+        .url()
+        .rsplit("search_path%3D")
+        .next()
+        .unwrap()
+        .to_owned();
+    let rows = client
+        .query(
+            &format!("SELECT part, version FROM {schema}.owner_access_schema ORDER BY part"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let parts: Vec<(String, i32)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(parts, vec![("directory".into(), 1), ("store".into(), 1)]);
+}
