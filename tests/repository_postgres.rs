@@ -116,8 +116,8 @@ use owner_access::prelude::*;
 use owner_access::repository::{RedeemOutcome, RepositoryError};
 use owner_access::transport::{Accepted, Envelope, TransportError};
 use owner_access::{
-    InMemoryTransport, ManualClock, MailTransport, OwnerAccess, Selection, SendOptions,
-    StopReason, async_trait,
+    InMemoryTransport, MailTransport, ManualClock, OwnerAccess, Selection, SendOptions, StopReason,
+    async_trait,
 };
 
 fn cid() -> CommunityId {
@@ -175,7 +175,13 @@ fn new_batch(id: &str, owners: usize) -> NewBatch {
 }
 
 fn system_now() -> i64 {
-    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()).unwrap()
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,7 +206,10 @@ async fn leases_are_judged_by_the_server_clock_whatever_the_callers_say() {
         let DeliveryState::Claimed { at, until, .. } = d.state else {
             panic!("claimed: {d:?}");
         };
-        assert!((at.unix_seconds() - system_now()).abs() <= 5, "at is the server's now: {at}");
+        assert!(
+            (at.unix_seconds() - system_now()).abs() <= 5,
+            "at is the server's now: {at}"
+        );
         assert_eq!(
             until.as_offset_date_time() - at.as_offset_date_time(),
             time::Duration::seconds(2),
@@ -215,7 +224,10 @@ async fn leases_are_judged_by_the_server_clock_whatever_the_callers_say() {
         .unwrap();
     assert_eq!(taken.len(), 1, "only the pending one: {taken:?}");
     let held = repo.held_claims(&b1, long_ago).await.unwrap();
-    assert!((held.now.unix_seconds() - system_now()).abs() <= 5, "the server's now");
+    assert!(
+        (held.now.unix_seconds() - system_now()).abs() <= 5,
+        "the server's now"
+    );
     // Renewing with a caller's clock of 1970 still gives the server's now + lease.
     let refused = repo
         .renew_claims(&b1, &a, &[claimed[0].owner.clone()], lease, long_ago)
@@ -230,7 +242,10 @@ async fn leases_are_judged_by_the_server_clock_whatever_the_callers_say() {
         .await
         .unwrap();
     let owners: BTreeSet<&str> = over.iter().map(|d| d.owner.as_str()).collect();
-    assert!(owners.contains(claimed[1].owner.as_str()), "taken over: {over:?}");
+    assert!(
+        owners.contains(claimed[1].owner.as_str()),
+        "taken over: {over:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,7 +289,10 @@ async fn two_pools_redeeming_one_token_at_once_one_wins() {
             .filter(|o| matches!(o, RedeemOutcome::Redeemed { .. }))
             .count();
         assert_eq!(won, 1, "round {round}: exactly one redeem wins");
-        assert_eq!(first.owed_registrations().await.unwrap().len(), usize::from(round) + 1);
+        assert_eq!(
+            first.owed_registrations().await.unwrap().len(),
+            usize::from(round) + 1
+        );
     }
 }
 
@@ -288,7 +306,10 @@ async fn two_pools_claiming_one_batch_never_share_a_delivery() {
         PostgresRepository::connect(&settings).await.unwrap(),
     ];
     const OWNERS: usize = 2_000;
-    pools[0].create_batch(&new_batch("b1", OWNERS)).await.unwrap();
+    pools[0]
+        .create_batch(&new_batch("b1", OWNERS))
+        .await
+        .unwrap();
     let b1 = BatchId::new("b1").unwrap();
     let claimers = (0..8).map(|i| {
         let repo = &pools[i % 2];
@@ -370,7 +391,11 @@ async fn admin_client() -> tokio_postgres::Client {
 async fn connections_ended_mid_send_stop_it_unavailable_and_resume_loses_nobody() {
     const OWNERS: usize = 120;
     let db = TestDb::create().await;
-    let repo = Arc::new(PostgresRepository::connect(&db.fresh().await).await.unwrap());
+    let repo = Arc::new(
+        PostgresRepository::connect(&db.fresh().await)
+            .await
+            .unwrap(),
+    );
     repo.upsert_community(&Community::new(cid(), "Maple Grove HOA"))
         .await
         .unwrap();
@@ -413,13 +438,19 @@ async fn connections_ended_mid_send_stop_it_unavailable_and_resume_loses_nobody(
         }
         other => panic!("expected a store stop, got {other:?}: {report:?}"),
     }
-    assert!(report.pending > 0, "stopped with deliveries pending: {report:?}");
+    assert!(
+        report.pending > 0,
+        "stopped with deliveries pending: {report:?}"
+    );
     // The pool opens fresh connections; the stopped run's leases run out.
     clock.advance(options.claim_lease);
     let resumed = service.resume(&batch).await.unwrap();
     assert!(resumed.is_complete(), "{resumed:?}");
     let counts = repo.delivery_counts(&batch).await.unwrap();
-    assert_eq!(counts.sent, OWNERS, "every delivery recorded sent: {counts:?}");
+    assert_eq!(
+        counts.sent, OWNERS,
+        "every delivery recorded sent: {counts:?}"
+    );
     let mut ids: BTreeMap<OwnerId, Vec<String>> = BTreeMap::new();
     for m in transport.inner.messages() {
         let tag = m.envelope.tag.unwrap();
@@ -430,7 +461,10 @@ async fn connections_ended_mid_send_stop_it_unavailable_and_resume_loses_nobody(
     assert_eq!(ids.len(), OWNERS, "nobody lost");
     for (owner, copies) in &ids {
         assert!(copies.len() <= 2, "{owner} got {} copies", copies.len());
-        assert!(copies.iter().all(|c| *c == copies[0]), "{owner}'s copies share a Message-ID");
+        assert!(
+            copies.iter().all(|c| *c == copies[0]),
+            "{owner}'s copies share a Message-ID"
+        );
     }
 }
 
@@ -439,13 +473,20 @@ async fn connections_ended_mid_send_stop_it_unavailable_and_resume_loses_nobody(
 async fn a_server_that_is_down_is_unavailable_with_its_cause() {
     // Port 1: nothing listens there.
     let err = PostgresRepository::connect(
-        &owner_access::PostgresSettings::new("postgres://postgres@127.0.0.1:1/postgres?sslmode=disable")
-            .connect_timeout(Duration::from_secs(2)),
+        &owner_access::PostgresSettings::new(
+            "postgres://postgres@127.0.0.1:1/postgres?sslmode=disable",
+        )
+        .connect_timeout(Duration::from_secs(2)),
     )
     .await
     .expect_err("nothing listens on port 1");
-    assert!(matches!(err, RepositoryError::Unavailable { .. }), "{err:?}");
-    let cause = std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default();
+    assert!(
+        matches!(err, RepositoryError::Unavailable { .. }),
+        "{err:?}"
+    );
+    let cause = std::error::Error::source(&err)
+        .map(ToString::to_string)
+        .unwrap_or_default();
     assert!(!cause.is_empty(), "the cause is kept: {err:?}");
 }
 
@@ -474,4 +515,76 @@ async fn six_pools_connecting_at_once_migrate_once() {
         .unwrap();
     let parts: Vec<(String, i32)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(parts, vec![("directory".into(), 1), ("store".into(), 1)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set OWNER_ACCESS_PG_URL and run with --include-ignored"]
+async fn a_statement_past_its_time_out_is_unavailable_and_changes_nothing() {
+    let db = TestDb::create().await;
+    let settings = db.fresh().await;
+    let schema = settings
+        .url()
+        .rsplit("search_path%3D")
+        .next()
+        .unwrap()
+        .to_owned();
+    let repo = PostgresRepository::connect(&settings.statement_timeout(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    let hash = TokenHash([7; 32]);
+    repo.issue_token(&TokenRecord {
+        hash,
+        owner: OwnerId::new("o1").unwrap(),
+        batch: BatchId::new("b1").unwrap(),
+        issued_at: t0(),
+        expires_at: Timestamp::from_unix_seconds(t0().unix_seconds() + 86_400),
+        sent_to: "o1@example.org".into(),
+        state: TokenState::Live,
+    })
+    .await
+    .unwrap();
+    // Another session holds the link's invitation: the redeem waits for it, and the
+    // server cancels the wait at the time-out.
+    let mut other = db.client().await;
+    let tx = other.transaction().await.unwrap();
+    tx.batch_execute(&format!(
+        "SELECT * FROM {schema}.owner_access_invitations FOR UPDATE"
+    ))
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let err = repo
+        .redeem_token(
+            &hash,
+            Timestamp::from_unix_seconds(t0().unix_seconds() + 10),
+        )
+        .await
+        .expect_err("cancelled");
+    assert!(
+        matches!(err, RepositoryError::Unavailable { .. }),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let cause = format!("{:?}", std::error::Error::source(&err));
+    assert!(
+        cause.contains("statement timeout"),
+        "the server's reason is kept: {cause}"
+    );
+    tx.rollback().await.unwrap();
+    // Nothing of the cancelled call was kept: the link still works, once.
+    let outcome = repo
+        .redeem_token(
+            &hash,
+            Timestamp::from_unix_seconds(t0().unix_seconds() + 10),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, RedeemOutcome::Redeemed { .. }),
+        "{outcome:?}"
+    );
 }

@@ -167,12 +167,6 @@ impl Db {
             LeaseClock::Server => None,
         }
     }
-
-    /// The pool's status: (connections open, connections idle).
-    pub(super) fn pool_status(&self) -> (usize, usize) {
-        let status = self.pool.status();
-        (status.size, status.available)
-    }
 }
 
 /// The statements' parameters.

@@ -134,11 +134,6 @@ impl PostgresStore {
             db: open(settings, "store", &[&STORE]).await?,
         })
     }
-
-    /// The number of connections open and idle in the pool.
-    pub fn pool_status(&self) -> (usize, usize) {
-        self.db.pool_status()
-    }
 }
 
 impl PostgresDirectory {
@@ -179,11 +174,6 @@ impl PostgresRepository {
     /// The directory half, sharing the pool.
     pub fn directory(&self) -> &PostgresDirectory {
         &self.directory
-    }
-
-    /// The number of connections open and idle in the pool.
-    pub fn pool_status(&self) -> (usize, usize) {
-        self.store.pool_status()
     }
 }
 
