@@ -588,3 +588,31 @@ async fn a_statement_past_its_time_out_is_unavailable_and_changes_nothing() {
         "{outcome:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set OWNER_ACCESS_PG_URL and run with --include-ignored"]
+async fn a_row_the_crate_would_not_write_is_corrupt() {
+    let db = TestDb::create().await;
+    let settings = db.fresh().await;
+    let schema = settings
+        .url()
+        .rsplit("search_path%3D")
+        .next()
+        .unwrap()
+        .to_owned();
+    let repo = PostgresRepository::connect(&settings).await.unwrap();
+    db.client()
+        .await
+        .batch_execute(&format!(
+            "INSERT INTO {schema}.owner_access_owners
+                 (id, community, property, first_name, last_name, property_address)
+             VALUES ('', 'c1', 'unit-1', 'Ann', 'Lee', '1 Elm Street')"
+        ))
+        .await
+        .unwrap();
+    let err = repo
+        .community_owners(&cid(), &owner_access::eligibility::OwnerFilter::default())
+        .await
+        .expect_err("an empty owner id");
+    assert!(matches!(err, RepositoryError::Corrupt { .. }), "{err:?}");
+}

@@ -86,23 +86,60 @@ pub(super) fn classify(store: &str, e: Fail) -> RepositoryError {
             store: store.to_owned(),
             source: Box::new(e),
         },
-        Fail::Pg(e) => {
-            // No SQLSTATE: the connection failed or closed (refused, reset, TLS, a
-            // server that went away mid-statement).
-            let transient = e.is_closed() || e.code().is_none_or(is_transient);
-            if transient {
-                RepositoryError::Unavailable {
-                    store: store.to_owned(),
-                    source: Box::new(e),
-                }
-            } else {
-                RepositoryError::Backend {
-                    store: store.to_owned(),
-                    source: Box::new(e),
-                }
-            }
-        }
+        Fail::Pg(e) => match e.code() {
+            Some(code) if is_transient(code) => RepositoryError::Unavailable {
+                store: store.to_owned(),
+                source: Box::new(e),
+            },
+            Some(_) => RepositoryError::Backend {
+                store: store.to_owned(),
+                source: Box::new(e),
+            },
+            None if is_connection_failure(&e) => RepositoryError::Unavailable {
+                store: store.to_owned(),
+                source: Box::new(e),
+            },
+            None if is_row_failure(&e) => RepositoryError::Corrupt {
+                message: format!("{store}: a stored value cannot be read: {e}"),
+            },
+            None => RepositoryError::Backend {
+                store: store.to_owned(),
+                source: Box::new(e),
+            },
+        },
     }
+}
+
+/// A driver error without a SQLSTATE that comes from the connection: it is closed
+/// (the server ended it, or went away mid-statement), an I/O error is beneath it, or
+/// connecting, the TLS handshake or the connect time-out failed.
+fn is_connection_failure(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if cause.is::<std::io::Error>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    let text = e.to_string();
+    [
+        "error connecting",
+        "error performing TLS",
+        "timeout waiting",
+        "error communicating",
+    ]
+    .iter()
+    .any(|start| text.starts_with(start))
+}
+
+/// A driver error reading a row: a column of another type or missing (what this
+/// crate's schema never holds).
+fn is_row_failure(e: &tokio_postgres::Error) -> bool {
+    let text = e.to_string();
+    text.starts_with("error deserializing column") || text.starts_with("invalid column")
 }
 
 /// The pool and what every statement needs to know: the clock that judges leases.
