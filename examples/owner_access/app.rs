@@ -1,4 +1,5 @@
-//! What every command starts from: the state's SQLite file, and a workflow service
+//! What every command starts from: the state (a SQLite file or a PostgreSQL
+//! database), and a workflow service
 //! built from the MESSAGE and TRANSPORT flags (an SMTP server or an outbox folder,
 //! checked before anything is stored).
 
@@ -27,9 +28,16 @@ pub struct App {
 }
 
 impl App {
-    /// Opens (or creates) the state's SQLite file given with `--db`.
+    /// Opens (or creates) the state given with `--db`: a PostgreSQL database when it
+    /// is a `postgres://` or `postgresql://` URL, else a SQLite file.
     pub async fn open(db: Option<PathBuf>) -> Result<Self, Failure> {
         let db = db.ok_or_else(|| Failure::input("--db FILE is required"))?;
+        if let Some(url) = db
+            .to_str()
+            .filter(|d| d.starts_with("postgres://") || d.starts_with("postgresql://"))
+        {
+            return Self::open_postgres(url).await;
+        }
         let repo = SqliteRepository::open(&db).await.map_err(|e| {
             Failure::input(format!(
                 "cannot open the database {}: {}",
@@ -40,6 +48,31 @@ impl App {
         Ok(Self {
             repo: Arc::new(repo),
         })
+    }
+
+    /// Connects to the PostgreSQL database at `url` and creates or migrates its
+    /// tables. The message names the server and database, never the URL's password.
+    #[cfg(feature = "postgres")]
+    async fn open_postgres(url: &str) -> Result<Self, Failure> {
+        use owner_access::{PostgresRepository, PostgresSettings};
+        let repo = PostgresRepository::connect(&PostgresSettings::new(url))
+            .await
+            .map_err(|e| {
+                Failure::input(format!(
+                    "cannot open the PostgreSQL database: {}",
+                    with_causes(&e)
+                ))
+            })?;
+        Ok(Self {
+            repo: Arc::new(repo),
+        })
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    async fn open_postgres(_: &str) -> Result<Self, Failure> {
+        Err(Failure::input(
+            "--db postgres://…: this build has no PostgreSQL support (build with --features postgres)",
+        ))
     }
 
     fn builder(

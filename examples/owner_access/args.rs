@@ -11,8 +11,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Invite homeowners to their owner portal, in bulk and safely"
 )]
 pub struct Cli {
-    /// The SQLite file that holds the state (created on first use).
-    #[arg(long, global = true, value_name = "FILE")]
+    /// The state: a SQLite file (created on first use), or a PostgreSQL database as
+    /// a URL, `postgres://user@host:port/db?sslmode=require` (tables created on
+    /// first use; needs the `postgres` feature).
+    #[arg(long, global = true, value_name = "FILE|URL")]
     pub db: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
