@@ -122,3 +122,235 @@ fn a_server_that_is_down_is_an_error_naming_it() {
     );
     assert!(!stderr.contains("secret"), "never the password: {stderr}");
 }
+
+// ----- Several processes on one batch: `resume --batch ID` run by each.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use owner_access::FileOutbox;
+
+/// Imports `n` eligible owners of `maple` (`a0000`, …) over `url`.
+fn community_of(dir: &std::path::Path, url: &str, n: usize) {
+    let mut owners = String::from(
+        "community_id,owner_id,property_id,first_name,last_name,property_address,primary_email,registered\n",
+    );
+    for i in 0..n {
+        owners.push_str(&format!(
+            "maple,a{i:04},u{i:04},Ann,Lee{i},{i} Elm St,a{i:04}@example.org,false\n"
+        ));
+    }
+    std::fs::write(dir.join("owners.csv"), owners).unwrap();
+    std::fs::write(
+        dir.join("communities.csv"),
+        "community_id,name,reply_to\nmaple,Maple Grove HOA,board@maple.example.org\n",
+    )
+    .unwrap();
+    ok(
+        dir,
+        url,
+        &[
+            "import",
+            "--communities",
+            "communities.csv",
+            "--owners",
+            "owners.csv",
+        ],
+    );
+}
+
+fn spawn(dir: &std::path::Path, db: &str, args: &[&str]) -> std::process::Child {
+    Command::new(cli_support::binary())
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the example starts")
+}
+
+/// The batch the first `send` created, read from the database once it exists.
+async fn batch_id(db: &TestDb, url: &str) -> String {
+    let schema = url.rsplit("search_path%3D").next().unwrap().to_owned();
+    let client = db.client().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = client
+            .query(
+                &format!("SELECT id FROM {schema}.owner_access_batches"),
+                &[],
+            )
+            .await
+            .unwrap_or_default();
+        if let Some(row) = rows.first() {
+            return row.get(0);
+        }
+        assert!(Instant::now() < deadline, "no batch was created");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every invitation in the outboxes: owner's address → the Message-IDs of its copies.
+fn invitations(dir: &std::path::Path, outboxes: &[&str]) -> BTreeMap<String, Vec<String>> {
+    let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for name in outboxes {
+        let Ok(outbox) = FileOutbox::new(dir.join(name)) else {
+            continue;
+        };
+        for (envelope, bytes) in outbox.messages().unwrap() {
+            let parsed = mailparse::parse_mail(&bytes).unwrap();
+            let message_id =
+                mailparse::MailHeaderMap::get_first_value(parsed.headers.as_slice(), "Message-ID")
+                    .expect("a Message-ID");
+            // Invitations only (the recap goes to the sender's address).
+            if envelope.to.as_str().ends_with("@example.org") {
+                ids.entry(envelope.to.as_str().to_owned())
+                    .or_default()
+                    .push(message_id);
+            }
+        }
+    }
+    ids
+}
+
+fn sent_of(out: &Output) -> u64 {
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not a JSON report ({e}): {} / {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    report["sent"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set OWNER_ACCESS_PG_URL and run with --include-ignored"]
+async fn three_processes_share_one_batch_each_owner_once() {
+    const OWNERS: usize = 600;
+    let db = TestDb::create().await;
+    let url = db.fresh().await.url().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    community_of(d, &url, OWNERS);
+    let rate = ["--rate", "40"];
+    let first = spawn(
+        d,
+        &url,
+        &[
+            &["send", "--community", "maple", "--outbox", "out0", "--json"][..],
+            &rate,
+        ]
+        .concat(),
+    );
+    let batch = batch_id(&db, &url).await;
+    let others: Vec<_> = (1..3)
+        .map(|i| {
+            let outbox = format!("out{i}");
+            spawn(
+                d,
+                &url,
+                &[
+                    &["resume", "--batch", &batch, "--outbox", &outbox, "--json"][..],
+                    &rate,
+                ]
+                .concat(),
+            )
+        })
+        .collect();
+    for child in std::iter::once(first).chain(others) {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            sent_of(&out),
+            OWNERS as u64,
+            "each report counts the whole batch"
+        );
+    }
+    let ids = invitations(d, &["out0", "out1", "out2"]);
+    assert_eq!(ids.len(), OWNERS, "nobody missing");
+    let twice = ids.values().filter(|v| v.len() > 1).count();
+    assert_eq!(twice, 0, "nobody twice in a clean run");
+    let sent: Vec<usize> = ["out0", "out1", "out2"]
+        .iter()
+        .map(|o| invitations(d, &[o]).len())
+        .collect();
+    eprintln!("invitations each process sent (send, resume, resume): {sent:?}");
+    let working = sent.iter().filter(|n| **n > 0).count();
+    assert!(working >= 2, "the batch was shared: {sent:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set OWNER_ACCESS_PG_URL and run with --include-ignored"]
+async fn a_worker_killed_mid_batch_loses_nobody() {
+    const OWNERS: usize = 300;
+    let db = TestDb::create().await;
+    let url = db.fresh().await.url().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    community_of(d, &url, OWNERS);
+    // Short leases, judged by the server's clock: the dead worker's claims are
+    // taken over two seconds after its last renewal.
+    let flags = ["--rate", "60", "--lease", "2"];
+    let mut first = spawn(
+        d,
+        &url,
+        &[
+            &["send", "--community", "maple", "--outbox", "out0", "--json"][..],
+            &flags,
+        ]
+        .concat(),
+    );
+    let batch = batch_id(&db, &url).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while invitations(d, &["out0"]).len() < 40 {
+        assert!(Instant::now() < deadline, "the first worker sent nothing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let before = invitations(d, &["out0"]).len();
+    let out = spawn(
+        d,
+        &url,
+        &[
+            &["resume", "--batch", &batch, "--outbox", "out1", "--json"][..],
+            &flags,
+        ]
+        .concat(),
+    )
+    .wait_with_output()
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids = invitations(d, &["out0", "out1"]);
+    assert_eq!(ids.len(), OWNERS, "nobody missing");
+    let twice: Vec<_> = ids.iter().filter(|(_, v)| v.len() > 1).collect();
+    for (owner, copies) in &twice {
+        assert_eq!(copies.len(), 2, "{owner}");
+        assert_eq!(copies[0], copies[1], "{owner}'s copies share a Message-ID");
+    }
+    eprintln!(
+        "killed after {before} messages; sent twice (same Message-ID): {}",
+        twice.len()
+    );
+    // Sent but not recorded when the worker died: at most its unrecorded outcomes
+    // (the default outcome group and the messages in flight).
+    assert!(
+        twice.len() <= 64,
+        "{} sent twice of {before} before the kill",
+        twice.len()
+    );
+}
