@@ -1,6 +1,7 @@
 //! How to reach the server: [`PostgresSettings`] (the URL, the pool, the time-outs,
 //! which clock judges leases) and the TLS set-up the URL's `sslmode` asks for.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,13 +63,53 @@ pub enum LeaseClock {
 ///     .statement_timeout(Duration::from_secs(10));
 /// assert_eq!(settings.url(), "postgres://app@db.example.com/hoa?sslmode=require");
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PostgresSettings {
     url: String,
     pool_size: usize,
     statement_timeout: Duration,
     connect_timeout: Duration,
     lease_clock: LeaseClock,
+}
+
+/// Shows the URL with its password hidden.
+impl fmt::Debug for PostgresSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresSettings")
+            .field("url", &redacted(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("lease_clock", &self.lease_clock)
+            .finish()
+    }
+}
+
+/// `url` with the password replaced by `***`: in a URL's user info
+/// (`user:password@`) and in the `key=value` form (`password=…`).
+fn redacted(url: &str) -> String {
+    if let Some(scheme_end) = url.find("://") {
+        let rest = &url[scheme_end + 3..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            return format!(
+                "{}{}:***{}",
+                &url[..scheme_end + 3],
+                &rest[..colon],
+                &rest[at..]
+            );
+        }
+        return url.to_owned();
+    }
+    url.split_whitespace()
+        .map(|pair| match pair.split_once('=') {
+            Some(("password", _)) => "password=***".to_owned(),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl PostgresSettings {
@@ -250,5 +291,29 @@ impl ServerCertVerifier for Unverified {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_password() {
+        for (url, shown) in [
+            (
+                "postgres://app:s3cret@db.example.com:5432/hoa?sslmode=require",
+                "postgres://app:***@db.example.com:5432/hoa?sslmode=require",
+            ),
+            ("postgres://app@db/hoa", "postgres://app@db/hoa"),
+            (
+                "host=db user=app password=s3cret dbname=hoa",
+                "host=db user=app password=*** dbname=hoa",
+            ),
+        ] {
+            let debug = format!("{:?}", PostgresSettings::new(url));
+            assert!(debug.contains(shown), "{debug}");
+            assert!(!debug.contains("s3cret"), "{debug}");
+        }
     }
 }
