@@ -339,9 +339,10 @@ async fn two_pools_claiming_one_batch_never_share_a_delivery() {
     assert!(seen.values().all(|n| *n == 1), "nobody claimed twice");
 }
 
-/// Delivers into an in-memory transport; after `kill_after` messages, has the
-/// server end every connection to the test database (as a restart does) before
-/// answering.
+/// Delivers into an in-memory transport; after `kill_after` messages, takes the
+/// test database down before answering: it stops accepting connections and ends
+/// every one it has (what a server restart looks like to the pool), until the test
+/// lets it accept them again.
 struct KillingTransport {
     inner: InMemoryTransport,
     db_name: String,
@@ -362,6 +363,13 @@ impl MailTransport for KillingTransport {
         let n = self.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         if n == self.kill_after {
             let client = admin_client().await;
+            client
+                .batch_execute(&format!(
+                    "ALTER DATABASE {} WITH ALLOW_CONNECTIONS false",
+                    self.db_name
+                ))
+                .await
+                .unwrap();
             let killed: i64 = client
                 .query_one(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
@@ -432,8 +440,8 @@ async fn connections_ended_mid_send_stop_it_unavailable_and_resume_loses_nobody(
     match &report.stopped {
         Some(StopReason::StoreUnavailable { error, .. }) => {
             assert!(
-                error.contains("PostgreSQL repository"),
-                "names the store: {error}"
+                error.contains("PostgreSQL repository") && error.contains("is unavailable"),
+                "names the store, unavailable: {error}"
             )
         }
         other => panic!("expected a store stop, got {other:?}: {report:?}"),
@@ -442,7 +450,16 @@ async fn connections_ended_mid_send_stop_it_unavailable_and_resume_loses_nobody(
         report.pending > 0,
         "stopped with deliveries pending: {report:?}"
     );
-    // The pool opens fresh connections; the stopped run's leases run out.
+    // The server is back: the pool opens fresh connections; the stopped run's leases
+    // run out.
+    admin_client()
+        .await
+        .batch_execute(&format!(
+            "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true",
+            db.name
+        ))
+        .await
+        .unwrap();
     clock.advance(options.claim_lease);
     let resumed = service.resume(&batch).await.unwrap();
     assert!(resumed.is_complete(), "{resumed:?}");

@@ -81,6 +81,16 @@ fn is_transient(code: &SqlState) -> bool {
 pub(super) fn classify(store: &str, e: Fail) -> RepositoryError {
     match e {
         Fail::Repo(e) => e,
+        // Opening a connection to a database that does not accept connections now
+        // (being dropped, or `ALLOW_CONNECTIONS false` while an operator works on it).
+        Fail::Pool(PoolError::Backend(e))
+            if e.code() == Some(&SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE) =>
+        {
+            RepositoryError::Unavailable {
+                store: store.to_owned(),
+                source: Box::new(e),
+            }
+        }
         Fail::Pool(PoolError::Backend(e)) => classify(store, Fail::Pg(e)),
         Fail::Pool(e) => RepositoryError::Unavailable {
             store: store.to_owned(),
