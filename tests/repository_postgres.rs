@@ -633,3 +633,46 @@ async fn a_row_the_crate_would_not_write_is_corrupt() {
         .expect_err("an empty owner id");
     assert!(matches!(err, RepositoryError::Corrupt { .. }), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set OWNER_ACCESS_PG_URL and run with --include-ignored"]
+async fn a_host_table_with_one_of_our_names_is_name_taken_and_nothing_changes() {
+    let db = TestDb::create().await;
+    let settings = db.fresh().await;
+    let schema = settings
+        .url()
+        .rsplit("search_path%3D")
+        .next()
+        .unwrap()
+        .to_owned();
+    let client = db.client().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.owner_access_owners (unit TEXT PRIMARY KEY)"
+        ))
+        .await
+        .unwrap();
+    let err = PostgresRepository::connect(&settings)
+        .await
+        .expect_err("the name is the host's");
+    match &err {
+        RepositoryError::NameTaken { name, .. } => assert_eq!(name, "owner_access_owners"),
+        other => panic!("expected NameTaken, got {other:?}"),
+    }
+    // Nothing of the migration was kept: not even the versions table.
+    let tables: Vec<String> = client
+        .query(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = $1 ORDER BY 1",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(tables, vec!["owner_access_owners".to_owned()]);
+    // The store alone does not need that name.
+    owner_access::PostgresStore::connect(&settings)
+        .await
+        .expect("the store's names are free");
+}

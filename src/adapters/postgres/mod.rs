@@ -116,7 +116,7 @@ async fn open(settings: &PostgresSettings, role: &str, parts: &[&Part]) -> RepoR
     let db = Db::new(settings, role)?;
     db.run(async {
         let mut client = db.client().await?;
-        schema::migrate(&mut client, parts).await
+        schema::migrate(&mut client, &db.name, parts).await
     })
     .await?;
     Ok(db)
@@ -128,6 +128,8 @@ impl PostgresStore {
     /// # Errors
     /// [`RepositoryError::Unavailable`] when the server cannot be reached;
     /// [`RepositoryError::Corrupt`] when its tables are of a newer version;
+    /// [`RepositoryError::NameTaken`] when another object has the name of one of
+    /// them;
     /// [`RepositoryError::Backend`] for a URL that does not parse or another failure.
     pub async fn connect(settings: &PostgresSettings) -> RepoResult<PostgresStore> {
         Ok(PostgresStore {

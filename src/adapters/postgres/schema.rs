@@ -9,6 +9,10 @@ use deadpool_postgres::Object;
 
 use crate::domain::DELIVERED_KEY_VERSION;
 
+use tokio_postgres::error::SqlState;
+
+use crate::repository::RepositoryError;
+
 use super::connection::{Fail, Res};
 
 /// One part of the schema: its name in `owner_access_schema` and its migrations
@@ -53,9 +57,11 @@ const MIGRATION_LOCK: (i32, i32) = (0x4F41_6363, 0x6D69_6772);
 /// Brings `parts` to this build's versions, in one transaction.
 ///
 /// A part at a version newer than this build knows is refused as
-/// [`Corrupt`](crate::repository::RepositoryError::Corrupt) (an older build must not
-/// write a newer schema), and nothing changes.
-pub(super) async fn migrate(client: &mut Object, parts: &[&Part]) -> Res<()> {
+/// [`Corrupt`](RepositoryError::Corrupt) (an older build must not write a newer
+/// schema); a name the migration needs that another object holds (a host's table
+/// called `owner_access_owners`, say) as [`NameTaken`](RepositoryError::NameTaken).
+/// Either way nothing changes.
+pub(super) async fn migrate(client: &mut Object, store: &str, parts: &[&Part]) -> Res<()> {
     let tx = client.transaction().await?;
     tx.execute(
         "SELECT pg_advisory_xact_lock($1, $2)",
@@ -70,16 +76,26 @@ pub(super) async fn migrate(client: &mut Object, parts: &[&Part]) -> Res<()> {
     )
     .await?;
     for part in parts {
-        let stored: Option<i32> = tx
+        // A table of that name but another shape is not ours.
+        let stored: Option<i32> = match tx
             .query_opt(
                 "SELECT version FROM owner_access_schema WHERE part = $1",
                 &[&part.name],
             )
-            .await?
-            .map(|row| row.get(0));
+            .await
+        {
+            Ok(row) => row
+                .map(|row| row.try_get(0))
+                .transpose()
+                .map_err(|_| name_taken(store, "owner_access_schema"))?,
+            Err(e) if e.code().is_some_and(|c| c.code().starts_with("42")) => {
+                return Err(name_taken(store, "owner_access_schema"));
+            }
+            Err(e) => return Err(e.into()),
+        };
         let from = stored.unwrap_or(0);
         if from > part.version() {
-            return Err(Fail::Repo(crate::repository::RepositoryError::Corrupt {
+            return Err(Fail::Repo(RepositoryError::Corrupt {
                 message: format!(
                     "the `{}` tables are at schema version {from}, newer than this build's {}",
                     part.name,
@@ -88,7 +104,12 @@ pub(super) async fn migrate(client: &mut Object, parts: &[&Part]) -> Res<()> {
             }));
         }
         for sql in &part.migrations[usize::try_from(from).unwrap_or(0)..] {
-            tx.batch_execute(sql).await?;
+            if let Err(e) = tx.batch_execute(sql).await {
+                return Err(match taken_name(&e) {
+                    Some(name) => name_taken(store, &name),
+                    None => e.into(),
+                });
+            }
         }
         tx.execute(
             "INSERT INTO owner_access_schema (part, version) VALUES ($1, $2)
@@ -99,4 +120,31 @@ pub(super) async fn migrate(client: &mut Object, parts: &[&Part]) -> Res<()> {
     }
     tx.commit().await?;
     Ok(())
+}
+
+fn name_taken(store: &str, name: &str) -> Fail {
+    Fail::Repo(RepositoryError::NameTaken {
+        store: store.to_owned(),
+        name: name.to_owned(),
+    })
+}
+
+/// The name a migration could not create because another object has it: a host's
+/// table, index, function or trigger named `owner_access_…`.
+fn taken_name(e: &tokio_postgres::Error) -> Option<String> {
+    let db = e.as_db_error()?;
+    let duplicate = [
+        SqlState::DUPLICATE_TABLE,
+        SqlState::DUPLICATE_OBJECT,
+        SqlState::DUPLICATE_FUNCTION,
+    ];
+    if !duplicate.contains(db.code()) {
+        return None;
+    }
+    // `relation "owner_access_owners" already exists`, `function
+    // owner_access_now_ns() already exists with same argument types`.
+    let message = db.message();
+    let quoted = message.split('"').nth(1);
+    let name = quoted.or_else(|| message.split_whitespace().nth(1))?;
+    Some(name.trim_end_matches("()").to_owned())
 }
