@@ -676,3 +676,38 @@ async fn a_host_table_with_one_of_our_names_is_name_taken_and_nothing_changes() 
         .await
         .expect("the store's names are free");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set OWNER_ACCESS_PG_URL and run with --include-ignored"]
+async fn sslmode_prefer_encrypts_when_the_server_offers_tls_and_disable_never() {
+    let db = TestDb::create().await;
+    let client = db.client().await;
+    let server_ssl: String = client.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    let settings = db.fresh().await;
+    let base = settings.url().to_owned();
+    for (mode, want_tls) in [("prefer", server_ssl == "on"), ("disable", false)] {
+        let app = format!("owner-access-{mode}");
+        let url = format!("{base}&sslmode={mode}&application_name={app}");
+        let repo = PostgresRepository::connect(&owner_access::PostgresSettings::new(url))
+            .await
+            .unwrap();
+        repo.communities().await.unwrap();
+        let ssl: Vec<bool> = client
+            .query(
+                "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+                 WHERE a.application_name = $1",
+                &[&app],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(!ssl.is_empty(), "{mode}: the pool's connection is listed");
+        assert!(
+            ssl.iter().all(|s| *s == want_tls),
+            "{mode}: TLS {ssl:?}, expected {want_tls} (server ssl = {server_ssl})"
+        );
+        drop(repo);
+    }
+}
