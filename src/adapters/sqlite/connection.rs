@@ -84,9 +84,7 @@ impl Inner {
         )
         .map_err(sql)?;
         writer.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
-        let mode: String = writer
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(sql)?;
+        let mode = wal_mode(&writer).map_err(sql)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(RepositoryError::Backend {
                 store,
@@ -256,4 +254,24 @@ pub(super) fn uri_path(path: &Path) -> String {
         }
     }
     out
+}
+
+/// Switches the writer to WAL mode and gives the mode the file is in. Switching a new
+/// file takes its exclusive lock, and when another connection is switching the same
+/// file at that moment SQLite answers `SQLITE_BUSY` at once instead of calling the
+/// busy handler (waiting could deadlock the two): opens of one new file at once then
+/// failed. The switch is tried again, for as long as the busy time-out.
+fn wal_mode(writer: &Connection) -> rusqlite::Result<String> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)) {
+            Err(e)
+                if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
 }
