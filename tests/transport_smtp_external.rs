@@ -46,16 +46,52 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn wait_listening(port: u16, child: &mut Child) {
+/// Reads the server's first stdout line, `ready PORT`, printed once it listens on
+/// the port it bound itself (port 0: no other process can hold it in between).
+fn wait_ready(child: &mut Child) -> u16 {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("the server's stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    // Python's start-up and the controller's own trial connection take seconds on
+    // a loaded machine.
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("the server did not report ready within 60 s"));
+    match line.trim().strip_prefix("ready ").map(str::parse) {
+        Some(Ok(port)) => port,
+        _ => panic!(
+            "the server did not start (its first line: {line:?}; exit: {:?})",
+            child.try_wait()
+        ),
+    }
+}
+
+/// Waits until `child` answers on `port` with a greeting naming `name`: a connect
+/// alone can reach another process that took the port between [`free_port`] and
+/// the child's bind (then the child exits, and this says so).
+fn wait_greeting(port: u16, name: &str, child: &mut Child) -> Result<(), String> {
+    use std::io::{BufRead, BufReader};
     let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    loop {
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("the server exited: {status}");
+            return Err(format!("the server exited: {status}"));
         }
-        assert!(
-            Instant::now() < deadline,
-            "the server did not listen on {port}"
-        );
+        if let Ok(tcp) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut greeting = String::new();
+            let _ = BufReader::new(tcp).read_line(&mut greeting);
+            if greeting.starts_with("220 ") && greeting.contains(name) {
+                return Ok(());
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("no greeting naming {name} on port {port}"));
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -103,11 +139,16 @@ fn assert_class(e: &TransportError, class: ErrorClass, connection: bool) {
 // aiosmtpd
 
 const AIOSMTPD_SERVER: &str = r#"
-import base64, json, os, ssl, sys, threading
+import base64, json, os, socket, ssl, sys, threading
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-mode, port, cert, key, dump = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+mode, cert, key, dump = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+# The server binds port 0 itself and reports the port it got: a port chosen by the
+# test and bound later can be taken by another process in between.
+listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+listener.bind(("127.0.0.1", 0))
+port = listener.getsockname()[1]
 lock = threading.Lock()
 seq = [0]
 
@@ -152,18 +193,23 @@ def authenticator(server, session, envelope, mechanism, auth_data):
           and auth_data.login == b"ann" and auth_data.password == b"s3cret-Pa55")
     return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
+class BoundController(Controller):
+    def _create_server(self):
+        return self.loop.create_server(self._factory_invoker, sock=listener,
+                                       ssl=self.ssl_context)
+
 context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
 context.load_cert_chain(cert, key)
 if mode == "starttls":
-    controller = Controller(Handler(), hostname="127.0.0.1", port=port,
+    controller = BoundController(Handler(), hostname="127.0.0.1", port=port,
                             tls_context=context, require_starttls=True,
                             authenticator=authenticator, auth_require_tls=True)
 else:
-    controller = Controller(Handler(), hostname="127.0.0.1", port=port,
+    controller = BoundController(Handler(), hostname="127.0.0.1", port=port,
                             ssl_context=context, authenticator=authenticator,
                             auth_require_tls=False)
 controller.start()
-print("ready", flush=True)
+print("ready", port, flush=True)
 threading.Event().wait()
 "#;
 
@@ -195,22 +241,21 @@ impl Aiosmtpd {
         std::fs::write(&script, AIOSMTPD_SERVER).unwrap();
         std::fs::write(&cert_path, cert).unwrap();
         std::fs::write(&key_path, key).unwrap();
-        let port = free_port();
-        let mut child = Command::new(python)
+        let child = Command::new(python)
             .arg(&script)
             .arg(if implicit_tls { "implicit" } else { "starttls" })
-            .arg(port.to_string())
             .args([&cert_path, &key_path, &dump])
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {python}: {e}"));
-        wait_listening(port, &mut child);
+        let mut process = Process(child);
+        let port = wait_ready(&mut process.0);
         Self {
             port,
             ca_pem: ca,
             dump,
             _dir: dir,
-            _process: Process(child),
+            _process: process,
         }
     }
 
@@ -393,29 +438,43 @@ struct SmtpSink {
 }
 
 impl SmtpSink {
+    /// smtp-sink binds the port it is given, so the port is chosen here and may be
+    /// taken by another process before smtp-sink binds it: the greeting carries a
+    /// name of this start's own, and a start that lost its port is tried again.
     fn start(binary: &str, options: &[&str]) -> Self {
-        let port = free_port();
-        let mut cmd = Command::new(binary);
         let root = Command::new("id")
             .arg("-u")
             .output()
             .map(|o| o.stdout.starts_with(b"0"))
             .unwrap_or(false);
-        if root {
-            cmd.args(["-u", "nobody"]);
+        let mut last = String::new();
+        for attempt in 0..5 {
+            let port = free_port();
+            let name = format!("sink-{}-{port}-{attempt}.test", std::process::id());
+            let mut cmd = Command::new(binary);
+            if root {
+                cmd.args(["-u", "nobody"]);
+            }
+            let child = cmd
+                .args(["-h", &name])
+                .args(options)
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("256")
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
+            let mut process = Process(child);
+            match wait_greeting(port, &name, &mut process.0) {
+                Ok(()) => {
+                    return Self {
+                        port,
+                        _process: process,
+                    };
+                }
+                Err(e) => last = e,
+            }
         }
-        let mut child = cmd
-            .args(options)
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("256")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
-        wait_listening(port, &mut child);
-        Self {
-            port,
-            _process: Process(child),
-        }
+        panic!("smtp-sink did not start in 5 attempts: {last}")
     }
 
     fn settings(&self) -> SmtpSettings {
