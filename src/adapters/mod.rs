@@ -19,6 +19,8 @@ pub mod postgres;
 #[cfg(feature = "smtp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "smtp")))]
 pub mod smtp;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql_columns;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;

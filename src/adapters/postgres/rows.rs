@@ -3,13 +3,13 @@
 //!
 //! [`Corrupt`]: crate::repository::RepositoryError::Corrupt
 
-use time::OffsetDateTime;
 use tokio_postgres::Row;
 
+use crate::adapters::sql_columns::{self, StateColumns};
 use crate::domain::{
-    ActivityEntry, BatchId, Branding, Community, CommunityId, Delivery, DeliveryState,
-    EmailAddress, InvitationState, Owner, OwnerId, PropertyId, Registered, SenderId, SkipReason,
-    TimeZoneName, Timestamp, TokenHash, TokenRecord, TokenState,
+    ActivityEntry, BatchId, Branding, Community, CommunityId, Delivery, EmailAddress,
+    InvitationState, Owner, OwnerId, PropertyId, Registered, TimeZoneName, Timestamp, TokenHash,
+    TokenRecord,
 };
 use crate::repository::RepositoryError;
 
@@ -28,9 +28,12 @@ pub(super) fn ts(t: Timestamp) -> Res<i64> {
 }
 
 pub(super) fn read_ts(n: i64) -> Res<Timestamp> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(n))
-        .map(Timestamp::from_offset_date_time)
-        .map_err(|e| bad_row("timestamp", e))
+    sql_columns::timestamp(n).map_err(bad_column)
+}
+
+/// A column [`sql_columns`] found wrong, as this adapter's [`bad_row`].
+fn bad_column((what, detail): sql_columns::BadColumn) -> Fail {
+    bad_row(what, detail)
 }
 
 pub(super) fn read_opt_ts(n: Option<i64>) -> Res<Option<Timestamp>> {
@@ -45,10 +48,6 @@ pub(super) fn nanos(d: std::time::Duration) -> i64 {
 /// A count or limit as the server's BIGINT.
 pub(super) fn big(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-pub(super) fn need<T>(value: Option<T>, what: &str) -> Res<T> {
-    value.ok_or_else(|| bad_row(what, "missing"))
 }
 
 macro_rules! read_id {
@@ -138,34 +137,15 @@ macro_rules! delivery_columns {
 pub(super) use delivery_columns;
 
 pub(super) fn read_delivery(batch: &BatchId, r: &Row) -> Res<Delivery> {
-    let state: String = r.try_get(2)?;
-    let at = read_opt_ts(r.try_get(3)?)?;
-    let state = match (state.as_str(), at) {
-        ("pending", None) => DeliveryState::Pending,
-        ("claimed", Some(at)) => DeliveryState::Claimed {
-            at,
-            holder: read_id!(
-                SenderId,
-                need(r.try_get::<_, Option<String>>(6)?, "deliveries.holder")?,
-                "deliveries.holder"
-            )?,
-            until: read_ts(need(r.try_get(7)?, "deliveries.lease_until")?)?,
-        },
-        ("sent", Some(at)) => DeliveryState::Sent { at },
-        ("failed", Some(at)) => DeliveryState::Failed {
-            at,
-            error: need(r.try_get(4)?, "deliveries.error")?,
-        },
-        ("skipped", Some(at)) => {
-            let code: String = need(r.try_get(9)?, "deliveries.skip_reason")?;
-            DeliveryState::Skipped {
-                at,
-                reason: SkipReason::from_code(&code)
-                    .ok_or_else(|| bad_row("deliveries.skip_reason", code))?,
-            }
-        }
-        (other, _) => return Err(bad_row("deliveries.state", other)),
-    };
+    let state = sql_columns::delivery_state(StateColumns {
+        state: r.try_get(2)?,
+        at: r.try_get(3)?,
+        holder: r.try_get(6)?,
+        until: r.try_get(7)?,
+        error: r.try_get(4)?,
+        skip_reason: r.try_get(9)?,
+    })
+    .map_err(bad_column)?;
     Ok(Delivery {
         batch: batch.clone(),
         owner: read_id!(OwnerId, r.try_get::<_, String>(0)?, "deliveries.owner")?,
@@ -183,15 +163,8 @@ pub(super) const TOKEN: &str =
      WHERE t.hash = $1";
 
 pub(super) fn read_token(hash: TokenHash, r: &Row) -> Res<TokenRecord> {
-    let state: String = r.try_get(4)?;
-    let at = read_opt_ts(r.try_get(5)?)?;
-    let state = match (state.as_str(), at) {
-        ("pending", None) => TokenState::Pending,
-        ("live", None) => TokenState::Live,
-        ("revoked", Some(at)) => TokenState::Revoked { at },
-        ("redeemed", Some(at)) => TokenState::Redeemed { at },
-        (other, _) => return Err(bad_row("tokens.state", other)),
-    };
+    let state =
+        sql_columns::token_state(&r.try_get::<_, String>(4)?, r.try_get(5)?).map_err(bad_column)?;
     Ok(TokenRecord {
         hash,
         owner: read_id!(OwnerId, r.try_get::<_, String>(0)?, "invitations.owner")?,

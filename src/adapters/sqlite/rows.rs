@@ -5,13 +5,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{Connection, Params, Row};
-use time::OffsetDateTime;
 
 use super::fail::{Fail, Message, Res, bad_row};
+use crate::adapters::sql_columns::{self, StateColumns};
 use crate::domain::{
-    Batch, BatchId, Branding, Community, CommunityId, Delivery, DeliveryState, Draft, DraftId,
-    EmailAddress, InvitationState, Mailbox, Owner, OwnerId, PropertyId, Registered, SenderId,
-    SkipReason, TimeZoneName, Timestamp, TokenHash, TokenRecord, TokenState,
+    Batch, BatchId, Branding, Community, CommunityId, Delivery, Draft, DraftId, EmailAddress,
+    InvitationState, Mailbox, Owner, OwnerId, PropertyId, Registered, TimeZoneName, Timestamp,
+    TokenHash, TokenRecord,
 };
 use crate::invite::{Attachment, Invite};
 use crate::repository::RepositoryError;
@@ -94,17 +94,16 @@ pub(super) fn ts(t: Timestamp) -> Res<i64> {
 }
 
 pub(super) fn read_ts(n: i64) -> Res<Timestamp> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(n))
-        .map(Timestamp::from_offset_date_time)
-        .map_err(|e| bad_row("timestamp", e))
+    sql_columns::timestamp(n).map_err(bad_column)
+}
+
+/// A column [`sql_columns`] found wrong, as this adapter's [`bad_row`].
+fn bad_column((what, detail): sql_columns::BadColumn) -> Fail {
+    bad_row(what, detail)
 }
 
 pub(super) fn read_opt_ts(n: Option<i64>) -> Res<Option<Timestamp>> {
     n.map(read_ts).transpose()
-}
-
-pub(super) fn need<T>(value: Option<T>, what: &str) -> Res<T> {
-    value.ok_or_else(|| bad_row(what, "missing"))
 }
 
 macro_rules! read_id {
@@ -345,34 +344,15 @@ pub(super) use delivery_columns;
 pub(super) const DELIVERY_COLUMNS: &str = delivery_columns!();
 
 pub(super) fn read_delivery(batch: &BatchId, r: &Row<'_>) -> Res<Delivery> {
-    let state: String = r.get(2)?;
-    let at = read_opt_ts(r.get(3)?)?;
-    let state = match (state.as_str(), at) {
-        ("pending", None) => DeliveryState::Pending,
-        ("claimed", Some(at)) => DeliveryState::Claimed {
-            at,
-            holder: read_id!(
-                SenderId,
-                need(r.get::<_, Option<String>>(6)?, "deliveries.holder")?,
-                "deliveries.holder"
-            )?,
-            until: read_ts(need(r.get(7)?, "deliveries.lease_until")?)?,
-        },
-        ("sent", Some(at)) => DeliveryState::Sent { at },
-        ("failed", Some(at)) => DeliveryState::Failed {
-            at,
-            error: need(r.get(4)?, "deliveries.error")?,
-        },
-        ("skipped", Some(at)) => {
-            let code: String = need(r.get(9)?, "deliveries.skip_reason")?;
-            DeliveryState::Skipped {
-                at,
-                reason: SkipReason::from_code(&code)
-                    .ok_or_else(|| bad_row("deliveries.skip_reason", code))?,
-            }
-        }
-        (other, _) => return Err(bad_row("deliveries.state", other)),
-    };
+    let state = sql_columns::delivery_state(StateColumns {
+        state: r.get(2)?,
+        at: r.get(3)?,
+        holder: r.get(6)?,
+        until: r.get(7)?,
+        error: r.get(4)?,
+        skip_reason: r.get(9)?,
+    })
+    .map_err(bad_column)?;
     Ok(Delivery {
         batch: batch.clone(),
         owner: read_id!(OwnerId, r.get::<_, String>(0)?, "deliveries.owner")?,
@@ -393,15 +373,8 @@ pub(super) fn read_token(db: &Db<'_>, hash: &TokenHash) -> Res<Option<TokenRecor
          FROM owner_access_tokens t JOIN owner_access_invitations i ON i.id = t.invitation WHERE t.hash = ?1",
         [&hash.0[..]],
         |r| {
-            let state: String = r.get(4)?;
-            let at = read_opt_ts(r.get(5)?)?;
-            let state = match (state.as_str(), at) {
-                ("pending", None) => TokenState::Pending,
-                ("live", None) => TokenState::Live,
-                ("revoked", Some(at)) => TokenState::Revoked { at },
-                ("redeemed", Some(at)) => TokenState::Redeemed { at },
-                (other, _) => return Err(bad_row("tokens.state", other)),
-            };
+            let state = sql_columns::token_state(&r.get::<_, String>(4)?, r.get(5)?)
+                .map_err(bad_column)?;
             Ok(TokenRecord {
                 hash: *hash,
                 owner: read_id!(OwnerId, r.get::<_, String>(0)?, "invitations.owner")?,
