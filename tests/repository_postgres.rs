@@ -511,18 +511,12 @@ async fn a_server_that_is_down_is_unavailable_with_its_cause() {
 #[ignore = "needs PostgreSQL: set OWNER_ACCESS_PG_URL and run with --include-ignored"]
 async fn six_pools_connecting_at_once_migrate_once() {
     let db = TestDb::create().await;
-    let settings = db.fresh().await;
+    let (settings, schema) = db.fresh_named().await;
     let connects = (0..6).map(|_| PostgresRepository::connect(&settings));
     for result in futures::future::join_all(connects).await {
         result.expect("every connect succeeds");
     }
     let client = db.client().await;
-    let schema = settings
-        .url()
-        .rsplit("search_path%3D")
-        .next()
-        .unwrap()
-        .to_owned();
     let rows = client
         .query(
             &format!("SELECT part, version FROM {schema}.owner_access_schema ORDER BY part"),
@@ -538,13 +532,7 @@ async fn six_pools_connecting_at_once_migrate_once() {
 #[ignore = "needs PostgreSQL: set OWNER_ACCESS_PG_URL and run with --include-ignored"]
 async fn a_statement_past_its_time_out_is_unavailable_and_changes_nothing() {
     let db = TestDb::create().await;
-    let settings = db.fresh().await;
-    let schema = settings
-        .url()
-        .rsplit("search_path%3D")
-        .next()
-        .unwrap()
-        .to_owned();
+    let (settings, schema) = db.fresh_named().await;
     let repo = PostgresRepository::connect(&settings.statement_timeout(Duration::from_millis(300)))
         .await
         .unwrap();
@@ -610,13 +598,7 @@ async fn a_statement_past_its_time_out_is_unavailable_and_changes_nothing() {
 #[ignore = "needs PostgreSQL: set OWNER_ACCESS_PG_URL and run with --include-ignored"]
 async fn a_row_the_crate_would_not_write_is_corrupt() {
     let db = TestDb::create().await;
-    let settings = db.fresh().await;
-    let schema = settings
-        .url()
-        .rsplit("search_path%3D")
-        .next()
-        .unwrap()
-        .to_owned();
+    let (settings, schema) = db.fresh_named().await;
     let repo = PostgresRepository::connect(&settings).await.unwrap();
     db.client()
         .await
@@ -638,13 +620,7 @@ async fn a_row_the_crate_would_not_write_is_corrupt() {
 #[ignore = "needs PostgreSQL: set OWNER_ACCESS_PG_URL and run with --include-ignored"]
 async fn a_host_table_with_one_of_our_names_is_name_taken_and_nothing_changes() {
     let db = TestDb::create().await;
-    let settings = db.fresh().await;
-    let schema = settings
-        .url()
-        .rsplit("search_path%3D")
-        .next()
-        .unwrap()
-        .to_owned();
+    let (settings, schema) = db.fresh_named().await;
     let client = db.client().await;
     client
         .batch_execute(&format!(

@@ -84,6 +84,12 @@ impl TestDb {
     /// repository each time. Leases judged by the caller's clock, as the conformance
     /// suites (fixed times) need.
     pub async fn fresh(&self) -> PostgresSettings {
+        self.fresh_named().await.0
+    }
+
+    /// [`fresh`](Self::fresh), and the schema's name, for a test's own SQL on the
+    /// adapters' tables (`{schema}.owner_access_…`).
+    pub async fn fresh_named(&self) -> (PostgresSettings, String) {
         let n = self.schemas.fetch_add(1, Ordering::SeqCst);
         let schema = format!("s{n}");
         admin(&self.url())
@@ -91,13 +97,14 @@ impl TestDb {
             .batch_execute(&format!("CREATE SCHEMA {schema}"))
             .await
             .expect("CREATE SCHEMA");
-        PostgresSettings::new(with_database(
+        let settings = PostgresSettings::new(with_database(
             &self.server,
             &self.name,
             &format!("options=-c%20search_path%3D{schema}"),
         ))
         .pool_size(4)
-        .lease_clock(LeaseClock::Caller)
+        .lease_clock(LeaseClock::Caller);
+        (settings, schema)
     }
 
     /// A client of the database (not of the adapters' pools).

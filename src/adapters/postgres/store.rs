@@ -29,6 +29,17 @@ use super::rows::{
 /// invite's selection): arrays of a few MB, statement overhead that does not count.
 pub(super) const WRITE_CHUNK: usize = 50_000;
 
+/// A read-only transaction on one snapshot (REPEATABLE READ): a draft or a batch and
+/// its invite's rows take several statements, and a writer committing between them
+/// must not give a draft of one version with the selection of another.
+async fn snapshot(c: &mut deadpool_postgres::Object) -> Res<deadpool_postgres::Transaction<'_>> {
+    Ok(c.build_transaction()
+        .read_only(true)
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await?)
+}
+
 async fn insert_invite<C: GenericClient + Sync>(c: &C, invite: &Invite) -> Res<i64> {
     // Destructured so a new field of `Invite` cannot be forgotten here.
     let Invite {
@@ -322,10 +333,7 @@ impl InvitationStore for PostgresStore {
         self.db
             .run(async {
                 let mut c = self.db.client().await?;
-                // One snapshot for the draft and its invite's rows.
-                let tx = c.build_transaction().read_only(true).isolation_level(
-                    tokio_postgres::IsolationLevel::RepeatableRead,
-                ).start().await?;
+                let tx = snapshot(&mut c).await?;
                 let found = row(
                     &tx,
                     "SELECT id, invite, created_at, updated_at FROM owner_access_drafts WHERE id = $1",
@@ -346,12 +354,7 @@ impl InvitationStore for PostgresStore {
         self.db
             .run(async {
                 let mut c = self.db.client().await?;
-                let tx = c
-                    .build_transaction()
-                    .read_only(true)
-                    .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                    .start()
-                    .await?;
+                let tx = snapshot(&mut c).await?;
                 let mut drafts = Vec::new();
                 for r in rows(
                     &tx,
@@ -460,12 +463,7 @@ impl InvitationStore for PostgresStore {
         self.db
             .run(async {
                 let mut c = self.db.client().await?;
-                let tx = c
-                    .build_transaction()
-                    .read_only(true)
-                    .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                    .start()
-                    .await?;
+                let tx = snapshot(&mut c).await?;
                 let found = row(
                     &tx,
                     &format!("SELECT {BATCH_COLUMNS} FROM owner_access_batches WHERE id = $1"),
@@ -486,12 +484,7 @@ impl InvitationStore for PostgresStore {
         self.db
             .run(async {
                 let mut c = self.db.client().await?;
-                let tx = c
-                    .build_transaction()
-                    .read_only(true)
-                    .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                    .start()
-                    .await?;
+                let tx = snapshot(&mut c).await?;
                 let mut batches = Vec::new();
                 for r in rows(
                     &tx,
