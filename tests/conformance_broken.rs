@@ -1,6 +1,7 @@
 //! The conformance suite catches broken adapters: each wrapper below delegates to
 //! [`InMemoryRepository`] but breaks one contract the way a real adapter could (a
-//! non-atomic batch insert, a read-then-write redeem, a read-then-write claim, a
+//! non-atomic batch insert, a read-then-write redeem, a read-then-write rate schedule, one
+//! that saves up idle time for a burst, a read-then-write claim, a
 //! renewal that renews nothing, an outcome recorded whoever holds the claim, a link
 //! made live and the older one revoked at claim, a skip recorded as a failure, owner
 //! ids read without the filter, a redeem answered twice, an invitation state that keeps
@@ -25,6 +26,7 @@ use owner_access::eligibility::OwnerFilter;
 use owner_access::prelude::*;
 use owner_access::repository::{
     EmailEdit, EmailHolder, ImportSession, Marked, RedeemOutcome, RepoResult, RepositoryError,
+    SendSlots,
 };
 use owner_access::testing::{self, CheckResult, Failure, repository_conformance};
 use owner_access::{InMemoryRepository, async_trait};
@@ -73,6 +75,13 @@ enum Flaw {
     /// The invitation state keeps only the latest invitation (first time, count 1),
     /// as a store that writes it with `INSERT OR REPLACE` would.
     LatestInvitationOnly,
+    /// `take_send_slots` reads the batch's schedule, yields, then writes it: callers
+    /// at once are handed the same slots (a rate kept without compare-and-set).
+    RacySlots,
+    /// `take_send_slots` keeps the schedule where it stood however long nobody sent,
+    /// as a token bucket that fills while idle does: the slots it hands out after a
+    /// pause are already past, a burst.
+    BurstAfterIdle,
 }
 
 /// An import that writes each chunk as it comes: visible before the commit, and
@@ -129,10 +138,60 @@ async fn text_holders(inner: &InMemoryRepository, keys: &[String]) -> RepoResult
 type Broken = Wrapped<Flawed>;
 
 #[derive(Debug)]
-struct Flawed(Flaw);
+struct Flawed(Flaw, Schedules);
+
+impl Flawed {
+    fn new(flaw: Flaw) -> Self {
+        Self(flaw, Schedules::default())
+    }
+}
+
+/// The schedules of [`Flaw::RacySlots`]: the next free slot of each batch.
+#[derive(Debug, Default)]
+struct Schedules(std::sync::Mutex<BTreeMap<BatchId, Timestamp>>);
 
 #[async_trait]
 impl Hooks for Flawed {
+    async fn take_send_slots(
+        &self,
+        inner: &InMemoryRepository,
+        batch: &BatchId,
+        interval: Duration,
+        count: u32,
+        now: Timestamp,
+    ) -> RepoResult<SendSlots> {
+        match self.0 {
+            Flaw::RacySlots => {
+                let span = SendSlots::check_request(interval, count)?;
+                if inner.batch(batch).await?.is_none() {
+                    return Err(RepositoryError::NotFound {
+                        what: "batch",
+                        id: batch.to_string(),
+                    });
+                }
+                let next = self.1.0.lock().unwrap().get(batch).copied();
+                tokio::task::yield_now().await;
+                let first = next.map_or(now, |n| n.max(now));
+                self.1.0.lock().unwrap().insert(batch.clone(), first + span);
+                Ok(SendSlots {
+                    now,
+                    first,
+                    count,
+                    interval,
+                })
+            }
+            Flaw::BurstAfterIdle => {
+                // The schedule as if the clock stood still since the first grant.
+                let first_now = *self.1.0.lock().unwrap().entry(batch.clone()).or_insert(now);
+                let slots = inner
+                    .take_send_slots(batch, interval, count, first_now)
+                    .await?;
+                Ok(SendSlots { now, ..slots })
+            }
+            _ => inner.take_send_slots(batch, interval, count, now).await,
+        }
+    }
+
     async fn invitation_states(
         &self,
         inner: &InMemoryRepository,
@@ -492,7 +551,7 @@ where
     F: Fn(&'a dyn OwnerStorage) -> Fut,
     Fut: std::future::Future<Output = CheckResult> + 'a,
 {
-    let broken: &'a Broken = Box::leak(Box::new(Broken::new(Flawed(flaw))));
+    let broken: &'a Broken = Box::leak(Box::new(Broken::new(Flawed::new(flaw))));
     let failure = check(broken)
         .await
         .expect_err("the check must catch the flaw");
@@ -504,15 +563,36 @@ where
         .await
         .expect("the real adapter passes the check");
 
-    let failures: Vec<Failure> = repository_conformance(|| async { Broken::new(Flawed(flaw)) })
-        .await
-        .expect_err("the suite must fail on a broken adapter");
+    let failures: Vec<Failure> =
+        repository_conformance(|| async { Broken::new(Flawed::new(flaw)) })
+            .await
+            .expect_err("the suite must fail on a broken adapter");
     let failed: Vec<&str> = failures.iter().map(|f| f.check).collect();
     let mut want = names.to_vec();
     want.sort_unstable();
     let mut got = failed.clone();
     got.sort_unstable();
     assert_eq!(got, want, "only the broken contract fails: {failures:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_schedule_without_compare_and_set_is_caught() {
+    caught(
+        Flaw::RacySlots,
+        "send_slots_concurrently",
+        testing::send_slots_concurrently,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_schedule_that_saves_up_idle_time_is_caught() {
+    caught(
+        Flaw::BurstAfterIdle,
+        "send_slots_rules",
+        testing::send_slots_rules,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,7 +24,7 @@ use owner_access::eligibility::OwnerFilter;
 use owner_access::prelude::*;
 use owner_access::repository::{
     EmailEdit, EmailHolder, HeldClaims, Marked, OwedRegistration, RedeemOutcome, RepoResult,
-    RepositoryError,
+    RepositoryError, SendSlots,
 };
 use owner_access::{
     Error, InMemoryRepository, InMemoryTransport, ManualClock, OwnerAccess, Selection, Side,
@@ -172,6 +172,18 @@ impl InvitationStore for Breakable {
     async fn batches(&self, community: &CommunityId) -> RepoResult<Vec<Batch>> {
         self.check("batches")?;
         self.inner.batches(community).await
+    }
+    async fn take_send_slots(
+        &self,
+        batch: &BatchId,
+        interval: Duration,
+        count: u32,
+        now: Timestamp,
+    ) -> RepoResult<SendSlots> {
+        self.check("take_send_slots")?;
+        self.inner
+            .take_send_slots(batch, interval, count, now)
+            .await
     }
     async fn claim_deliveries(
         &self,

@@ -525,7 +525,7 @@ async fn six_pools_connecting_at_once_migrate_once() {
         .await
         .unwrap();
     let parts: Vec<(String, i32)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    assert_eq!(parts, vec![("directory".into(), 1), ("store".into(), 1)]);
+    assert_eq!(parts, vec![("directory".into(), 1), ("store".into(), 2)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

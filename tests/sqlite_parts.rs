@@ -340,7 +340,8 @@ async fn the_directory_suite_passes_beside_a_store_and_a_host_and_alone() {
 }
 
 /// A file of the whole-file schema opened by a directory alone (or a store alone) is
-/// converted whole: both parts at version 1, every pending batch kept for the store.
+/// converted whole: both parts at version 1 (the opened one then migrated to this
+/// build's), every pending batch kept for the store.
 #[tokio::test]
 async fn a_whole_file_schema_opened_by_one_part_is_converted_whole() {
     let dir = tempfile::tempdir().unwrap();
@@ -360,11 +361,14 @@ async fn a_whole_file_schema_opened_by_one_part_is_converted_whole() {
             "directory" => drop(SqliteDirectory::open(&path).await.unwrap()),
             _ => drop(SqliteStore::open(&path).await.unwrap()),
         }
+        // Converted at version 1, then the opened part migrated on: the other part
+        // is migrated by the first handle that opens it.
+        let store_version = if handle == "store" { STORE_VERSION } else { 1 };
         assert_eq!(
             part_versions(&path),
             BTreeMap::from([
                 ("directory".to_owned(), DIRECTORY_VERSION),
-                ("store".to_owned(), STORE_VERSION)
+                ("store".to_owned(), store_version)
             ]),
             "{handle}"
         );

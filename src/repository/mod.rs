@@ -28,6 +28,7 @@ pub use directory::{
 pub use error::{RepoResult, RepositoryError};
 pub use store::{
     ClaimHolder, HeldClaims, InvitationStore, InvitationStoreExt, OwedRegistration, RedeemOutcome,
+    SendSlots,
 };
 
 /// Both ports in one value, as the crate's in-memory and SQLite adapters provide

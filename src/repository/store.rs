@@ -66,6 +66,59 @@ pub struct ClaimHolder {
     pub last_until: Timestamp,
 }
 
+/// Send slots granted on a batch's shared schedule (see
+/// [`InvitationStore::take_send_slots`]): `count` slots, `interval` apart, the first
+/// at `first`, all by the judging clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendSlots {
+    /// The judging clock's now when the slots were granted: a sender waits
+    /// `first - now` from when it got the answer, so senders whose clocks differ
+    /// still agree on the spacing.
+    pub now: Timestamp,
+    /// The first slot: at or after `now`.
+    pub first: Timestamp,
+    /// How many slots.
+    pub count: u32,
+    /// The time between two slots.
+    pub interval: Duration,
+}
+
+impl SendSlots {
+    /// The longest stretch one call may take (`count * interval`): a day. Longer is
+    /// refused, so a schedule stays a time every store can hold.
+    pub const MAX_SPAN: Duration = Duration::from_secs(24 * 3600);
+
+    /// How long after the answer the first slot starts.
+    pub fn starts_in(&self) -> Duration {
+        self.first - self.now
+    }
+
+    /// Slot `k` (from 0), by the judging clock.
+    pub fn slot(&self, k: u32) -> Timestamp {
+        self.first + self.interval * k
+    }
+
+    /// Where the schedule stands after this grant: the next free slot.
+    pub fn end(&self) -> Timestamp {
+        self.first + self.interval * self.count
+    }
+
+    /// The check every adapter makes before taking slots: `count` at least 1,
+    /// `interval` not zero, `count * interval` at most [`MAX_SPAN`](Self::MAX_SPAN).
+    /// `Precondition` otherwise.
+    pub fn check_request(interval: Duration, count: u32) -> RepoResult<Duration> {
+        match interval.checked_mul(count) {
+            Some(span) if count > 0 && !interval.is_zero() && span <= Self::MAX_SPAN => Ok(span),
+            _ => Err(RepositoryError::Precondition {
+                message: format!(
+                    "send slots: {count} slots {interval:?} apart is not 1 or more slots, \
+                     a non-zero interval and at most a day"
+                ),
+            }),
+        }
+    }
+}
+
 /// The workflow's port: drafts, batches and their deliveries (claims are leases, with
 /// fencing), registration tokens, each owner's invitation state, and the activity
 /// feed. The crate ships it
@@ -314,6 +367,44 @@ pub trait InvitationStore: Send + Sync + fmt::Display {
         &self,
         owners: &[OwnerId],
     ) -> RepoResult<Vec<(OwnerId, InvitationState)>>;
+
+    // ----- The batch's rate -------------------------------------------------------
+
+    /// Takes `count` send slots, `interval` apart, on the batch's schedule: the rate
+    /// limit of a batch shared by every sender of it, in as many processes as share the
+    /// store. The send engine calls it for a group of slots (about a quarter of a
+    /// second's worth), never once per message.
+    ///
+    /// # Contract
+    /// - One atomic step (for a database, one statement). The batch has one stored
+    ///   "next free slot", none at first. With `now` the judging clock's now (the
+    ///   store's own where it has one and judges leases by it, else the given `now`;
+    ///   see "One clock judges"): `first = max(next, now)`, and `next` becomes
+    ///   `first + count * interval`. Returns [`SendSlots`] with that `first`, `now`,
+    ///   `count` and `interval`.
+    /// - So the slots of concurrent callers never overlap: each grant starts where the
+    ///   one before it ended, or later. Whatever the number of senders, the batch's
+    ///   slots are at least the smallest `interval` asked for apart (senders that pass
+    ///   different rates each take slots at their own interval from the one schedule:
+    ///   the batch never goes faster than the highest rate named).
+    /// - No credit while idle: a schedule that fell behind the clock starts again at
+    ///   `now`; the time nobody sent is not made up later in a burst.
+    /// - Each batch has a schedule of its own.
+    /// - Slots a sender took and did not use (it stopped or died) are not given back:
+    ///   they only lower the batch's rate, by at most one group per sender stopped.
+    /// - `Precondition` (nothing changes) unless [`SendSlots::check_request`] accepts
+    ///   `interval` and `count`; `NotFound` when the batch does not exist.
+    ///
+    /// No default: a store shared by several processes must keep the schedule where
+    /// they all see it, and a default kept in one process would let every process send
+    /// at the full rate, the fault this method exists to prevent.
+    async fn take_send_slots(
+        &self,
+        batch: &BatchId,
+        interval: Duration,
+        count: u32,
+        now: Timestamp,
+    ) -> RepoResult<SendSlots>;
 
     // ----- Batch reads -----------------------------------------------------------
 

@@ -48,6 +48,7 @@ mod fixtures;
 mod harness;
 mod mass_edit;
 mod owners;
+mod rate;
 mod registrations;
 mod tokens;
 mod transport;
@@ -61,6 +62,7 @@ pub use drafts::*;
 pub use harness::{CheckResult, Failure};
 pub use mass_edit::*;
 pub use owners::*;
+pub use rate::*;
 pub use registrations::*;
 pub use tokens::*;
 pub use transport::*;
@@ -129,6 +131,8 @@ suite! {
         record_delivery_rules,
         release_deliveries_rules,
         unreachable_runs_are_counted,
+        send_slots_rules,
+        send_slots_concurrently,
         issue_token_rules,
         issue_tokens_in_a_group,
         tokens_pending_until_sent,

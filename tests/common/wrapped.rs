@@ -14,7 +14,7 @@ use owner_access::eligibility::OwnerFilter;
 use owner_access::prelude::*;
 use owner_access::repository::{
     EmailEdit, EmailHolder, HeldClaims, ImportSession, Marked, OwedRegistration, RedeemOutcome,
-    RepoResult,
+    RepoResult, SendSlots,
 };
 use owner_access::{InMemoryRepository, async_trait};
 
@@ -32,6 +32,17 @@ pub trait Hooks: fmt::Debug + Send + Sync + 'static {
 
     async fn create_batch(&self, inner: &InMemoryRepository, batch: &NewBatch) -> RepoResult<()> {
         inner.create_batch(batch).await
+    }
+
+    async fn take_send_slots(
+        &self,
+        inner: &InMemoryRepository,
+        batch: &BatchId,
+        interval: Duration,
+        count: u32,
+        now: Timestamp,
+    ) -> RepoResult<SendSlots> {
+        inner.take_send_slots(batch, interval, count, now).await
     }
 
     async fn claim_deliveries(
@@ -167,6 +178,17 @@ impl<H: Hooks> fmt::Display for Wrapped<H> {
 impl<H: Hooks> InvitationStore for Wrapped<H> {
     async fn create_batch(&self, batch: &NewBatch) -> RepoResult<()> {
         self.hooks.create_batch(&self.inner, batch).await
+    }
+    async fn take_send_slots(
+        &self,
+        batch: &BatchId,
+        interval: Duration,
+        count: u32,
+        now: Timestamp,
+    ) -> RepoResult<SendSlots> {
+        self.hooks
+            .take_send_slots(&self.inner, batch, interval, count, now)
+            .await
     }
     async fn claim_deliveries(
         &self,

@@ -47,6 +47,9 @@ pub(super) struct BatchState {
     pub(super) claimed: BTreeSet<(Timestamp, OwnerId)>,
     pub(super) failed: BTreeSet<OwnerId>,
     pub(super) counts: DeliveryCounts,
+    /// The next free send slot of the batch's rate schedule (`None` until one is
+    /// taken).
+    pub(super) next_slot: Option<Timestamp>,
 }
 
 impl BatchState {

@@ -15,7 +15,7 @@ use crate::domain::{
 };
 use crate::repository::{
     ClaimHolder, HeldClaims, InvitationStore, OwedRegistration, RedeemOutcome, RepoResult,
-    RepositoryError,
+    RepositoryError, SendSlots,
 };
 
 #[async_trait]
@@ -106,6 +106,7 @@ impl InvitationStore for InMemoryRepository {
                 claimed: BTreeSet::new(),
                 failed: BTreeSet::new(),
                 counts,
+                next_slot: None,
             },
         );
         state.append_activity(new.activity.clone());
@@ -125,6 +126,29 @@ impl InvitationStore for InMemoryRepository {
             .flat_map(|set| set.iter().rev())
             .filter_map(|(_, _, id)| state.batches.get(id).map(|b| b.batch.clone()))
             .collect())
+    }
+
+    async fn take_send_slots(
+        &self,
+        batch: &BatchId,
+        interval: Duration,
+        count: u32,
+        now: Timestamp,
+    ) -> RepoResult<SendSlots> {
+        let span = SendSlots::check_request(interval, count)?;
+        let mut state = self.lock();
+        let b = state
+            .batches
+            .get_mut(batch)
+            .ok_or_else(|| not_found("batch", batch))?;
+        let first = b.next_slot.map_or(now, |next| next.max(now));
+        b.next_slot = Some(first + span);
+        Ok(SendSlots {
+            now,
+            first,
+            count,
+            interval,
+        })
     }
 
     async fn claim_deliveries(

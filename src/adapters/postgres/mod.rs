@@ -62,6 +62,7 @@ use crate::repository::{InvitationStore, OwnerDirectory, OwnerRepository, Reposi
 mod claims;
 mod connection;
 mod directory;
+mod rate;
 mod repository;
 mod rows;
 mod schema;

@@ -13,7 +13,7 @@ use crate::domain::{
 use crate::eligibility::OwnerFilter;
 use crate::repository::{
     EmailEdit, EmailHolder, HeldClaims, ImportSession, InvitationStore, Marked, OwedRegistration,
-    OwnerDirectory, OwnerRepository, RedeemOutcome, RepoResult,
+    OwnerDirectory, OwnerRepository, RedeemOutcome, RepoResult, SendSlots,
 };
 
 use super::PostgresRepository;
@@ -100,6 +100,17 @@ impl InvitationStore for PostgresRepository {
     }
     async fn batches(&self, community: &CommunityId) -> RepoResult<Vec<Batch>> {
         self.store.batches(community).await
+    }
+    async fn take_send_slots(
+        &self,
+        batch: &BatchId,
+        interval: Duration,
+        count: u32,
+        now: Timestamp,
+    ) -> RepoResult<SendSlots> {
+        self.store
+            .take_send_slots(batch, interval, count, now)
+            .await
     }
     async fn claim_deliveries(
         &self,

@@ -31,7 +31,10 @@ pub(super) const DIRECTORY: Part = Part {
 /// The workflow's state.
 pub(super) const STORE: Part = Part {
     name: "store",
-    migrations: &[include_str!("store_0001.sql")],
+    migrations: &[
+        include_str!("store_0001.sql"),
+        include_str!("store_0002.sql"),
+    ],
 };
 
 impl Part {

@@ -15,6 +15,7 @@ use crate::domain::{
 use crate::invite::{Attachment, Invite};
 use crate::repository::{
     HeldClaims, InvitationStore, OwedRegistration, RedeemOutcome, RepoResult, RepositoryError,
+    SendSlots,
 };
 use crate::selection::Selection;
 
@@ -502,6 +503,16 @@ impl InvitationStore for PostgresStore {
                 Ok(batches)
             })
             .await
+    }
+
+    async fn take_send_slots(
+        &self,
+        batch: &BatchId,
+        interval: Duration,
+        count: u32,
+        now: Timestamp,
+    ) -> RepoResult<SendSlots> {
+        self.take_slots(batch, interval, count, now).await
     }
 
     async fn claim_deliveries(

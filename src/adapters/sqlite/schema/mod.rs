@@ -79,10 +79,13 @@ const DIRECTORY_MIGRATIONS: &[Migration] = &[Migration::Sql(concat!(
 ))];
 
 /// The store part's migrations.
-const STORE_MIGRATIONS: &[Migration] = &[Migration::Sql(concat!(
-    include_str!("store/0001_tables.sql"),
-    include_str!("store/0001_indexes.sql")
-))];
+const STORE_MIGRATIONS: &[Migration] = &[
+    Migration::Sql(concat!(
+        include_str!("store/0001_tables.sql"),
+        include_str!("store/0001_indexes.sql")
+    )),
+    Migration::Sql(include_str!("store/0002_send_schedules.sql")),
+];
 
 /// The [`DELIVERED_KEY_VERSION`] that `owner_access_owners.email_key` holds at
 /// [`DIRECTORY_VERSION`]. When the crate's key version changes, add a directory
@@ -150,6 +153,7 @@ impl Part {
                 "owner_access_registrations_owed",
                 "owner_access_invitation_states",
                 "owner_access_activity",
+                "owner_access_send_schedules",
                 "owner_access_drafts_by_community",
                 "owner_access_batches_by_community",
                 "owner_access_deliveries_by_state",

@@ -5,6 +5,7 @@
 
 mod claims;
 mod invites;
+mod rate;
 mod tokens;
 
 use std::collections::HashSet;
@@ -26,7 +27,7 @@ use crate::domain::{
 };
 use crate::repository::{
     ClaimHolder, HeldClaims, InvitationStore, OwedRegistration, RedeemOutcome, RepoResult,
-    RepositoryError,
+    RepositoryError, SendSlots,
 };
 pub(super) use claims::{CLAIM, HELD_CLAIMS, RELEASE, RENEW};
 use claims::{count_invitations, record_outcome, refused};
@@ -208,6 +209,18 @@ impl<P: HoldsStore> InvitationStore for SqliteHandle<P> {
             rows.into_iter().map(|row| read_batch(db, row)).collect()
         })
         .await
+    }
+
+    async fn take_send_slots(
+        &self,
+        batch: &BatchId,
+        interval: Duration,
+        count: u32,
+        now: Timestamp,
+    ) -> RepoResult<SendSlots> {
+        let batch = batch.clone();
+        self.write(move |db| rate::take_send_slots(db, &batch, interval, count, now))
+            .await
     }
 
     async fn claim_deliveries(
