@@ -261,8 +261,9 @@ pub struct TransportArgs {
     /// Messages in flight at once (and SMTP connections).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub concurrency: u32,
-    /// At most this many messages per second, from 1/3600 (0.000278, one an hour) to
-    /// 1000000.
+    /// At most this many messages per second for the whole batch, across every
+    /// process sending it (`resume --batch ID` run several times at once share it),
+    /// kept in the database; from 1/3600 (0.000278, one an hour) to 1000000.
     #[arg(long)]
     pub rate: Option<f64>,
     /// How long a claim on a delivery lasts unless this run renews it, in seconds

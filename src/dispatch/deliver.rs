@@ -12,7 +12,7 @@ use crate::transport::{DeliveryTag, Envelope, TransportError};
 
 use super::claims::Ready;
 use super::stop::RunState;
-use super::{Engine, PreparedBatch, SendOptions};
+use super::{Engine, PreparedBatch};
 
 /// How one delivery ended in this run; recorded later, with others.
 pub(super) enum Settled {
@@ -225,29 +225,6 @@ impl Engine<'_> {
             error: failure_text(&error),
             attempts: attempt,
         })
-    }
-
-    /// Waits for the next slot under the rate limit, if there is one; `false` when
-    /// the run stopped meanwhile.
-    async fn pace(&self, state: &RunState) -> bool {
-        let Some(rate) = self.options.rate_per_second.filter(|r| *r > 0.0) else {
-            return true;
-        };
-        // Options are validated before a send, so the interval is at most an hour; the
-        // bound keeps a rate that slipped past from panicking in the clock arithmetic.
-        let interval = Duration::try_from_secs_f64(1.0 / rate)
-            .unwrap_or(Duration::MAX)
-            .min(Duration::from_secs_f64(
-                1.0 / SendOptions::MIN_RATE_PER_SECOND,
-            ));
-        let wait = {
-            let now = self.clock.now();
-            let mut next = state.next_slot.lock().expect("run state");
-            let slot = next.map_or(now, |n| n.max(now));
-            *next = Some(slot + interval);
-            slot - now
-        };
-        wait.is_zero() || self.wait(wait, state).await
     }
 }
 

@@ -23,6 +23,7 @@ mod claims;
 mod deliver;
 mod options;
 mod outcomes;
+mod pace;
 mod run;
 mod stop;
 
@@ -128,7 +129,7 @@ impl Engine<'_> {
             batch: prepared.batch.id.clone(),
             pending: before.pending + before.claimed,
         });
-        let state = RunState::new();
+        let state = RunState::new(prepared.batch.id.clone());
         let mut work = Work::new(self, prepared, &sender, &state);
         let settled = work.until_settled_or_stopped().await;
         let stopped = work.wind_down().await;

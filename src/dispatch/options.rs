@@ -44,8 +44,15 @@ pub struct SendOptions {
     /// Messages in flight at once (default 8). An SMTP transport typically opens as
     /// many connections.
     pub concurrency: usize,
-    /// At most this many messages started per second (default `None`: no limit). See
-    /// [`validate`](Self::validate) for the range.
+    /// At most this many messages started per second for the whole batch (default
+    /// `None`: no limit), however many processes send it at once: slots come from the
+    /// batch's schedule in the store
+    /// ([`take_send_slots`](crate::repository::InvitationStore::take_send_slots)), a
+    /// group of about a quarter of a second's worth per statement. A process that stops
+    /// leaves at most its last group unused (the rate dips, never rises); processes
+    /// that name different rates each take slots at their own spacing from the one
+    /// schedule, so the batch never goes faster than the highest rate named. A retry
+    /// takes a slot too. See [`validate`](Self::validate) for the range.
     pub rate_per_second: Option<f64>,
     /// Retries of transient errors.
     pub retry: RetryPolicy,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::domain::Timestamp;
+use crate::domain::BatchId;
 use crate::error::Side;
 use crate::progress::{Progress, RunControl, StopReason};
 use crate::repository::RepositoryError;
@@ -15,6 +15,7 @@ use crate::repository::RepositoryError;
 use super::Engine;
 use super::claims::Leases;
 use super::outcomes::Tally;
+use super::pace::Slots;
 
 /// A port's failure during a run, with the port it came from.
 pub(super) struct PortFailure {
@@ -29,7 +30,8 @@ pub(super) struct RunState {
     pub(super) error: Mutex<Option<PortFailure>>,
     /// What this run's outcomes became, for a report the store cannot give.
     pub(super) tally: Mutex<Tally>,
-    pub(super) next_slot: Mutex<Option<Timestamp>>,
+    /// The rate slots granted to this run and not used yet.
+    pub(super) slots: tokio::sync::Mutex<Slots>,
     pub(super) leases: Leases,
     /// The last `Waiting` event, so a wait that did not change is told once.
     pub(super) last_wait: Mutex<Option<Progress>>,
@@ -39,12 +41,12 @@ pub(super) struct RunState {
 }
 
 impl RunState {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(batch: BatchId) -> Self {
         Self {
             stop: Mutex::new(None),
             error: Mutex::new(None),
             tally: Mutex::new(Tally::default()),
-            next_slot: Mutex::new(None),
+            slots: tokio::sync::Mutex::new(Slots::new(batch)),
             leases: Leases::default(),
             last_wait: Mutex::new(None),
             stopping: Notify::new(),

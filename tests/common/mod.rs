@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod capture;
+pub mod paced;
 pub mod wrapped;
 
 use std::sync::Arc;
