@@ -93,9 +93,11 @@ async fn four_senders_on_postgres_keep_the_batch_rate_together() {
     let open = || async {
         Arc::new(PostgresRepository::connect(&settings).await.unwrap()) as Arc<dyn OwnerStorage>
     };
-    const OWNERS: usize = 125;
-    const RATE: f64 = 25.0;
+    const OWNERS: usize = 1200;
+    const RATE: f64 = 200.0;
     let batch = pending_batch(open().await, OWNERS).await;
+    // More than 3 claim chunks (256 each), so all four senders hold deliveries
+    // and send at once.
     let mut handles = Vec::new();
     for _ in 0..4 {
         handles.push(open().await);
@@ -113,8 +115,10 @@ async fn four_senders_on_postgres_keep_the_batch_rate_together() {
         "no second above the batch's rate: {buckets:?}"
     );
     let mean = buckets.iter().sum::<usize>() as f64 / buckets.len() as f64;
+    // Slots are 2% wider than 1/RATE, and the tail of the batch (one sender left with
+    // the last chunk, on a loaded machine) may dip: the mean is checked loosely.
     assert!(
-        mean >= 0.9 * RATE,
+        mean >= 0.75 * RATE,
         "the rate is used: mean {mean} in {buckets:?}"
     );
 }

@@ -41,14 +41,23 @@ impl Slots {
     }
 }
 
-/// The interval between two slots at `rate` messages a second. Options are validated
-/// before a send, so the interval is at most an hour; the bound keeps a rate that
-/// slipped past from panicking in the clock arithmetic.
+/// How much wider than `1 / rate` the slots are spaced: headroom for the jitter
+/// between a slot and the moment the server counts the message (round trips to the
+/// store and to the mail server differ from message to message and from worker to
+/// worker), so a limit of N a second counted on the server's clock holds in every
+/// second, not only on average. 2% (at 200 a second, 202 were seen in one second of
+/// four workers over PostgreSQL without it).
+const HEADROOM: f64 = 1.02;
+
+/// The interval between two slots at `rate` messages a second, with [`HEADROOM`].
+/// Options are validated before a send, so the interval is at most an hour (and a
+/// little); the bound keeps a rate that slipped past from panicking in the clock
+/// arithmetic.
 pub(super) fn interval(rate: f64) -> Duration {
-    Duration::try_from_secs_f64(1.0 / rate)
+    Duration::try_from_secs_f64(HEADROOM / rate)
         .unwrap_or(Duration::MAX)
         .min(Duration::from_secs_f64(
-            1.0 / SendOptions::MIN_RATE_PER_SECOND,
+            HEADROOM / SendOptions::MIN_RATE_PER_SECOND,
         ))
         .max(Duration::from_nanos(1))
 }
@@ -123,10 +132,10 @@ mod tests {
         assert_eq!(group_size(1.0), 1);
         assert_eq!(group_size(SendOptions::MIN_RATE_PER_SECOND), 1);
         assert_eq!(group_size(SendOptions::MAX_RATE_PER_SECOND), MAX_GROUP);
-        assert_eq!(interval(50.0), Duration::from_millis(20));
+        assert_eq!(interval(50.0), Duration::from_micros(20_400));
         assert_eq!(
             interval(SendOptions::MIN_RATE_PER_SECOND),
-            Duration::from_secs(3600)
+            Duration::from_secs(3672)
         );
     }
 }
