@@ -11,6 +11,7 @@ import json
 import os
 import random
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -137,16 +138,19 @@ def speedup():
         sink = Sink(name)
         if workers == 4:
             psql(db, "SELECT pg_stat_statements_reset()")
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         procs = [start(url, sink, ["send", "--community", "maple"], f"{name}-0.log")[0]]
         batch = batch_id(db)
         procs += [start(url, sink, ["resume", "--batch", batch], f"{name}-{i}.log")[0] for i in range(1, workers)]
         codes = [p.wait() for p in procs]
         sink.stop()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         rows = sink.rows()
         rate = rate_of(rows)
         results[workers] = rate
-        per = collections.Counter()
-        print(f"{workers} worker(s): {rate:.1f} messages/s, exit codes {codes}")
+        print(f"{workers} worker(s): {rate:.1f} messages/s, exit codes {codes}; CPU of the workers "
+              f"and the sink {cpu:.1f} s ({1000 * cpu / N:.2f} ms per message; the server's not counted)")
         check_counts(name, rows, N)
         if any(c != 0 for c in codes):
             failures.append(f"{name}: a worker exited {codes}")
@@ -158,7 +162,6 @@ def speedup():
                   f"{calls / N:.3f} per message (target <= 0.5)")
             if calls / N > 0.5:
                 failures.append("statements per message over 0.5")
-        del per
     for workers in (2, 4):
         print(f"speed-up of {workers} workers over 1: {results[workers] / results[1]:.2f}x")
     if results[4] / results[1] < 3.6:

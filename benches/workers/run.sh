@@ -26,7 +26,13 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 "${as_pg[@]}" "$bin/pg_ctl" -D "$work/data" -l "$work/server.log" -w -o \
   "-p $port -k $work -c listen_addresses=127.0.0.1 -c shared_preload_libraries=pg_stat_statements -c max_connections=200" \
   start >/dev/null
-cleanup() { "${as_pg[@]}" "$bin/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$work"; }
+# The workers' logs are kept in target/workers-bench/ (the sink logs and the database go).
+keep=target/workers-bench
+cleanup() {
+  "${as_pg[@]}" "$bin/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$keep" && mkdir -p "$keep" && cp "$work"/*.log "$keep"/ 2>/dev/null || true
+  rm -rf "$work"
+}
 trap cleanup EXIT
 "$bin/psql" -X -q -h 127.0.0.1 -p "$port" -U postgres -d template1 -c "CREATE EXTENSION pg_stat_statements"
 

@@ -98,7 +98,11 @@ async fn session(stream: TcpStream, delay: Duration, log: mpsc::UnboundedSender<
     let _ = stream.set_nodelay(true);
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
-    if write.write_all(b"220 workers-sink ESMTP\r\n").await.is_err() {
+    if write
+        .write_all(b"220 workers-sink ESMTP\r\n")
+        .await
+        .is_err()
+    {
         return;
     }
     let mut line = Vec::new();
