@@ -16,20 +16,11 @@
 # (initdb, pg_ctl, pg_stat_statements). Exit 1 when a count or a target is missed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-work=$(mktemp -d)
-chmod 777 "$work"
-as_pg=()
-[ "$(id -u)" -eq 0 ] && as_pg=(runuser -u postgres --)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"${as_pg[@]}" "$bin/initdb" -D "$work/data" -U postgres -A trust >/dev/null
-"${as_pg[@]}" "$bin/pg_ctl" -D "$work/data" -l "$work/server.log" -w -o \
-  "-p $port -k $work -c listen_addresses=127.0.0.1 -c shared_preload_libraries=pg_stat_statements -c max_connections=200" \
-  start >/dev/null
+source benches/workers/pg_server.sh -c max_connections=200
 # The workers' logs are kept in target/workers-bench/ (the sink logs and the database go).
 keep=target/workers-bench
 cleanup() {
-  "${as_pg[@]}" "$bin/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1 || true
+  pg_stop
   rm -rf "$keep" && mkdir -p "$keep" && cp "$work"/*.log "$keep"/ 2>/dev/null || true
   rm -rf "$work"
 }

@@ -11,17 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n="${1:-5000}"
-bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-work=$(mktemp -d)
-chmod 777 "$work"
-as_pg=()
-[ "$(id -u)" -eq 0 ] && as_pg=(runuser -u postgres --)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"${as_pg[@]}" "$bin/initdb" -D "$work/data" -U postgres -A trust >/dev/null
-"${as_pg[@]}" "$bin/pg_ctl" -D "$work/data" -l "$work/server.log" -w -o \
-  "-p $port -k $work -c listen_addresses=127.0.0.1 -c shared_preload_libraries=pg_stat_statements -c fsync=off" \
-  start >/dev/null
-cleanup() { "${as_pg[@]}" "$bin/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$work"; }
+source benches/workers/pg_server.sh -c fsync=off
+cleanup() { pg_stop; rm -rf "$work"; }
 trap cleanup EXIT
 url="postgres://postgres@127.0.0.1:$port/postgres?sslmode=disable"
 psql() { "$bin/psql" -X -q -At -h 127.0.0.1 -p "$port" -U postgres -d postgres "$@"; }
