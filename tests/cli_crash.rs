@@ -35,6 +35,26 @@ fn wait_for(server: &TestServer, n: usize, limit: Duration) {
     }
 }
 
+/// Pauses a sender (SIGSTOP) at a moment it holds no write lock on the file: a sender
+/// frozen inside a write transaction would keep every other process out of the file
+/// until it wakes, which is not the pause under test (a host paused between two
+/// calls). A write transaction opened and rolled back with no busy time-out proves
+/// the lock free; otherwise the sender runs on a moment and is paused again.
+fn pause_outside_a_write(child: &std::process::Child, s: &Session) {
+    let probe = rusqlite::Connection::open(s.path("state.db")).unwrap();
+    probe.busy_timeout(Duration::ZERO).unwrap();
+    for _ in 0..1000 {
+        signal(child, "STOP");
+        std::thread::sleep(Duration::from_millis(5));
+        if probe.execute_batch("BEGIN IMMEDIATE; ROLLBACK").is_ok() {
+            return;
+        }
+        signal(child, "CONT");
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    panic!("the sender held the write lock at every one of 1,000 tries");
+}
+
 /// The batch of the session's community and its counts, read from the file.
 fn batch_and_counts(s: &Session) -> (BatchId, DeliveryCounts) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -189,7 +209,7 @@ fn a_sender_paused_past_its_lease_is_overtaken_and_its_late_outcomes_are_refused
         "--json",
     ]);
     wait_for(&server, OWNERS / 5, Duration::from_secs(120));
-    signal(&first, "STOP");
+    pause_outside_a_write(&first, &s);
     let (batch, _) = batch_and_counts(&s);
     let second = s
         .command(&[

@@ -394,10 +394,9 @@ impl Hooks for Flawed {
             DeliveryState::Claimed { until, .. } => (until, d.owner.clone()),
             _ => unreachable!(),
         });
-        let chosen: Vec<Delivery> = all
-            .iter()
-            .filter(|d| d.state == DeliveryState::Pending)
-            .chain(run_out)
+        let chosen: Vec<Delivery> = run_out
+            .into_iter()
+            .chain(all.iter().filter(|d| d.state == DeliveryState::Pending))
             .take(limit)
             .map(|d| Delivery {
                 state: DeliveryState::Claimed {

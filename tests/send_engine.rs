@@ -173,7 +173,10 @@ async fn a_stop_signal_finishes_in_flight_messages_and_resume_sends_the_rest_onc
         .unwrap();
     assert_eq!(report.stopped, Some(StopReason::Cancelled));
     assert!(
-        report.sent >= 5 && report.sent <= 7,
+        // What had started when the stop came finishes: the messages in flight
+        // (the concurrency) and those settled but not yet recorded (up to four
+        // groups), never more.
+        report.sent >= 5 && report.sent <= 5 + 2 + 4,
         "in-flight ones finish: {}",
         report.sent
     );

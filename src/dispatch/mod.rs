@@ -16,8 +16,8 @@
 //!
 //! The parts, each in its file: [`options`](SendOptions) (how a batch is sent), the
 //! run's loop (`run`), its claims and leases (`claims`), one delivery with its retries
-//! (`deliver`), outcomes recorded in groups (`outcomes`), and why a run stops
-//! (`stop`).
+//! (`deliver`), outcomes recorded in groups (`outcomes`), how much a claim asks for
+//! (`sizing`), the rate limit (`pace`), and why a run stops (`stop`).
 
 mod claims;
 mod deliver;
@@ -25,6 +25,7 @@ mod options;
 mod outcomes;
 mod pace;
 mod run;
+mod sizing;
 mod stop;
 
 pub use options::{DEFAULT_CLAIM_LEASE, RetryPolicy, SendOptions, UNREACHABLE_RUNS};

@@ -16,15 +16,9 @@ use crate::repository::RepositoryError;
 use super::claims::{Chunk, FRESH_FOR, Leftover, RENEW_AFTER, Ready, Renewed};
 use super::deliver::{Settled, Unreachable};
 use super::outcomes::{Outcomes, Recorded};
+use super::sizing::ClaimSizing;
 use super::stop::{PortFailure, RunState};
 use super::{Engine, PreparedBatch, UNREACHABLE_RUNS};
-
-/// Deliveries claimed, and their tokens stored, in one go. Each claim is a few
-/// repository calls and commits whose cost hardly depends on their size, so large
-/// chunks spread it thin: with SQLite, 256 instead of 32 cut the time of a
-/// 7,800-message send by a fifth (`benches/e2e/run.sh 10000`). Claims of a stopped run
-/// that were never started are given back.
-const CLAIM_CHUNK: usize = 256;
 
 /// How many groups of outcomes may wait to be recorded (one being recorded, the
 /// others filling) before new messages wait. One was too few: a group's commit waits
@@ -58,6 +52,8 @@ pub(super) struct Work<'a> {
     lease_start: Option<Instant>,
     /// Times in a row the batch had pending deliveries that no claim returned.
     unclaimed_looks: u32,
+    /// How much each claim asks for: the run's own pace.
+    sizing: ClaimSizing,
     /// The next chunk is claimed (and its tokens stored) while the current one is
     /// being sent, so workers never wait on the repository.
     claiming: Option<BoxFuture<'a, Result<Chunk, PortFailure>>>,
@@ -125,6 +121,7 @@ impl<'a> Work<'a> {
             holding: HashSet::new(),
             lease_start: None,
             unclaimed_looks: 0,
+            sizing: ClaimSizing::new(engine.options.concurrency),
             claiming: None,
             recording: None,
             recording_len: 0,
@@ -216,16 +213,19 @@ impl<'a> Work<'a> {
     }
 
     /// Claims the next chunk while fewer than a chunk wait: one chunk is kept in
-    /// reserve, so the workers never wait on a claim.
+    /// reserve, so the workers never wait on a claim, and no more, so other senders
+    /// find the rest of the batch claimable (see [`sizing`](super::sizing)). Claims
+    /// of a stopped run that were never started are given back.
     fn start_claim_if_short(&mut self, stopping: bool, renewal_pending: bool) {
+        let chunk = self.sizing.chunk();
         if !stopping
             && !self.exhausted
             && !renewal_pending
             && self.claiming.is_none()
-            && self.queue.len() < CLAIM_CHUNK
+            && self.queue.len() < chunk
         {
             let (engine, prepared, sender) = (self.engine, self.prepared, self.sender);
-            self.claiming = Some(Box::pin(engine.claim_chunk(prepared, sender, CLAIM_CHUNK)));
+            self.claiming = Some(Box::pin(engine.claim_chunk(prepared, sender, chunk)));
         }
     }
 
@@ -239,6 +239,7 @@ impl<'a> Work<'a> {
             let Some(ready) = self.queue.pop_front() else {
                 break;
             };
+            self.sizing.started(Instant::now());
             let (engine, prepared, state) = (self.engine, self.prepared, self.state);
             self.in_flight
                 .push(Box::pin(engine.deliver(prepared, state, ready)));
@@ -365,6 +366,12 @@ impl<'a> Work<'a> {
     /// A message's end, into the waiting outcomes (or, for a fatal error or an
     /// unstarted message, into what goes back).
     fn take_settled(&mut self, settled: Settled) {
+        if matches!(
+            settled,
+            Settled::Sent { .. } | Settled::Failed { .. } | Settled::Unreachable(_)
+        ) {
+            self.sizing.settled(Instant::now());
+        }
         match settled {
             Settled::Sent {
                 owner,

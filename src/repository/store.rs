@@ -239,8 +239,10 @@ pub trait InvitationStore: Send + Sync + fmt::Display {
     ///   never get the same delivery.
     /// - Each becomes `Claimed { at: now, holder: sender, until: now + lease }`, by
     ///   the judging clock.
-    /// - Pending deliveries first (by owner id), then run-out leases (the oldest
-    ///   `until` first).
+    /// - Run-out leases first (the oldest `until` first), then pending deliveries
+    ///   (by owner id): the deliveries of a sender that died are taken by the next
+    ///   claim after their lease, so their owners wait about a lease, not until the
+    ///   rest of the batch is sent.
     /// - Returns the claimed deliveries as stored, in any order; an empty list when
     ///   none is claimable. `NotFound` when the batch does not exist.
     async fn claim_deliveries(

@@ -12,7 +12,8 @@ use crate::repository::{
 use super::fixtures::*;
 use super::harness::*;
 
-/// `claim_deliveries`: respects the limit; pending deliveries first, by owner id;
+/// `claim_deliveries`: respects the limit; run-out leases first (oldest first), then
+/// pending deliveries by owner id;
 /// each claimed by the caller at `now` until `now + lease`; a lease that still runs
 /// is never taken, not by another sender nor by its holder; one that has run out
 /// (`until` at or before `now`) is taken over; settled deliveries never; `NotFound`
@@ -77,14 +78,29 @@ pub async fn claim_deliveries_rules(repo: &dyn OwnerStorage) -> CheckResult {
         vec!["o1", "o2", "o4", "o5"],
         "every lease ran out; the sent delivery is not claimable",
     )?;
-    // Pending deliveries come before run-out leases.
-    create_batch(c, repo, "b2", "c1", &["p1", "p2", "p3"], t(0)).await?;
-    claim(c, repo, "b2", &a, 1, t(0)).await?;
-    let pending_first = claim(c, repo, "b2", &b, 2, t(100)).await?;
+    // Run-out leases come before pending deliveries, the oldest first.
+    create_batch(c, repo, "b2", "c1", &["p1", "p2", "p3", "p4"], t(0)).await?;
     c.eq(
-        sorted_owners(&pending_first),
+        sorted_owners(&claim(c, repo, "b2", &a, 1, t(0)).await?),
+        vec!["p1"],
+        "pending deliveries by owner",
+    )?;
+    c.eq(
+        sorted_owners(&claim(c, repo, "b2", &a, 1, t(1)).await?),
+        vec!["p2"],
+        "the next pending one",
+    )?;
+    let run_out_first = claim(c, repo, "b2", &b, 1, t(100)).await?;
+    c.eq(
+        sorted_owners(&run_out_first),
+        vec!["p1"],
+        "the oldest run-out lease before the others and before pending deliveries",
+    )?;
+    let then_pending = claim(c, repo, "b2", &b, 2, t(100)).await?;
+    c.eq(
+        sorted_owners(&then_pending),
         vec!["p2", "p3"],
-        "pending deliveries before a run-out lease",
+        "run-out leases, then pending deliveries by owner",
     )?;
     check_counts(c, repo, "b1").await?;
     check_counts(c, repo, "b2").await

@@ -164,15 +164,15 @@ impl InvitationStore for InMemoryRepository {
             .batches
             .get_mut(batch)
             .ok_or_else(|| not_found("batch", batch))?;
-        let mut chosen: Vec<OwnerId> = b.pending.iter().take(limit).cloned().collect();
+        let mut chosen: Vec<OwnerId> = b
+            .claimed
+            .iter()
+            .take_while(|(until, _)| *until <= now)
+            .take(limit)
+            .map(|(_, owner)| owner.clone())
+            .collect();
         let room = limit - chosen.len();
-        chosen.extend(
-            b.claimed
-                .iter()
-                .take_while(|(until, _)| *until <= now)
-                .take(room)
-                .map(|(_, owner)| owner.clone()),
-        );
+        chosen.extend(b.pending.iter().take(room).cloned());
         let mut claimed = Vec::with_capacity(chosen.len());
         for owner in chosen {
             let lease = DeliveryState::Claimed {

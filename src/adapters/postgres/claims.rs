@@ -15,24 +15,25 @@ use super::connection::{Res, bad_row, exec, row, rows};
 use super::rows::{big, delivery_columns, nanos, read_delivery, read_id, read_ts, ts};
 use super::store::require_batch;
 
-/// Claims a chunk in one statement: pending deliveries by owner, then as many
-/// run-out leases (by their end) as the limit leaves room for, each row locked as it
-/// is picked and skipped when another claimer
-/// holds its lock (`SKIP LOCKED`), so concurrent claimers take disjoint rows without
-/// waiting for each other. `$3` is the caller's now, or NULL for the server's.
+/// Claims a chunk in one statement: run-out leases by their end, then as many pending
+/// deliveries (by owner) as the limit leaves room for, each row locked as it is
+/// picked and skipped when another claimer holds its lock (`SKIP LOCKED`), so
+/// concurrent claimers take disjoint rows without waiting for each other. `$3` is the
+/// caller's now, or NULL for the server's.
 const CLAIM: &str = concat!(
     "WITH clock AS (SELECT coalesce($3::int8, owner_access_now_ns()) AS now),
-     pending AS (
-         SELECT owner FROM owner_access_deliveries
-          WHERE batch = $1 AND state = 'pending'
-          ORDER BY lease_until, owner LIMIT $2 FOR UPDATE SKIP LOCKED),
      expired AS (
          SELECT d.owner FROM owner_access_deliveries d, clock
           WHERE d.batch = $1 AND d.state = 'claimed' AND d.lease_until <= clock.now
-          ORDER BY d.lease_until, d.owner
-          LIMIT greatest($2 - (SELECT count(*) FROM pending), 0)
+          ORDER BY d.lease_until, d.owner LIMIT $2
           FOR UPDATE OF d SKIP LOCKED),
-     picked AS (SELECT owner FROM pending UNION ALL SELECT owner FROM expired)
+     pending AS (
+         SELECT owner FROM owner_access_deliveries
+          WHERE batch = $1 AND state = 'pending'
+          ORDER BY lease_until, owner
+          LIMIT greatest($2 - (SELECT count(*) FROM expired), 0)
+          FOR UPDATE SKIP LOCKED),
+     picked AS (SELECT owner FROM expired UNION ALL SELECT owner FROM pending)
      UPDATE owner_access_deliveries d
         SET state = 'claimed', state_at = clock.now, holder = $4, lease_until = clock.now + $5
        FROM picked, clock

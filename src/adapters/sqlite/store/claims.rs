@@ -8,20 +8,20 @@ use super::super::fail::Res;
 use super::super::rows::{Db, delivery_columns, json_array, ts};
 use crate::domain::{BatchId, DeliveryOutcome, OwnerId, SenderId, Timestamp};
 
-/// Claims a chunk in one statement: the chosen rows are pending ones by owner (their
-/// `lease_until` is NULL, so ordering by it first keeps the index's order and needs no
-/// sort), then run-out leases by their end; the `UPDATE`'s own condition is the
+/// Claims a chunk in one statement: the chosen rows are run-out leases by their end,
+/// then pending ones by owner (their `lease_until` is NULL, so ordering by it first
+/// keeps the index's order and needs no sort); the `UPDATE`'s own condition is the
 /// compare-and-set. RETURNING gives the rows in no particular order.
 pub(in crate::adapters::sqlite) const CLAIM: &str = concat!(
     "UPDATE owner_access_deliveries SET state = 'claimed', state_at = ?3, holder = ?4, lease_until = ?5
      WHERE batch = ?1 AND owner IN (
          SELECT owner FROM (
-             SELECT owner FROM owner_access_deliveries WHERE batch = ?1 AND state = 'pending'
+             SELECT owner FROM owner_access_deliveries WHERE batch = ?1 AND state = 'claimed'
+                AND lease_until <= ?3
               ORDER BY lease_until, owner LIMIT ?2)
          UNION ALL
          SELECT owner FROM (
-             SELECT owner FROM owner_access_deliveries WHERE batch = ?1 AND state = 'claimed'
-                AND lease_until <= ?3
+             SELECT owner FROM owner_access_deliveries WHERE batch = ?1 AND state = 'pending'
               ORDER BY lease_until, owner LIMIT ?2)
          LIMIT ?2)
        AND (state = 'pending' OR (state = 'claimed' AND lease_until <= ?3))
