@@ -115,7 +115,7 @@ async fn four_senders_on_postgres_keep_the_batch_rate_together() {
         "no second above the batch's rate: {buckets:?}"
     );
     let mean = buckets.iter().sum::<usize>() as f64 / buckets.len() as f64;
-    // Slots are 2% wider than 1/RATE, and the tail of the batch (one sender left with
+    // Slots are 5% wider than 1/RATE, and the tail of the batch (one sender left with
     // the last chunk, on a loaded machine) may dip: the mean is checked loosely.
     assert!(
         mean >= 0.75 * RATE,

@@ -52,8 +52,8 @@ pub struct SendOptions {
     /// leaves at most its last group unused (the rate dips, never rises); processes
     /// that name different rates each take slots at their own spacing from the one
     /// schedule, so the batch never goes faster than the highest rate named. Slots are
-    /// spaced 2% wider than `1 / rate`, headroom for round-trip jitter so the limit
-    /// holds in every second counted on the mail server's clock. A retry takes a slot
+    /// spaced 5% wider than `1 / rate`, headroom for round-trip jitter (up to 50 ms)
+    /// so the limit holds in every second counted on the mail server's clock. A retry takes a slot
     /// too. See [`validate`](Self::validate) for the range.
     pub rate_per_second: Option<f64>,
     /// Retries of transient errors.
