@@ -108,8 +108,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::{PORTAL, fast_options, owner, t0};
 use owner_access::adapters::postgres::LeaseClock;
 use owner_access::domain::{
-    ActivityEntry, ActivityKind, Batch, BatchId, Community, CommunityId, DeliveryState, Mailbox,
-    NewBatch, OwnerId, SenderId, Timestamp, TokenHash, TokenRecord, TokenState,
+    ActivityEntry, ActivityKind, Batch, BatchId, Community, CommunityId, DeliveryOutcome,
+    DeliveryState, Mailbox, NewBatch, OwnerId, SenderId, Timestamp, TokenHash, TokenRecord,
+    TokenState,
 };
 use owner_access::invite::Invite;
 use owner_access::prelude::*;
@@ -685,5 +686,51 @@ async fn sslmode_prefer_encrypts_when_the_server_offers_tls_and_disable_never() 
             "{mode}: TLS {ssl:?}, expected {want_tls} (server ssl = {server_ssl})"
         );
         drop(repo);
+    }
+}
+
+/// A renewal and the record of a group of the same deliveries, at once (a run renews
+/// everything it holds while its last group is being recorded): both lock the rows in
+/// one order, by owner, so neither waits on the other for ever. Without that order
+/// the server found a deadlock between the two (`benches/workers/run.sh`, one worker)
+/// and the run stopped `StoreUnavailable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set OWNER_ACCESS_PG_URL and run with --include-ignored"]
+async fn a_renewal_beside_the_record_of_the_same_deliveries_never_deadlocks() {
+    let db = TestDb::create().await;
+    let settings = db.fresh().await;
+    let repo = PostgresRepository::connect(&settings).await.unwrap();
+    const OWNERS: usize = 400;
+    repo.create_batch(&new_batch("b1", OWNERS)).await.unwrap();
+    let b1 = BatchId::new("b1").unwrap();
+    let sender = SenderId::new("worker").unwrap();
+    let lease = Duration::from_secs(60);
+    for round in 0..40 {
+        let claimed = repo
+            .claim_deliveries(&b1, &sender, OWNERS, lease, t0())
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), OWNERS, "round {round}");
+        let mut held: Vec<OwnerId> = claimed.into_iter().map(|d| d.owner).collect();
+        held.sort();
+        // The group in the other order, each given back pending (unreachable), so the
+        // next round claims them all again.
+        let group: Vec<(OwnerId, DeliveryOutcome)> = held
+            .iter()
+            .rev()
+            .map(|o| (o.clone(), DeliveryOutcome::Unreachable { attempts: 1 }))
+            .collect();
+        let (renewed, recorded) = tokio::join!(
+            repo.renew_claims(&b1, &sender, &held, lease, t0()),
+            repo.record_deliveries(&b1, &sender, &group, t0()),
+        );
+        let refused_renewal = renewed.unwrap_or_else(|e| panic!("round {round}: renewal {e:?}"));
+        let refused_record = recorded.unwrap_or_else(|e| panic!("round {round}: record {e:?}"));
+        assert_eq!(
+            refused_record,
+            [],
+            "round {round}: the record comes first or after"
+        );
+        assert!(refused_renewal.len() <= OWNERS, "round {round}");
     }
 }

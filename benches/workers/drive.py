@@ -226,13 +226,26 @@ def kills():
     for at, _, rcpts in rows:
         for r in rcpts.split(","):
             last[r] = max(last[r], at)
-    for at, held in killed:
+    for i, (at, held) in enumerate(killed):
         if not held:
             print("  a kill that held no claims")
             continue
-        recovered = max(last[h] for h in held) - at
-        print(f"  kill at +{at - rows[0][0]:.1f} s held {len(held)} claims; all sent by another worker "
-              f"{recovered:.1f} s after the kill (target <= 30 s)")
+        # Claims a later victim held when it was killed: taken over by a worker that
+        # died before sending them (a second crash, counted in that kill's own time).
+        again = {}
+        for later_at, later_held in killed[i + 1:]:
+            for h in set(held) & set(later_held):
+                again.setdefault(h, later_at)
+        taken = [h for h in held if h not in again]
+        recovered = max(last[h] for h in taken) - at if taken else 0.0
+        print(f"  kill at +{at - rows[0][0]:.1f} s held {len(held)} claims; "
+              f"{len(taken)} sent by another worker {recovered:.1f} s after the kill (target <= 30 s)")
+        if again:
+            when = sorted(set(again.values()))
+            until = max(last[h] for h in again) - at
+            print(f"    {len(again)} of them were held again by the worker killed at "
+                  + ", ".join(f"+{w - rows[0][0]:.1f} s" for w in when)
+                  + f" (a second crash); all sent {until:.1f} s after this kill")
         if recovered > 30:
             failures.append(f"recovery {recovered:.1f} s")
 

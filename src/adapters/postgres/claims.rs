@@ -44,22 +44,58 @@ const CLAIM: &str = concat!(
      d.unreachable_runs, d.skip_reason"
 );
 
+/// The statements that write a sender's claimed rows (a renewal, a release, a group's
+/// outcomes) may run at once over the same rows: a run renews everything it holds
+/// while a group of it is being recorded. Each first locks its rows in one order, by
+/// owner (`ORDER BY owner FOR UPDATE` in a materialized step), so one waits for the
+/// other instead of each holding rows the other needs: locked in the plans' own
+/// orders, the server found deadlocks between a renewal and a record. `$1` is the
+/// batch; the arguments name the parameters of the owners and of the holder.
+macro_rules! locked_in_order {
+    ($owners:literal, $holder:literal) => {
+        concat!(
+            "locked AS MATERIALIZED (
+             SELECT owner FROM owner_access_deliveries
+              WHERE batch = $1 AND owner = ANY(",
+            $owners,
+            ") AND state = 'claimed' AND holder = ",
+            $holder,
+            "
+              ORDER BY owner FOR UPDATE)"
+        )
+    };
+}
+
 /// Renews a sender's leases on the listed deliveries.
-const RENEW: &str = "WITH clock AS (SELECT coalesce($4::int8, owner_access_now_ns()) AS now)
-     UPDATE owner_access_deliveries d SET lease_until = clock.now + $5 FROM clock
-      WHERE d.batch = $1 AND d.owner = ANY($2) AND d.state = 'claimed' AND d.holder = $3
-     RETURNING d.owner";
+const RENEW: &str = concat!(
+    "WITH clock AS (SELECT coalesce($4::int8, owner_access_now_ns()) AS now), ",
+    locked_in_order!("$2", "$3"),
+    "
+     UPDATE owner_access_deliveries d SET lease_until = clock.now + $5 FROM clock, locked
+      WHERE d.batch = $1 AND d.owner = locked.owner AND d.state = 'claimed' AND d.holder = $3
+     RETURNING d.owner"
+);
 
 /// Gives a sender's claims on the listed deliveries back.
-const RELEASE: &str = "UPDATE owner_access_deliveries
+const RELEASE: &str = concat!(
+    "WITH ",
+    locked_in_order!("$2", "$3"),
+    "
+     UPDATE owner_access_deliveries d
         SET state = 'pending', state_at = NULL, holder = NULL, lease_until = NULL
-      WHERE batch = $1 AND owner = ANY($2) AND state = 'claimed' AND holder = $3
-     RETURNING owner";
+       FROM locked
+      WHERE d.batch = $1 AND d.owner = locked.owner AND d.state = 'claimed' AND d.holder = $3
+     RETURNING d.owner"
+);
 
 /// Records a group of outcomes, each only where `$2` holds the claim: sent, failed
 /// and skipped settle the delivery; unreachable gives it back pending, one more run
 /// counted.
-const RECORD: &str = "UPDATE owner_access_deliveries d SET
+const RECORD: &str = concat!(
+    "WITH ",
+    locked_in_order!("$4", "$2"),
+    "
+     UPDATE owner_access_deliveries d SET
          state = o.state,
          state_at = CASE WHEN o.state = 'pending' THEN NULL ELSE $3::int8 END,
          error = o.error,
@@ -69,9 +105,11 @@ const RECORD: &str = "UPDATE owner_access_deliveries d SET
          unreachable_runs = CASE WHEN o.state = 'pending'
              THEN least(d.unreachable_runs + 1, 4294967295) ELSE d.unreachable_runs END
        FROM unnest($4::text[], $5::text[], $6::text[], $7::int8[], $8::text[])
-            AS o(owner, state, error, attempts, skip)
-      WHERE d.batch = $1 AND d.owner = o.owner AND d.state = 'claimed' AND d.holder = $2
-     RETURNING d.owner";
+            AS o(owner, state, error, attempts, skip), locked
+      WHERE d.batch = $1 AND d.owner = o.owner AND d.owner = locked.owner
+        AND d.state = 'claimed' AND d.holder = $2
+     RETURNING d.owner"
+);
 
 /// The listed owners that a fenced write did not touch.
 fn refused(listed: &[OwnerId], done: &[String]) -> Vec<OwnerId> {
