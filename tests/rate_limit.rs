@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::paced::{Timed, pending_batch, per_second, resume_together};
+use common::paced::{Timed, four_senders_keep_the_batch_rate, pending_batch};
 use common::wrapped::{Hooks, Wrapped};
 use owner_access::adapters::sqlite::SqliteRepository;
 use owner_access::domain::{BatchId, Timestamp};
@@ -22,34 +22,7 @@ async fn four_senders_on_one_sqlite_file_keep_the_batch_rate_together() {
     let open = || async {
         Arc::new(SqliteRepository::open(&path).await.unwrap()) as Arc<dyn OwnerStorage>
     };
-    const OWNERS: usize = 1200;
-    const RATE: f64 = 200.0;
-    let batch = pending_batch(open().await, OWNERS).await;
-    // More than 3 claim chunks (256 each), so all four senders hold deliveries
-    // and send at once.
-    let mut handles = Vec::new();
-    for _ in 0..4 {
-        handles.push(open().await);
-    }
-    let transport = Timed::new(Duration::from_millis(5));
-    resume_together(handles, &batch, RATE, 4, transport.clone()).await;
-    let copies = transport.copies();
-    assert_eq!(copies.len(), OWNERS);
-    assert!(copies.values().all(|n| *n == 1), "{copies:?}");
-    let buckets = per_second(&transport.accepted());
-    println!("accepted per second, 4 senders at --rate {RATE}: {buckets:?}");
-    assert!(buckets.len() >= 3, "{buckets:?}");
-    assert!(
-        buckets.iter().all(|n| *n as f64 <= RATE),
-        "no second above the batch's rate: {buckets:?}"
-    );
-    let mean = buckets.iter().sum::<usize>() as f64 / buckets.len() as f64;
-    // Slots are 5% wider than 1/RATE, and the tail of the batch (one sender left with
-    // the last chunk, on a loaded machine) may dip: the mean is checked loosely.
-    assert!(
-        mean >= 0.75 * RATE,
-        "the rate is used: mean {mean} in {buckets:?}"
-    );
+    four_senders_keep_the_batch_rate(open, "one SQLite file").await;
 }
 
 /// A store whose schedule cannot be reached.
