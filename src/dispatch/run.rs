@@ -239,7 +239,7 @@ impl<'a> Work<'a> {
             let Some(ready) = self.queue.pop_front() else {
                 break;
             };
-            self.sizing.started(Instant::now());
+            self.sizing.started(Instant::now);
             let (engine, prepared, state) = (self.engine, self.prepared, self.state);
             self.in_flight
                 .push(Box::pin(engine.deliver(prepared, state, ready)));

@@ -66,9 +66,10 @@ impl ClaimSizing {
         }
     }
 
-    /// A message started: the first one starts the pace's first sample.
-    pub(super) fn started(&mut self, now: Instant) {
-        self.sample_start.get_or_insert(now);
+    /// A message started: the first one starts the pace's first sample. `now` is
+    /// called only then, so later messages read no clock here.
+    pub(super) fn started(&mut self, now: impl FnOnce() -> Instant) {
+        self.sample_start.get_or_insert_with(now);
     }
 
     /// A message settled (sent, failed or held back); a sample older than
@@ -129,7 +130,7 @@ mod tests {
     fn half_a_second_of_the_measured_pace() {
         let t0 = Instant::now();
         let mut s = ClaimSizing::new(4);
-        s.started(t0);
+        s.started(|| t0);
         // 184 messages a second, as one worker into a mail server that waits 20 ms.
         let end = settle(&mut s, t0, 184, Duration::from_secs(1));
         assert!((92..=93).contains(&s.chunk()), "{}", s.chunk());
@@ -143,15 +144,15 @@ mod tests {
     fn bounded_by_the_floor_and_the_most() {
         let t0 = Instant::now();
         let mut slow = ClaimSizing::new(4);
-        slow.started(t0);
+        slow.started(|| t0);
         settle(&mut slow, t0, 6, Duration::from_secs(1));
         assert_eq!(slow.chunk(), MIN_CHUNK, "a rate limit's pace");
         let mut wide = ClaimSizing::new(40);
-        wide.started(t0);
+        wide.started(|| t0);
         settle(&mut wide, t0, 6, Duration::from_secs(1));
         assert_eq!(wide.chunk(), 40, "never below the concurrency");
         let mut fast = ClaimSizing::new(4);
-        fast.started(t0);
+        fast.started(|| t0);
         settle(&mut fast, t0, 5000, Duration::from_secs(1));
         assert_eq!(fast.chunk(), MAX_CHUNK);
     }
@@ -160,12 +161,12 @@ mod tests {
     fn no_pace_until_a_sample_is_long_enough() {
         let t0 = Instant::now();
         let mut s = ClaimSizing::new(4);
-        s.started(t0);
+        s.started(|| t0);
         // Many messages, but in under the shortest sample.
         settle(&mut s, t0, 100, Duration::from_millis(9));
         assert_eq!(s.chunk(), MIN_CHUNK);
         let mut slow = ClaimSizing::new(4);
-        slow.started(t0);
+        slow.started(|| t0);
         // Fewer than a chunk, in under a whole sample.
         settle(&mut slow, t0, 15, Duration::from_millis(90));
         assert_eq!(slow.chunk(), MIN_CHUNK);
@@ -175,7 +176,7 @@ mod tests {
     fn a_fast_run_leaves_its_first_small_chunks_within_milliseconds() {
         let t0 = Instant::now();
         let mut s = ClaimSizing::new(4);
-        s.started(t0);
+        s.started(|| t0);
         // 9,000 messages a second, as one process over SQLite: 12 ms is enough.
         settle(&mut s, t0, 108, Duration::from_millis(12));
         assert_eq!(s.chunk(), MAX_CHUNK);
